@@ -1,0 +1,254 @@
+//! The call-state store: slots with leases, per-call locks and state, and cluster stats, behind one trait.
+//! `memory` is the embedded single-replica default; `redis` is the cluster backend of SPEC §4.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::call_sid::CallSid;
+use crate::state::{CallState, EndReason};
+
+pub mod memory;
+pub mod redis;
+
+pub use self::memory::MemoryStore;
+pub use self::redis::RedisStore;
+
+/// Settings every backend shares; built from the service configuration.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `MAX_CONCURRENT_CALLS`: live slots allowed cluster-wide.
+    pub limit: u64,
+    /// TTL of `calls:state:{call_sid}`.
+    pub state_ttl: Duration,
+    /// TTL of `calls:lock:{call_sid}`.
+    pub lock_ttl: Duration,
+    /// After Redis lost its data, how long new admissions wait so live calls re-register first.
+    /// One renewal tick plus a margin in production; zero turns the wait off.
+    pub recovery_holdoff: Duration,
+    /// Upper bound on every single store operation (connect, command, script).
+    pub op_timeout: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            limit: 50,
+            state_ttl: Duration::from_secs(3600),
+            lock_ttl: Duration::from_secs(60),
+            recovery_holdoff: Duration::from_secs(12),
+            op_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Whether an admission may take a free slot or only refresh one the call already holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdmitPolicy {
+    /// Take a slot if the call holds none and one is free (webhook, stream without reservation).
+    MayTakeSlot,
+    /// Only refresh a slot the call already holds: a draining replica honours reservations but
+    /// starts nothing new.
+    ExistingOnly,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admission {
+    /// The call holds a slot whose lease now runs at least `lease` from now.
+    /// `new` is false when it already held one (a retried webhook, an activated reservation).
+    Admitted {
+        new: bool,
+        active: u64,
+    },
+    Refused(Refusal),
+}
+
+impl Admission {
+    pub fn is_admitted(&self) -> bool {
+        matches!(self, Self::Admitted { .. })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Every slot is taken; counted in `calls:stats:rejected_max_concurrent`.
+    AtLimit { active: u64 },
+    /// Redis lost its data moments ago; live calls are still re-registering.
+    Recovering,
+    /// `ExistingOnly` and the call holds no slot.
+    NoSlotHeld,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AtLimit { .. } => "max_concurrent",
+            Self::Recovering => "recovering",
+            Self::NoSlotHeld => "no_reservation",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LockOutcome {
+    Acquired,
+    /// Another owner holds it; the token is reported for the log line.
+    HeldBy(String),
+}
+
+/// One live call in a renewal batch.
+#[derive(Debug, Clone)]
+pub struct Renewal {
+    pub call_sid: CallSid,
+    pub lock_token: String,
+    /// The call's current state, flushed (with its TTL refreshed) if this replica owns the lock.
+    pub state: Option<CallState>,
+}
+
+/// The heartbeat a replica writes on every tick (`calls:replica:{id}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReplicaHeartbeat {
+    pub id: String,
+    pub started_at: String,
+    pub calls_active: u64,
+    pub draining: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RenewBatch {
+    pub lease: Duration,
+    pub calls: Vec<Renewal>,
+    pub heartbeat: ReplicaHeartbeat,
+    /// TTL of the heartbeat key: three ticks.
+    pub heartbeat_ttl: Duration,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RenewReport {
+    /// Cluster-wide live slots after the renewal.
+    pub active: u64,
+    /// Calls of this batch that had lost their slot (reclaimed while this replica was paused, or
+    /// Redis lost its data) and were re-added.
+    pub readded: Vec<String>,
+    /// Calls whose lock another owner holds now; their state was not written.
+    pub lock_lost: Vec<String>,
+    /// Expired slots of any replica that this renewal reclaimed.
+    pub reclaimed: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStats {
+    pub active: u64,
+    pub started: u64,
+    pub rejected_max_concurrent: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    Memory,
+    Redis,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Memory => "memory",
+            Self::Redis => "redis",
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("redis {op}: {source}")]
+    Redis {
+        op: &'static str,
+        #[source]
+        source: ::redis::RedisError,
+    },
+    #[error("redis {op}: no answer within {timeout:?}")]
+    Timeout { op: &'static str, timeout: Duration },
+    #[error("state of {call_sid} is not valid call-state JSON: {source}")]
+    CorruptState {
+        call_sid: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("redis {op} answered something unexpected: {detail}")]
+    UnexpectedReply { op: &'static str, detail: String },
+}
+
+impl StoreError {
+    /// The operation that failed, for the `redis_errors_total{op}` metric.
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Redis { op, .. }
+            | Self::Timeout { op, .. }
+            | Self::UnexpectedReply { op, .. } => op,
+            Self::CorruptState { .. } => "state_decode",
+        }
+    }
+
+    /// Whether the store itself is unreachable (as opposed to one bad value in it).
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Timeout { .. } => true,
+            Self::Redis { source, .. } => {
+                source.is_io_error()
+                    || source.is_connection_dropped()
+                    || source.is_connection_refusal()
+                    || source.is_timeout()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Everything the service needs from shared state. Every operation is atomic on its own; admit,
+/// release and renew keep `active == number of slots` at every step.
+#[async_trait]
+pub trait CallStore: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    fn config(&self) -> &StoreConfig;
+
+    /// Reclaims expired slots, then admits `call_sid` with a lease of `lease` (see [`AdmitPolicy`]).
+    async fn admit(
+        &self,
+        call_sid: &CallSid,
+        policy: AdmitPolicy,
+        lease: Duration,
+    ) -> Result<Admission, StoreError>;
+
+    /// Frees the call's slot if it holds one (idempotent) and ends its state with `reason` unless
+    /// it already ended. Returns whether a slot was freed.
+    async fn release(&self, call_sid: &CallSid, reason: EndReason) -> Result<bool, StoreError>;
+
+    /// One round trip: reclaims expired slots, re-adds and extends every call of the batch, renews
+    /// or re-takes their locks, flushes their states, and writes the replica heartbeat.
+    async fn renew(&self, batch: &RenewBatch) -> Result<RenewReport, StoreError>;
+
+    /// Reclaims expired slots (ending their states with `lease_expired`); returns them.
+    async fn reclaim(&self) -> Result<Vec<String>, StoreError>;
+
+    async fn read_state(&self, call_sid: &CallSid) -> Result<Option<CallState>, StoreError>;
+
+    /// Writes the state with a fresh `CALL_STATE_TTL_SECS`.
+    async fn write_state(&self, state: &CallState) -> Result<(), StoreError>;
+
+    async fn take_lock(&self, call_sid: &CallSid, token: &str) -> Result<LockOutcome, StoreError>;
+
+    /// Extends the lock if `token` still owns it.
+    async fn renew_lock(&self, call_sid: &CallSid, token: &str) -> Result<bool, StoreError>;
+
+    /// Compare-and-delete: only the owner's token releases it.
+    async fn release_lock(&self, call_sid: &CallSid, token: &str) -> Result<bool, StoreError>;
+
+    async fn stats(&self) -> Result<ClusterStats, StoreError>;
+
+    /// Cheap reachability check for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+}

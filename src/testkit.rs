@@ -1,0 +1,183 @@
+//! Real `redis-server` processes for tests and benchmarks: each on its own unix socket or port,
+//! started on demand, restartable empty, and killed by PID when dropped. Redis is never mocked.
+
+use std::io;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where a test server listens.
+#[derive(Debug, Clone)]
+enum Endpoint {
+    Unix(PathBuf),
+    Tcp(u16),
+}
+
+/// A private `redis-server` that keeps nothing on disk. Dropping it kills the process.
+pub struct RedisServer {
+    dir: tempfile::TempDir,
+    endpoint: Endpoint,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server on a fresh unix socket (no TCP port at all).
+    pub fn start() -> io::Result<Self> {
+        let dir = new_dir()?;
+        let endpoint = Endpoint::Unix(dir.path().join("redis.sock"));
+        Self::launch(dir, endpoint)
+    }
+
+    /// Starts a server on a free loopback TCP port (for processes that want `redis://`).
+    pub fn start_tcp() -> io::Result<Self> {
+        let dir = new_dir()?;
+        let endpoint = Endpoint::Tcp(free_port()?);
+        Self::launch(dir, endpoint)
+    }
+
+    fn launch(dir: tempfile::TempDir, endpoint: Endpoint) -> io::Result<Self> {
+        let mut server = Self {
+            dir,
+            endpoint,
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// `redis+unix:///…` or `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Unix(path) => format!("redis+unix://{}", path.display()),
+            Endpoint::Tcp(port) => format!("redis://127.0.0.1:{port}/0"),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server (as a crash would) and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Endpoint::Unix(path) = &self.endpoint {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Starts the server again on the same address, empty (it persists nothing).
+    pub fn restart_empty(&mut self) -> io::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// Starts a stopped server again on the same address.
+    pub fn start_again(&mut self) -> io::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.spawn()
+    }
+
+    /// Runs `redis-cli` against this server and returns its trimmed output.
+    pub fn cli(&self, args: &[&str]) -> io::Result<String> {
+        let mut cmd = Command::new("redis-cli");
+        match &self.endpoint {
+            Endpoint::Unix(path) => cmd.arg("-s").arg(path),
+            Endpoint::Tcp(port) => cmd.arg("-p").arg(port.to_string()),
+        };
+        let out = cmd.args(args).stderr(Stdio::null()).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
+            .arg("--maxclients")
+            .arg("10000");
+        match &self.endpoint {
+            Endpoint::Unix(path) => {
+                cmd.arg("--port")
+                    .arg("0")
+                    .arg("--unixsocket")
+                    .arg(path)
+                    .arg("--unixsocketperm")
+                    .arg("700");
+            }
+            Endpoint::Tcp(port) => {
+                cmd.arg("--port")
+                    .arg(port.to_string())
+                    .arg("--bind")
+                    .arg("127.0.0.1");
+            }
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot start redis-server (is it installed?): {e}"),
+                )
+            })?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+                return Err(io::Error::other(format!(
+                    "redis-server exited with {status}: {log}"
+                )));
+            }
+            if self.cli(&["PING"]).is_ok_and(|out| out == "PONG") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "redis-server did not answer PING within 10 s",
+        ))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn new_dir() -> io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("prosaas-calls-redis-")
+        .tempdir()
+}
