@@ -2,6 +2,7 @@
 //! The library holds everything; `main.rs` only parses the command line and runs the server.
 
 pub mod call_sid;
+pub mod config;
 pub mod keys;
 pub mod state;
 pub mod store;
