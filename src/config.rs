@@ -181,9 +181,13 @@ impl Config {
         };
 
         let listen_addr = match (given(&raw.listen_addr), given(&raw.port)) {
-            (Some(addr), _) => addr
-                .parse::<SocketAddr>()
-                .map_err(|_| invalid("LISTEN_ADDR", addr, "expected host:port, e.g. 127.0.0.1:8080"))?,
+            (Some(addr), _) => addr.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "LISTEN_ADDR",
+                    addr,
+                    "expected host:port, e.g. 127.0.0.1:8080",
+                )
+            })?,
             (None, Some(port)) => {
                 let port = port
                     .parse::<u16>()
@@ -198,7 +202,11 @@ impl Config {
             Some(v) => {
                 let url = http_url("PUBLIC_URL", v)?;
                 if url.query().is_some() || url.fragment().is_some() {
-                    return Err(invalid("PUBLIC_URL", v, "must have no query string or fragment"));
+                    return Err(invalid(
+                        "PUBLIC_URL",
+                        v,
+                        "must have no query string or fragment",
+                    ));
                 }
                 Some(v.trim_end_matches('/').to_owned())
             }
@@ -226,9 +234,9 @@ impl Config {
         };
         let retry_after_secs = match given(&raw.retry_after_secs) {
             None => 30,
-            Some(v) => v
-                .parse::<u64>()
-                .map_err(|_| invalid("RETRY_AFTER_SECS", v, "expected a whole number of seconds"))?,
+            Some(v) => v.parse::<u64>().map_err(|_| {
+                invalid("RETRY_AFTER_SECS", v, "expected a whole number of seconds")
+            })?,
         };
         let reject = RejectConfig {
             mode,
@@ -380,11 +388,14 @@ mod tests {
     #[test]
     fn max_concurrent_calls_falls_back_to_50_with_a_warning() {
         for bad in ["0", "-3", "abc", "1.5", "99999999999999999999"] {
-            let (c, warnings) =
-                parse(with(|r| r.max_concurrent_calls = Some(bad.into()))).unwrap();
+            let (c, warnings) = parse(with(|r| r.max_concurrent_calls = Some(bad.into()))).unwrap();
             assert_eq!(c.max_concurrent_calls, 50, "{bad}");
             assert_eq!(warnings.len(), 1);
-            assert!(warnings[0].contains(bad), "warning names the value: {}", warnings[0]);
+            assert!(
+                warnings[0].contains(bad),
+                "warning names the value: {}",
+                warnings[0]
+            );
         }
         let (c, warnings) = parse(with(|r| r.max_concurrent_calls = Some("7".into()))).unwrap();
         assert_eq!((c.max_concurrent_calls, warnings.len()), (7, 0));
@@ -462,21 +473,60 @@ mod tests {
         let cases: Vec<(&str, RawConfig)> = vec![
             ("REDIS_URL", with(|r| r.redis_url = Some("http://x".into()))),
             ("PORT", with(|r| r.port = Some("70000".into()))),
-            ("LISTEN_ADDR", with(|r| r.listen_addr = Some("nowhere".into()))),
-            ("PUBLIC_URL", with(|r| r.public_url = Some("ftp://x".into()))),
-            ("PUBLIC_URL", with(|r| r.public_url = Some("https://x/?a=1".into()))),
+            (
+                "LISTEN_ADDR",
+                with(|r| r.listen_addr = Some("nowhere".into())),
+            ),
+            (
+                "PUBLIC_URL",
+                with(|r| r.public_url = Some("ftp://x".into())),
+            ),
+            (
+                "PUBLIC_URL",
+                with(|r| r.public_url = Some("https://x/?a=1".into())),
+            ),
             ("REJECT_MODE", with(|r| r.reject_mode = Some("404".into()))),
-            ("REJECT_REDIRECT_URL", with(|r| r.reject_redirect_url = Some("not a url".into()))),
-            ("RETRY_AFTER_SECS", with(|r| r.retry_after_secs = Some("-1".into()))),
-            ("CALL_STATE_TTL_SECS", with(|r| r.call_state_ttl_secs = Some("0".into()))),
-            ("CALL_LOCK_TTL_SECS", with(|r| r.call_lock_ttl_secs = Some("x".into()))),
-            ("CALL_LEASE_SECS", with(|r| r.call_lease_secs = Some("-5".into()))),
-            ("RENEW_INTERVAL_SECS", with(|r| r.renew_interval_secs = Some("30".into()))),
-            ("CALL_LOCK_TTL_SECS", with(|r| r.call_lock_ttl_secs = Some("5".into()))),
-            ("RESERVATION_SECS", with(|r| r.reservation_secs = Some("NaN".into()))),
-            ("DRAIN_TIMEOUT_SECS", with(|r| r.drain_timeout_secs = Some("inf".into()))),
+            (
+                "REJECT_REDIRECT_URL",
+                with(|r| r.reject_redirect_url = Some("not a url".into())),
+            ),
+            (
+                "RETRY_AFTER_SECS",
+                with(|r| r.retry_after_secs = Some("-1".into())),
+            ),
+            (
+                "CALL_STATE_TTL_SECS",
+                with(|r| r.call_state_ttl_secs = Some("0".into())),
+            ),
+            (
+                "CALL_LOCK_TTL_SECS",
+                with(|r| r.call_lock_ttl_secs = Some("x".into())),
+            ),
+            (
+                "CALL_LEASE_SECS",
+                with(|r| r.call_lease_secs = Some("-5".into())),
+            ),
+            (
+                "RENEW_INTERVAL_SECS",
+                with(|r| r.renew_interval_secs = Some("30".into())),
+            ),
+            (
+                "CALL_LOCK_TTL_SECS",
+                with(|r| r.call_lock_ttl_secs = Some("5".into())),
+            ),
+            (
+                "RESERVATION_SECS",
+                with(|r| r.reservation_secs = Some("NaN".into())),
+            ),
+            (
+                "DRAIN_TIMEOUT_SECS",
+                with(|r| r.drain_timeout_secs = Some("inf".into())),
+            ),
             ("REPLICA_ID", with(|r| r.replica_id = Some("a b".into()))),
-            ("MEDIA_HANDLER", with(|r| r.media_handler = Some("loud".into()))),
+            (
+                "MEDIA_HANDLER",
+                with(|r| r.media_handler = Some("loud".into())),
+            ),
             ("LOG_FORMAT", with(|r| r.log_format = Some("xml".into()))),
         ];
         for (var, raw) in cases {

@@ -1,1 +1,111 @@
-fn main() {}
+//! The `prosaas-calls` binary: parses configuration, sets up logging, runs one replica.
+//! Everything else lives in the library; errors become `anyhow` only here, at the edge.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use prosaas_calls::app::{App, build_store};
+use prosaas_calls::config::{Config, LogFormat, RawConfig};
+use prosaas_calls::server;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(version, about = "Twilio voice calls behind a cluster-wide concurrent-call limit")]
+#[command(args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: RawConfig,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one replica (the default).
+    Serve(RawConfig),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let raw = match cli.command {
+        Some(Command::Serve(raw)) => raw,
+        None => cli.serve,
+    };
+    let (config, warnings) = match Config::from_raw(&raw) {
+        Ok(parsed) => parsed,
+        Err(err) => {
+            eprintln!("prosaas-calls: invalid configuration: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    for warning in warnings {
+        warn!("{warning}");
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            error!("cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    // Only ring is compiled in; installing it explicitly keeps rediss:// independent of how
+    // rustls picks a default provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match &config.redis_url {
+        Some(_) => info!(
+            replica = %config.replica_id,
+            "state in Redis: this process is one replica of a cluster"
+        ),
+        None => warn!(
+            "REDIS_URL is not set: IN-PROCESS STATE, SINGLE REPLICA ONLY. Every replica would \
+             enforce its own limit; set REDIS_URL to run more than one"
+        ),
+    }
+    if config.twilio_auth_token.is_none() {
+        warn!("TWILIO_AUTH_TOKEN is not set: X-Twilio-Signature is NOT checked");
+    }
+    let store = build_store(&config).context("state store")?;
+    let listener = tokio::net::TcpListener::bind(config.listen_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
+    info!(
+        addr = %listener.local_addr()?,
+        max_concurrent_calls = config.max_concurrent_calls,
+        backend = store.backend().as_str(),
+        media_handler = ?config.media_handler,
+        "prosaas-calls listening"
+    );
+    let app = App::new(config, store);
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        server::shutdown_signal().await;
+        signal.cancel();
+    });
+    server::serve(app, listener, shutdown).await?;
+    info!("stopped");
+    Ok(())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -89,7 +89,9 @@ where
     for n in 0..1000 {
         let store = fx.stores[n % fx.stores.len()].clone();
         tasks.push(tokio::spawn(async move {
-            store.admit(&sid(n), AdmitPolicy::MayTakeSlot, LEASE).await
+            store
+                .admit(&sid(n), AdmitPolicy::MayTakeSlot, LEASE, None)
+                .await
         }));
     }
     let (mut admitted, mut refused) = (0, 0);
@@ -134,7 +136,7 @@ where
     let a = sid(1);
     assert_eq!(
         store
-            .admit(&a, AdmitPolicy::MayTakeSlot, LEASE)
+            .admit(&a, AdmitPolicy::MayTakeSlot, LEASE, None)
             .await
             .unwrap(),
         Admission::Admitted {
@@ -144,7 +146,7 @@ where
     );
     assert_eq!(
         store
-            .admit(&a, AdmitPolicy::MayTakeSlot, LEASE)
+            .admit(&a, AdmitPolicy::MayTakeSlot, LEASE, None)
             .await
             .unwrap(),
         Admission::Admitted {
@@ -169,7 +171,7 @@ where
     for n in 2..4 {
         assert!(
             store
-                .admit(&sid(n), AdmitPolicy::MayTakeSlot, LEASE)
+                .admit(&sid(n), AdmitPolicy::MayTakeSlot, LEASE, None)
                 .await
                 .unwrap()
                 .is_admitted()
@@ -177,7 +179,7 @@ where
     }
     assert_eq!(
         store
-            .admit(&sid(4), AdmitPolicy::MayTakeSlot, LEASE)
+            .admit(&sid(4), AdmitPolicy::MayTakeSlot, LEASE, None)
             .await
             .unwrap(),
         Admission::Refused(Refusal::AtLimit { active: 2 })
@@ -196,7 +198,7 @@ where
     let store = fx.store();
     assert_eq!(
         store
-            .admit(&sid(1), AdmitPolicy::ExistingOnly, LEASE)
+            .admit(&sid(1), AdmitPolicy::ExistingOnly, LEASE, None)
             .await
             .unwrap(),
         Admission::Refused(Refusal::NoSlotHeld)
@@ -206,12 +208,13 @@ where
             &sid(1),
             AdmitPolicy::MayTakeSlot,
             Duration::from_millis(300),
+            None,
         )
         .await
         .unwrap();
     assert_eq!(
         store
-            .admit(&sid(1), AdmitPolicy::ExistingOnly, LEASE)
+            .admit(&sid(1), AdmitPolicy::ExistingOnly, LEASE, None)
             .await
             .unwrap(),
         Admission::Admitted {
@@ -249,12 +252,13 @@ where
             &reserved,
             AdmitPolicy::MayTakeSlot,
             Duration::from_millis(200),
+            None,
         )
         .await
         .unwrap();
     assert_eq!(
         store
-            .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE)
+            .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE, None)
             .await
             .unwrap(),
         Admission::Refused(Refusal::AtLimit { active: 1 })
@@ -263,7 +267,7 @@ where
     // The next admission reclaims the reservation that never became a stream.
     assert_eq!(
         store
-            .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE)
+            .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE, None)
             .await
             .unwrap(),
         Admission::Admitted {
@@ -283,6 +287,7 @@ where
             &sid(3),
             AdmitPolicy::MayTakeSlot,
             Duration::from_millis(100),
+            None,
         )
         .await
         .unwrap();
@@ -300,7 +305,12 @@ where
     let store = fx.store();
     let live = sid(1);
     store
-        .admit(&live, AdmitPolicy::MayTakeSlot, Duration::from_millis(200))
+        .admit(
+            &live,
+            AdmitPolicy::MayTakeSlot,
+            Duration::from_millis(200),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -346,7 +356,7 @@ where
     // Over the limit nothing new gets in, and the renewed lease outlives the original one.
     assert_eq!(
         store
-            .admit(&sid(3), AdmitPolicy::MayTakeSlot, LEASE)
+            .admit(&sid(3), AdmitPolicy::MayTakeSlot, LEASE, None)
             .await
             .unwrap(),
         Admission::Refused(Refusal::AtLimit { active: 2 })
@@ -424,7 +434,7 @@ where
     assert_eq!(store.read_state(&call).await.unwrap(), Some(state.clone()));
 
     store
-        .admit(&call, AdmitPolicy::MayTakeSlot, LEASE)
+        .admit(&call, AdmitPolicy::MayTakeSlot, LEASE, None)
         .await
         .unwrap();
     assert!(
@@ -513,7 +523,7 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
     let server = fx.redis.as_ref().unwrap();
     let call = sid(1);
     fx.store()
-        .admit(&call, AdmitPolicy::MayTakeSlot, LEASE)
+        .admit(&call, AdmitPolicy::MayTakeSlot, LEASE, None)
         .await
         .unwrap();
     fx.store()
@@ -564,7 +574,7 @@ async fn redis_restarted_empty_reloads_scripts_and_admission_goes_on() {
     let store = fx.stores[0].clone();
     assert!(
         store
-            .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE)
+            .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, None)
             .await
             .unwrap()
             .is_admitted()
@@ -577,7 +587,10 @@ async fn redis_restarted_empty_reloads_scripts_and_admission_goes_on() {
     // connection, so allow a couple of attempts within a second.
     let mut outcome = None;
     for _ in 0..20 {
-        match store.admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE).await {
+        match store
+            .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE, None)
+            .await
+        {
             Ok(admission) => {
                 outcome = Some(admission);
                 break;
@@ -615,7 +628,7 @@ async fn redis_data_loss_holds_admissions_until_live_calls_reregister() {
     // A brand-new dataset counts as recovered data loss too: the first admission waits the holdoff.
     assert_eq!(
         store
-            .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE)
+            .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, None)
             .await
             .unwrap(),
         Admission::Refused(Refusal::Recovering)
@@ -623,7 +636,7 @@ async fn redis_data_loss_holds_admissions_until_live_calls_reregister() {
     tokio::time::sleep(holdoff).await;
     assert!(
         store
-            .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE)
+            .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, None)
             .await
             .unwrap()
             .is_admitted()
@@ -633,7 +646,7 @@ async fn redis_data_loss_holds_admissions_until_live_calls_reregister() {
     // Before the holdoff ends the live call re-registers through its renewal; newcomers wait.
     assert_eq!(
         store
-            .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE)
+            .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE, None)
             .await
             .unwrap(),
         Admission::Refused(Refusal::Recovering)
@@ -660,14 +673,14 @@ async fn redis_data_loss_holds_admissions_until_live_calls_reregister() {
     tokio::time::sleep(holdoff).await;
     assert!(
         store
-            .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE)
+            .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE, None)
             .await
             .unwrap()
             .is_admitted()
     );
     assert_eq!(
         store
-            .admit(&sid(3), AdmitPolicy::MayTakeSlot, LEASE)
+            .admit(&sid(3), AdmitPolicy::MayTakeSlot, LEASE, None)
             .await
             .unwrap(),
         Admission::Refused(Refusal::AtLimit { active: 2 })
@@ -680,7 +693,7 @@ async fn redis_garbage_gives_typed_errors_and_changes_no_count() {
     let server = fx.redis.as_ref().unwrap();
     let store = fx.store();
     store
-        .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE)
+        .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, None)
         .await
         .unwrap();
 
@@ -699,7 +712,7 @@ async fn redis_garbage_gives_typed_errors_and_changes_no_count() {
     // A wrong-type key is an error from the script, not a panic, and nothing is counted.
     server.cli(&["SET", "calls:slots", "oops"]).unwrap();
     let err = store
-        .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE)
+        .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE, None)
         .await
         .unwrap_err();
     assert!(!err.is_unavailable());
@@ -721,7 +734,7 @@ async fn redis_unreachable_is_a_timely_unavailable_error() {
     let started = std::time::Instant::now();
     let err = fx
         .store()
-        .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE)
+        .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, None)
         .await
         .unwrap_err();
     assert!(err.is_unavailable(), "{err}");

@@ -1,7 +1,8 @@
 -- Admit one call atomically: reclaim lapsed slots, then refresh the call's slot if it holds one, else
 -- take a free one (counting started) or refuse (counting rejected_max_concurrent).
--- KEYS: slots, active_count, stats_started, stats_rejected_max_concurrent, epoch
--- ARGV: call_sid, limit, lease_ms, policy ('take' | 'existing'), recovery_holdoff_ms
+-- KEYS: slots, active_count, stats_started, stats_rejected_max_concurrent, epoch, state
+-- ARGV: call_sid, limit, lease_ms, policy ('take' | 'existing'), recovery_holdoff_ms,
+--       state_json ('' = none; written only with a new slot), state_ttl_s
 -- Returns {code, active, reclaimed}: code 1 new slot, 2 already held, 0 at limit, -1 recovering,
 -- -2 no slot held (policy 'existing').
 local slots, count_key = KEYS[1], KEYS[2]
@@ -28,6 +29,9 @@ if n < limit then
   redis.call('ZADD', slots, deadline, sid)
   redis.call('INCR', KEYS[3])
   redis.call('SET', count_key, n + 1)
+  if ARGV[6] ~= '' then
+    redis.call('SET', KEYS[6], ARGV[6], 'EX', ARGV[7])
+  end
   return {1, n + 1, expired}
 end
 redis.call('INCR', KEYS[4])

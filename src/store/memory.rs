@@ -108,6 +108,7 @@ impl CallStore for MemoryStore {
         call_sid: &CallSid,
         policy: AdmitPolicy,
         lease: Duration,
+        initial_state: Option<&CallState>,
     ) -> Result<Admission, StoreError> {
         let now = Instant::now();
         let mut inner = self.lock();
@@ -125,6 +126,12 @@ impl CallStore for MemoryStore {
         if active < self.config.limit {
             inner.slots.insert(call_sid.to_string(), deadline);
             inner.started += 1;
+            if let Some(state) = initial_state {
+                let until = now + self.config.state_ttl;
+                inner
+                    .states
+                    .insert(call_sid.to_string(), (state.clone(), until));
+            }
             return Ok(Admission::Admitted {
                 new: true,
                 active: active + 1,

@@ -216,11 +216,13 @@ pub trait CallStore: Send + Sync + 'static {
     fn config(&self) -> &StoreConfig;
 
     /// Reclaims expired slots, then admits `call_sid` with a lease of `lease` (see [`AdmitPolicy`]).
+    /// `initial_state`, if given, is written in the same atomic step when a new slot is taken.
     async fn admit(
         &self,
         call_sid: &CallSid,
         policy: AdmitPolicy,
         lease: Duration,
+        initial_state: Option<&CallState>,
     ) -> Result<Admission, StoreError>;
 
     /// Frees the call's slot if it holds one (idempotent) and ends its state with `reason` unless

@@ -153,6 +153,7 @@ impl CallStore for RedisStore {
         call_sid: &CallSid,
         policy: AdmitPolicy,
         lease: Duration,
+        initial_state: Option<&CallState>,
     ) -> Result<Admission, StoreError> {
         let mut conn = self.conn.clone();
         let mut invocation = self.scripts.admit.prepare_invoke();
@@ -162,6 +163,7 @@ impl CallStore for RedisStore {
             .key(keys::STATS_STARTED)
             .key(keys::STATS_REJECTED_MAX_CONCURRENT)
             .key(keys::EPOCH)
+            .key(keys::state(call_sid))
             .arg(call_sid.as_str())
             .arg(self.config.limit)
             .arg(lease.as_millis() as u64)
@@ -169,7 +171,9 @@ impl CallStore for RedisStore {
                 AdmitPolicy::MayTakeSlot => "take",
                 AdmitPolicy::ExistingOnly => "existing",
             })
-            .arg(self.config.recovery_holdoff.as_millis() as u64);
+            .arg(self.config.recovery_holdoff.as_millis() as u64)
+            .arg(initial_state.map(encode).unwrap_or_default())
+            .arg(self.config.state_ttl.as_secs().max(1));
         let (code, active, reclaimed): (i64, u64, Vec<String>) = self
             .run("admit", invocation.invoke_async(&mut conn))
             .await?;

@@ -1,0 +1,176 @@
+//! The HTTP surface of SPEC §3: routes, and the Twilio request checks every Twilio route shares
+//! (form parsing, `X-Twilio-Signature`). Handlers stay thin; the work is in `admission`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use tracing::warn;
+
+use crate::app::App;
+use crate::call_sid::CallSid;
+use crate::twilio::{signature, twiml};
+
+mod ops;
+mod status;
+mod stream;
+mod voice;
+
+/// Twilio's webhooks are a few hundred bytes; anything near this is not Twilio.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/twilio/voice", post(voice::handle))
+        .route("/twilio/status", post(status::handle))
+        .route("/twilio/stream", get(stream::handle))
+        .route("/metrics.json", get(ops::metrics_json))
+        .route("/metrics", get(ops::metrics_text))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .with_state(app)
+}
+
+/// A request refused before any state changed: a 4xx with a short reason, a log line, a counter.
+pub struct Refused {
+    status: StatusCode,
+    reason: &'static str,
+}
+
+impl Refused {
+    fn new(status: StatusCode, reason: &'static str) -> Self {
+        Self { status, reason }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            format!("{}\n", self.reason.replace('_', " ")),
+        )
+            .into_response()
+    }
+}
+
+fn refuse(app: &App, status: StatusCode, reason: &'static str, path: &str) -> Refused {
+    app.metrics.http_rejected(reason);
+    warn!(path, reason, status = status.as_u16(), "request refused");
+    Refused::new(status, reason)
+}
+
+/// A Twilio webhook's form parameters, in the order they came.
+pub struct TwilioForm {
+    params: Vec<(String, String)>,
+}
+
+impl TwilioForm {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The `CallSid` every Twilio request must carry: missing or malformed is a 400.
+    pub fn call_sid(&self, app: &App, uri: &Uri) -> Result<CallSid, Refused> {
+        match self.get("CallSid").map(CallSid::parse) {
+            Some(Ok(sid)) => Ok(sid),
+            Some(Err(_)) => Err(refuse(app, StatusCode::BAD_REQUEST, "invalid_call_sid", uri.path())),
+            None => Err(refuse(app, StatusCode::BAD_REQUEST, "missing_call_sid", uri.path())),
+        }
+    }
+}
+
+/// Parses a Twilio webhook body and checks its signature when `TWILIO_AUTH_TOKEN` is set.
+pub fn twilio_form(
+    app: &App,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<TwilioForm, Refused> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !content_type
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return Err(refuse(
+            app,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected_form_body",
+            uri.path(),
+        ));
+    }
+    let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+    check_signature(app, headers, uri, &public_url_of(app, uri), &params)?;
+    Ok(TwilioForm { params })
+}
+
+/// The URL Twilio signed: `PUBLIC_URL` plus the path and query it requested.
+fn public_url_of(app: &App, uri: &Uri) -> String {
+    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    format!("{}{path}", app.config.public_url.as_deref().unwrap_or(""))
+}
+
+/// Checks `X-Twilio-Signature` against `url` and `params` when an auth token is configured.
+pub fn check_signature(
+    app: &App,
+    headers: &HeaderMap,
+    uri: &Uri,
+    url: &str,
+    params: &[(String, String)],
+) -> Result<(), Refused> {
+    let Some(token) = app.config.twilio_auth_token.as_deref() else {
+        return Ok(());
+    };
+    let given = headers
+        .get("x-twilio-signature")
+        .and_then(|v| v.to_str().ok());
+    match given {
+        None => Err(refuse(
+            app,
+            StatusCode::FORBIDDEN,
+            "missing_signature",
+            uri.path(),
+        )),
+        Some(sig) if signature::is_valid(token, url, params, sig) => Ok(()),
+        Some(_) => Err(refuse(app, StatusCode::FORBIDDEN, "bad_signature", uri.path())),
+    }
+}
+
+/// The `wss://…/twilio/stream` URL for the TwiML: from `PUBLIC_URL`, else from the forwarded headers
+/// nginx sets (or `Host`), which is safe only because signatures are off without `PUBLIC_URL`.
+pub fn stream_url(app: &App, headers: &HeaderMap) -> String {
+    if let Some(base) = app.config.public_url.as_deref()
+        && let Ok(url) = twiml::stream_url(base)
+    {
+        return url;
+    }
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let proto = header("x-forwarded-proto").unwrap_or("http");
+    let host = header("x-forwarded-host")
+        .or_else(|| header("host"))
+        .unwrap_or("localhost");
+    let scheme = if proto.eq_ignore_ascii_case("https") {
+        "wss"
+    } else {
+        "ws"
+    };
+    format!("{scheme}://{host}/twilio/stream")
+}

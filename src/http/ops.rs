@@ -1,0 +1,107 @@
+//! Operator endpoints: liveness, readiness, and metrics as JSON (SPEC §6) and Prometheus text.
+//! Cluster figures come from the store in one round trip; replica figures from this process.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::App;
+use crate::store::ClusterStats;
+
+/// Readiness must answer faster than a load balancer's probe timeout even when Redis hangs.
+const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.is_draining() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n").into_response();
+    }
+    match tokio::time::timeout(READY_PING_TIMEOUT, app.store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(err)) => {
+            app.metrics.redis_error(err.op());
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: state store unreachable: {err}\n"),
+            )
+                .into_response()
+        }
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: state store did not answer within 1 s\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Reads the cluster figures and mirrors them into the Prometheus gauges.
+async fn cluster_stats(app: &App) -> Result<ClusterStats, String> {
+    match app.store.stats().await {
+        Ok(stats) => {
+            let m = &app.metrics;
+            m.cluster_active.set(stats.active as i64);
+            m.cluster_started.inner().store(stats.started, std::sync::atomic::Ordering::Relaxed);
+            m.cluster_rejected_max_concurrent
+                .inner()
+                .store(stats.rejected_max_concurrent, std::sync::atomic::Ordering::Relaxed);
+            Ok(stats)
+        }
+        Err(err) => {
+            app.metrics.redis_error(err.op());
+            Err(err.to_string())
+        }
+    }
+}
+
+pub async fn metrics_json(State(app): State<Arc<App>>) -> Response {
+    let replica = json!({
+        "id": app.config.replica_id,
+        "calls_active": app.calls.len(),
+        "calls_started": app.metrics.calls_started.get(),
+        "calls_rejected_max_concurrent": app.metrics.calls_rejected_max_concurrent.get(),
+        "draining": app.is_draining(),
+    });
+    match cluster_stats(&app).await {
+        Ok(stats) => Json(json!({
+            "calls_active": stats.active,
+            "calls_started": stats.started,
+            "calls_rejected_max_concurrent": stats.rejected_max_concurrent,
+            "max_concurrent_calls": app.config.max_concurrent_calls,
+            "state_backend": app.store.backend().as_str(),
+            "replica": replica,
+        }))
+        .into_response(),
+        Err(error) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "error": format!("state store unreachable: {error}"),
+                "max_concurrent_calls": app.config.max_concurrent_calls,
+                "state_backend": app.store.backend().as_str(),
+                "replica": replica,
+            })),
+        )
+            .into_response(),
+    }
+}
+
+pub async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+    // A failed read keeps the last cluster figures; the error counter tells the story.
+    let _ = cluster_stats(&app).await;
+    app.metrics.calls_active.set(app.calls.len() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,31 @@
+//! `POST /twilio/status`: Twilio's call status callback. A final status releases the call's slot;
+//! every request with a `CallSid` gets 204, known call or not.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::twilio_form;
+use crate::app::App;
+
+pub async fn handle(
+    State(app): State<Arc<App>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = match twilio_form(&app, &headers, &uri, &body) {
+        Ok(form) => form,
+        Err(refused) => return refused.into_response(),
+    };
+    let call_sid = match form.call_sid(&app, &uri) {
+        Ok(sid) => sid,
+        Err(refused) => return refused.into_response(),
+    };
+    app.call_status(&call_sid, form.get("CallStatus").unwrap_or(""))
+        .await;
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,41 @@
+//! `GET /twilio/stream`: checks the handshake's signature, sizes the WebSocket for 20 ms frames, and
+//! hands the socket to `media_stream`, tracked so shutdown waits for it.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{OriginalUri, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+
+use super::{check_signature, stream_url};
+use crate::app::App;
+use crate::media_stream::{self, MAX_MESSAGE_BYTES};
+
+/// A media message is ~350 bytes; reads are sized for a handful of them, not tungstenite's 128 KiB
+/// (which it zero-fills before every read).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Writes go out per message; a small buffer batches nothing we need.
+const WRITE_BUFFER_BYTES: usize = 0;
+/// What may queue for a peer that stopped reading before writes fail: memory stays flat.
+const MAX_WRITE_BUFFER_BYTES: usize = 64 * 1024;
+
+pub async fn handle(
+    State(app): State<Arc<App>>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Twilio signs the stream URL exactly as the TwiML gave it, with no parameters.
+    let url = stream_url(&app, &headers);
+    if let Err(refused) = check_signature(&app, &headers, &uri, &url, &[]) {
+        return refused.into_response();
+    }
+    let tracker = app.streams.clone();
+    ws.read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |socket| tracker.track_future(media_stream::serve(app, socket)))
+}

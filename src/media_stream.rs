@@ -1,0 +1,363 @@
+//! One Twilio Media Streams WebSocket (SPEC §5): the `start` handshake, the per-frame loop, timeouts
+//! and close codes. Never touches Redis per frame; bad input is counted and dropped, never fatal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use tokio::time::{Instant, sleep, timeout};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::admission::{StreamRefusal, StreamStart};
+use crate::app::App;
+use crate::call_sid::CallSid;
+use crate::live_calls::LiveCall;
+use crate::media_handler::{MediaFrame, MediaHandler, Outbox, new_handler};
+use crate::state::{EndReason, MediaFormat};
+use crate::twilio::messages::{self, Inbound, ParseError};
+
+/// Largest message accepted; a bigger one closes the socket with 1009.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// The stream's timeouts; SPEC §5 fixes the defaults, tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamTimeouts {
+    /// A socket that says nothing for this long is closed (1000) as `idle_timeout`.
+    pub idle: Duration,
+    /// A socket must send `start` within this long of opening, else it is closed (1008).
+    pub start: Duration,
+    /// A write that waits this long means the peer stopped reading: closed (1008) as
+    /// `slow_consumer`.
+    pub write_stall: Duration,
+}
+
+impl Default for StreamTimeouts {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(30),
+            start: Duration::from_secs(10),
+            write_stall: Duration::from_secs(5),
+        }
+    }
+}
+/// Global frame counters are shared by every socket; batching keeps their cache line quiet.
+const COUNTER_BATCH: u64 = 64;
+
+mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// Serves one upgraded socket to the end. Spawned (and tracked) per connection.
+pub async fn serve(app: Arc<App>, socket: WebSocket) {
+    app.metrics.sockets_open.inc();
+    let mut session = Session {
+        app: app.clone(),
+        socket,
+        frames_in: 0,
+        frames_out: 0,
+    };
+    session.run().await;
+    session.flush_counters();
+    app.metrics.sockets_open.dec();
+}
+
+struct Session {
+    app: Arc<App>,
+    socket: WebSocket,
+    frames_in: u64,
+    frames_out: u64,
+}
+
+/// How the live phase ended: the reason recorded in state, and the close frame to send (if any).
+struct Ending {
+    reason: EndReason,
+    close: Option<(u16, &'static str)>,
+}
+
+impl Ending {
+    fn new(reason: EndReason, close: Option<(u16, &'static str)>) -> Self {
+        Self { reason, close }
+    }
+}
+
+impl Session {
+    async fn run(&mut self) {
+        let Some((live, stream_sid)) = self.await_start().await else {
+            return;
+        };
+        let span = info_span!("call", call_sid = %live.call_sid);
+        async {
+            let ending = self.live(&live, &stream_sid).await;
+            self.app.end_stream(&live, ending.reason).await;
+            if let Some((code, reason)) = ending.close {
+                self.close(code, reason).await;
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+
+    /// Reads until a valid `start` arrives and the call is admitted, or the socket must close.
+    async fn await_start(&mut self) -> Option<(Arc<LiveCall>, String)> {
+        let deadline = Instant::now() + self.app.stream_timeouts.start;
+        loop {
+            let message = tokio::select! {
+                message = self.socket.recv() => message,
+                _ = tokio::time::sleep_until(deadline) => {
+                    self.app.metrics.dropped("no_start");
+                    debug!("no start message in time");
+                    self.close(close::POLICY, "no start message").await;
+                    return None;
+                }
+            };
+            let text = match message {
+                None | Some(Ok(Message::Close(_))) => return None,
+                Some(Err(err)) => {
+                    if is_too_large(&err) {
+                        self.app.metrics.dropped("too_large");
+                        self.close(close::TOO_BIG, "message too large").await;
+                    }
+                    return None;
+                }
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Binary(_))) => {
+                    self.app.metrics.dropped("binary_frame");
+                    continue;
+                }
+                Some(Ok(_)) => continue,
+            };
+            let start = match messages::parse(&text) {
+                Ok(Inbound::Start(start)) => start,
+                Ok(Inbound::Connected(_)) => continue,
+                Ok(Inbound::Stop(_)) => return None,
+                Ok(Inbound::Media(_)) => {
+                    self.app.metrics.dropped("media_before_start");
+                    continue;
+                }
+                Ok(_) => {
+                    self.app.metrics.dropped("before_start");
+                    continue;
+                }
+                Err(err) => {
+                    self.app.metrics.dropped(parse_error_reason(&err));
+                    continue;
+                }
+            };
+            let Ok(call_sid) = CallSid::parse(&start.call_sid) else {
+                self.app.metrics.dropped("bad_start");
+                warn!(call_sid = %start.call_sid, "start with an invalid callSid");
+                self.close(close::POLICY, "invalid callSid").await;
+                return None;
+            };
+            let stream_sid = start.stream_sid.into_owned();
+            let format = start.media_format;
+            let request = StreamStart {
+                stream_sid: stream_sid.clone(),
+                account_sid: start
+                    .account_sid
+                    .map(|s| s.into_owned())
+                    .filter(|s| !s.is_empty()),
+                media_format: Some(MediaFormat {
+                    encoding: format.encoding.map(|e| e.into_owned()).unwrap_or_default(),
+                    sample_rate: format.sample_rate.unwrap_or_default(),
+                    channels: format.channels.unwrap_or_default(),
+                }),
+                custom_parameters: start.custom_parameters,
+            };
+            return match self.app.start_stream(&call_sid, request).await {
+                Ok(live) => Some((live, stream_sid)),
+                Err(StreamRefusal::LockedElsewhere) => {
+                    self.close(close::POLICY, "call is streaming elsewhere").await;
+                    None
+                }
+                Err(StreamRefusal::Rejected(reason)) => {
+                    info!(%call_sid, reason = reason.as_str(), "stream refused");
+                    self.close(close::TRY_AGAIN_LATER, reason.as_str()).await;
+                    None
+                }
+            };
+        }
+    }
+
+    /// The per-frame loop of an admitted call.
+    async fn live(&mut self, live: &LiveCall, stream_sid: &str) -> Ending {
+        let mut handler = new_handler(self.app.config.media_handler);
+        let mut outbox = Outbox::default();
+        let mut audio = Vec::with_capacity(512);
+        let mut out_text = String::with_capacity(512);
+        let stop = self.app.stop_streams.clone();
+        let cancel = live.cancel_token().clone();
+        // One timer for the whole call, re-armed only when it fires: resetting a timer per frame
+        // would cost more than the frame.
+        let idle_timeout = self.app.stream_timeouts.idle;
+        let mut last_heard = Instant::now();
+        let idle = sleep(idle_timeout);
+        tokio::pin!(idle);
+        loop {
+            let message = tokio::select! {
+                biased;
+                message = self.socket.recv() => message,
+                _ = stop.cancelled() => {
+                    return Ending::new(EndReason::DrainTimeout, Some((close::GOING_AWAY, "replica shutting down")));
+                }
+                _ = cancel.cancelled() => {
+                    return Ending::new(EndReason::DrainTimeout, Some((close::GOING_AWAY, "replica shutting down")));
+                }
+                _ = &mut idle => {
+                    if last_heard.elapsed() >= idle_timeout {
+                        return Ending::new(EndReason::IdleTimeout, Some((close::NORMAL, "idle timeout")));
+                    }
+                    idle.as_mut().reset(last_heard + idle_timeout);
+                    continue;
+                }
+            };
+            last_heard = Instant::now();
+            let text = match message {
+                None | Some(Ok(Message::Close(_))) => {
+                    return Ending::new(EndReason::Disconnected, None);
+                }
+                Some(Err(err)) => {
+                    if is_too_large(&err) {
+                        self.app.metrics.dropped("too_large");
+                        return Ending::new(
+                            EndReason::MessageTooLarge,
+                            Some((close::TOO_BIG, "message too large")),
+                        );
+                    }
+                    return Ending::new(EndReason::Disconnected, None);
+                }
+                Some(Ok(Message::Text(text))) => text,
+                Some(Ok(Message::Binary(_))) => {
+                    self.app.metrics.dropped("binary_frame");
+                    continue;
+                }
+                Some(Ok(_)) => continue,
+            };
+            match messages::parse(&text) {
+                Ok(Inbound::Media(media)) => {
+                    audio.clear();
+                    if BASE64.decode_vec(media.payload.as_bytes(), &mut audio).is_err() {
+                        self.app.metrics.dropped("bad_base64");
+                        continue;
+                    }
+                    live.count_in(audio.len());
+                    self.frames_in += 1;
+                    let frame = MediaFrame {
+                        payload_b64: &media.payload,
+                        audio: &audio,
+                        timestamp: media.timestamp,
+                    };
+                    handler.on_media(&frame, &mut outbox);
+                }
+                Ok(Inbound::Mark(mark)) => {
+                    live.update(|s| s.marks.push(mark.name.to_string()));
+                    handler.on_mark(&mark.name, &mut outbox);
+                }
+                Ok(Inbound::Dtmf(dtmf)) => {
+                    live.update(|s| s.dtmf.push_str(&dtmf.digit));
+                    handler.on_dtmf(&dtmf.digit, &mut outbox);
+                }
+                Ok(Inbound::Stop(_)) => {
+                    return Ending::new(EndReason::Stop, None);
+                }
+                Ok(Inbound::Connected(_)) => {}
+                Ok(Inbound::Start(_)) => self.app.metrics.dropped("duplicate_start"),
+                Err(err) => {
+                    self.app.metrics.dropped(parse_error_reason(&err));
+                    continue;
+                }
+            }
+            if !outbox.is_empty()
+                && let Err(ending) = self
+                    .send_outbox(live, stream_sid, &mut outbox, &mut out_text)
+                    .await
+            {
+                return ending;
+            }
+            if self.frames_in % COUNTER_BATCH == 0 {
+                self.flush_counters();
+            }
+        }
+    }
+
+    async fn send_outbox(
+        &mut self,
+        live: &LiveCall,
+        stream_sid: &str,
+        outbox: &mut Outbox,
+        text: &mut String,
+    ) -> Result<(), Ending> {
+        for message in outbox.drain() {
+            text.clear();
+            let is_media = matches!(message, crate::media_handler::Outbound::Media(_));
+            match &message {
+                crate::media_handler::Outbound::Media(payload) => {
+                    messages::media(text, stream_sid, payload)
+                }
+                crate::media_handler::Outbound::Mark(name) => messages::mark(text, stream_sid, name),
+                crate::media_handler::Outbound::Clear => messages::clear(text, stream_sid),
+            }
+            let frame = Message::Text(Utf8Bytes::from(text.as_str()));
+            let stall = self.app.stream_timeouts.write_stall;
+            match timeout(stall, self.socket.send(frame)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(Ending::new(EndReason::Disconnected, None)),
+                Err(_) => {
+                    self.app.metrics.dropped("slow_consumer");
+                    warn!(?stall, "peer stopped reading; closing");
+                    return Err(Ending::new(
+                        EndReason::SlowConsumer,
+                        Some((close::POLICY, "slow consumer")),
+                    ));
+                }
+            }
+            if is_media {
+                live.count_out();
+                self.frames_out += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_counters(&mut self) {
+        self.app.metrics.frames_in.inc_by(self.frames_in);
+        self.app.metrics.frames_out.inc_by(self.frames_out);
+        self.frames_in = 0;
+        self.frames_out = 0;
+    }
+
+    /// Sends a close frame, bounded in time: a peer that stopped reading must not hold us.
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }));
+        let _ = timeout(Duration::from_secs(1), self.socket.send(frame)).await;
+    }
+}
+
+fn parse_error_reason(err: &ParseError) -> &'static str {
+    match err {
+        ParseError::UnknownEvent(_) => "unknown_event",
+        _ => "malformed_json",
+    }
+}
+
+/// Whether a read failed because a message exceeded `MAX_MESSAGE_BYTES`.
+fn is_too_large(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
+    while let Some(inner) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = inner.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
+}
