@@ -6,3 +6,4 @@ pub mod keys;
 pub mod state;
 pub mod store;
 pub mod testkit;
+pub mod twilio;
