@@ -2,3 +2,4 @@
 //! The HTTP and WebSocket handlers build on these; nothing here touches the network or the store.
 
 pub mod signature;
+pub mod twiml;
