@@ -1,0 +1,6 @@
+//! The Twilio wire protocol, free of I/O: request signatures, TwiML documents, Media Streams messages.
+//! The HTTP and WebSocket handlers build on these; nothing here touches the network or the store.
+
+pub mod messages;
+pub mod signature;
+pub mod twiml;
