@@ -11,7 +11,7 @@ use crate::app::App;
 use crate::call_sid::CallSid;
 use crate::live_calls::LiveCall;
 use crate::state::{CallState, CallStatus, EndReason, MediaFormat, now_rfc3339};
-use crate::store::{AdmitPolicy, Admission, LockOutcome, Refusal, StoreError};
+use crate::store::{Admission, AdmitPolicy, LockOutcome, Refusal, StoreError};
 
 /// What the voice webhook tells us about a call.
 #[derive(Debug, Clone, Default)]
@@ -46,7 +46,9 @@ impl RejectReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookOutcome {
     /// Answer with the stream TwiML; `new` is false for a retried webhook.
-    Connect { new: bool },
+    Connect {
+        new: bool,
+    },
     Reject(RejectReason),
 }
 
@@ -120,9 +122,11 @@ impl App {
                 return Err(StreamRefusal::LockedElsewhere);
             }
             Err(err) => {
-                return Err(StreamRefusal::Rejected(
-                    self.store_failed(call_sid, "take_lock", &err),
-                ));
+                return Err(StreamRefusal::Rejected(self.store_failed(
+                    call_sid,
+                    "take_lock",
+                    &err,
+                )));
             }
         }
         let policy = if self.is_draining() {
@@ -228,7 +232,11 @@ impl App {
         if !FINAL_STATUSES.contains(&call_status) {
             return;
         }
-        match self.store.release(call_sid, EndReason::StatusCallback).await {
+        match self
+            .store
+            .release(call_sid, EndReason::StatusCallback)
+            .await
+        {
             Ok(freed) => info!(%call_sid, call_status, freed, "status callback"),
             Err(err) => {
                 self.metrics.redis_error(err.op());

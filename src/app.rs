@@ -74,10 +74,7 @@ impl App {
     /// restarted replica with the same id and pid (pid 1 in a container) never reuses one.
     pub fn new_lock_token(&self) -> String {
         let seq = self.next_token.fetch_add(1, Ordering::Relaxed);
-        format!(
-            "{}/{:x}/{seq}",
-            self.config.replica_id, self.token_seed
-        )
+        format!("{}/{:x}/{seq}", self.config.replica_id, self.token_seed)
     }
 }
 

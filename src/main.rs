@@ -13,7 +13,10 @@ use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
-#[command(version, about = "Twilio voice calls behind a cluster-wide concurrent-call limit")]
+#[command(
+    version,
+    about = "Twilio voice calls behind a cluster-wide concurrent-call limit"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]

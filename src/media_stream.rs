@@ -14,9 +14,9 @@ use crate::admission::{StreamRefusal, StreamStart};
 use crate::app::App;
 use crate::call_sid::CallSid;
 use crate::live_calls::LiveCall;
-use crate::media_handler::{MediaFrame, MediaHandler, Outbox, new_handler};
+use crate::media_handler::{MediaFrame, Outbound, Outbox, new_handler};
 use crate::state::{EndReason, MediaFormat};
-use crate::twilio::messages::{self, Inbound, ParseError};
+use crate::twilio::messages::{self, Inbound};
 
 /// Largest message accepted; a bigger one closes the socket with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -145,7 +145,7 @@ impl Session {
                     continue;
                 }
                 Err(err) => {
-                    self.app.metrics.dropped(parse_error_reason(&err));
+                    self.app.metrics.dropped(err.reason());
                     continue;
                 }
             };
@@ -173,7 +173,8 @@ impl Session {
             return match self.app.start_stream(&call_sid, request).await {
                 Ok(live) => Some((live, stream_sid)),
                 Err(StreamRefusal::LockedElsewhere) => {
-                    self.close(close::POLICY, "call is streaming elsewhere").await;
+                    self.close(close::POLICY, "call is streaming elsewhere")
+                        .await;
                     None
                 }
                 Err(StreamRefusal::Rejected(reason)) => {
@@ -242,7 +243,10 @@ impl Session {
             match messages::parse(&text) {
                 Ok(Inbound::Media(media)) => {
                     audio.clear();
-                    if BASE64.decode_vec(media.payload.as_bytes(), &mut audio).is_err() {
+                    if BASE64
+                        .decode_vec(media.payload.as_bytes(), &mut audio)
+                        .is_err()
+                    {
                         self.app.metrics.dropped("bad_base64");
                         continue;
                     }
@@ -269,7 +273,7 @@ impl Session {
                 Ok(Inbound::Connected(_)) => {}
                 Ok(Inbound::Start(_)) => self.app.metrics.dropped("duplicate_start"),
                 Err(err) => {
-                    self.app.metrics.dropped(parse_error_reason(&err));
+                    self.app.metrics.dropped(err.reason());
                     continue;
                 }
             }
@@ -280,7 +284,7 @@ impl Session {
             {
                 return ending;
             }
-            if self.frames_in % COUNTER_BATCH == 0 {
+            if self.frames_in >= COUNTER_BATCH {
                 self.flush_counters();
             }
         }
@@ -295,13 +299,11 @@ impl Session {
     ) -> Result<(), Ending> {
         for message in outbox.drain() {
             text.clear();
-            let is_media = matches!(message, crate::media_handler::Outbound::Media(_));
+            let is_media = matches!(message, Outbound::Media(_));
             match &message {
-                crate::media_handler::Outbound::Media(payload) => {
-                    messages::media(text, stream_sid, payload)
-                }
-                crate::media_handler::Outbound::Mark(name) => messages::mark(text, stream_sid, name),
-                crate::media_handler::Outbound::Clear => messages::clear(text, stream_sid),
+                Outbound::Media(payload) => messages::media(text, stream_sid, payload),
+                Outbound::Mark(name) => messages::mark(text, stream_sid, name),
+                Outbound::Clear => messages::clear(text, stream_sid),
             }
             let frame = Message::Text(Utf8Bytes::from(text.as_str()));
             let stall = self.app.stream_timeouts.write_stall;
@@ -339,13 +341,6 @@ impl Session {
             reason: Utf8Bytes::from_static(reason),
         }));
         let _ = timeout(Duration::from_secs(1), self.socket.send(frame)).await;
-    }
-}
-
-fn parse_error_reason(err: &ParseError) -> &'static str {
-    match err {
-        ParseError::UnknownEvent(_) => "unknown_event",
-        _ => "malformed_json",
     }
 }
 

@@ -171,11 +171,15 @@ impl Metrics {
     }
 
     pub fn dropped(&self, reason: &'static str) {
-        self.media_dropped.get_or_create(&[("reason", reason)]).inc();
+        self.media_dropped
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     pub fn rejected(&self, reason: &'static str) {
-        self.calls_rejected.get_or_create(&[("reason", reason)]).inc();
+        self.calls_rejected
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     pub fn ended(&self, reason: &'static str) {
@@ -183,7 +187,9 @@ impl Metrics {
     }
 
     pub fn http_rejected(&self, reason: &'static str) {
-        self.http_rejected.get_or_create(&[("reason", reason)]).inc();
+        self.http_rejected
+            .get_or_create(&[("reason", reason)])
+            .inc();
     }
 
     /// Prometheus text exposition of everything registered.

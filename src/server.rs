@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::app::App;
@@ -18,7 +18,11 @@ use crate::{http, renewal};
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves on `listener` until `shutdown` is cancelled, then drains and returns.
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+pub async fn serve(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let stop_ticks = CancellationToken::new();
     let ticks = tokio::spawn(renewal::run(app.clone(), stop_ticks.clone()));
 
@@ -46,7 +50,7 @@ pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: CancellationT
 /// The accept loop: HTTP/1.1 with upgrades (WebSockets), TCP_NODELAY for 20 ms frames, and a
 /// header-read timeout so a client trickling headers (slowloris) is dropped.
 async fn serve_http(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -69,17 +73,20 @@ async fn serve_http(listener: TcpListener, router: axum::Router, stop: Cancellat
         let connection = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        let stop = stop.clone();
+        connections.spawn(async move {
+            tokio::pin!(connection);
+            tokio::select! {
+                _ = connection.as_mut() => return,
+                _ = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+            }
             let _ = connection.await;
         });
     }
     drop(listener);
     // In-flight requests get a moment to finish; upgraded sockets are tracked separately.
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-    }
+    connections.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
 }
 
 async fn drain(app: &App) {

@@ -70,15 +70,21 @@ async fn setup() -> (RedisServer, Replica, TwilioStream) {
 /// The bystander still echoes, still holds exactly its slot, and the replica is whole.
 async fn bystander_fine(replica: &Replica, bystander: &mut TwilioStream, expect_active: u64) {
     bystander.echo_round(3).await;
-    let stats = replica.app.store.stats().await.unwrap();
-    assert_eq!(stats.active, expect_active, "no slot leaked or lost");
+    let settled = eventually(WAIT, || async {
+        Some(replica.app.store.stats().await.unwrap().active).filter(|a| *a == expect_active)
+    })
+    .await;
+    assert_eq!(settled, Some(expect_active), "no slot leaked or lost");
 }
 
 #[tokio::test]
 async fn garbage_messages_are_counted_and_dropped() {
     let (_redis, replica, mut bystander) = setup().await;
     let mut call = live_call(&replica, 1).await;
-    call.ws.send(Message::Text("not json at all".into())).await.unwrap();
+    call.ws
+        .send(Message::Text("not json at all".into()))
+        .await
+        .unwrap();
     call.ws
         .send(Message::Binary(vec![1u8, 2, 3].into()))
         .await
@@ -90,7 +96,7 @@ async fn garbage_messages_are_counted_and_dropped() {
     call.send(serde_json::json!({"no": "event"})).await;
     // Still live: the next real frame is echoed.
     call.echo_round(2).await;
-    assert_eq!(dropped(&replica, "malformed_json"), 2);
+    assert_eq!(dropped(&replica, "malformed"), 2);
     assert_eq!(dropped(&replica, "binary_frame"), 1);
     assert_eq!(dropped(&replica, "unknown_event"), 1);
     assert_eq!(dropped(&replica, "bad_base64"), 1);
@@ -108,7 +114,10 @@ async fn media_before_start_is_dropped_and_start_still_works() {
     let mut call = TwilioStream::connect(&stream_url_of(&twiml)).await;
     call.connected().await;
     call.media(1, &FRAME_B64).await;
-    call.ws.send(Message::Binary(vec![0u8; 10].into())).await.unwrap();
+    call.ws
+        .send(Message::Binary(vec![0u8; 10].into()))
+        .await
+        .unwrap();
     call.start(&sid(2)).await;
     call.echo_round(1).await;
     assert_eq!(dropped(&replica, "media_before_start"), 1);
@@ -123,7 +132,9 @@ async fn a_message_over_64_kib_closes_with_1009() {
     let huge = "A".repeat(70 * 1024);
     let _ = call
         .ws
-        .send(Message::Text(format!("{{\"event\":\"media\",\"media\":{{\"payload\":\"{huge}\"}}}}").into()))
+        .send(Message::Text(
+            format!("{{\"event\":\"media\",\"media\":{{\"payload\":\"{huge}\"}}}}").into(),
+        ))
         .await;
     assert_eq!(call.close_code(WAIT).await, Some(1009));
     ended_with(&replica, 3, EndReason::MessageTooLarge).await;
@@ -167,7 +178,8 @@ async fn a_peer_that_stops_reading_is_closed_as_slow_consumer() {
     let payload = "/".repeat(48 * 1024);
     let sender = tokio::spawn(async move {
         for chunk in 0..4000u64 {
-            let sent = tokio::time::timeout(Duration::from_secs(2), call.media(chunk, &payload)).await;
+            let sent =
+                tokio::time::timeout(Duration::from_secs(2), call.media(chunk, &payload)).await;
             if sent.is_err() {
                 break;
             }
@@ -185,7 +197,10 @@ async fn a_peer_that_stops_reading_is_closed_as_slow_consumer() {
 async fn trickled_http_headers_are_dropped() {
     let (_redis, replica, mut bystander) = setup().await;
     let mut socket = tokio::net::TcpStream::connect(replica.addr).await.unwrap();
-    socket.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .unwrap();
     let started = std::time::Instant::now();
     let mut closed = false;
     for i in 0..30 {
@@ -209,10 +224,15 @@ async fn trickled_http_headers_are_dropped() {
             }
             Err(_) => {}
         }
+        // The live call keeps streaming meanwhile (and stays clear of its idle timeout).
+        bystander.echo_round(1).await;
     }
     assert!(closed, "a trickling client must be dropped");
     let waited = started.elapsed();
-    assert!(waited >= Duration::from_secs(9) && waited < Duration::from_secs(14), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(14),
+        "{waited:?}"
+    );
     bystander_fine(&replica, &mut bystander, 1).await;
     replica.stop().await;
 }
@@ -223,8 +243,7 @@ async fn a_second_stream_for_a_locked_call_is_refused_with_1008() {
     let first = Replica::start(raw(Some(&redis), 10), short_timeouts()).await;
     let second = Replica::start(raw(Some(&redis), 10), short_timeouts()).await;
     let mut call = live_call(&first, 7).await;
-    let mut intruder =
-        TwilioStream::connect(&format!("ws://{}/twilio/stream", second.addr)).await;
+    let mut intruder = TwilioStream::connect(&format!("ws://{}/twilio/stream", second.addr)).await;
     intruder.connected().await;
     intruder.start(&sid(7)).await;
     assert_eq!(intruder.close_code(WAIT).await, Some(1008));

@@ -41,7 +41,10 @@ async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
     assert_eq!(status, 200, "{twiml}");
     assert!(twiml.contains("<Connect><Stream url=\"ws://"), "{twiml}");
     let url = stream_url_of(&twiml);
-    assert!(url.ends_with("/twilio/stream") && !url.contains('?'), "{url}");
+    assert!(
+        url.ends_with("/twilio/stream") && !url.contains('?'),
+        "{url}"
+    );
     assert_eq!(active(replica).await, 1);
     let reserved = replica
         .app
@@ -94,7 +97,10 @@ async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
     assert_eq!(state.bytes_in, 25 * 160);
     assert_eq!(state.dtmf, "12#");
     assert_eq!(state.marks, vec!["greeting-done".to_string()]);
-    assert_eq!(state.stream_sid.as_deref(), Some(stream.stream_sid.as_str()));
+    assert_eq!(
+        state.stream_sid.as_deref(),
+        Some(stream.stream_sid.as_str())
+    );
     assert_eq!(
         state.custom_parameters.get("tenant").map(String::as_str),
         Some("acme")
@@ -103,17 +109,30 @@ async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
     assert!(state.started_at.is_some() && state.ended_at.is_some());
     assert_eq!(state.media_format.unwrap().sample_rate, 8000);
 
-    let stats = replica.app.store.stats().await.unwrap();
-    assert_eq!((stats.active, stats.started), (0, 1));
+    // The final state is written before the slot is released: wait for both.
+    let stats = eventually(WAIT, || async {
+        Some(replica.app.store.stats().await.unwrap()).filter(|s| s.active == 0)
+    })
+    .await
+    .expect("the slot is released");
+    assert_eq!(stats.started, 1);
     if let Some(redis) = redis {
         assert_eq!(redis.cli(&["GET", "calls:active_count"]).unwrap(), "0");
-        assert_eq!(redis.cli(&["EXISTS", &format!("calls:lock:{call}")]).unwrap(), "0");
+        assert_eq!(
+            redis
+                .cli(&["EXISTS", &format!("calls:lock:{call}")])
+                .unwrap(),
+            "0"
+        );
         let ttl: i64 = redis
             .cli(&["TTL", &format!("calls:state:{call}")])
             .unwrap()
             .parse()
             .unwrap();
-        assert!(ttl > 3500, "state kept for CALL_STATE_TTL_SECS after the end: {ttl}");
+        assert!(
+            ttl > 3500,
+            "state kept for CALL_STATE_TTL_SECS after the end: {ttl}"
+        );
     }
 }
 
@@ -150,12 +169,7 @@ async fn over_the_limit_each_reject_mode_answers_as_configured() {
     let redis = RedisServer::start().unwrap();
     let replica = Replica::start(raw(Some(&redis), 1), StreamTimeouts::default()).await;
     assert_eq!(voice(&replica, &sid(1)).await.0, 200);
-    let response = post_form(
-        &replica.url("/twilio/voice"),
-        &[("CallSid", &sid(2))],
-        None,
-    )
-    .await;
+    let response = post_form(&replica.url("/twilio/voice"), &[("CallSid", &sid(2))], None).await;
     assert_eq!(response.status().as_u16(), 503);
     assert_eq!(response.headers()["retry-after"], "30");
     replica.stop().await;
@@ -171,8 +185,14 @@ async fn over_the_limit_each_reject_mode_answers_as_configured() {
     assert_eq!(voice(&replica, &sid(3)).await.0, 200);
     let (status, body) = voice(&replica, &sid(4)).await;
     assert_eq!(status, 200);
-    assert!(body.contains("<Say>Busy &lt;now&gt; &amp; later</Say>"), "{body}");
-    assert!(body.contains("https://example.com/whatsapp?x=1&amp;y=2</Redirect>"), "{body}");
+    assert!(
+        body.contains("<Say>Busy &lt;now&gt; &amp; later</Say>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("https://example.com/whatsapp?x=1&amp;y=2</Redirect>"),
+        "{body}"
+    );
     replica.stop().await;
     redis.cli(&["FLUSHALL"]).unwrap();
 
@@ -197,17 +217,32 @@ async fn status_callback_releases_once_and_is_idempotent() {
     let url = replica.url("/twilio/status");
     voice(&replica, &sid(1)).await;
     assert_eq!(active(&replica).await, 1);
-    let ringing = post_form(&url, &[("CallSid", &sid(1)), ("CallStatus", "in-progress")], None).await;
+    let ringing = post_form(
+        &url,
+        &[("CallSid", &sid(1)), ("CallStatus", "in-progress")],
+        None,
+    )
+    .await;
     assert_eq!(ringing.status().as_u16(), 204);
     assert_eq!(active(&replica).await, 1);
     for _ in 0..2 {
-        let done = post_form(&url, &[("CallSid", &sid(1)), ("CallStatus", "completed")], None).await;
+        let done = post_form(
+            &url,
+            &[("CallSid", &sid(1)), ("CallStatus", "completed")],
+            None,
+        )
+        .await;
         assert_eq!(done.status().as_u16(), 204);
     }
     assert_eq!(active(&replica).await, 0);
     let state = ended_state(&replica, &sid(1)).await;
     assert_eq!(state.end_reason, Some(EndReason::StatusCallback));
-    let unknown = post_form(&url, &[("CallSid", &sid(9)), ("CallStatus", "failed")], None).await;
+    let unknown = post_form(
+        &url,
+        &[("CallSid", &sid(9)), ("CallStatus", "failed")],
+        None,
+    )
+    .await;
     assert_eq!(unknown.status().as_u16(), 204);
     let missing = post_form(&url, &[("CallStatus", "completed")], None).await;
     assert_eq!(missing.status().as_u16(), 400);
@@ -272,7 +307,8 @@ async fn signatures_are_required_when_a_token_is_set() {
     let wrong = signature::compute("other-token", &format!("{public}/twilio/voice"), &owned);
     let forged = post_form(&voice_url, &pairs, Some(&wrong)).await;
     assert_eq!(forged.status().as_u16(), 403);
-    assert_eq!(redis.cli(&["KEYS", "calls:*"]).unwrap(), "");
+    assert_eq!(redis.cli(&["KEYS", "calls:state:*"]).unwrap(), "");
+    assert_eq!(redis.cli(&["ZCARD", "calls:slots"]).unwrap(), "0");
 
     let good = signature::compute(token, &format!("{public}/twilio/voice"), &owned);
     let signed = post_form(&voice_url, &pairs, Some(&good)).await;
@@ -290,19 +326,26 @@ async fn signatures_are_required_when_a_token_is_set() {
     let empty: [(String, String); 0] = [];
     request.headers_mut().insert(
         "x-twilio-signature",
-        signature::compute(token, &stream_url, &empty).parse().unwrap(),
+        signature::compute(token, &stream_url, &empty)
+            .parse()
+            .unwrap(),
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    use futures_util::SinkExt;
     ws.close(None).await.unwrap();
 
     let status_url = replica.url("/twilio/status");
     let status_params = [("CallSid", sid(1)), ("CallStatus", "completed".to_string())];
-    let status_pairs: Vec<(&str, &str)> =
-        status_params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let status_pairs: Vec<(&str, &str)> = status_params
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
     let unsigned = post_form(&status_url, &status_pairs, None).await;
     assert_eq!(unsigned.status().as_u16(), 403);
-    assert_eq!(active(&replica).await, 1, "a forged status callback frees nothing");
+    assert_eq!(
+        active(&replica).await,
+        1,
+        "a forged status callback frees nothing"
+    );
     let owned: Vec<(String, String)> = status_params
         .iter()
         .map(|(k, v)| (k.to_string(), v.clone()))

@@ -82,8 +82,18 @@ impl TwilioForm {
     pub fn call_sid(&self, app: &App, uri: &Uri) -> Result<CallSid, Refused> {
         match self.get("CallSid").map(CallSid::parse) {
             Some(Ok(sid)) => Ok(sid),
-            Some(Err(_)) => Err(refuse(app, StatusCode::BAD_REQUEST, "invalid_call_sid", uri.path())),
-            None => Err(refuse(app, StatusCode::BAD_REQUEST, "missing_call_sid", uri.path())),
+            Some(Err(_)) => Err(refuse(
+                app,
+                StatusCode::BAD_REQUEST,
+                "invalid_call_sid",
+                uri.path(),
+            )),
+            None => Err(refuse(
+                app,
+                StatusCode::BAD_REQUEST,
+                "missing_call_sid",
+                uri.path(),
+            )),
         }
     }
 }
@@ -143,7 +153,12 @@ pub fn check_signature(
             uri.path(),
         )),
         Some(sig) if signature::is_valid(token, url, params, sig) => Ok(()),
-        Some(_) => Err(refuse(app, StatusCode::FORBIDDEN, "bad_signature", uri.path())),
+        Some(_) => Err(refuse(
+            app,
+            StatusCode::FORBIDDEN,
+            "bad_signature",
+            uri.path(),
+        )),
     }
 }
 

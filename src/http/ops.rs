@@ -48,10 +48,13 @@ async fn cluster_stats(app: &App) -> Result<ClusterStats, String> {
         Ok(stats) => {
             let m = &app.metrics;
             m.cluster_active.set(stats.active as i64);
-            m.cluster_started.inner().store(stats.started, std::sync::atomic::Ordering::Relaxed);
-            m.cluster_rejected_max_concurrent
+            m.cluster_started
                 .inner()
-                .store(stats.rejected_max_concurrent, std::sync::atomic::Ordering::Relaxed);
+                .store(stats.started, std::sync::atomic::Ordering::Relaxed);
+            m.cluster_rejected_max_concurrent.inner().store(
+                stats.rejected_max_concurrent,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             Ok(stats)
         }
         Err(err) => {

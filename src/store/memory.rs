@@ -12,7 +12,7 @@ use super::{
     RenewReport, StoreConfig, StoreError,
 };
 use crate::call_sid::CallSid;
-use crate::state::{CallState, EndReason};
+use crate::state::{CallState, CallStatus, EndReason};
 
 #[derive(Default)]
 struct Inner {
@@ -56,6 +56,15 @@ impl Inner {
         {
             state.end(reason);
         }
+    }
+
+    /// Ended for good; a lapsed lease is not, so a paused owner's live call can come back.
+    fn has_ended(&self, sid: &str, now: Instant) -> bool {
+        self.states.get(sid).is_some_and(|(state, until)| {
+            *until > now
+                && state.status == CallStatus::Ended
+                && state.end_reason != Some(EndReason::LeaseExpired)
+        })
     }
 
     /// The lock owner's token, if the lock is live.
@@ -158,6 +167,10 @@ impl CallStore for MemoryStore {
         let mut report = RenewReport::default();
         for call in &batch.calls {
             let sid = call.call_sid.as_str();
+            if inner.has_ended(sid, now) {
+                report.ended.push(sid.to_owned());
+                continue;
+            }
             match inner.slots.get_mut(sid) {
                 Some(held) => *held = (*held).max(deadline),
                 None => {

@@ -136,6 +136,9 @@ pub struct RenewReport {
     pub lock_lost: Vec<String>,
     /// Expired slots of any replica that this renewal reclaimed.
     pub reclaimed: Vec<String>,
+    /// Calls of this batch whose state had ended for good (stream finished meanwhile, final status
+    /// callback): not renewed, so a released slot is never resurrected.
+    pub ended: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

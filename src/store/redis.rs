@@ -232,12 +232,13 @@ impl CallStore for RedisStore {
                 .arg(call.state.as_ref().map(encode).unwrap_or_default());
         }
         let mut conn = self.conn.clone();
-        let (active, readded, lock_lost, reclaimed, _epoch_created): (
+        let (active, readded, lock_lost, reclaimed, _epoch_created, ended): (
             u64,
             Vec<String>,
             Vec<String>,
             Vec<String>,
             i64,
+            Vec<String>,
         ) = self
             .run("renew", invocation.invoke_async(&mut conn))
             .await?;
@@ -253,6 +254,7 @@ impl CallStore for RedisStore {
             readded,
             lock_lost,
             reclaimed,
+            ended,
         })
     }
 

@@ -44,6 +44,10 @@ impl Replica {
         let app = App::with_stream_timeouts(config, store, timeouts);
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(server::serve(app.clone(), listener, shutdown.clone()));
+        if app.config.redis_url.is_some() {
+            // A brand-new Redis holds admissions for one tick plus a margin (SPEC §4, calls:epoch).
+            tokio::time::sleep(app.config.recovery_holdoff() + Duration::from_millis(100)).await;
+        }
         Self {
             addr,
             app,
@@ -72,6 +76,8 @@ pub fn raw(redis: Option<&RedisServer>, limit: u64) -> RawConfig {
         redis_url: redis.map(|r| r.url()),
         max_concurrent_calls: Some(limit.to_string()),
         replica_id: Some(format!("test-{}", std::process::id())),
+        // Fast ticks keep the new-dataset hold-off (1.5 ticks) short.
+        renew_interval_secs: Some("0.2".into()),
         ..RawConfig::default()
     }
 }
@@ -119,7 +125,10 @@ pub async fn voice(replica: &Replica, call_sid: &str) -> (u16, String) {
 
 /// The `url` attribute of the TwiML's `<Stream>`.
 pub fn stream_url_of(twiml: &str) -> String {
-    let start = twiml.find("<Stream url=\"").expect("a <Stream> in the TwiML") + 13;
+    let start = twiml
+        .find("<Stream url=\"")
+        .expect("a <Stream> in the TwiML")
+        + 13;
     let end = start + twiml[start..].find('"').unwrap();
     twiml[start..end].replace("&amp;", "&")
 }
@@ -203,26 +212,32 @@ impl TwilioStream {
     pub async fn mark(&mut self, name: &str) {
         let seq = self.next_seq();
         let stream_sid = self.stream_sid.clone();
-        self.send(json!({"event": "mark", "sequenceNumber": seq, "streamSid": stream_sid,
-                         "mark": {"name": name}}))
-            .await;
+        self.send(
+            json!({"event": "mark", "sequenceNumber": seq, "streamSid": stream_sid,
+                         "mark": {"name": name}}),
+        )
+        .await;
     }
 
     pub async fn dtmf(&mut self, digit: &str) {
         let seq = self.next_seq();
         let stream_sid = self.stream_sid.clone();
-        self.send(json!({"event": "dtmf", "sequenceNumber": seq, "streamSid": stream_sid,
-                         "dtmf": {"track": "inbound_track", "digit": digit}}))
-            .await;
+        self.send(
+            json!({"event": "dtmf", "sequenceNumber": seq, "streamSid": stream_sid,
+                         "dtmf": {"track": "inbound_track", "digit": digit}}),
+        )
+        .await;
     }
 
     pub async fn stop(&mut self, call_sid: &str) {
         let seq = self.next_seq();
         let stream_sid = self.stream_sid.clone();
-        self.send(json!({"event": "stop", "sequenceNumber": seq, "streamSid": stream_sid,
+        self.send(
+            json!({"event": "stop", "sequenceNumber": seq, "streamSid": stream_sid,
                          "stop": {"accountSid": "AC0123456789abcdef0123456789abcdef",
-                                  "callSid": call_sid}}))
-            .await;
+                                  "callSid": call_sid}}),
+        )
+        .await;
     }
 
     /// The next text message as JSON, or None on close/timeout.
