@@ -181,3 +181,143 @@ fn new_dir() -> io::Result<tempfile::TempDir> {
         .prefix("prosaas-calls-redis-")
         .tempdir()
 }
+
+/// A replica as a real OS process (the built binary), for crash, pause and drain tests.
+/// Dropping it kills the process by PID.
+pub struct ReplicaProcess {
+    child: Option<Child>,
+    pub port: u16,
+    pub id: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ReplicaProcess {
+    /// Starts `binary` on a free loopback port with `env` on top of the process's environment
+    /// and waits until `/healthz` answers.
+    pub fn spawn(binary: &Path, id: &str, env: &[(&str, String)]) -> io::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("prosaas-calls-replica-")
+            .tempdir()?;
+        let log = dir.path().join("replica.log");
+        let port = free_port()?;
+        let mut cmd = Command::new(binary);
+        cmd.env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("REPLICA_ID", id)
+            .env("RUST_LOG", "info")
+            .env_remove("REDIS_URL")
+            .env_remove("TWILIO_AUTH_TOKEN")
+            .env_remove("PUBLIC_URL");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut replica = Self {
+            child: Some(child),
+            port,
+            id: id.to_owned(),
+            log,
+            _dir: dir,
+        };
+        replica.wait_healthy(Duration::from_secs(10))?;
+        Ok(replica)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends a signal by name (`KILL`, `TERM`, `STOP`, `CONT`) to this process only.
+    pub fn signal(&self, name: &str) -> io::Result<()> {
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("kill -{name} {pid} failed")))
+        }
+    }
+
+    /// `kill -9`, as a crash would, and reaps the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit on its own and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> io::Result<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                return Ok(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "replica still running",
+        ))
+    }
+
+    /// What the replica logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_healthy(&mut self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                return Err(io::Error::other(format!(
+                    "replica exited with {status}: {}",
+                    self.log()
+                )));
+            }
+            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                use std::io::{Read, Write};
+                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+                let _ = stream.write_all(
+                    b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
+                );
+                let mut response = String::new();
+                let _ = stream.read_to_string(&mut response);
+                if response.starts_with("HTTP/1.1 200") {
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("replica not healthy in time: {}", self.log()),
+        ))
+    }
+}
+
+impl Drop for ReplicaProcess {
+    fn drop(&mut self) {
+        // A stopped process cannot die of SIGKILL until continued; continue it first.
+        let _ = self.signal("CONT");
+        self.kill9();
+    }
+}
