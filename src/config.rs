@@ -328,9 +328,10 @@ impl Config {
     }
 
     /// How long new admissions wait after Redis lost its data: one renewal tick, plus a margin
-    /// for a tick that runs late, so every live call has re-registered first.
+    /// (half a tick, at least one second) for a tick that runs late or meets a dead connection,
+    /// so every live call has re-registered first.
     pub fn recovery_holdoff(&self) -> Duration {
-        self.renew_interval + self.renew_interval / 2
+        self.renew_interval + (self.renew_interval / 2).max(Duration::from_secs(1))
     }
 }
 
@@ -453,7 +454,7 @@ mod tests {
     fn renew_interval_defaults_to_a_third_of_the_lease() {
         let (c, _) = parse(with(|r| r.call_lease_secs = Some("3".into()))).unwrap();
         assert_eq!(c.renew_interval, Duration::from_secs(1));
-        assert_eq!(c.recovery_holdoff(), Duration::from_millis(1500));
+        assert_eq!(c.recovery_holdoff(), Duration::from_secs(2));
     }
 
     #[test]

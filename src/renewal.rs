@@ -10,6 +10,8 @@ use tracing::{info, warn};
 use crate::app::App;
 use crate::store::{RenewBatch, RenewReport, Renewal, ReplicaHeartbeat, StoreError};
 
+const RETRY_AFTER_CONNECTION_LOSS: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Runs ticks every `RENEW_INTERVAL_SECS` until `stop` is cancelled.
 pub async fn run(app: Arc<App>, stop: CancellationToken) {
     let mut interval = tokio::time::interval(app.config.renew_interval);
@@ -44,7 +46,16 @@ pub async fn tick(app: &App) -> Result<RenewReport, StoreError> {
         },
         heartbeat_ttl: app.config.renew_interval * 3,
     };
-    let report = match app.store.renew(&batch).await {
+    let mut result = app.store.renew(&batch).await;
+    if let Err(err) = &result
+        && err.is_unavailable()
+    {
+        // The first command after a Redis restart often meets the dead connection; the manager
+        // reconnects at once, and live calls must not wait a whole tick to re-register.
+        tokio::time::sleep(RETRY_AFTER_CONNECTION_LOSS).await;
+        result = app.store.renew(&batch).await;
+    }
+    let report = match result {
         Ok(report) => report,
         Err(err) => {
             app.metrics.redis_error(err.op());

@@ -231,6 +231,36 @@ where
         (1, 1, 0)
     );
 }
+async fn activation_replaces_a_long_reservation_with_the_lease<F>(make: Make<F>)
+where
+    F: std::future::Future<Output = Fixture>,
+{
+    let fx = make(config(5), 1).await;
+    let store = fx.store();
+    store
+        .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, None)
+        .await
+        .unwrap();
+    // The stream starts: its short lease, not the 30 s reservation, now governs the slot, so a
+    // crashed replica's call frees within the lease.
+    store
+        .admit(
+            &sid(1),
+            AdmitPolicy::ExistingOnly,
+            Duration::from_millis(200),
+            None,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    assert_eq!(store.reclaim().await.unwrap(), vec![sid(1).to_string()]);
+    assert_eq!(store.stats().await.unwrap().active, 0);
+}
+suite!(
+    activation_sets_the_lease,
+    super::activation_replaces_a_long_reservation_with_the_lease
+);
+
 suite!(
     existing_only_policy,
     super::existing_only_refreshes_but_never_takes

@@ -14,7 +14,9 @@ local opens = open_epoch(KEYS[5], now, tonumber(ARGV[5]))
 local deadline = now + tonumber(ARGV[3])
 
 if redis.call('ZSCORE', slots, sid) then
-  redis.call('ZADD', slots, 'GT', deadline, sid)
+  -- The new lease replaces the old one: a stream activating its reservation swaps the long wait
+  -- for its stream for the short live-call lease its replica renews.
+  redis.call('ZADD', slots, 'XX', deadline, sid)
   return {2, sync_count(slots, count_key), expired}
 end
 if ARGV[4] == 'existing' then

@@ -124,7 +124,8 @@ impl CallStore for MemoryStore {
         inner.reclaim(now);
         let deadline = now + lease;
         if let Some(held) = inner.slots.get_mut(call_sid.as_str()) {
-            *held = (*held).max(deadline);
+            // The new lease replaces the old one (a stream activating its reservation).
+            *held = deadline;
             let active = inner.active();
             return Ok(Admission::Admitted { new: false, active });
         }

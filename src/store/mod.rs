@@ -56,7 +56,7 @@ pub enum AdmitPolicy {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
-    /// The call holds a slot whose lease now runs at least `lease` from now.
+    /// The call holds a slot whose lease now runs `lease` from now (replacing any earlier one).
     /// `new` is false when it already held one (a retried webhook, an activated reservation).
     Admitted {
         new: bool,

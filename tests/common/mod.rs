@@ -106,8 +106,13 @@ pub async fn post_form(
 
 /// Posts a voice webhook for `call_sid` and returns (status, body).
 pub async fn voice(replica: &Replica, call_sid: &str) -> (u16, String) {
+    voice_at(&replica.url("/twilio/voice"), call_sid).await
+}
+
+/// Posts a voice webhook to `url` and returns (status, body).
+pub async fn voice_at(url: &str, call_sid: &str) -> (u16, String) {
     let response = post_form(
-        &replica.url("/twilio/voice"),
+        url,
         &[
             ("CallSid", call_sid),
             ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
