@@ -16,16 +16,6 @@ async fn get(url: &str) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
-async fn live_call(replica: &Replica, n: usize) -> TwilioStream {
-    let (status, twiml) = voice(replica, &sid(n)).await;
-    assert_eq!(status, 200, "{twiml}");
-    let mut stream = TwilioStream::connect(&stream_url_of(&twiml)).await;
-    stream.connected().await;
-    stream.start(&sid(n)).await;
-    stream.echo_round(1).await;
-    stream
-}
-
 #[tokio::test]
 async fn metrics_json_has_exactly_the_contract_fields() {
     let redis = RedisServer::start().unwrap();

@@ -62,6 +62,23 @@ async fn open_call(replica: &ReplicaProcess, n: usize) -> TwilioStream {
     stream
 }
 
+/// Posts webhooks for calls `range` all at once, spread over `replicas`; returns how many got 200.
+async fn race_webhooks(replicas: &[&ReplicaProcess], range: std::ops::Range<usize>) -> u64 {
+    let racing: Vec<_> = range
+        .map(|n| {
+            let url = replicas[n % replicas.len()].url("/twilio/voice");
+            tokio::spawn(async move { voice_at(&url, &sid(n)).await.0 })
+        })
+        .collect();
+    let mut admitted = 0;
+    for race in racing {
+        if race.await.unwrap() == 200 {
+            admitted += 1;
+        }
+    }
+    admitted
+}
+
 async fn get_json(url: &str) -> (u16, Value) {
     let response = client().get(url).send().await.unwrap();
     let status = response.status().as_u16();
@@ -209,21 +226,7 @@ async fn after_redis_data_loss_new_calls_wait_for_live_ones_to_reregister() {
     ];
     redis.restart_empty().unwrap();
     // Ten webhooks race at once, through both replicas, right after the loss.
-    let mut racing = Vec::new();
-    for n in 100..110 {
-        let url = if n % 2 == 0 {
-            a.url("/twilio/voice")
-        } else {
-            b.url("/twilio/voice")
-        };
-        racing.push(tokio::spawn(async move { voice_at(&url, &sid(n)).await.0 }));
-    }
-    let mut admitted = 0;
-    for race in racing {
-        if race.await.unwrap() == 200 {
-            admitted += 1;
-        }
-    }
+    let admitted = race_webhooks(&[&a, &b], 100..110).await;
     assert!(
         admitted <= 1,
         "{admitted} admitted while live calls re-registered"
@@ -234,21 +237,7 @@ async fn after_redis_data_loss_new_calls_wait_for_live_ones_to_reregister() {
         4 + admitted
     );
     // Once open, the one free slot goes to exactly one of ten more racers.
-    let mut racing = Vec::new();
-    for n in 200..210 {
-        let url = if n % 2 == 0 {
-            a.url("/twilio/voice")
-        } else {
-            b.url("/twilio/voice")
-        };
-        racing.push(tokio::spawn(async move { voice_at(&url, &sid(n)).await.0 }));
-    }
-    let mut later = 0;
-    for race in racing {
-        if race.await.unwrap() == 200 {
-            later += 1;
-        }
-    }
+    let later = race_webhooks(&[&a, &b], 200..210).await;
     assert_eq!(admitted + later, 1, "exactly the one free slot is taken");
     assert_eq!(active(&redis), 5);
     for stream in &mut calls {

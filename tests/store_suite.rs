@@ -18,6 +18,36 @@ fn sid(n: usize) -> CallSid {
     CallSid::parse(&format!("CA{n:032x}")).unwrap()
 }
 
+/// Admits `call_sid` with `lease`, taking a slot if one is free.
+async fn take(store: &dyn CallStore, call_sid: &CallSid, lease: Duration) -> Admission {
+    store
+        .admit(call_sid, AdmitPolicy::MayTakeSlot, lease, None)
+        .await
+        .unwrap()
+}
+
+/// A renewal batch from replica `r1` for `calls` (call SID, lock token, state).
+fn batch(lease: Duration, calls: Vec<(CallSid, &str, Option<CallState>)>) -> RenewBatch {
+    RenewBatch {
+        lease,
+        heartbeat: ReplicaHeartbeat {
+            id: "r1".into(),
+            started_at: "2026-11-25T00:00:00Z".into(),
+            calls_active: calls.len() as u64,
+            draining: false,
+        },
+        calls: calls
+            .into_iter()
+            .map(|(call_sid, token, state)| Renewal {
+                call_sid,
+                lock_token: token.into(),
+                state,
+            })
+            .collect(),
+        heartbeat_ttl: Duration::from_secs(3),
+    }
+}
+
 fn config(limit: u64) -> StoreConfig {
     StoreConfig {
         limit,
@@ -135,20 +165,14 @@ where
     let store = fx.store();
     let a = sid(1);
     assert_eq!(
-        store
-            .admit(&a, AdmitPolicy::MayTakeSlot, LEASE, None)
-            .await
-            .unwrap(),
+        take(store, &a, LEASE).await,
         Admission::Admitted {
             new: true,
             active: 1
         }
     );
     assert_eq!(
-        store
-            .admit(&a, AdmitPolicy::MayTakeSlot, LEASE, None)
-            .await
-            .unwrap(),
+        take(store, &a, LEASE).await,
         Admission::Admitted {
             new: false,
             active: 1
@@ -169,19 +193,10 @@ where
 
     // Freed slots are usable again, up to the limit and no further.
     for n in 2..4 {
-        assert!(
-            store
-                .admit(&sid(n), AdmitPolicy::MayTakeSlot, LEASE, None)
-                .await
-                .unwrap()
-                .is_admitted()
-        );
+        assert!(take(store, &sid(n), LEASE).await.is_admitted());
     }
     assert_eq!(
-        store
-            .admit(&sid(4), AdmitPolicy::MayTakeSlot, LEASE, None)
-            .await
-            .unwrap(),
+        take(store, &sid(4), LEASE).await,
         Admission::Refused(Refusal::AtLimit { active: 2 })
     );
 }
@@ -203,15 +218,7 @@ where
             .unwrap(),
         Admission::Refused(Refusal::NoSlotHeld)
     );
-    store
-        .admit(
-            &sid(1),
-            AdmitPolicy::MayTakeSlot,
-            Duration::from_millis(300),
-            None,
-        )
-        .await
-        .unwrap();
+    take(store, &sid(1), Duration::from_millis(300)).await;
     assert_eq!(
         store
             .admit(&sid(1), AdmitPolicy::ExistingOnly, LEASE, None)
@@ -237,10 +244,7 @@ where
 {
     let fx = make(config(5), 1).await;
     let store = fx.store();
-    store
-        .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, None)
-        .await
-        .unwrap();
+    take(store, &sid(1), LEASE).await;
     // The stream starts: its short lease, not the 30 s reservation, now governs the slot, so a
     // crashed replica's call frees within the lease.
     store
@@ -277,29 +281,15 @@ where
         .write_state(&CallState::reserved(reserved.as_str(), "r1"))
         .await
         .unwrap();
-    store
-        .admit(
-            &reserved,
-            AdmitPolicy::MayTakeSlot,
-            Duration::from_millis(200),
-            None,
-        )
-        .await
-        .unwrap();
+    take(store, &reserved, Duration::from_millis(200)).await;
     assert_eq!(
-        store
-            .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE, None)
-            .await
-            .unwrap(),
+        take(store, &sid(2), LEASE).await,
         Admission::Refused(Refusal::AtLimit { active: 1 })
     );
     tokio::time::sleep(Duration::from_millis(350)).await;
     // The next admission reclaims the reservation that never became a stream.
     assert_eq!(
-        store
-            .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE, None)
-            .await
-            .unwrap(),
+        take(store, &sid(2), LEASE).await,
         Admission::Admitted {
             new: true,
             active: 1
@@ -312,15 +302,7 @@ where
 
     // The tick's reclaim does the same with no new traffic.
     store.release(&sid(2), EndReason::Stop).await.unwrap();
-    store
-        .admit(
-            &sid(3),
-            AdmitPolicy::MayTakeSlot,
-            Duration::from_millis(100),
-            None,
-        )
-        .await
-        .unwrap();
+    take(store, &sid(3), Duration::from_millis(100)).await;
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(store.reclaim().await.unwrap(), vec![sid(3).to_string()]);
     assert_eq!(store.stats().await.unwrap().active, 0);
@@ -334,15 +316,7 @@ where
     let fx = make(config(1), 1).await;
     let store = fx.store();
     let live = sid(1);
-    store
-        .admit(
-            &live,
-            AdmitPolicy::MayTakeSlot,
-            Duration::from_millis(200),
-            None,
-        )
-        .await
-        .unwrap();
+    take(store, &live, Duration::from_millis(200)).await;
     assert_eq!(
         store.take_lock(&live, "token-1").await.unwrap(),
         LockOutcome::Acquired
@@ -351,29 +325,14 @@ where
     state.status = CallStatus::Active;
     state.frames_in = 42;
     let lost = sid(2);
-    let batch = RenewBatch {
-        lease: Duration::from_secs(5),
-        calls: vec![
-            Renewal {
-                call_sid: live.clone(),
-                lock_token: "token-1".into(),
-                state: Some(state.clone()),
-            },
+    let batch = batch(
+        Duration::from_secs(5),
+        vec![
+            (live.clone(), "token-1", Some(state.clone())),
             // A call this replica serves whose slot vanished: re-added even over the limit.
-            Renewal {
-                call_sid: lost.clone(),
-                lock_token: "token-2".into(),
-                state: None,
-            },
+            (lost.clone(), "token-2", None),
         ],
-        heartbeat: ReplicaHeartbeat {
-            id: "r1".into(),
-            started_at: "2026-11-25T00:00:00Z".into(),
-            calls_active: 2,
-            draining: false,
-        },
-        heartbeat_ttl: Duration::from_secs(3),
-    };
+    );
     let report = store.renew(&batch).await.unwrap();
     assert_eq!(report.active, 2);
     assert_eq!(report.readded, vec![lost.to_string()]);
@@ -385,10 +344,7 @@ where
 
     // Over the limit nothing new gets in, and the renewed lease outlives the original one.
     assert_eq!(
-        store
-            .admit(&sid(3), AdmitPolicy::MayTakeSlot, LEASE, None)
-            .await
-            .unwrap(),
+        take(store, &sid(3), LEASE).await,
         Admission::Refused(Refusal::AtLimit { active: 2 })
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -463,10 +419,7 @@ where
     store.write_state(&state).await.unwrap();
     assert_eq!(store.read_state(&call).await.unwrap(), Some(state.clone()));
 
-    store
-        .admit(&call, AdmitPolicy::MayTakeSlot, LEASE, None)
-        .await
-        .unwrap();
+    take(store, &call, LEASE).await;
     assert!(
         store
             .release(&call, EndReason::StatusCallback)
@@ -552,10 +505,7 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
     let fx = redis(redis_config(5), 1).await;
     let server = fx.redis.as_ref().unwrap();
     let call = sid(1);
-    fx.store()
-        .admit(&call, AdmitPolicy::MayTakeSlot, LEASE, None)
-        .await
-        .unwrap();
+    take(fx.store(), &call, LEASE).await;
     fx.store()
         .write_state(&CallState::reserved(call.as_str(), "r1"))
         .await
@@ -563,21 +513,9 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
     server
         .cli(&["EXPIRE", &format!("calls:state:{call}"), "5"])
         .unwrap();
-    let batch = RenewBatch {
-        lease: LEASE,
-        calls: vec![Renewal {
-            call_sid: call.clone(),
-            lock_token: "t".into(),
-            state: None,
-        }],
-        heartbeat: ReplicaHeartbeat {
-            id: "calls-2".into(),
-            started_at: "2026-11-25T00:00:00Z".into(),
-            calls_active: 1,
-            draining: false,
-        },
-        heartbeat_ttl: Duration::from_secs(30),
-    };
+    let mut batch = batch(LEASE, vec![(call.clone(), "t", None)]);
+    batch.heartbeat.id = "calls-2".into();
+    batch.heartbeat_ttl = Duration::from_secs(30);
     fx.store().renew(&batch).await.unwrap();
     let ttl: i64 = server
         .cli(&["TTL", &format!("calls:state:{call}")])
@@ -602,13 +540,7 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
 async fn redis_restarted_empty_reloads_scripts_and_admission_goes_on() {
     let mut fx = redis(redis_config(5), 1).await;
     let store = fx.stores[0].clone();
-    assert!(
-        store
-            .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, None)
-            .await
-            .unwrap()
-            .is_admitted()
-    );
+    assert!(take(store.as_ref(), &sid(1), LEASE).await.is_admitted());
     let server = fx.redis.as_mut().unwrap();
     server.restart_empty().unwrap();
     assert_eq!(server.cli(&["SCRIPT", "EXISTS", "0"]).unwrap(), "0");
@@ -657,62 +589,27 @@ async fn redis_data_loss_holds_admissions_until_live_calls_reregister() {
     let store = fx.store();
     // A brand-new dataset counts as recovered data loss too: the first admission waits the holdoff.
     assert_eq!(
-        store
-            .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, None)
-            .await
-            .unwrap(),
+        take(store, &sid(1), LEASE).await,
         Admission::Refused(Refusal::Recovering)
     );
     tokio::time::sleep(holdoff).await;
-    assert!(
-        store
-            .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, None)
-            .await
-            .unwrap()
-            .is_admitted()
-    );
+    assert!(take(store, &sid(1), LEASE).await.is_admitted());
 
     server.cli(&["FLUSHALL"]).unwrap();
     // Before the holdoff ends the live call re-registers through its renewal; newcomers wait.
     assert_eq!(
-        store
-            .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE, None)
-            .await
-            .unwrap(),
+        take(store, &sid(2), LEASE).await,
         Admission::Refused(Refusal::Recovering)
     );
-    let batch = RenewBatch {
-        lease: LEASE,
-        calls: vec![Renewal {
-            call_sid: sid(1),
-            lock_token: "t".into(),
-            state: None,
-        }],
-        heartbeat: ReplicaHeartbeat {
-            id: "r1".into(),
-            started_at: "2026-11-25T00:00:00Z".into(),
-            calls_active: 1,
-            draining: false,
-        },
-        heartbeat_ttl: Duration::from_secs(3),
-    };
+    let batch = batch(LEASE, vec![(sid(1), "t", None)]);
     assert_eq!(
         store.renew(&batch).await.unwrap().readded,
         vec![sid(1).to_string()]
     );
     tokio::time::sleep(holdoff).await;
-    assert!(
-        store
-            .admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE, None)
-            .await
-            .unwrap()
-            .is_admitted()
-    );
+    assert!(take(store, &sid(2), LEASE).await.is_admitted());
     assert_eq!(
-        store
-            .admit(&sid(3), AdmitPolicy::MayTakeSlot, LEASE, None)
-            .await
-            .unwrap(),
+        take(store, &sid(3), LEASE).await,
         Admission::Refused(Refusal::AtLimit { active: 2 })
     );
 }
@@ -722,10 +619,7 @@ async fn redis_garbage_gives_typed_errors_and_changes_no_count() {
     let fx = redis(redis_config(5), 1).await;
     let server = fx.redis.as_ref().unwrap();
     let store = fx.store();
-    store
-        .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, None)
-        .await
-        .unwrap();
+    take(store, &sid(1), LEASE).await;
 
     server
         .cli(&["SET", &format!("calls:state:{}", sid(1)), "{not json"])

@@ -24,17 +24,6 @@ fn short_timeouts() -> StreamTimeouts {
     }
 }
 
-/// Webhook, stream, start, and one echo: a call that is live on `replica`.
-async fn live_call(replica: &Replica, n: usize) -> TwilioStream {
-    let (status, twiml) = voice(replica, &sid(n)).await;
-    assert_eq!(status, 200, "{twiml}");
-    let mut stream = TwilioStream::connect(&stream_url_of(&twiml)).await;
-    stream.connected().await;
-    stream.start(&sid(n)).await;
-    stream.echo_round(1).await;
-    stream
-}
-
 fn dropped(replica: &Replica, reason: &str) -> u64 {
     let text = replica.app.metrics.render();
     let needle = format!("media_messages_dropped_total{{reason=\"{reason}\"}} ");
@@ -45,19 +34,7 @@ fn dropped(replica: &Replica, reason: &str) -> u64 {
 }
 
 async fn ended_with(replica: &Replica, n: usize, reason: EndReason) {
-    let sid = CallSid::parse(&sid(n)).unwrap();
-    let state = eventually(WAIT, || async {
-        replica
-            .app
-            .store
-            .read_state(&sid)
-            .await
-            .unwrap()
-            .filter(|s| s.status == CallStatus::Ended)
-    })
-    .await
-    .expect("call ended");
-    assert_eq!(state.end_reason, Some(reason));
+    assert_eq!(ended_state(replica, &sid(n)).await.end_reason, Some(reason));
 }
 
 async fn setup() -> (RedisServer, Replica, TwilioStream) {

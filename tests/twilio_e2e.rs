@@ -19,21 +19,6 @@ async fn active(replica: &Replica) -> u64 {
     replica.app.store.stats().await.unwrap().active
 }
 
-async fn ended_state(replica: &Replica, call_sid: &str) -> prosaas_calls::state::CallState {
-    let sid = CallSid::parse(call_sid).unwrap();
-    eventually(WAIT, || async {
-        replica
-            .app
-            .store
-            .read_state(&sid)
-            .await
-            .unwrap()
-            .filter(|s| s.status == CallStatus::Ended)
-    })
-    .await
-    .expect("the call's state ends")
-}
-
 /// Webhook, TwiML, stream, 20 ms frames with dtmf and a mark, stop; then state and counts.
 async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
     let call = sid(1);

@@ -79,7 +79,7 @@ impl TwilioForm {
     }
 
     /// The `CallSid` every Twilio request must carry: missing or malformed is a 400.
-    pub fn call_sid(&self, app: &App, uri: &Uri) -> Result<CallSid, Refused> {
+    fn call_sid(&self, app: &App, uri: &Uri) -> Result<CallSid, Refused> {
         match self.get("CallSid").map(CallSid::parse) {
             Some(Ok(sid)) => Ok(sid),
             Some(Err(_)) => Err(refuse(
@@ -98,8 +98,20 @@ impl TwilioForm {
     }
 }
 
-/// Parses a Twilio webhook body and checks its signature when `TWILIO_AUTH_TOKEN` is set.
-pub fn twilio_form(
+/// Parses a Twilio webhook (voice or status) and its `CallSid`, checking the signature when
+/// `TWILIO_AUTH_TOKEN` is set.
+pub fn twilio_call_form(
+    app: &App,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<(TwilioForm, CallSid), Refused> {
+    let form = twilio_form(app, headers, uri, body)?;
+    let call_sid = form.call_sid(app, uri)?;
+    Ok((form, call_sid))
+}
+
+fn twilio_form(
     app: &App,
     headers: &HeaderMap,
     uri: &Uri,

@@ -8,7 +8,7 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::twilio_form;
+use super::twilio_call_form;
 use crate::app::App;
 
 pub async fn handle(
@@ -17,12 +17,8 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match twilio_form(&app, &headers, &uri, &body) {
-        Ok(form) => form,
-        Err(refused) => return refused.into_response(),
-    };
-    let call_sid = match form.call_sid(&app, &uri) {
-        Ok(sid) => sid,
+    let (form, call_sid) = match twilio_call_form(&app, &headers, &uri, &body) {
+        Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
     app.call_status(&call_sid, form.get("CallStatus").unwrap_or(""))

@@ -8,7 +8,7 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::{stream_url, twilio_form};
+use super::{stream_url, twilio_call_form};
 use crate::admission::{WebhookCall, WebhookOutcome};
 use crate::app::App;
 use crate::config::RejectMode;
@@ -20,12 +20,8 @@ pub async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let form = match twilio_form(&app, &headers, &uri, &body) {
-        Ok(form) => form,
-        Err(refused) => return refused.into_response(),
-    };
-    let call_sid = match form.call_sid(&app, &uri) {
-        Ok(sid) => sid,
+    let (form, call_sid) = match twilio_call_form(&app, &headers, &uri, &body) {
+        Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
     let call = WebhookCall {

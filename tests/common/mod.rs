@@ -128,6 +128,33 @@ pub async fn voice_at(url: &str, call_sid: &str) -> (u16, String) {
     (status, response.text().await.unwrap())
 }
 
+/// Webhook, stream, start, and one echo: a call that is live on `replica`.
+pub async fn live_call(replica: &Replica, n: usize) -> TwilioStream {
+    let (status, twiml) = voice(replica, &sid(n)).await;
+    assert_eq!(status, 200, "{twiml}");
+    let mut stream = TwilioStream::connect(&stream_url_of(&twiml)).await;
+    stream.connected().await;
+    stream.start(&sid(n)).await;
+    stream.echo_round(1).await;
+    stream
+}
+
+/// Waits for the call's stored state to say `ended` and returns it.
+pub async fn ended_state(replica: &Replica, call_sid: &str) -> prosaas_calls::state::CallState {
+    let sid = prosaas_calls::call_sid::CallSid::parse(call_sid).unwrap();
+    eventually(Duration::from_secs(5), || async {
+        replica
+            .app
+            .store
+            .read_state(&sid)
+            .await
+            .unwrap()
+            .filter(|s| s.status == prosaas_calls::state::CallStatus::Ended)
+    })
+    .await
+    .expect("the call's state ends")
+}
+
 /// The `url` attribute of the TwiML's `<Stream>`.
 pub fn stream_url_of(twiml: &str) -> String {
     let start = twiml
