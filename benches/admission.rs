@@ -743,9 +743,11 @@ fn main() -> ExitCode {
         .skip(1)
         .filter(|arg| arg != "--bench")
         .collect();
-    let command = format!("cargo bench --bench admission -- {}", flags.join(" "))
-        .trim_end()
-        .to_owned();
+    let command = if flags.is_empty() {
+        "cargo bench --bench admission".to_owned()
+    } else {
+        format!("cargo bench --bench admission -- {}", flags.join(" "))
+    };
 
     // The server lives in main's frame: a panic unwinds through here and Ctrl-C ends the run below,
     // so either way its Drop kills the redis-server.
