@@ -567,6 +567,14 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".to_owned())
 }
 
+/// Other work on the machine shows up in every figure here, so the output says how busy it was.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|avg| avg.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
 fn per_attempt_list(outcome: &Outcome, counts: &BTreeMap<String, u64>) -> String {
     counts
         .iter()
@@ -681,6 +689,7 @@ async fn run(server: &RedisServer, args: &Args, command: &str) -> Result<bool> {
     };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
 
+    let load_before = load_average();
     let mut outcomes = Vec::new();
     for scenario in Scenario::all() {
         eprintln!(
@@ -697,9 +706,11 @@ async fn run(server: &RedisServer, args: &Args, command: &str) -> Result<bool> {
     let header = format!(
         "Command: `{command}`\n\n\
          Machine: {cpus} CPUs (nproc), {}; redis-server {version} on {transport} ({url}), started by the \
-         bench on the same machine; client runtime: tokio with {cpus} worker threads. {} s per scenario.\n",
+         bench on the same machine; client runtime: tokio with {cpus} worker threads. {} s per scenario; \
+         1-minute load average {load_before} before the run, {} after.\n",
         cpu_model(),
         secs.as_secs(),
+        load_average(),
     );
     println!("{}", render(&outcomes, &header));
     let bad: Vec<_> = outcomes
