@@ -238,7 +238,7 @@ async fn lua_client(
         let call = sid(client, seq)?;
         let started = Instant::now();
         let admission = store
-            .admit(&call, AdmitPolicy::MayTakeSlot, LEASE)
+            .admit(&call, AdmitPolicy::MayTakeSlot, LEASE, None)
             .await
             .with_context(|| format!("client {client}: admit {call}"))?;
         report.latencies_us.push(micros(started.elapsed()));
@@ -399,7 +399,7 @@ async fn take_resident_slots(
             for n in 0..scenario.resident {
                 let call = CallSid::parse(&format!("CAresident{n}")).context("resident SID")?;
                 let admission = store
-                    .admit(&call, AdmitPolicy::MayTakeSlot, LEASE)
+                    .admit(&call, AdmitPolicy::MayTakeSlot, LEASE, None)
                     .await
                     .context("admitting a resident call")?;
                 if !admission.is_admitted() {
@@ -466,7 +466,7 @@ async fn run_scenario(
                     .context("connecting a RedisStore")?;
                 let warm = CallSid::parse(&format!("CAwarm{n}")).context("warm-up SID")?;
                 store
-                    .admit(&warm, AdmitPolicy::MayTakeSlot, LEASE)
+                    .admit(&warm, AdmitPolicy::MayTakeSlot, LEASE, None)
                     .await
                     .context("warm-up admit")?;
                 store

@@ -119,9 +119,10 @@ async fn burst_of_webhooks(
     replicas: &[ReplicaProcess],
 ) {
     let base = nginx.url("");
+    let voice_url = nginx.url("/twilio/voice");
     let calls: Vec<String> = (0..300).map(|n| sid(100_000 + n)).collect();
     let started = Instant::now();
-    let answers = join_all(calls.iter().map(|call| voice_at(&base, call))).await;
+    let answers = join_all(calls.iter().map(|call| voice_at(&voice_url, call))).await;
     let burst = started.elapsed();
     assert!(
         burst < RESERVATION,
@@ -193,7 +194,7 @@ async fn live_streams(
     let mut live = Vec::new();
     for n in 0..STREAMS {
         let call_sid = sid(200_000 + n);
-        let (status, body) = voice_at(&nginx.url(""), &call_sid).await;
+        let (status, body) = voice_at(&nginx.url("/twilio/voice"), &call_sid).await;
         assert_eq!(status, 200, "{body}");
         let mut stream = TwilioStream::connect(&stream_url_of(&body)).await;
         stream.connected().await;
@@ -308,8 +309,9 @@ async fn crash_one_replica(
 
     // New calls still get through: nginx skips the dead replica (connection refused, retried).
     let base = nginx.url("");
+    let voice_url = nginx.url("/twilio/voice");
     let fresh: Vec<String> = (0..6).map(|n| sid(300_000 + n)).collect();
-    for (status, body) in join_all(fresh.iter().map(|c| voice_at(&base, c))).await {
+    for (status, body) in join_all(fresh.iter().map(|c| voice_at(&voice_url, c))).await {
         assert_eq!(status, 200, "{body}\n{}", nginx.error_log());
     }
     let released = join_all(fresh.iter().map(|c| status_at(&base, c, "completed"))).await;

@@ -506,25 +506,6 @@ impl Drop for NginxProcess {
     }
 }
 
-/// Posts a voice webhook to `base` (a replica or nginx) and returns (status, body).
-pub async fn voice_at(base: &str, call_sid: &str) -> (u16, String) {
-    let response = post_form(
-        &format!("{base}/twilio/voice"),
-        &[
-            ("CallSid", call_sid),
-            ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
-            ("From", "+15005550006"),
-            ("To", "+15005550001"),
-            ("CallStatus", "ringing"),
-            ("Direction", "inbound"),
-        ],
-        None,
-    )
-    .await;
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap_or_default())
-}
-
 /// Posts a status callback to `base` and returns the HTTP status.
 pub async fn status_at(base: &str, call_sid: &str, call_status: &str) -> u16 {
     post_form(
