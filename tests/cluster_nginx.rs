@@ -16,9 +16,7 @@ use serde_json::Value;
 const LIMIT: usize = 50;
 const TICK: Duration = Duration::from_secs(1);
 const LEASE: Duration = Duration::from_secs(3);
-/// RESERVATION_SECS is kept equal to the lease: a reservation's deadline outlives the stream's
-/// first lease when it is longer (admit.lua refreshes a held slot with `ZADD GT`), and a crashed
-/// replica's young calls would then hold their slots for the reservation, not lease + one tick.
+/// Short reservations, so the burst's count check below is meaningful only while they hold.
 const RESERVATION: Duration = LEASE;
 const REPLICAS: usize = 3;
 const STREAMS: usize = 20;
