@@ -201,11 +201,14 @@ impl CallStore for RedisStore {
         invocation
             .key(keys::SLOTS)
             .key(keys::ACTIVE_COUNT)
+            .key(keys::state(call_sid))
             .arg(call_sid.as_str());
-        let freed: i64 = self
+        let (freed, state_open): (i64, i64) = self
             .run("release", invocation.invoke_async(&mut conn))
             .await?;
-        self.end_states(&[call_sid.to_string()], reason).await?;
+        if state_open == 1 {
+            self.end_states(&[call_sid.to_string()], reason).await?;
+        }
         Ok(freed == 1)
     }
 
