@@ -1,12 +1,16 @@
 //! One Twilio Media Streams WebSocket (SPEC §5): the `start` handshake, the per-frame loop, timeouts
 //! and close codes. Never touches Redis per frame; bad input is counted and dropped, never fatal.
 
+use std::future::poll_fn;
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::BytesMut;
 use tokio::time::{Instant, sleep, timeout};
 use tracing::{Instrument, debug, info, info_span, warn};
 
@@ -42,6 +46,9 @@ impl Default for StreamTimeouts {
         }
     }
 }
+/// Room for a few outbound frames (an echoed media message is ~300 bytes) before the buffer
+/// has to be reclaimed.
+const OUT_BUFFER_BYTES: usize = 1024;
 /// Global frame counters are shared by every socket; batching keeps their cache line quiet.
 const COUNTER_BATCH: u64 = 64;
 
@@ -191,7 +198,7 @@ impl Session {
         let mut handler = new_handler(self.app.config.media_handler);
         let mut outbox = Outbox::default();
         let mut audio = Vec::with_capacity(512);
-        let mut out_text = String::with_capacity(512);
+        let mut out_text = BytesMut::with_capacity(OUT_BUFFER_BYTES);
         let stop = self.app.stop_streams.clone();
         let cancel = live.cancel_token().clone();
         // One timer for the whole call, re-armed only when it fires: resetting a timer per frame
@@ -295,36 +302,52 @@ impl Session {
         live: &LiveCall,
         stream_sid: &str,
         outbox: &mut Outbox,
-        text: &mut String,
+        text: &mut BytesMut,
     ) -> Result<(), Ending> {
-        for message in outbox.drain() {
-            text.clear();
-            let is_media = matches!(message, Outbound::Media(_));
-            match &message {
+        for message in outbox.iter() {
+            match message {
                 Outbound::Media(payload) => messages::media(text, stream_sid, payload),
                 Outbound::Mark(name) => messages::mark(text, stream_sid, name),
                 Outbound::Clear => messages::clear(text, stream_sid),
             }
-            let frame = Message::Text(Utf8Bytes::from(text.as_str()));
-            let stall = self.app.stream_timeouts.write_stall;
-            match timeout(stall, self.socket.send(frame)).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) => return Err(Ending::new(EndReason::Disconnected, None)),
-                Err(_) => {
-                    self.app.metrics.dropped("slow_consumer");
-                    warn!(?stall, "peer stopped reading; closing");
-                    return Err(Ending::new(
-                        EndReason::SlowConsumer,
-                        Some((close::POLICY, "slow consumer")),
-                    ));
-                }
-            }
-            if is_media {
+            // The frame takes the built bytes without copying; once the socket has written them
+            // the buffer is unique again and the next frame reuses it.
+            let Ok(frame) = Utf8Bytes::try_from(text.split().freeze()) else {
+                continue;
+            };
+            self.send(Message::Text(frame)).await?;
+            if matches!(message, Outbound::Media(_)) {
                 live.count_out();
                 self.frames_out += 1;
             }
         }
+        outbox.reset();
         Ok(())
+    }
+
+    /// Sends one message. Nearly every send completes on its first poll; only one that has to
+    /// wait for the peer gets the write-stall timer, so the usual frame arms no timer at all.
+    async fn send(&mut self, message: Message) -> Result<(), Ending> {
+        let stall = self.app.stream_timeouts.write_stall;
+        let outcome = {
+            let mut send = pin!(self.socket.send(message));
+            match poll_fn(|cx| Poll::Ready(send.as_mut().poll(cx))).await {
+                Poll::Ready(result) => Some(result),
+                Poll::Pending => timeout(stall, send).await.ok(),
+            }
+        };
+        match outcome {
+            Some(Ok(())) => Ok(()),
+            Some(Err(_)) => Err(Ending::new(EndReason::Disconnected, None)),
+            None => {
+                self.app.metrics.dropped("slow_consumer");
+                warn!(?stall, "peer stopped reading; closing");
+                Err(Ending::new(
+                    EndReason::SlowConsumer,
+                    Some((close::POLICY, "slow consumer")),
+                ))
+            }
+        }
     }
 
     fn flush_counters(&mut self) {

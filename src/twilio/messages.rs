@@ -5,6 +5,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use bytes::BytesMut;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use thiserror::Error;
@@ -246,9 +247,45 @@ fn truncated(text: &str) -> &str {
     &text[..end]
 }
 
+/// Where an outbound message is built: a `String`, or the `BytesMut` the stream loop reuses so
+/// that handing a frame to the socket allocates nothing.
+pub trait TextBuf {
+    fn clear(&mut self);
+    fn reserve(&mut self, additional: usize);
+    fn push_str(&mut self, text: &str);
+}
+
+impl TextBuf for String {
+    fn clear(&mut self) {
+        String::clear(self);
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        String::reserve(self, additional);
+    }
+
+    fn push_str(&mut self, text: &str) {
+        String::push_str(self, text);
+    }
+}
+
+impl TextBuf for BytesMut {
+    fn clear(&mut self) {
+        BytesMut::clear(self);
+    }
+
+    fn reserve(&mut self, additional: usize) {
+        BytesMut::reserve(self, additional);
+    }
+
+    fn push_str(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+}
+
 /// Replaces `buf` with `{"event":"media","streamSid":…,"media":{"payload":…}}`: audio for the caller.
 /// Once `buf` has grown to a frame's size, building further frames allocates nothing.
-pub fn media(buf: &mut String, stream_sid: &str, payload_b64: &str) {
+pub fn media(buf: &mut impl TextBuf, stream_sid: &str, payload_b64: &str) {
     buf.clear();
     buf.reserve(60 + stream_sid.len() + payload_b64.len());
     buf.push_str(r#"{"event":"media","streamSid":"#);
@@ -260,7 +297,7 @@ pub fn media(buf: &mut String, stream_sid: &str, payload_b64: &str) {
 
 /// Replaces `buf` with `{"event":"mark","streamSid":…,"mark":{"name":…}}`: Twilio echoes the mark
 /// back once the audio sent before it has played.
-pub fn mark(buf: &mut String, stream_sid: &str, name: &str) {
+pub fn mark(buf: &mut impl TextBuf, stream_sid: &str, name: &str) {
     buf.clear();
     buf.reserve(60 + stream_sid.len() + name.len());
     buf.push_str(r#"{"event":"mark","streamSid":"#);
@@ -272,18 +309,18 @@ pub fn mark(buf: &mut String, stream_sid: &str, name: &str) {
 
 /// Replaces `buf` with `{"event":"clear","streamSid":…}`: drop the audio Twilio has buffered and
 /// answer all pending marks.
-pub fn clear(buf: &mut String, stream_sid: &str) {
+pub fn clear(buf: &mut impl TextBuf, stream_sid: &str) {
     buf.clear();
     buf.reserve(40 + stream_sid.len());
     buf.push_str(r#"{"event":"clear","streamSid":"#);
     push_json_str(buf, stream_sid);
-    buf.push('}');
+    buf.push_str("}");
 }
 
 /// Appends `text` as a JSON string literal, escaped exactly as `serde_json` escapes it.
-fn push_json_str(out: &mut String, text: &str) {
+fn push_json_str(out: &mut impl TextBuf, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push('"');
+    out.push_str("\"");
     let mut clean_from = 0;
     // Every byte that needs escaping is ASCII, so each `i` below is a char boundary.
     for (i, byte) in text.bytes().enumerate() {
@@ -300,16 +337,23 @@ fn push_json_str(out: &mut String, text: &str) {
         };
         out.push_str(&text[clean_from..i]);
         if short.is_empty() {
-            out.push_str("\\u00");
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+            let escape = [
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(byte >> 4)],
+                HEX[usize::from(byte & 0xf)],
+            ];
+            // Six ASCII bytes: always UTF-8.
+            out.push_str(std::str::from_utf8(&escape).unwrap_or_default());
         } else {
             out.push_str(short);
         }
         clean_from = i + 1;
     }
     out.push_str(&text[clean_from..]);
-    out.push('"');
+    out.push_str("\"");
 }
 
 /// Every field of every inbound event, so one pass reads any of them; the event picks what counts.
