@@ -199,8 +199,13 @@ impl Session {
         let mut outbox = Outbox::default();
         let mut audio = Vec::with_capacity(512);
         let mut out_text = BytesMut::with_capacity(OUT_BUFFER_BYTES);
-        let stop = self.app.stop_streams.clone();
-        let cancel = live.cancel_token().clone();
+        // Both shutdown signals are watched through futures made once and polled in place: a
+        // future made per frame would register and unregister with its token every time. The
+        // replica-wide token is watched through a child, whose lock no other socket takes.
+        let stop = self.app.stop_streams.child_token();
+        let stopped = stop.cancelled();
+        let cancelled = live.cancel_token().cancelled();
+        tokio::pin!(stopped, cancelled);
         // One timer for the whole call, re-armed only when it fires: resetting a timer per frame
         // would cost more than the frame.
         let idle_timeout = self.app.stream_timeouts.idle;
@@ -211,10 +216,10 @@ impl Session {
             let message = tokio::select! {
                 biased;
                 message = self.socket.recv() => message,
-                _ = stop.cancelled() => {
+                () = &mut stopped => {
                     return Ending::new(EndReason::DrainTimeout, Some((close::GOING_AWAY, "replica shutting down")));
                 }
-                _ = cancel.cancelled() => {
+                () = &mut cancelled => {
                     return Ending::new(EndReason::DrainTimeout, Some((close::GOING_AWAY, "replica shutting down")));
                 }
                 _ = &mut idle => {
