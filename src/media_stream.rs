@@ -11,7 +11,9 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::BytesMut;
+use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, timeout};
+use tokio_util::task::AbortOnDropHandle;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::admission::{StreamRefusal, StreamStart};
@@ -199,13 +201,21 @@ impl Session {
         let mut outbox = Outbox::default();
         let mut audio = Vec::with_capacity(512);
         let mut out_text = BytesMut::with_capacity(OUT_BUFFER_BYTES);
-        // Both shutdown signals are watched through futures made once and polled in place: a
-        // future made per frame would register and unregister with its token every time. The
-        // replica-wide token is watched through a child, whose lock no other socket takes.
-        let stop = self.app.stop_streams.child_token();
-        let stopped = stop.cancelled();
-        let cancelled = live.cancel_token().cancelled();
-        tokio::pin!(stopped, cancelled);
+        // The shutdown signals are watched by a small task of the call's own, which reports on a
+        // oneshot: polling that once per frame is an atomic load, where polling the two tokens
+        // took a mutex each, on cache lines no other frame of the call had touched.
+        let (ended_tx, ended) = oneshot::channel::<()>();
+        let stop = self.app.stop_streams.clone();
+        let cancel = live.cancel_token().clone();
+        let _watcher = AbortOnDropHandle::new(tokio::spawn(async move {
+            tokio::select! {
+                () = stop.cancelled() => {}
+                () = cancel.cancelled() => {}
+            }
+            let _ = ended_tx.send(());
+        }));
+        tokio::pin!(ended);
+        let mut watching = true;
         // One timer for the whole call, re-armed only when it fires: resetting a timer per frame
         // would cost more than the frame.
         let idle_timeout = self.app.stream_timeouts.idle;
@@ -216,11 +226,13 @@ impl Session {
             let message = tokio::select! {
                 biased;
                 message = self.socket.recv() => message,
-                () = &mut stopped => {
-                    return Ending::new(EndReason::DrainTimeout, Some((close::GOING_AWAY, "replica shutting down")));
-                }
-                () = &mut cancelled => {
-                    return Ending::new(EndReason::DrainTimeout, Some((close::GOING_AWAY, "replica shutting down")));
+                signal = &mut ended, if watching => {
+                    if signal.is_ok() {
+                        return Ending::new(EndReason::DrainTimeout, Some((close::GOING_AWAY, "replica shutting down")));
+                    }
+                    // The watcher is gone without a signal (it cannot be, while we hold it).
+                    watching = false;
+                    continue;
                 }
                 _ = &mut idle => {
                     if last_heard.elapsed() >= idle_timeout {
