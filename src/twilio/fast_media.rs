@@ -190,7 +190,7 @@ impl<'a> Scanner<'a> {
 /// of a frame): per word, a byte that is zero after XOR with the quote or the backslash, or one
 /// below 0x20, sets its high bit. Borrows can only mark bytes above a real match, so the lowest
 /// marked byte is the first one.
-fn first_special(bytes: &[u8]) -> Option<usize> {
+pub(crate) fn first_special(bytes: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_le_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
     let zero_byte = |word: u64| word.wrapping_sub(ONES) & !word;

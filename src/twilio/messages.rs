@@ -321,6 +321,13 @@ pub fn clear(buf: &mut impl TextBuf, stream_sid: &str) {
 fn push_json_str(out: &mut impl TextBuf, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     out.push_str("\"");
+    // Payloads (base64) and SIDs never need escaping: one word-at-a-time scan says so, and the
+    // text is copied whole instead of byte by byte.
+    if fast_media::first_special(text.as_bytes()).is_none() {
+        out.push_str(text);
+        out.push_str("\"");
+        return;
+    }
     let mut clean_from = 0;
     // Every byte that needs escaping is ASCII, so each `i` below is a char boundary.
     for (i, byte) in text.bytes().enumerate() {
