@@ -48,9 +48,6 @@ impl Default for StreamTimeouts {
         }
     }
 }
-/// Room for a few outbound frames (an echoed media message is ~300 bytes) before the buffer
-/// has to be reclaimed.
-const OUT_BUFFER_BYTES: usize = 1024;
 /// Global frame counters are shared by every socket; batching keeps their cache line quiet.
 const COUNTER_BATCH: u64 = 64;
 
@@ -199,8 +196,10 @@ impl Session {
     async fn live(&mut self, live: &LiveCall, stream_sid: &str) -> Ending {
         let mut handler = new_handler(self.app.config.media_handler);
         let mut outbox = Outbox::default();
-        let mut audio = Vec::with_capacity(512);
-        let mut out_text = BytesMut::with_capacity(OUT_BUFFER_BYTES);
+        // Both grow to one frame's size on first use and stay there: a silent call never
+        // allocates an outbound buffer, and the audio buffer is exactly a frame (160 bytes).
+        let mut audio = Vec::new();
+        let mut out_text = BytesMut::new();
         // The shutdown signals are watched by a small task of the call's own, which reports on a
         // oneshot: polling that once per frame is an atomic load, where polling the two tokens
         // took a mutex each, on cache lines no other frame of the call had touched.
