@@ -24,6 +24,30 @@ pub fn rss_bytes(pid: &str) -> io::Result<u64> {
         .ok_or_else(|| io::Error::other(format!("no VmRSS in /proc/{pid}/status")))
 }
 
+/// Busy and total time of the whole machine (all CPUs), from the first line of `/proc/stat`:
+/// what else was running during a measurement shows as busy time no measured process used.
+pub fn machine_times() -> io::Result<(Duration, Duration)> {
+    let stat = std::fs::read_to_string("/proc/stat")?;
+    parse_machine_ticks(&stat)
+        .map(|(busy, total)| {
+            let secs = |ticks: u64| Duration::from_secs_f64(ticks as f64 / ticks_per_second());
+            (secs(busy), secs(total))
+        })
+        .ok_or_else(|| io::Error::other("unreadable /proc/stat"))
+}
+
+fn parse_machine_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_ascii_whitespace()
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice, already in user/nice]
+    let total: u64 = ticks.iter().take(8).sum();
+    let idle = ticks.get(3)? + ticks.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
 fn ticks_per_second() -> f64 {
     rustix::param::clock_ticks_per_second() as f64
 }
@@ -62,9 +86,18 @@ mod tests {
     }
 
     #[test]
+    fn parses_machine_times() {
+        let stat = "cpu  100 5 50 800 20 1 2 3 0 0\ncpu0 1 2 3 4\n";
+        assert_eq!(parse_machine_ticks(stat), Some((161, 981)));
+        assert_eq!(parse_machine_ticks("intr 1 2"), None);
+    }
+
+    #[test]
     fn reads_this_process() {
         assert!(cpu_time("self").is_ok());
         assert!(rss_bytes("self").unwrap() > 0);
         assert!(raise_nofile_limit().unwrap() >= 1024);
+        let (busy, total) = machine_times().unwrap();
+        assert!(busy <= total);
     }
 }

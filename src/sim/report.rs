@@ -83,6 +83,9 @@ pub struct Marks {
 #[derive(Debug, Serialize)]
 pub struct Window {
     pub seconds: f64,
+    /// Cores' worth of CPU the whole machine was busy: more than server + simulator means
+    /// something else competed for the CPU during the measurement.
+    pub machine_busy_cores: Option<f64>,
     /// Calls streaming throughout the window.
     pub streams: u64,
     pub frames_sent: u64,
@@ -290,8 +293,12 @@ impl Report {
                 row(
                     "steady state",
                     format!(
-                        "{:.1} s, {} streams, {:.0} frames/s",
-                        w.seconds, w.streams, w.frames_per_second
+                        "{:.1} s, {} streams, {:.0} frames/s, machine busy {}",
+                        w.seconds,
+                        w.streams,
+                        w.frames_per_second,
+                        w.machine_busy_cores
+                            .map_or("?".into(), |c| format!("{c:.2} cores"))
                     ),
                 );
                 if let Some(s) = &w.server {

@@ -148,8 +148,15 @@ async fn measure_window(
         let cpu = b?.saturating_sub(a?);
         Some(WindowSide::new(cpu, seconds, frames, rss))
     };
+    let machine_busy_cores = match (first.machine, last.machine) {
+        (Some((busy_a, _)), Some((busy_b, _))) => {
+            Some(busy_b.saturating_sub(busy_a).as_secs_f64() / seconds)
+        }
+        _ => None,
+    };
     Some(Window {
         seconds,
+        machine_busy_cores,
         streams: first.streaming.min(last.streaming),
         frames_sent: frames,
         frames_per_second: frames as f64 / seconds,
@@ -165,6 +172,7 @@ struct Sample {
     server_cpu: Option<Duration>,
     server_rss: Option<u64>,
     own_cpu: Option<Duration>,
+    machine: Option<(Duration, Duration)>,
 }
 
 impl Sample {
@@ -176,6 +184,7 @@ impl Sample {
             server_cpu: server.and_then(|pid| procfs::cpu_time(pid).ok()),
             server_rss: server.and_then(|pid| procfs::rss_bytes(pid).ok()),
             own_cpu: procfs::cpu_time("self").ok(),
+            machine: procfs::machine_times().ok(),
         }
     }
 }
