@@ -23,6 +23,7 @@ use crate::live_calls::LiveCall;
 use crate::media_handler::{MediaFrame, Outbound, Outbox, new_handler};
 use crate::state::{EndReason, MediaFormat};
 use crate::twilio::messages::{self, Inbound};
+use crate::twilio::payload;
 
 /// Largest message accepted; a bigger one closes the socket with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -195,6 +196,7 @@ impl Session {
     /// The per-frame loop of an admitted call.
     async fn live(&mut self, live: &LiveCall, stream_sid: &str) -> Ending {
         let mut handler = new_handler(self.app.config.media_handler);
+        let needs_audio = handler.needs_audio();
         let mut outbox = Outbox::default();
         // Both grow to one frame's size on first use and stay there: a silent call never
         // allocates an outbound buffer, and the audio buffer is exactly a frame (160 bytes).
@@ -266,14 +268,19 @@ impl Session {
             match messages::parse(&text) {
                 Ok(Inbound::Media(media)) => {
                     audio.clear();
-                    if BASE64
-                        .decode_vec(media.payload.as_bytes(), &mut audio)
-                        .is_err()
-                    {
+                    let decoded = if needs_audio {
+                        BASE64
+                            .decode_vec(media.payload.as_bytes(), &mut audio)
+                            .ok()
+                            .map(|()| audio.len())
+                    } else {
+                        payload::decoded_len(media.payload.as_bytes())
+                    };
+                    let Some(bytes) = decoded else {
                         self.app.metrics.dropped("bad_base64");
                         continue;
-                    }
-                    live.count_in(audio.len());
+                    };
+                    live.count_in(bytes);
                     self.frames_in += 1;
                     let frame = MediaFrame {
                         payload_b64: &media.payload,

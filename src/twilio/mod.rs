@@ -3,5 +3,6 @@
 
 mod fast_media;
 pub mod messages;
+pub mod payload;
 pub mod signature;
 pub mod twiml;
