@@ -98,9 +98,11 @@ impl Session {
         let Some((live, stream_sid)) = self.await_start().await else {
             return;
         };
+        // The per-frame loop runs outside the call's span: entering and leaving it on every poll
+        // cost more than parsing the frame. The loop's one log line names the call itself.
+        let ending = self.live(&live, &stream_sid).await;
         let span = info_span!("call", call_sid = %live.call_sid);
         async {
-            let ending = self.live(&live, &stream_sid).await;
             self.app.end_stream(&live, ending.reason).await;
             if let Some((code, reason)) = ending.close {
                 self.close(code, reason).await;
@@ -338,7 +340,14 @@ impl Session {
             let Ok(frame) = Utf8Bytes::try_from(text.split().freeze()) else {
                 continue;
             };
-            self.send(Message::Text(frame)).await?;
+            self.send(Message::Text(frame))
+                .await
+                .inspect_err(|ending| {
+                    if ending.reason == EndReason::SlowConsumer {
+                        let stall = self.app.stream_timeouts.write_stall;
+                        warn!(call_sid = %live.call_sid, ?stall, "peer stopped reading; closing");
+                    }
+                })?;
             if matches!(message, Outbound::Media(_)) {
                 live.count_out();
                 self.frames_out += 1;
@@ -364,7 +373,6 @@ impl Session {
             Some(Err(_)) => Err(Ending::new(EndReason::Disconnected, None)),
             None => {
                 self.app.metrics.dropped("slow_consumer");
-                warn!(?stall, "peer stopped reading; closing");
                 Err(Ending::new(
                     EndReason::SlowConsumer,
                     Some((close::POLICY, "slow consumer")),
