@@ -13,6 +13,7 @@ pub mod media_stream;
 pub mod metrics;
 pub mod renewal;
 pub mod server;
+pub mod sim;
 pub mod state;
 pub mod store;
 pub mod testkit;

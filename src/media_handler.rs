@@ -6,43 +6,96 @@ use crate::config::MediaHandlerKind;
 /// One inbound 20 ms frame: the base64 payload as received and the audio it decodes to.
 pub struct MediaFrame<'a> {
     pub payload_b64: &'a str,
+    /// The decoded audio; empty for a handler whose `needs_audio` is false (the payload is still
+    /// checked to be valid base64 before the handler sees it).
     pub audio: &'a [u8],
     pub timestamp: Option<u64>,
 }
 
-/// Messages for Twilio, queued by a handler and sent in order by the stream loop.
+/// Messages for Twilio, queued by a handler and sent in order by the stream loop. Payloads and
+/// names are copied into one buffer that lives as long as the socket, so queuing a frame
+/// allocates nothing once that buffer has grown to a frame's size.
 #[derive(Default)]
 pub struct Outbox {
-    queued: Vec<Outbound>,
+    queued: Vec<Queued>,
+    text: String,
 }
 
-/// An outbound message in Twilio's protocol (`media`, `mark`, `clear`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outbound {
+/// A queued message; its text is `Outbox::text[start..end]`.
+#[derive(Clone, Copy)]
+enum Queued {
+    Media(usize, usize),
+    Mark(usize, usize),
+    Clear,
+}
+
+/// An outbound message in Twilio's protocol (`media`, `mark`, `clear`), as queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outbound<'a> {
     /// Base64 mu-law audio to play to the caller.
-    Media(String),
+    Media(&'a str),
     /// Twilio echoes a mark back once the audio queued before it has played.
-    Mark(String),
+    Mark(&'a str),
     /// Drops audio Twilio has buffered but not yet played (barge-in).
     Clear,
 }
 
 impl Outbox {
-    pub fn push(&mut self, message: Outbound) {
-        self.queued.push(message);
+    pub fn push(&mut self, message: Outbound<'_>) {
+        let queued = match message {
+            Outbound::Media(payload) => Queued::Media(self.keep(payload), self.text.len()),
+            Outbound::Mark(name) => Queued::Mark(self.keep(name), self.text.len()),
+            Outbound::Clear => Queued::Clear,
+        };
+        self.queued.push(queued);
     }
 
-    pub fn drain(&mut self) -> std::vec::Drain<'_, Outbound> {
-        self.queued.drain(..)
+    pub fn media(&mut self, payload_b64: &str) {
+        self.push(Outbound::Media(payload_b64));
+    }
+
+    pub fn mark(&mut self, name: &str) {
+        self.push(Outbound::Mark(name));
+    }
+
+    pub fn clear(&mut self) {
+        self.push(Outbound::Clear);
+    }
+
+    /// The queued messages, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = Outbound<'_>> {
+        self.queued.iter().map(|queued| match *queued {
+            Queued::Media(start, end) => Outbound::Media(&self.text[start..end]),
+            Queued::Mark(start, end) => Outbound::Mark(&self.text[start..end]),
+            Queued::Clear => Outbound::Clear,
+        })
+    }
+
+    /// Forgets what was sent, keeping the memory for the next frame.
+    pub fn reset(&mut self) {
+        self.queued.clear();
+        self.text.clear();
     }
 
     pub fn is_empty(&self) -> bool {
         self.queued.is_empty()
     }
+
+    fn keep(&mut self, text: &str) -> usize {
+        let start = self.text.len();
+        self.text.push_str(text);
+        start
+    }
 }
 
 pub trait MediaHandler: Send {
     fn on_media(&mut self, frame: &MediaFrame<'_>, out: &mut Outbox);
+
+    /// Whether `on_media` reads `frame.audio`. A handler that does not is spared decoding every
+    /// payload: fifty a second per call, for nothing.
+    fn needs_audio(&self) -> bool {
+        true
+    }
 
     /// A mark from Twilio: audio sent before it has played.
     fn on_mark(&mut self, _name: &str, _out: &mut Outbox) {}
@@ -57,11 +110,15 @@ pub struct Echo;
 impl MediaHandler for Echo {
     fn on_media(&mut self, frame: &MediaFrame<'_>, out: &mut Outbox) {
         // The payload is forwarded as received: no re-encoding of audio we did not change.
-        out.push(Outbound::Media(frame.payload_b64.to_owned()));
+        out.media(frame.payload_b64);
+    }
+
+    fn needs_audio(&self) -> bool {
+        false
     }
 
     fn on_mark(&mut self, name: &str, out: &mut Outbox) {
-        out.push(Outbound::Mark(name.to_owned()));
+        out.mark(name);
     }
 }
 
@@ -70,6 +127,10 @@ pub struct Silent;
 
 impl MediaHandler for Silent {
     fn on_media(&mut self, _frame: &MediaFrame<'_>, _out: &mut Outbox) {}
+
+    fn needs_audio(&self) -> bool {
+        false
+    }
 }
 
 pub fn new_handler(kind: MediaHandlerKind) -> Box<dyn MediaHandler> {
@@ -94,12 +155,20 @@ mod tests {
         };
         echo.on_media(&frame, &mut out);
         echo.on_mark("m1", &mut out);
-        let sent: Vec<Outbound> = out.drain().collect();
+        out.clear();
+        let sent: Vec<Outbound> = out.iter().collect();
         assert_eq!(
             sent,
-            vec![Outbound::Media("//8A".into()), Outbound::Mark("m1".into())]
+            vec![
+                Outbound::Media("//8A"),
+                Outbound::Mark("m1"),
+                Outbound::Clear
+            ]
         );
+        out.reset();
         assert!(out.is_empty());
+        echo.on_media(&frame, &mut out);
+        assert_eq!(out.iter().collect::<Vec<_>>(), [Outbound::Media("//8A")]);
     }
 
     #[test]

@@ -12,9 +12,10 @@ use super::{check_signature, stream_url};
 use crate::app::App;
 use crate::media_stream::{self, MAX_MESSAGE_BYTES};
 
-/// A media message is ~350 bytes; reads are sized for a handful of them, not tungstenite's 128 KiB
-/// (which it zero-fills before every read).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// A media message is ~400 bytes on the wire. tungstenite zero-fills the free part of its read
+/// buffer before every socket read, so the buffer is the smallest that still holds several
+/// messages: 1 KiB makes every third message take two reads, 4 KiB zero-fills twice as much.
+const READ_BUFFER_BYTES: usize = 2048;
 /// Writes go out per message; a small buffer batches nothing we need.
 const WRITE_BUFFER_BYTES: usize = 0;
 /// What may queue for a peer that stopped reading before writes fail: memory stays flat.

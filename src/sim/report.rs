@@ -1,0 +1,346 @@
+//! What a run found, as one serialisable report: calls, frames, echo latency, the steady-state
+//! window and errors by kind; printed as a table for people or as JSON (`--json`) for scripts.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::run::{EchoMode, RunConfig};
+use super::stats::Stats;
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// `finished`, `timed_out` (the run's bound passed) or `interrupted` (Ctrl-C).
+    pub outcome: &'static str,
+    pub elapsed_seconds: f64,
+    pub config: ConfigEcho,
+    pub calls: Calls,
+    pub frames: Frames,
+    /// Whether the server echoed (given by `--expect-echo`/`--no-echo`, else detected).
+    pub echo_mode: bool,
+    pub echo_latency_us: Option<Latency>,
+    pub marks: Marks,
+    pub window: Option<Window>,
+    pub errors: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ConfigEcho {
+    pub target: String,
+    pub calls: u64,
+    pub concurrency: u64,
+    pub ramp_seconds: f64,
+    pub duration_seconds: f64,
+    pub frames_per_call: u32,
+    pub stream_only: bool,
+    pub signed: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Calls {
+    pub launched: u64,
+    /// Webhook answered `<Connect><Stream>` and the WebSocket upgrade succeeded.
+    pub admitted: u64,
+    pub rejected: u64,
+    pub rejected_by: BTreeMap<&'static str, u64>,
+    pub failed: u64,
+    /// Streamed to the end and hung up normally.
+    pub completed: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Frames {
+    pub sent: u64,
+    pub echoed: u64,
+    /// sent − echoed, in echo mode only.
+    pub lost: Option<u64>,
+    /// Written more than 5 ms behind schedule: the simulator fell behind.
+    pub late: u64,
+    pub echoes_unmatched: u64,
+    pub other_messages: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Marks {
+    pub marks_sent: u64,
+    pub marks_echoed: u64,
+    pub dtmf_sent: u64,
+}
+
+/// The steady state: all calls streaming, none hung up.
+#[derive(Debug, Serialize)]
+pub struct Window {
+    pub seconds: f64,
+    /// Cores' worth of CPU the whole machine was busy: more than server + simulator means
+    /// something else competed for the CPU during the measurement.
+    pub machine_busy_cores: Option<f64>,
+    /// Calls streaming throughout the window.
+    pub streams: u64,
+    pub frames_sent: u64,
+    pub frames_per_second: f64,
+    pub server: Option<WindowSide>,
+    pub simulator: Option<WindowSide>,
+}
+
+/// One process over the window, measured from /proc.
+#[derive(Debug, Serialize)]
+pub struct WindowSide {
+    /// utime + stime over the window ÷ media frames sent in it.
+    pub cpu_us_per_frame: f64,
+    /// Cores' worth of CPU used on average.
+    pub cpu_cores: f64,
+    pub rss_kib: Option<f64>,
+    pub rss_idle_kib: Option<f64>,
+    /// (RSS at the window's end − RSS before the run) ÷ streams.
+    pub rss_per_call_bytes: Option<f64>,
+}
+
+impl WindowSide {
+    pub fn new(cpu: Duration, seconds: f64, frames: u64, rss: Option<u64>) -> Self {
+        Self {
+            cpu_us_per_frame: cpu.as_secs_f64() * 1e6 / frames.max(1) as f64,
+            cpu_cores: cpu.as_secs_f64() / seconds,
+            rss_kib: rss.map(|b| b as f64 / 1024.0),
+            rss_idle_kib: None,
+            rss_per_call_bytes: None,
+        }
+    }
+
+    pub fn set_idle_rss(&mut self, idle: u64, streams: u64) {
+        self.rss_idle_kib = Some(idle as f64 / 1024.0);
+        if let (Some(kib), true) = (self.rss_kib, streams > 0) {
+            self.rss_per_call_bytes = Some((kib * 1024.0 - idle as f64) / streams as f64);
+        }
+    }
+}
+
+impl Report {
+    pub fn new(
+        config: &RunConfig,
+        stats: &Stats,
+        elapsed: Duration,
+        outcome: &'static str,
+        window: Option<Window>,
+    ) -> Self {
+        let sent = stats.frames_sent.get();
+        let echoed = stats.frames_echoed.get();
+        let echo_mode = match config.echo {
+            EchoMode::Expect => true,
+            EchoMode::None => false,
+            EchoMode::Detect => echoed > 0,
+        };
+        let latency = &stats.echo_latency;
+        let q = |q: f64| latency.quantile(q).unwrap_or_default();
+        let rejected_by = BTreeMap::from([
+            ("http_503", stats.rejected_503.get()),
+            ("twiml", stats.rejected_twiml.get()),
+            ("busy", stats.rejected_busy.get()),
+            ("stream_1013", stats.rejected_stream.get()),
+        ]);
+        Self {
+            outcome,
+            elapsed_seconds: elapsed.as_secs_f64(),
+            config: ConfigEcho {
+                target: config.plan.target.authority.clone(),
+                calls: config.calls,
+                concurrency: config.concurrency,
+                ramp_seconds: config.ramp.as_secs_f64(),
+                duration_seconds: config.plan.duration.as_secs_f64(),
+                frames_per_call: config.plan.frames(),
+                stream_only: config.plan.stream_only,
+                signed: config.plan.target.sign("", &[]).is_some(),
+            },
+            calls: Calls {
+                launched: stats.launched.get(),
+                admitted: stats.admitted.get(),
+                rejected: stats.rejected_total(),
+                rejected_by,
+                failed: stats.failed.get(),
+                completed: stats.completed.get(),
+            },
+            frames: Frames {
+                sent,
+                echoed,
+                lost: echo_mode.then(|| sent.saturating_sub(echoed)),
+                late: stats.frames_late.get(),
+                echoes_unmatched: stats.echoes_unmatched.get(),
+                other_messages: stats.other_messages.get(),
+            },
+            echo_mode,
+            echo_latency_us: (latency.count() > 0).then(|| Latency {
+                count: latency.count(),
+                p50: q(0.50),
+                p90: q(0.90),
+                p99: q(0.99),
+                p999: q(0.999),
+                max: latency.max(),
+            }),
+            marks: Marks {
+                marks_sent: stats.marks_sent.get(),
+                marks_echoed: stats.marks_echoed.get(),
+                dtmf_sent: stats.dtmf_sent.get(),
+            },
+            window,
+            errors: stats.errors(),
+        }
+    }
+
+    /// The report as a plain-text table.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        let c = &self.calls;
+        let f = &self.frames;
+        let mut row = |name: &str, value: String| {
+            let _ = writeln!(out, "{name:<22} {value}");
+        };
+        row(
+            "run",
+            format!(
+                "{} in {:.1} s: {} calls to {}, concurrency {}, ramp {:.1} s, {:.1} s each{}{}",
+                self.outcome,
+                self.elapsed_seconds,
+                self.config.calls,
+                self.config.target,
+                self.config.concurrency,
+                self.config.ramp_seconds,
+                self.config.duration_seconds,
+                if self.config.stream_only {
+                    ", stream only"
+                } else {
+                    ""
+                },
+                if self.config.signed { ", signed" } else { "" },
+            ),
+        );
+        row(
+            "calls",
+            format!(
+                "launched {}  admitted {}  rejected {}  failed {}  completed {}",
+                c.launched, c.admitted, c.rejected, c.failed, c.completed
+            ),
+        );
+        if c.rejected > 0 {
+            let by: Vec<String> = c
+                .rejected_by
+                .iter()
+                .filter(|(_, n)| **n > 0)
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            row("  rejected by", by.join("  "));
+        }
+        row(
+            "frames",
+            format!(
+                "sent {}  echoed {}  lost {}  late (>5 ms) {}",
+                f.sent,
+                f.echoed,
+                f.lost.map_or("n/a (no echo)".into(), |n| n.to_string()),
+                f.late
+            ),
+        );
+        if f.echoes_unmatched + f.other_messages > 0 {
+            row(
+                "  other",
+                format!(
+                    "unmatched echoes {}  other messages {}",
+                    f.echoes_unmatched, f.other_messages
+                ),
+            );
+        }
+        match &self.echo_latency_us {
+            Some(l) => row(
+                "echo latency",
+                format!(
+                    "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} echoes)",
+                    ms(l.p50),
+                    ms(l.p90),
+                    ms(l.p99),
+                    ms(l.p999),
+                    ms(l.max),
+                    l.count
+                ),
+            ),
+            None => row("echo latency", "n/a (no echo)".into()),
+        }
+        let m = &self.marks;
+        if m.marks_sent + m.dtmf_sent > 0 {
+            row(
+                "marks / dtmf",
+                format!(
+                    "marks sent {}  echoed {}  dtmf sent {}",
+                    m.marks_sent, m.marks_echoed, m.dtmf_sent
+                ),
+            );
+        }
+        match &self.window {
+            None => row(
+                "steady state",
+                "none (needs calls <= concurrency and duration > ramp + settle + 1 s)".into(),
+            ),
+            Some(w) => {
+                row(
+                    "steady state",
+                    format!(
+                        "{:.1} s, {} streams, {:.0} frames/s, machine busy {}",
+                        w.seconds,
+                        w.streams,
+                        w.frames_per_second,
+                        w.machine_busy_cores
+                            .map_or("?".into(), |c| format!("{c:.2} cores"))
+                    ),
+                );
+                if let Some(s) = &w.server {
+                    let rss = match (s.rss_per_call_bytes, s.rss_kib, s.rss_idle_kib) {
+                        (Some(per), Some(now), Some(idle)) => format!(
+                            "  RSS {:.1} KiB/call ({:.0} MiB, idle {:.0} MiB)",
+                            per / 1024.0,
+                            now / 1024.0,
+                            idle / 1024.0
+                        ),
+                        _ => String::new(),
+                    };
+                    row(
+                        "  server",
+                        format!(
+                            "{:.2} µs CPU/frame ({:.2} cores){rss}",
+                            s.cpu_us_per_frame, s.cpu_cores
+                        ),
+                    );
+                }
+                if let Some(s) = &w.simulator {
+                    row(
+                        "  simulator",
+                        format!(
+                            "{:.2} µs CPU/frame ({:.2} cores)",
+                            s.cpu_us_per_frame, s.cpu_cores
+                        ),
+                    );
+                }
+            }
+        }
+        if self.errors.is_empty() {
+            row("errors", "none".into());
+        } else {
+            for (kind, n) in &self.errors {
+                row("error", format!("{kind}: {n}"));
+            }
+        }
+        out
+    }
+}
+
+fn ms(micros: u64) -> String {
+    format!("{:.2} ms", micros as f64 / 1000.0)
+}

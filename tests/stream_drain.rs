@@ -1,0 +1,43 @@
+//! A call still streaming when the drain timeout passes is closed with 1001 and ends as
+//! `drain_timeout`, its slot released: the shutdown signal reaches a socket mid-call.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Replica, TwilioStream, eventually, raw, sid, stream_url_of, voice};
+use prosaas_calls::call_sid::CallSid;
+use prosaas_calls::media_stream::StreamTimeouts;
+use prosaas_calls::state::{CallStatus, EndReason};
+
+#[tokio::test]
+async fn a_call_past_the_drain_timeout_is_closed_with_1001() {
+    let mut config = raw(None, 10);
+    config.drain_timeout_secs = Some("0.3".into());
+    let replica = Replica::start(config, StreamTimeouts::default()).await;
+    let call = sid(7);
+    let (status, twiml) = voice(&replica, &call).await;
+    assert_eq!(status, 200, "{twiml}");
+    let mut stream = TwilioStream::connect(&stream_url_of(&twiml)).await;
+    stream.connected().await;
+    stream.start(&call).await;
+    stream.echo_round(3).await;
+
+    replica.begin_drain();
+    assert_eq!(stream.close_code(Duration::from_secs(5)).await, Some(1001));
+    let sid = CallSid::parse(&call).unwrap();
+    let state = eventually(Duration::from_secs(5), || async {
+        replica
+            .app
+            .store
+            .read_state(&sid)
+            .await
+            .unwrap()
+            .filter(|s| s.status == CallStatus::Ended)
+    })
+    .await
+    .expect("the call's state ends");
+    assert_eq!(state.end_reason, Some(EndReason::DrainTimeout));
+    assert_eq!(replica.app.store.stats().await.unwrap().active, 0);
+    replica.stop().await;
+}
