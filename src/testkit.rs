@@ -171,6 +171,20 @@ impl Drop for RedisServer {
     }
 }
 
+/// Whether `GET /healthz` on a loopback port answers 200 right now (blocking, bounded at 500 ms).
+pub fn healthz_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ =
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200")
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -293,17 +307,8 @@ impl ReplicaProcess {
                     self.log()
                 )));
             }
-            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                use std::io::{Read, Write};
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-                let _ = stream.write_all(
-                    b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                );
-                let mut response = String::new();
-                let _ = stream.read_to_string(&mut response);
-                if response.starts_with("HTTP/1.1 200") {
-                    return Ok(());
-                }
+            if healthz_ok(self.port) {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -62,6 +62,23 @@ async fn open_call(replica: &ReplicaProcess, n: usize) -> TwilioStream {
     stream
 }
 
+/// Two replicas with calls 1 and 2 live on the first, 3 and 4 on the second.
+async fn two_replicas_four_calls(
+    redis: &RedisServer,
+    limit: u64,
+) -> (ReplicaProcess, ReplicaProcess, Vec<TwilioStream>) {
+    let a = spawn(redis, "a", limit, &[]);
+    let b = spawn(redis, "b", limit, &[]);
+    wait_admissions_open(redis).await;
+    let calls = vec![
+        open_call(&a, 1).await,
+        open_call(&a, 2).await,
+        open_call(&b, 3).await,
+        open_call(&b, 4).await,
+    ];
+    (a, b, calls)
+}
+
 /// Posts webhooks for calls `range` all at once, spread over `replicas`; returns how many got 200.
 async fn race_webhooks(replicas: &[&ReplicaProcess], range: std::ops::Range<usize>) -> u64 {
     let racing: Vec<_> = range
@@ -171,15 +188,7 @@ async fn kill_9_frees_the_dead_replicas_slots_within_a_lease() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_empty_gets_every_live_call_back_within_a_tick() {
     let mut redis = RedisServer::start().unwrap();
-    let a = spawn(&redis, "a", 10, &[]);
-    let b = spawn(&redis, "b", 10, &[]);
-    wait_admissions_open(&redis).await;
-    let mut calls = vec![
-        open_call(&a, 1).await,
-        open_call(&a, 2).await,
-        open_call(&b, 3).await,
-        open_call(&b, 4).await,
-    ];
+    let (_a, _b, mut calls) = two_replicas_four_calls(&redis, 10).await;
     assert_eq!(active(&redis), 4);
     redis.restart_empty().unwrap();
     assert_eq!(redis.cli(&["EXISTS", "calls:slots"]).unwrap(), "0");
@@ -215,15 +224,7 @@ async fn redis_restarted_empty_gets_every_live_call_back_within_a_tick() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_redis_data_loss_new_calls_wait_for_live_ones_to_reregister() {
     let mut redis = RedisServer::start().unwrap();
-    let a = spawn(&redis, "a", 5, &[]);
-    let b = spawn(&redis, "b", 5, &[]);
-    wait_admissions_open(&redis).await;
-    let mut calls = vec![
-        open_call(&a, 1).await,
-        open_call(&a, 2).await,
-        open_call(&b, 3).await,
-        open_call(&b, 4).await,
-    ];
+    let (a, b, mut calls) = two_replicas_four_calls(&redis, 5).await;
     redis.restart_empty().unwrap();
     // Ten webhooks race at once, through both replicas, right after the loss.
     let admitted = race_webhooks(&[&a, &b], 100..110).await;

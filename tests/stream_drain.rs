@@ -5,10 +5,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Replica, TwilioStream, eventually, raw, sid, stream_url_of, voice};
-use prosaas_calls::call_sid::CallSid;
+use common::{Replica, TwilioStream, ended_state, raw, sid, stream_url_of, voice};
 use prosaas_calls::media_stream::StreamTimeouts;
-use prosaas_calls::state::{CallStatus, EndReason};
+use prosaas_calls::state::EndReason;
 
 #[tokio::test]
 async fn a_call_past_the_drain_timeout_is_closed_with_1001() {
@@ -25,18 +24,7 @@ async fn a_call_past_the_drain_timeout_is_closed_with_1001() {
 
     replica.begin_drain();
     assert_eq!(stream.close_code(Duration::from_secs(5)).await, Some(1001));
-    let sid = CallSid::parse(&call).unwrap();
-    let state = eventually(Duration::from_secs(5), || async {
-        replica
-            .app
-            .store
-            .read_state(&sid)
-            .await
-            .unwrap()
-            .filter(|s| s.status == CallStatus::Ended)
-    })
-    .await
-    .expect("the call's state ends");
+    let state = ended_state(&replica, &call).await;
     assert_eq!(state.end_reason, Some(EndReason::DrainTimeout));
     assert_eq!(replica.app.store.stats().await.unwrap().active, 0);
     replica.stop().await;

@@ -465,7 +465,6 @@ impl NginxProcess {
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> std::io::Result<()> {
-        use std::io::{Read, Write};
         let deadline = std::time::Instant::now() + timeout;
         while std::time::Instant::now() < deadline {
             if let Some(child) = self.child.as_mut()
@@ -477,16 +476,8 @@ impl NginxProcess {
                     self.error_log()
                 )));
             }
-            if let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) {
-                let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-                let _ = stream.write_all(
-                    b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
-                );
-                let mut response = String::new();
-                let _ = stream.read_to_string(&mut response);
-                if response.starts_with("HTTP/1.1 200") {
-                    return Ok(());
-                }
+            if prosaas_calls::testkit::healthz_ok(self.port) {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
