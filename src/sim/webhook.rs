@@ -119,9 +119,7 @@ fn parse_response(raw: &[u8]) -> Result<(u16, String), SimError> {
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
-        .and_then(|line| line.strip_prefix("HTTP/1.1 "))
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse::<u16>().ok())
+        .and_then(status_code)
         .ok_or(SimError::BadHttp("status line"))?;
     let chunked = lines.any(|line| {
         let lower = line.to_ascii_lowercase();
@@ -221,6 +219,11 @@ fn unescape_xml(text: &str) -> String {
     }
     out.push_str(rest);
     out
+}
+
+/// The code of an `HTTP/1.1 NNN …` status line.
+pub(super) fn status_code(line: &str) -> Option<u16> {
+    line.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {

@@ -97,9 +97,7 @@ fn check_upgrade(head: &[u8], key: &str) -> Result<(), SimError> {
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
-        .and_then(|l| l.strip_prefix("HTTP/1.1 "))
-        .and_then(|rest| rest.get(..3))
-        .and_then(|c| c.parse::<u16>().ok())
+        .and_then(super::webhook::status_code)
         .ok_or(SimError::BadUpgrade("status line"))?;
     if status != 101 {
         return Err(SimError::UpgradeStatus(status));
