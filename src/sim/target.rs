@@ -43,6 +43,16 @@ pub struct StreamRequest {
 }
 
 impl Target {
+    /// A fresh TCP connection to the target, the one way both webhooks and streams dial it.
+    pub async fn connect(&self) -> Result<tokio::net::TcpStream, super::error::SimError> {
+        tokio::net::TcpStream::connect(self.addr)
+            .await
+            .map_err(|source| super::error::SimError::Connect {
+                addr: self.addr.to_string(),
+                source,
+            })
+    }
+
     pub fn new(
         target: &str,
         public_url: Option<&str>,

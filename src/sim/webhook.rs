@@ -4,7 +4,6 @@
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use super::error::SimError;
@@ -83,12 +82,7 @@ async fn exchange(target: &Target, call: &CallIds<'_>) -> Result<Answer, SimErro
     request.push_str("\r\n");
     request.push_str(&body);
 
-    let mut stream = TcpStream::connect(target.addr)
-        .await
-        .map_err(|source| SimError::Connect {
-            addr: target.addr.to_string(),
-            source,
-        })?;
+    let mut stream = target.connect().await?;
     stream
         .write_all(request.as_bytes())
         .await

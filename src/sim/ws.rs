@@ -44,12 +44,7 @@ async fn upgrade(
     request: &StreamRequest,
     rng: &mut Rng,
 ) -> Result<(TcpStream, Vec<u8>), SimError> {
-    let mut stream = TcpStream::connect(target.addr)
-        .await
-        .map_err(|source| SimError::Connect {
-            addr: target.addr.to_string(),
-            source,
-        })?;
+    let mut stream = target.connect().await?;
     // Media frames are small and latency-bound: never let Nagle hold one for an ACK.
     stream.set_nodelay(true).map_err(SimError::io("stream"))?;
     let key = BASE64.encode(rng.bytes::<16>());
