@@ -6,22 +6,33 @@ FROM rust:1.88-bookworm AS builder
 WORKDIR /build
 
 # Dependencies in their own layer: build against stub sources with only the manifests copied, so a
-# change to src/ rebuilds the crate alone. Cargo.toml names a bench, so its file must exist too.
+# change to a crate's sources rebuilds the workspace's crates alone. Every target a manifest names
+# (the simulator's binary, the admission bench, the integration tests) gets a stub too.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches \
+COPY crates/twilio/Cargo.toml crates/twilio/
+COPY crates/calls-core/Cargo.toml crates/calls-core/
+COPY crates/sim/Cargo.toml crates/sim/
+COPY crates/testkit/Cargo.toml crates/testkit/
+RUN for dir in . crates/twilio crates/calls-core crates/sim crates/testkit; do \
+        mkdir -p "$dir/src" && touch "$dir/src/lib.rs"; \
+    done \
     && echo 'fn main() {}' > src/main.rs \
-    && touch src/lib.rs \
-    && echo 'fn main() {}' > benches/admission.rs \
-    && cargo build --release --locked \
-    && rm -rf src benches
+    && echo 'fn main() {}' > crates/sim/src/main.rs \
+    && mkdir -p crates/calls-core/benches tests/it \
+    && echo 'fn main() {}' > crates/calls-core/benches/admission.rs \
+    && touch tests/it/main.rs \
+    && cargo build --release --locked -p prosaas-calls \
+    && rm -rf src crates tests
 
 COPY src ./src
-COPY benches ./benches
+COPY crates ./crates
+COPY tests ./tests
+COPY deploy ./deploy
 # COPY keeps the sources' older mtimes, which the stub build's fingerprints would count as up to
-# date: touch the crate roots so cargo rebuilds the real crate. Debug info is stripped from the
+# date: touch every crate root so cargo rebuilds the real crates. Debug info is stripped from the
 # shipped binary (the symbol table stays, so backtraces still name functions).
-RUN touch src/main.rs src/lib.rs \
-    && cargo build --release --locked \
+RUN find src crates -name lib.rs -o -name main.rs | xargs touch \
+    && cargo build --release --locked -p prosaas-calls \
     && strip --strip-debug -o /build/prosaas-calls target/release/prosaas-calls
 
 FROM debian:bookworm-slim AS runtime

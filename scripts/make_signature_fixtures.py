@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate tests/fixtures/twilio_signatures.json with Twilio's own Python validator.
+"""Generate crates/twilio/tests/fixtures/twilio_signatures.json with Twilio's own Python validator.
 
 The Rust signer (src/twilio/signature.rs) is checked against these vectors so that it agrees with
 an implementation we did not write. Run from anywhere:
@@ -21,7 +21,7 @@ from urllib.parse import urlparse
 import twilio
 from twilio.request_validator import RequestValidator
 
-OUT = pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "twilio_signatures.json"
+OUT = pathlib.Path(__file__).resolve().parent.parent / "crates" / "twilio" / "tests" / "fixtures" / "twilio_signatures.json"
 
 
 class MultiDict:

@@ -103,6 +103,30 @@ pub struct Config {
     pub replica_id: String,
     pub media_handler: MediaHandlerKind,
     pub log_format: LogFormat,
+    /// SPEC §5's fixed stream timeouts; not configurable by environment, tests shorten them.
+    pub stream_timeouts: StreamTimeouts,
+}
+
+/// The stream's timeouts; SPEC §5 fixes the defaults, tests shorten them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamTimeouts {
+    /// A socket that says nothing for this long is closed (1000) as `idle_timeout`.
+    pub idle: Duration,
+    /// A socket must send `start` within this long of opening, else it is closed (1008).
+    pub start: Duration,
+    /// A write that waits this long means the peer stopped reading: closed (1008) as
+    /// `slow_consumer`.
+    pub write_stall: Duration,
+}
+
+impl Default for StreamTimeouts {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(30),
+            start: Duration::from_secs(10),
+            write_stall: Duration::from_secs(5),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -175,7 +199,8 @@ impl Config {
                         "expected redis://, rediss://, redis+unix:// or unix://",
                     ));
                 }
-                redis::Client::open(v).map_err(|e| invalid("REDIS_URL", v, e.to_string()))?;
+                calls_core::store::RedisStore::check_url(v)
+                    .map_err(|e| invalid("REDIS_URL", v, e))?;
                 Some(v.to_owned())
             }
         };
@@ -322,6 +347,7 @@ impl Config {
                 replica_id,
                 media_handler,
                 log_format,
+                stream_timeouts: StreamTimeouts::default(),
             },
             warnings,
         ))

@@ -1,20 +1,26 @@
-//! prosaas-calls: Twilio voice calls behind a cluster-wide concurrent-call limit.
-//! The library holds everything; `main.rs` only parses the command line and runs the server.
+//! prosaas-calls: Twilio voice calls behind a cluster-wide concurrent-call limit (the server).
+//! The call lifecycle lives in `calls-core`, the wire formats in `twilio`; this crate adds HTTP.
+//!
+//! # Layout
+//!
+//! - [`config`]: every environment variable and flag, parsed and checked at once.
+//! - [`app`]: one replica's shared state (config, the core's `Calls`, metrics, lifecycle).
+//! - [`lifecycle`]: draining flag, stream tracker and the drain-deadline token.
+//! - [`http`]: the routes of the contract, thin handlers over `calls-core`.
+//! - [`session`]: one Media Streams WebSocket, generic over a sink and stream of messages.
+//! - [`media_handler`]: what is done with caller audio (`echo`, `silent`).
+//! - [`renewal`]: the periodic tick task.
+//! - [`metrics`]: the Prometheus registry, fed by the core's events.
+//! - [`server`]: the accept loop, and the drain on SIGTERM/SIGINT.
 
-pub mod admission;
+#![forbid(unsafe_code)]
+
 pub mod app;
-pub mod call_sid;
 pub mod config;
 pub mod http;
-pub mod keys;
-pub mod live_calls;
+pub mod lifecycle;
 pub mod media_handler;
-pub mod media_stream;
 pub mod metrics;
 pub mod renewal;
 pub mod server;
-pub mod sim;
-pub mod state;
-pub mod store;
-pub mod testkit;
-pub mod twilio;
+pub mod session;

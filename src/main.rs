@@ -1,6 +1,8 @@
 //! The `prosaas-calls` binary: parses configuration, sets up logging, runs one replica.
 //! Everything else lives in the library; errors become `anyhow` only here, at the edge.
 
+#![forbid(unsafe_code)]
+
 use std::io::IsTerminal;
 use std::process::ExitCode;
 

@@ -1,6 +1,12 @@
 //! Every metric this replica exposes (SPEC §6), registered once in a per-process registry.
 //! Label values come from fixed sets (reasons, operations), never from call SIDs.
 
+use std::time::Duration;
+
+use calls_core::calls::RejectReason;
+use calls_core::events::CallEvents;
+use calls_core::state::EndReason;
+use calls_core::store::RenewReport;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -36,6 +42,8 @@ pub struct Metrics {
     /// Renewals that left the cluster above its limit (live calls are never dropped to fix it).
     pub over_limit_events: Counter,
     pub http_rejected: Family<Label, Counter>,
+    /// `MAX_CONCURRENT_CALLS`, so dashboards draw the limit beside the live calls.
+    pub max_concurrent: Gauge,
 }
 
 impl Default for Metrics {
@@ -70,6 +78,7 @@ impl Metrics {
             calls_reregistered: Counter::default(),
             over_limit_events: Counter::default(),
             http_rejected: Family::default(),
+            max_concurrent: Gauge::default(),
             registry: Registry::default(),
         };
         let reg = &mut registry;
@@ -163,6 +172,11 @@ impl Metrics {
             "Twilio requests refused before any state changed, by reason",
             m.http_rejected.clone(),
         );
+        reg.register(
+            "calls_max_concurrent",
+            "MAX_CONCURRENT_CALLS as this replica was configured",
+            m.max_concurrent.clone(),
+        );
         Self { registry, ..m }
     }
 
@@ -198,5 +212,47 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The call core reports here; each event becomes the counters SPEC §6 names.
+impl CallEvents for Metrics {
+    fn slot_taken(&self) {
+        self.calls_started.inc();
+    }
+
+    fn refused(&self, reason: RejectReason) {
+        if reason == RejectReason::MaxConcurrent {
+            self.calls_rejected_max_concurrent.inc();
+        }
+        self.rejected(reason.as_str());
+    }
+
+    fn store_error(&self, op: &'static str) {
+        self.redis_error(op);
+    }
+
+    fn admission_time(&self, elapsed: Duration) {
+        self.admission_duration.observe(elapsed.as_secs_f64());
+    }
+
+    fn live_streams(&self, count: usize) {
+        self.calls_active
+            .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    fn stream_ended(&self, reason: EndReason) {
+        self.ended(reason.as_str());
+    }
+
+    fn renewed(&self, report: &RenewReport, limit: u64) {
+        self.cluster_active
+            .set(i64::try_from(report.active).unwrap_or(i64::MAX));
+        if !report.readded.is_empty() {
+            self.calls_reregistered.inc_by(report.readded.len() as u64);
+        }
+        if report.active > limit {
+            self.over_limit_events.inc();
+        }
     }
 }

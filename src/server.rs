@@ -91,20 +91,20 @@ async fn serve_http(listener: TcpListener, router: axum::Router, stop: Cancellat
 
 async fn drain(app: &App) {
     app.start_draining();
-    let live = app.calls.len();
+    let live = app.calls.live().len();
     info!(live, timeout = ?app.config.drain_timeout, "draining: new calls refused, live calls may finish");
-    if tokio::time::timeout(app.config.drain_timeout, app.calls.wait_empty())
+    if tokio::time::timeout(app.config.drain_timeout, app.calls.live().wait_empty())
         .await
         .is_err()
     {
         warn!(
-            remaining = app.calls.len(),
+            remaining = app.calls.live().len(),
             "drain timeout passed; ending the remaining calls as drain_timeout"
         );
-        app.stop_streams.cancel();
+        app.lifecycle.stop_streams.cancel();
     }
-    app.streams.close();
-    app.streams.wait().await;
+    app.lifecycle.streams.close();
+    app.lifecycle.streams.wait().await;
     info!("drained: every slot released");
 }
 

@@ -1,5 +1,5 @@
 //! The HTTP surface of SPEC §3: routes, and the Twilio request checks every Twilio route shares
-//! (form parsing, `X-Twilio-Signature`). Handlers stay thin; the work is in `admission`.
+//! (form parsing, `X-Twilio-Signature`). Handlers stay thin; the work is in `calls_core::calls`.
 
 use std::sync::Arc;
 
@@ -10,9 +10,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use tracing::warn;
 
+use calls_core::call_sid::CallSid;
+use twilio::{signature, twiml};
+
 use crate::app::App;
-use crate::call_sid::CallSid;
-use crate::twilio::{signature, twiml};
 
 mod ops;
 mod status;
@@ -139,7 +140,10 @@ fn twilio_form(
 
 /// The URL Twilio signed: `PUBLIC_URL` plus the path and query it requested.
 fn public_url_of(app: &App, uri: &Uri) -> String {
-    let path = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let path = uri
+        .path_and_query()
+        .map(axum::http::uri::PathAndQuery::as_str)
+        .unwrap_or("/");
     format!("{}{path}", app.config.public_url.as_deref().unwrap_or(""))
 }
 

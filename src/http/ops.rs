@@ -10,8 +10,9 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use calls_core::store::ClusterStats;
+
 use crate::app::App;
-use crate::store::ClusterStats;
 
 /// Readiness must answer faster than a load balancer's probe timeout even when Redis hangs.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
@@ -24,7 +25,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n").into_response();
     }
-    match tokio::time::timeout(READY_PING_TIMEOUT, app.store.ping()).await {
+    match tokio::time::timeout(READY_PING_TIMEOUT, app.calls.store().ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(err)) => {
             app.metrics.redis_error(err.op());
@@ -44,7 +45,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 
 /// Reads the cluster figures and mirrors them into the Prometheus gauges.
 async fn cluster_stats(app: &App) -> Result<ClusterStats, String> {
-    match app.store.stats().await {
+    match app.calls.store().stats().await {
         Ok(stats) => {
             let m = &app.metrics;
             m.cluster_active.set(stats.active as i64);
@@ -67,7 +68,7 @@ async fn cluster_stats(app: &App) -> Result<ClusterStats, String> {
 pub async fn metrics_json(State(app): State<Arc<App>>) -> Response {
     let replica = json!({
         "id": app.config.replica_id,
-        "calls_active": app.calls.len(),
+        "calls_active": app.calls.live().len(),
         "calls_started": app.metrics.calls_started.get(),
         "calls_rejected_max_concurrent": app.metrics.calls_rejected_max_concurrent.get(),
         "draining": app.is_draining(),
@@ -78,7 +79,7 @@ pub async fn metrics_json(State(app): State<Arc<App>>) -> Response {
             "calls_started": stats.started,
             "calls_rejected_max_concurrent": stats.rejected_max_concurrent,
             "max_concurrent_calls": app.config.max_concurrent_calls,
-            "state_backend": app.store.backend().as_str(),
+            "state_backend": app.calls.store().backend().as_str(),
             "replica": replica,
         }))
         .into_response(),
@@ -87,7 +88,7 @@ pub async fn metrics_json(State(app): State<Arc<App>>) -> Response {
             Json(json!({
                 "error": format!("state store unreachable: {error}"),
                 "max_concurrent_calls": app.config.max_concurrent_calls,
-                "state_backend": app.store.backend().as_str(),
+                "state_backend": app.calls.store().backend().as_str(),
                 "replica": replica,
             })),
         )
@@ -98,7 +99,7 @@ pub async fn metrics_json(State(app): State<Arc<App>>) -> Response {
 pub async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     // A failed read keeps the last cluster figures; the error counter tells the story.
     let _ = cluster_stats(&app).await;
-    app.metrics.calls_active.set(app.calls.len() as i64);
+    app.metrics.calls_active.set(app.calls.live().len() as i64);
     (
         [(
             header::CONTENT_TYPE,

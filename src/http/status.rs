@@ -21,7 +21,8 @@ pub async fn handle(
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
-    app.call_status(&call_sid, form.get("CallStatus").unwrap_or(""))
+    app.calls
+        .call_status(&call_sid, form.get("CallStatus").unwrap_or(""))
         .await;
     StatusCode::NO_CONTENT.into_response()
 }

@@ -1,5 +1,5 @@
 //! `GET /twilio/stream`: checks the handshake's signature, sizes the WebSocket for 20 ms frames, and
-//! hands the socket to `media_stream`, tracked so shutdown waits for it.
+//! hands the socket to `session`, tracked so shutdown waits for it.
 
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{check_signature, stream_url};
 use crate::app::App;
-use crate::media_stream::{self, MAX_MESSAGE_BYTES};
+use crate::session::{self, MAX_MESSAGE_BYTES};
 
 /// A media message is ~400 bytes on the wire. tungstenite zero-fills the free part of its read
 /// buffer before every socket read, so the buffer is the smallest that still holds several
@@ -32,11 +32,11 @@ pub async fn handle(
     if let Err(refused) = check_signature(&app, &headers, &uri, &url, &[]) {
         return refused.into_response();
     }
-    let tracker = app.streams.clone();
+    let tracker = app.lifecycle.streams.clone();
     ws.read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| tracker.track_future(media_stream::serve(app, socket)))
+        .on_upgrade(move |socket| tracker.track_future(session::serve(app, socket)))
 }

@@ -8,11 +8,13 @@ use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use calls_core::calls::{RejectReason, WebhookCall, WebhookOutcome};
+use tracing::info;
+use twilio::twiml;
+
 use super::{stream_url, twilio_call_form};
-use crate::admission::{WebhookCall, WebhookOutcome};
 use crate::app::App;
 use crate::config::RejectMode;
-use crate::twilio::twiml;
 
 pub async fn handle(
     State(app): State<Arc<App>>,
@@ -24,12 +26,17 @@ pub async fn handle(
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
+    if app.is_draining() {
+        app.metrics.rejected(RejectReason::Draining.as_str());
+        info!(%call_sid, "call refused: replica is draining");
+        return reject(&app);
+    }
     let call = WebhookCall {
         account_sid: form.get("AccountSid").map(str::to_owned),
         from: form.get("From").map(str::to_owned),
         to: form.get("To").map(str::to_owned),
     };
-    match app.admit_webhook(&call_sid, call).await {
+    match app.calls.admit_webhook(&call_sid, call).await {
         WebhookOutcome::Connect { .. } => {
             let url = stream_url(&app, &headers);
             // The call SID travels as a <Parameter>, never in the stream URL's query string.

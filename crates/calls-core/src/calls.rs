@@ -1,0 +1,456 @@
+//! The life of a call's slot on this replica: reserved by the voice webhook, activated (or admitted)
+//! by its media stream, renewed each tick, released exactly once. Knows nothing of HTTP or sockets.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tracing::{info, warn};
+
+use crate::call_sid::CallSid;
+use crate::events::CallEvents;
+use crate::live_calls::{LiveCall, LiveCalls};
+use crate::state::{CallState, CallStatus, EndReason, MediaFormat, now_rfc3339};
+use crate::store::{
+    Admission, AdmitPolicy, CallStore, LockOutcome, Refusal, RenewBatch, RenewReport, Renewal,
+    ReplicaHeartbeat, StoreError,
+};
+
+/// What the lifecycle needs from the service configuration.
+#[derive(Debug, Clone)]
+pub struct CallsConfig {
+    /// `REPLICA_ID`: names this replica in states, locks and its heartbeat.
+    pub replica_id: String,
+    /// `MAX_CONCURRENT_CALLS`, for log lines and the over-limit check (the store enforces it).
+    pub max_concurrent_calls: u64,
+    /// `RESERVATION_SECS`: how long a webhook's slot waits for its stream.
+    pub reservation: Duration,
+    /// `CALL_LEASE_SECS`: a live stream's lease, renewed every tick.
+    pub call_lease: Duration,
+    /// `RENEW_INTERVAL_SECS`: the heartbeat lives three of these.
+    pub renew_interval: Duration,
+}
+
+/// What the voice webhook tells us about a call.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookCall {
+    pub account_sid: Option<String>,
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
+/// Why a call was turned away; each maps to the configured reject mode (webhook) or close code 1013.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectReason {
+    MaxConcurrent,
+    Draining,
+    /// Redis lost its data moments ago; live calls are re-registering.
+    Recovering,
+    /// The state store did not answer: the limit cannot be guaranteed.
+    StoreUnavailable,
+}
+
+impl RejectReason {
+    /// Every reason, for metrics that must exist at zero from start-up.
+    pub const ALL: [Self; 4] = [
+        Self::MaxConcurrent,
+        Self::Draining,
+        Self::Recovering,
+        Self::StoreUnavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MaxConcurrent => "max_concurrent",
+            Self::Draining => "draining",
+            Self::Recovering => "recovering",
+            Self::StoreUnavailable => "store_unavailable",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// Answer with the stream TwiML; `new` is false for a retried webhook.
+    Connect {
+        new: bool,
+    },
+    Reject(RejectReason),
+}
+
+/// What a stream's `start` message carries.
+#[derive(Debug, Clone, Default)]
+pub struct StreamStart {
+    pub stream_sid: String,
+    pub account_sid: Option<String>,
+    pub media_format: Option<MediaFormat>,
+    pub custom_parameters: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamRefusal {
+    /// Another stream (on this or another replica) owns the call: close 1008.
+    LockedElsewhere,
+    /// Over the limit, draining without a reservation, recovering, or no store: close 1013.
+    Rejected(RejectReason),
+}
+
+/// The call lifecycle of one replica: the store, the streams live here, and what it reports.
+pub struct Calls {
+    config: CallsConfig,
+    store: Arc<dyn CallStore>,
+    live: LiveCalls,
+    events: Arc<dyn CallEvents>,
+    started_at: String,
+    token_seed: u128,
+    next_token: AtomicU64,
+}
+
+/// After a renewal fails on a dropped connection, how soon it is tried again.
+const RETRY_AFTER_CONNECTION_LOSS: Duration = Duration::from_millis(100);
+
+const FINAL_STATUSES: [&str; 5] = ["completed", "busy", "failed", "no-answer", "canceled"];
+
+impl Calls {
+    pub fn new(
+        config: CallsConfig,
+        store: Arc<dyn CallStore>,
+        events: Arc<dyn CallEvents>,
+    ) -> Self {
+        let token_seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        Self {
+            config,
+            store,
+            live: LiveCalls::default(),
+            events,
+            started_at: now_rfc3339(),
+            token_seed,
+            next_token: AtomicU64::new(0),
+        }
+    }
+
+    pub fn config(&self) -> &CallsConfig {
+        &self.config
+    }
+
+    pub fn store(&self) -> &dyn CallStore {
+        self.store.as_ref()
+    }
+
+    /// The streams live on this replica.
+    pub fn live(&self) -> &LiveCalls {
+        &self.live
+    }
+
+    /// When this replica started (RFC 3339), as its heartbeat says.
+    pub fn started_at(&self) -> &str {
+        &self.started_at
+    }
+
+    /// Reserves a slot for an incoming call for `RESERVATION_SECS`, writing its state in the
+    /// same atomic step. A retried webhook finds its slot and takes no second one.
+    pub async fn admit_webhook(&self, call_sid: &CallSid, call: WebhookCall) -> WebhookOutcome {
+        let mut state = CallState::reserved(call_sid.as_str(), &self.config.replica_id);
+        state.account_sid = call.account_sid;
+        state.from = call.from;
+        state.to = call.to;
+        let admission = self
+            .timed_admit(
+                call_sid,
+                AdmitPolicy::MayTakeSlot,
+                self.config.reservation,
+                Some(&state),
+            )
+            .await;
+        match admission {
+            Ok(Admission::Admitted { new, active }) => {
+                if new {
+                    self.events.slot_taken();
+                }
+                info!(%call_sid, new, active, "call reserved");
+                WebhookOutcome::Connect { new }
+            }
+            Ok(Admission::Refused(refusal)) => {
+                WebhookOutcome::Reject(self.refused(call_sid, refusal))
+            }
+            Err(err) => WebhookOutcome::Reject(self.store_failed(call_sid, "admit", &err)),
+        }
+    }
+
+    /// Takes the call's lock and its slot when its media stream starts: a reservation becomes
+    /// active; a stream without one is admitted now if `policy` allows (a draining replica's
+    /// does not).
+    pub async fn start_stream(
+        &self,
+        call_sid: &CallSid,
+        start: StreamStart,
+        policy: AdmitPolicy,
+    ) -> Result<Arc<LiveCall>, StreamRefusal> {
+        let token = self.new_lock_token();
+        match self.store.take_lock(call_sid, &token).await {
+            Ok(LockOutcome::Acquired) => {}
+            Ok(LockOutcome::HeldBy(owner)) => {
+                warn!(%call_sid, %owner, "second stream refused: the call is locked by another stream");
+                return Err(StreamRefusal::LockedElsewhere);
+            }
+            Err(err) => {
+                return Err(StreamRefusal::Rejected(self.store_failed(
+                    call_sid,
+                    "take_lock",
+                    &err,
+                )));
+            }
+        }
+        let admitted = match self
+            .timed_admit(call_sid, policy, self.config.call_lease, None)
+            .await
+        {
+            Ok(Admission::Admitted { new, .. }) => new,
+            Ok(Admission::Refused(refusal)) => {
+                let reason = match refusal {
+                    Refusal::NoSlotHeld => {
+                        self.events.refused(RejectReason::Draining);
+                        info!(%call_sid, "stream without reservation refused: replica is draining");
+                        RejectReason::Draining
+                    }
+                    other => self.refused(call_sid, other),
+                };
+                self.drop_lock(call_sid, &token).await;
+                return Err(StreamRefusal::Rejected(reason));
+            }
+            Err(err) => {
+                let reason = self.store_failed(call_sid, "admit", &err);
+                self.drop_lock(call_sid, &token).await;
+                return Err(StreamRefusal::Rejected(reason));
+            }
+        };
+        if admitted {
+            self.events.slot_taken();
+        }
+
+        // The webhook's state carries created_at, from and to; a corrupt or missing one is replaced.
+        let mut state = match self.store.read_state(call_sid).await {
+            Ok(Some(state)) if state.status != CallStatus::Ended => state,
+            Ok(_) => CallState::reserved(call_sid.as_str(), &self.config.replica_id),
+            Err(err) => {
+                self.events.store_error(err.op());
+                warn!(%call_sid, error = %err, "stored state unreadable; starting a fresh one");
+                CallState::reserved(call_sid.as_str(), &self.config.replica_id)
+            }
+        };
+        state.status = CallStatus::Active;
+        state.replica = self.config.replica_id.clone();
+        state.stream_sid = Some(start.stream_sid);
+        if start.account_sid.is_some() {
+            state.account_sid = start.account_sid;
+        }
+        state.media_format = start.media_format;
+        state.custom_parameters = start.custom_parameters;
+        state.started_at = Some(now_rfc3339());
+        if let Err(err) = self.store.write_state(&state).await {
+            // The renewal tick flushes the state again; the call itself is fine.
+            self.events.store_error(err.op());
+            warn!(%call_sid, error = %err, "could not write the active state; the next tick will");
+        }
+
+        let live = Arc::new(LiveCall::new(call_sid.clone(), token, state));
+        if !self.live.insert(live.clone()) {
+            // Same replica, same call, lock re-entered with a fresh token: cannot happen, since
+            // tokens are unique per stream; refuse rather than double-serve.
+            return Err(StreamRefusal::LockedElsewhere);
+        }
+        self.events.live_streams(self.live.len());
+        info!(%call_sid, new_slot = admitted, "stream started");
+        Ok(live)
+    }
+
+    /// Ends a live stream: final state, slot released exactly once, lock released by its owner.
+    /// Store failures are logged; the slot then lapses with its lease, never lingering.
+    pub async fn end_stream(&self, live: &LiveCall, reason: EndReason) {
+        let call_sid = &live.call_sid;
+        self.live.remove(call_sid);
+        self.events.live_streams(self.live.len());
+        self.events.stream_ended(reason);
+        let state = live.ended(reason);
+        if let Err(err) = self.store.write_state(&state).await {
+            self.events.store_error(err.op());
+            warn!(%call_sid, error = %err, "could not write the final state");
+        }
+        match self.store.release(call_sid, reason).await {
+            Ok(freed) => info!(
+                %call_sid,
+                reason = reason.as_str(),
+                freed,
+                frames_in = state.frames_in,
+                frames_out = state.frames_out,
+                "stream ended"
+            ),
+            Err(err) => {
+                self.events.store_error(err.op());
+                warn!(%call_sid, error = %err, "could not release the slot; it lapses with its lease");
+            }
+        }
+        self.drop_lock(call_sid, &live.lock_token).await;
+    }
+
+    /// Twilio's status callback: a final status releases the call's slot if it still holds one,
+    /// and a stream of the call live here is ended at once (`status_callback`); one live on
+    /// another replica learns it at that replica's next renewal. Idempotent; unknown calls change
+    /// nothing.
+    pub async fn call_status(&self, call_sid: &CallSid, call_status: &str) {
+        if !FINAL_STATUSES.contains(&call_status) {
+            return;
+        }
+        if let Some(live) = self.live.get(call_sid) {
+            live.end_from_outside(EndReason::StatusCallback);
+        }
+        match self
+            .store
+            .release(call_sid, EndReason::StatusCallback)
+            .await
+        {
+            Ok(freed) => info!(%call_sid, call_status, freed, "status callback"),
+            Err(err) => {
+                self.events.store_error(err.op());
+                warn!(%call_sid, error = %err, "status callback could not release; the lease will");
+            }
+        }
+    }
+
+    /// One renewal tick: one batched store round trip renews every live stream's lease and lock,
+    /// flushes its state, reclaims lapsed slots cluster-wide and writes the heartbeat. Streams
+    /// whose call ended for good elsewhere (a final status callback) or whose lock another
+    /// stream took are ended at once: no stream goes on without its slot.
+    ///
+    /// # Errors
+    ///
+    /// The store's error after one quick retry on a dropped connection; live calls go on.
+    pub async fn renew(&self, draining: bool) -> Result<RenewReport, StoreError> {
+        let calls = self.live.all();
+        let batch = RenewBatch {
+            lease: self.config.call_lease,
+            calls: calls
+                .iter()
+                .map(|call| Renewal {
+                    call_sid: call.call_sid.clone(),
+                    lock_token: call.lock_token.clone(),
+                    state: Some(call.snapshot()),
+                })
+                .collect(),
+            heartbeat: ReplicaHeartbeat {
+                id: self.config.replica_id.clone(),
+                started_at: self.started_at.clone(),
+                calls_active: calls.len() as u64,
+                draining,
+            },
+            heartbeat_ttl: self.config.renew_interval * 3,
+        };
+        let mut result = self.store.renew(&batch).await;
+        if let Err(err) = &result
+            && err.is_unavailable()
+        {
+            // The first command after a Redis restart often meets the dead connection; the
+            // manager reconnects at once, and live calls must not wait a whole tick to re-register.
+            tokio::time::sleep(RETRY_AFTER_CONNECTION_LOSS).await;
+            result = self.store.renew(&batch).await;
+        }
+        let report = match result {
+            Ok(report) => report,
+            Err(err) => {
+                self.events.store_error(err.op());
+                warn!(error = %err, calls = calls.len(), "renewal failed; live calls go on, leases retry next tick");
+                return Err(err);
+            }
+        };
+        self.events
+            .renewed(&report, self.config.max_concurrent_calls);
+        for call_sid in &report.readded {
+            warn!(%call_sid, "live call had lost its slot (reclaimed or Redis data lost); re-registered");
+        }
+        for call_sid in &report.lock_lost {
+            warn!(%call_sid, "another stream owns this call's lock now; ending this one");
+            self.end_live(call_sid, EndReason::LockLost);
+        }
+        for call_sid in &report.ended {
+            info!(%call_sid, "call ended elsewhere (final status callback); ending its stream");
+            self.end_live(call_sid, EndReason::StatusCallback);
+        }
+        if report.active > self.config.max_concurrent_calls {
+            warn!(
+                active = report.active,
+                limit = self.config.max_concurrent_calls,
+                over = report.active - self.config.max_concurrent_calls,
+                "cluster above its limit after re-registering live calls; no new call is admitted until it drops"
+            );
+        }
+        if !report.reclaimed.is_empty() {
+            info!(count = report.reclaimed.len(), calls = ?report.reclaimed, "reclaimed lapsed slots");
+        }
+        Ok(report)
+    }
+
+    fn end_live(&self, call_sid: &str, reason: EndReason) {
+        if let Ok(call_sid) = CallSid::parse(call_sid)
+            && let Some(live) = self.live.get(&call_sid)
+        {
+            live.end_from_outside(reason);
+        }
+    }
+
+    /// A lock token unique to this stream: the replica, this process's start, and a sequence, so a
+    /// restarted replica with the same id and pid (pid 1 in a container) never reuses one.
+    fn new_lock_token(&self) -> String {
+        let seq = self.next_token.fetch_add(1, Ordering::Relaxed);
+        format!("{}/{:x}/{seq}", self.config.replica_id, self.token_seed)
+    }
+
+    async fn timed_admit(
+        &self,
+        call_sid: &CallSid,
+        policy: AdmitPolicy,
+        lease: Duration,
+        initial_state: Option<&CallState>,
+    ) -> Result<Admission, StoreError> {
+        let started = Instant::now();
+        let result = self
+            .store
+            .admit(call_sid, policy, lease, initial_state)
+            .await;
+        self.events.admission_time(started.elapsed());
+        result
+    }
+
+    fn refused(&self, call_sid: &CallSid, refusal: Refusal) -> RejectReason {
+        let reason = match refusal {
+            Refusal::AtLimit { active } => {
+                info!(%call_sid, active, limit = self.config.max_concurrent_calls, "call refused: every slot is taken");
+                RejectReason::MaxConcurrent
+            }
+            Refusal::Recovering => {
+                info!(%call_sid, "call refused: Redis lost its data; live calls are re-registering");
+                RejectReason::Recovering
+            }
+            Refusal::NoSlotHeld => RejectReason::Draining,
+        };
+        self.events.refused(reason);
+        reason
+    }
+
+    fn store_failed(&self, call_sid: &CallSid, what: &str, err: &StoreError) -> RejectReason {
+        self.events.store_error(err.op());
+        self.events.refused(RejectReason::StoreUnavailable);
+        warn!(%call_sid, error = %err, "call refused: state store failed during {what}");
+        RejectReason::StoreUnavailable
+    }
+
+    async fn drop_lock(&self, call_sid: &CallSid, token: &str) {
+        if let Err(err) = self.store.release_lock(call_sid, token).await {
+            self.events.store_error(err.op());
+            warn!(%call_sid, error = %err, "could not release the call lock; it expires with its TTL");
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! What the call lifecycle reports as it works: slots taken, refusals, store errors, timings.
+//! The server counts these in its metrics; the core knows nothing of how they are exposed.
+
+use std::time::Duration;
+
+use crate::calls::RejectReason;
+use crate::state::EndReason;
+use crate::store::RenewReport;
+
+/// Receives the lifecycle's events. Every method has a no-op default, so a test or a bench
+/// implements only what it looks at. Called on the admission path: keep implementations cheap.
+pub trait CallEvents: Send + Sync + 'static {
+    /// This replica took a new slot (a webhook's reservation or a stream admitted without one).
+    fn slot_taken(&self) {}
+    /// A call or stream was refused, for `reason`.
+    fn refused(&self, _reason: RejectReason) {}
+    /// A store operation failed; `op` names it (`admit`, `release`, `renew`, …).
+    fn store_error(&self, _op: &'static str) {}
+    /// One admission's round trip to the store, admitted or refused.
+    fn admission_time(&self, _elapsed: Duration) {}
+    /// The number of streams live on this replica changed.
+    fn live_streams(&self, _count: usize) {}
+    /// A live stream ended, for `reason`.
+    fn stream_ended(&self, _reason: EndReason) {}
+    /// A renewal tick finished; `limit` is the configured cap, for the over-limit check.
+    fn renewed(&self, _report: &RenewReport, _limit: u64) {}
+}
+
+/// Counts nothing: for tests and benches that only look at the store.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoEvents;
+
+impl CallEvents for NoEvents {}

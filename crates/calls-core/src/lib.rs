@@ -1,0 +1,23 @@
+//! calls-core: the life of a call behind a cluster-wide limit, with no HTTP, sockets or drain in it.
+//! The server drives it; tests and benches drive it directly against a real Redis.
+//!
+//! # Layout
+//!
+//! - [`call_sid`]: the validated Twilio call SID every key and log line is built from.
+//! - [`keys`]: the Redis key space; the only place a key is spelled.
+//! - [`state`]: the per-call state JSON and its end reasons.
+//! - [`store`]: one [`store::CallStore`] trait; `memory` (in-process) and `redis` (Lua scripts in
+//!   `src/lua/`, loaded at start-up and after every reconnect, called by SHA).
+//! - [`live_calls`]: the streams live on this replica, with lock-free per-frame counters.
+//! - [`calls`]: the call lifecycle as [`calls::Calls`]: admit, start, end, status, renew.
+//! - [`events`]: what the lifecycle reports (refusals, store errors, timings) to whoever counts it.
+
+#![forbid(unsafe_code)]
+
+pub mod call_sid;
+pub mod calls;
+pub mod events;
+pub mod keys;
+pub mod live_calls;
+pub mod state;
+pub mod store;

@@ -1,0 +1,289 @@
+//! The in-process backend: one replica, no Redis, the same rules as the Redis scripts.
+//! Used by `cargo run` without `REDIS_URL`; state dies with the process.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use super::{
+    Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LockOutcome, Refusal, RenewBatch,
+    RenewReport, StoreConfig, StoreError,
+};
+use crate::call_sid::CallSid;
+use crate::state::{CallState, CallStatus, EndReason};
+
+#[derive(Default)]
+struct Inner {
+    /// call SID -> lease deadline.
+    slots: HashMap<String, Instant>,
+    started: u64,
+    rejected_max_concurrent: u64,
+    /// call SID -> (owner token, expiry).
+    locks: HashMap<String, (String, Instant)>,
+    /// call SID -> (state, expiry).
+    states: HashMap<String, (CallState, Instant)>,
+}
+
+impl Inner {
+    /// Drops lapsed slots, ending their states.
+    fn reclaim(&mut self, now: Instant) -> Vec<String> {
+        let mut expired: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, deadline)| **deadline <= now)
+            .map(|(sid, _)| sid.clone())
+            .collect();
+        expired.sort();
+        for sid in &expired {
+            self.slots.remove(sid);
+            self.end_state(sid, EndReason::LeaseExpired, now);
+        }
+        expired
+    }
+
+    /// Forgets expired locks and states: the TTLs Redis would enforce. Run on the renewal tick,
+    /// not per admission, since it walks every state kept for the last `CALL_STATE_TTL_SECS`.
+    fn purge_expired(&mut self, now: Instant) {
+        self.locks.retain(|_, (_, until)| *until > now);
+        self.states.retain(|_, (_, until)| *until > now);
+    }
+
+    fn end_state(&mut self, sid: &str, reason: EndReason, now: Instant) {
+        if let Some((state, until)) = self.states.get_mut(sid)
+            && *until > now
+        {
+            state.end(reason);
+        }
+    }
+
+    /// Ended for good; a lapsed lease is not, so a paused owner's live call can come back.
+    fn has_ended(&self, sid: &str, now: Instant) -> bool {
+        self.states.get(sid).is_some_and(|(state, until)| {
+            *until > now
+                && state.status == CallStatus::Ended
+                && state.end_reason != Some(EndReason::LeaseExpired)
+        })
+    }
+
+    /// The lock owner's token, if the lock is live.
+    fn lock_owner(&self, sid: &str, now: Instant) -> Option<&str> {
+        self.locks
+            .get(sid)
+            .filter(|(_, until)| *until > now)
+            .map(|(token, _)| token.as_str())
+    }
+
+    fn active(&self) -> u64 {
+        self.slots.len() as u64
+    }
+}
+
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+    config: StoreConfig,
+}
+
+impl MemoryStore {
+    pub fn new(config: StoreConfig) -> Self {
+        Self {
+            inner: Mutex::new(Inner::default()),
+            config,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // No operation panics while holding the guard, but a poisoned map is still consistent:
+        // every mutation is a single insert or remove.
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[async_trait]
+impl CallStore for MemoryStore {
+    fn backend(&self) -> Backend {
+        Backend::Memory
+    }
+
+    fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    async fn admit(
+        &self,
+        call_sid: &CallSid,
+        policy: AdmitPolicy,
+        lease: Duration,
+        initial_state: Option<&CallState>,
+    ) -> Result<Admission, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.reclaim(now);
+        let deadline = now + lease;
+        if let Some(held) = inner.slots.get_mut(call_sid.as_str()) {
+            // The new lease replaces the old one (a stream activating its reservation).
+            *held = deadline;
+            let active = inner.active();
+            return Ok(Admission::Admitted { new: false, active });
+        }
+        if policy == AdmitPolicy::ExistingOnly {
+            return Ok(Admission::Refused(Refusal::NoSlotHeld));
+        }
+        let active = inner.active();
+        if active < self.config.limit {
+            inner.slots.insert(call_sid.to_string(), deadline);
+            inner.started += 1;
+            if let Some(state) = initial_state {
+                let until = now + self.config.state_ttl;
+                inner
+                    .states
+                    .insert(call_sid.to_string(), (state.clone(), until));
+            }
+            return Ok(Admission::Admitted {
+                new: true,
+                active: active + 1,
+            });
+        }
+        inner.rejected_max_concurrent += 1;
+        Ok(Admission::Refused(Refusal::AtLimit { active }))
+    }
+
+    async fn release(&self, call_sid: &CallSid, reason: EndReason) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let freed = inner.slots.remove(call_sid.as_str()).is_some();
+        inner.end_state(call_sid.as_str(), reason, now);
+        Ok(freed)
+    }
+
+    async fn renew(&self, batch: &RenewBatch) -> Result<RenewReport, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.purge_expired(now);
+        let reclaimed = inner.reclaim(now);
+        let deadline = now + batch.lease;
+        let mut report = RenewReport::default();
+        for call in &batch.calls {
+            let sid = call.call_sid.as_str();
+            if inner.has_ended(sid, now) {
+                report.ended.push(sid.to_owned());
+                continue;
+            }
+            match inner.slots.get_mut(sid) {
+                Some(held) => *held = (*held).max(deadline),
+                None => {
+                    inner.slots.insert(sid.to_owned(), deadline);
+                    report.readded.push(sid.to_owned());
+                }
+            }
+            let owns = inner
+                .lock_owner(sid, now)
+                .is_none_or(|owner| owner == call.lock_token);
+            if !owns {
+                report.lock_lost.push(sid.to_owned());
+                continue;
+            }
+            inner.locks.insert(
+                sid.to_owned(),
+                (call.lock_token.clone(), now + self.config.lock_ttl),
+            );
+            let state_until = now + self.config.state_ttl;
+            match (&call.state, inner.states.get_mut(sid)) {
+                (Some(state), _) => {
+                    inner
+                        .states
+                        .insert(sid.to_owned(), (state.clone(), state_until));
+                }
+                (None, Some((_, until))) => *until = state_until,
+                (None, None) => {}
+            }
+        }
+        // The heartbeat has no reader in a single process; the replica block of the metrics
+        // comes from the process itself.
+        report.active = inner.active();
+        report.reclaimed = reclaimed
+            .into_iter()
+            .filter(|sid| !report.readded.contains(sid))
+            .collect();
+        Ok(report)
+    }
+
+    async fn reclaim(&self) -> Result<Vec<String>, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.purge_expired(now);
+        Ok(inner.reclaim(now))
+    }
+
+    async fn read_state(&self, call_sid: &CallSid) -> Result<Option<CallState>, StoreError> {
+        let now = Instant::now();
+        Ok(self
+            .lock()
+            .states
+            .get(call_sid.as_str())
+            .filter(|(_, until)| *until > now)
+            .map(|(state, _)| state.clone()))
+    }
+
+    async fn write_state(&self, state: &CallState) -> Result<(), StoreError> {
+        let until = Instant::now() + self.config.state_ttl;
+        self.lock()
+            .states
+            .insert(state.call_sid.clone(), (state.clone(), until));
+        Ok(())
+    }
+
+    async fn take_lock(&self, call_sid: &CallSid, token: &str) -> Result<LockOutcome, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if let Some(owner) = inner.lock_owner(call_sid.as_str(), now)
+            && owner != token
+        {
+            return Ok(LockOutcome::HeldBy(owner.to_owned()));
+        }
+        inner.locks.insert(
+            call_sid.to_string(),
+            (token.to_owned(), now + self.config.lock_ttl),
+        );
+        Ok(LockOutcome::Acquired)
+    }
+
+    async fn renew_lock(&self, call_sid: &CallSid, token: &str) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.lock_owner(call_sid.as_str(), now) != Some(token) {
+            return Ok(false);
+        }
+        inner.locks.insert(
+            call_sid.to_string(),
+            (token.to_owned(), now + self.config.lock_ttl),
+        );
+        Ok(true)
+    }
+
+    async fn release_lock(&self, call_sid: &CallSid, token: &str) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        if inner.lock_owner(call_sid.as_str(), now) != Some(token) {
+            return Ok(false);
+        }
+        inner.locks.remove(call_sid.as_str());
+        Ok(true)
+    }
+
+    async fn stats(&self) -> Result<ClusterStats, StoreError> {
+        let inner = self.lock();
+        Ok(ClusterStats {
+            active: inner.active(),
+            started: inner.started,
+            rejected_max_concurrent: inner.rejected_max_concurrent,
+        })
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,497 @@
+//! One simulated call from ringing to hang-up: voice webhook, stream handshake, `connected` and
+//! `start`, a 20 ms media frame on a fixed schedule, `stop` and close, every echo matched to the
+//! instant its frame was sent.
+
+use std::io;
+use std::time::Duration;
+
+use memchr::memmem;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::{Instant, sleep_until, timeout_at};
+
+use super::error::SimError;
+use super::frames::{self, MediaFrame, StartIds};
+use super::rng::Rng;
+use super::stats::Stats;
+use super::target::Target;
+use super::webhook::{self, Answer, CallIds};
+use super::ws::{self, opcode};
+
+/// Twilio sends 20 ms of audio per message.
+pub const FRAME_INTERVAL: Duration = Duration::from_millis(20);
+/// A frame written later than this behind its schedule is counted late.
+pub const LATE_AFTER: Duration = Duration::from_millis(5);
+/// Send instants kept for matching echoes: 256 frames are 5.12 s, far beyond any sane echo.
+const SENT_RING: usize = 256;
+/// Echoes are ~300 bytes; a few fit, and the buffer grows only for an unusual large message.
+const RECV_BUFFER: usize = 4 * 1024;
+/// The server's own limit on what it accepts; nothing it sends should be larger.
+const MAX_SERVER_FRAME: usize = 64 * 1024;
+/// What may queue for a server that stopped reading before the call is failed.
+const MAX_PENDING: usize = 256 * 1024;
+/// Close code the server uses to refuse a stream over the limit (SPEC §5).
+const TRY_AGAIN_LATER: u16 = 1013;
+
+/// What every call of a run shares.
+pub struct CallPlan {
+    pub target: Target,
+    /// Open the stream directly (no webhook): for servers that only speak WebSocket.
+    pub stream_only: bool,
+    pub duration: Duration,
+    pub account_sid: String,
+    pub dtmf: Option<String>,
+    pub mark: Option<String>,
+    /// How long to wait after `stop` for the last echoes and the server's close.
+    pub drain: Duration,
+}
+
+impl CallPlan {
+    /// Media frames per call (at least one).
+    pub fn frames(&self) -> u32 {
+        let n = self.duration.as_micros() / FRAME_INTERVAL.as_micros();
+        u32::try_from(n).unwrap_or(u32::MAX).max(1)
+    }
+}
+
+enum Outcome {
+    Completed,
+    Refused,
+}
+
+/// Runs one call to its end and records what happened in `stats`.
+pub async fn run(plan: &CallPlan, stats: &Stats, seed: u64) {
+    stats.launched.inc();
+    let mut settled = Settled::new(stats);
+    match attempt(plan, stats, seed, &mut settled).await {
+        Ok(Outcome::Completed) => stats.completed.inc(),
+        Ok(Outcome::Refused) => {}
+        Err(err) => {
+            stats.failed.inc();
+            stats.error(err.kind());
+        }
+    }
+}
+
+/// Counts the call as settled (done setting up, whatever the result) exactly once.
+struct Settled<'a> {
+    stats: &'a Stats,
+    done: bool,
+}
+
+impl<'a> Settled<'a> {
+    fn new(stats: &'a Stats) -> Self {
+        Self { stats, done: false }
+    }
+
+    fn now(&mut self) {
+        if !self.done {
+            self.done = true;
+            self.stats.settled.inc();
+        }
+    }
+}
+
+impl Drop for Settled<'_> {
+    fn drop(&mut self) {
+        self.now();
+    }
+}
+
+async fn attempt(
+    plan: &CallPlan,
+    stats: &Stats,
+    seed: u64,
+    settled: &mut Settled<'_>,
+) -> Result<Outcome, SimError> {
+    let mut rng = Rng::new(seed);
+    let call_sid = rng.sid("CA");
+    let stream_sid = rng.sid("MZ");
+    let stream_url = if plan.stream_only {
+        plan.target.default_stream_url()
+    } else {
+        let ids = CallIds {
+            call_sid: &call_sid,
+            account_sid: &plan.account_sid,
+            from: "+15005550006",
+            to: "+15005550001",
+        };
+        match webhook::post_voice(&plan.target, &ids).await? {
+            Answer::Connect(url) => url,
+            Answer::Rejected(refusal) => {
+                stats.rejected(refusal);
+                return Ok(Outcome::Refused);
+            }
+        }
+    };
+    let request = plan
+        .target
+        .stream_request(&stream_url)
+        .map_err(|why| SimError::BadStreamUrl(stream_url.clone(), why))?;
+    let (mut sock, early) = ws::connect(&plan.target, &request, &mut rng).await?;
+    stats.admitted.inc();
+    let ids = StartIds {
+        call_sid: &call_sid,
+        stream_sid: &stream_sid,
+        account_sid: &plan.account_sid,
+    };
+    let mut call = Call::new(plan, stats, &ids, rng.bytes(), early);
+    stats.streaming.inc();
+    settled.now();
+    let result = call.stream(&mut sock, &ids).await;
+    stats.streaming.dec();
+    result
+}
+
+/// A streaming call's state, apart from its socket.
+struct Call<'a> {
+    plan: &'a CallPlan,
+    stats: &'a Stats,
+    mask: [u8; 4],
+    media: MediaFrame,
+    /// Bytes the socket has not taken yet (empty unless the server falls behind).
+    pending: Vec<u8>,
+    rx: Receiver,
+    echoes: Echoes<'a>,
+    sequence: u64,
+}
+
+impl<'a> Call<'a> {
+    fn new(
+        plan: &'a CallPlan,
+        stats: &'a Stats,
+        ids: &StartIds<'_>,
+        mask: [u8; 4],
+        early: Vec<u8>,
+    ) -> Self {
+        Self {
+            plan,
+            stats,
+            mask,
+            media: MediaFrame::new(ids.stream_sid, mask),
+            pending: Vec::new(),
+            rx: Receiver::new(&early),
+            echoes: Echoes::new(stats),
+            sequence: 1,
+        }
+    }
+
+    async fn stream(
+        &mut self,
+        sock: &mut TcpStream,
+        ids: &StartIds<'_>,
+    ) -> Result<Outcome, SimError> {
+        let (mut rd, wr) = sock.split();
+        let wr = wr.as_ref();
+        let hello = [frames::connected(), frames::start(ids)];
+        for text in &hello {
+            queue(&mut self.pending, wr, &frames::text_frame(text, self.mask))?;
+        }
+
+        let frames_total = self.plan.frames();
+        let midpoint = (frames_total / 2).max(1);
+        let t0 = Instant::now();
+        self.echoes.t0 = t0;
+        let due = |chunk: u32| t0 + FRAME_INTERVAL * (chunk - 1);
+        let mut next = 1u32;
+        let sleep = sleep_until(t0);
+        tokio::pin!(sleep);
+        // Deadlines come from `t0`, never from the previous send, so pacing cannot drift; a tick
+        // that fires late sends every frame that is due at once (a burst), as Twilio would.
+        loop {
+            tokio::select! {
+                biased;
+                read = rd.read(self.rx.spare()?) => {
+                    let n = read.map_err(SimError::io("stream"))?;
+                    if n == 0 {
+                        return Err(SimError::Eof);
+                    }
+                    if let Some(code) = self.received(n, wr)? {
+                        return match code {
+                            TRY_AGAIN_LATER => {
+                                self.stats.rejected_stream.inc();
+                                Ok(Outcome::Refused)
+                            }
+                            code => Err(SimError::ClosedEarly(code)),
+                        };
+                    }
+                }
+                ready = wr.writable(), if !self.pending.is_empty() => {
+                    ready.map_err(SimError::io("stream"))?;
+                    flush(&mut self.pending, wr)?;
+                }
+                () = &mut sleep => {
+                    if next > frames_total {
+                        break;
+                    }
+                    let now = Instant::now();
+                    while next <= frames_total && due(next) <= now {
+                        if now - due(next) > LATE_AFTER {
+                            self.stats.frames_late.inc();
+                        }
+                        self.sequence += 1;
+                        let wire = self.media.frame(self.sequence, next);
+                        queue(&mut self.pending, wr, wire)?;
+                        self.echoes.sent(next, now);
+                        self.stats.frames_sent.inc();
+                        if next == midpoint {
+                            self.extras(wr, ids.stream_sid)?;
+                        }
+                        next += 1;
+                    }
+                    // One slot after the last frame the call hangs up.
+                    sleep.as_mut().reset(due(next));
+                }
+            }
+        }
+        self.hang_up(&mut rd, wr, ids).await
+    }
+
+    /// Twilio's optional messages, once mid-call.
+    fn extras(&mut self, wr: &TcpStream, stream_sid: &str) -> Result<(), SimError> {
+        if let Some(digit) = &self.plan.dtmf {
+            self.sequence += 1;
+            let text = frames::dtmf(self.sequence, stream_sid, digit);
+            queue(&mut self.pending, wr, &frames::text_frame(&text, self.mask))?;
+            self.stats.dtmf_sent.inc();
+        }
+        if let Some(name) = &self.plan.mark {
+            self.sequence += 1;
+            let text = frames::mark(self.sequence, stream_sid, name);
+            queue(&mut self.pending, wr, &frames::text_frame(&text, self.mask))?;
+            self.stats.marks_sent.inc();
+        }
+        Ok(())
+    }
+
+    /// `stop` and a close frame back to back, as Twilio does, then whatever the server still sends
+    /// until it closes (or `drain` passes): echoes in flight count, nothing is cut short.
+    async fn hang_up(
+        &mut self,
+        rd: &mut tokio::net::tcp::ReadHalf<'_>,
+        wr: &TcpStream,
+        ids: &StartIds<'_>,
+    ) -> Result<Outcome, SimError> {
+        self.sequence += 1;
+        let mut bye = frames::text_frame(&frames::stop(self.sequence, ids), self.mask);
+        bye.extend_from_slice(&frames::close(1000, self.mask));
+        queue(&mut self.pending, wr, &bye)?;
+        let deadline = Instant::now() + self.plan.drain;
+        loop {
+            let step = async {
+                tokio::select! {
+                    read = rd.read(self.rx.spare()?) => Ok::<_, SimError>(Some(read)),
+                    ready = wr.writable(), if !self.pending.is_empty() => {
+                        ready.map_err(SimError::io("stream"))?;
+                        flush(&mut self.pending, wr)?;
+                        Ok(None)
+                    }
+                }
+            };
+            let read = match timeout_at(deadline, step).await {
+                Err(_) => {
+                    self.stats.error("no_close_after_stop".into());
+                    return Ok(Outcome::Completed);
+                }
+                Ok(result) => result?,
+            };
+            match read {
+                None => {}
+                // The server hangs up once it has the stop; a reset is as good as a FIN here.
+                Some(Ok(0)) => return Ok(Outcome::Completed),
+                Some(Err(err)) if is_reset(&err) => return Ok(Outcome::Completed),
+                Some(Err(err)) => return Err(SimError::io("drain")(err)),
+                Some(Ok(n)) if self.received(n, wr)?.is_some() => return Ok(Outcome::Completed),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Handles `n` new bytes: every complete frame in the buffer. Returns the close code if the
+    /// server closed the WebSocket.
+    fn received(&mut self, n: usize, wr: &TcpStream) -> Result<Option<u16>, SimError> {
+        self.rx.filled(n);
+        let now = Instant::now();
+        while let Some(frame) = ws::parse_frame(self.rx.data(), MAX_SERVER_FRAME)? {
+            let payload = &self.rx.data()[frame.payload.0..frame.payload.1];
+            if !frame.fin || frame.opcode == opcode::CONTINUATION {
+                return Err(SimError::Protocol("fragmented message"));
+            }
+            match frame.opcode {
+                opcode::TEXT => self.echoes.text(payload, now),
+                opcode::CLOSE => {
+                    let code = payload
+                        .get(..2)
+                        .map_or(1005, |c| u16::from_be_bytes([c[0], c[1]]));
+                    return Ok(Some(code));
+                }
+                opcode::PING => {
+                    let mut pong = Vec::with_capacity(payload.len() + 14);
+                    ws::encode_frame(&mut pong, opcode::PONG, payload, self.mask);
+                    queue(&mut self.pending, wr, &pong)?;
+                }
+                opcode::PONG => {}
+                _ => self.stats.other_messages.inc(),
+            }
+            self.rx.consume(frame.consumed);
+        }
+        Ok(None)
+    }
+}
+
+/// Writes `bytes` now if the socket takes them, else queues them behind what is already waiting.
+fn queue(pending: &mut Vec<u8>, sock: &TcpStream, bytes: &[u8]) -> Result<(), SimError> {
+    if pending.is_empty() {
+        match sock.try_write(bytes) {
+            Ok(n) if n == bytes.len() => return Ok(()),
+            Ok(n) => pending.extend_from_slice(&bytes[n..]),
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => pending.extend_from_slice(bytes),
+            Err(err) => return Err(SimError::io("stream")(err)),
+        }
+    } else {
+        pending.extend_from_slice(bytes);
+    }
+    if pending.len() > MAX_PENDING {
+        return Err(SimError::SendStalled(MAX_PENDING));
+    }
+    Ok(())
+}
+
+fn flush(pending: &mut Vec<u8>, sock: &TcpStream) -> Result<(), SimError> {
+    while !pending.is_empty() {
+        match sock.try_write(pending) {
+            Ok(n) => {
+                pending.drain(..n);
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(err) => return Err(SimError::io("stream")(err)),
+        }
+    }
+    Ok(())
+}
+
+fn is_reset(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+/// A per-call receive buffer, allocated once and reused; frames are parsed where they land.
+struct Receiver {
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl Receiver {
+    fn new(early: &[u8]) -> Self {
+        let mut buf = vec![0u8; RECV_BUFFER.max(early.len() * 2)];
+        buf[..early.len()].copy_from_slice(early);
+        Self {
+            buf,
+            start: 0,
+            end: early.len(),
+        }
+    }
+
+    fn data(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start += n;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    fn filled(&mut self, n: usize) {
+        self.end += n;
+    }
+
+    /// Room for the next read: moves unparsed bytes to the front, and grows only for a frame
+    /// larger than the buffer.
+    fn spare(&mut self) -> Result<&mut [u8], SimError> {
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < MAX_SERVER_FRAME + 16 {
+                self.buf
+                    .resize((self.buf.len() * 2).min(MAX_SERVER_FRAME + 16), 0);
+            } else {
+                return Err(SimError::Protocol("frame larger than the receive limit"));
+            }
+        }
+        Ok(&mut self.buf[self.end..])
+    }
+}
+
+/// Send instants of recent frames, and matching echoes against them.
+struct Echoes<'a> {
+    stats: &'a Stats,
+    t0: Instant,
+    /// `(chunk, microseconds since t0)`, indexed by chunk; chunk 0 marks a free slot.
+    sent: Box<[(u32, u32)]>,
+}
+
+static MEDIA_EVENT: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(br#""event":"media""#));
+static MARK_EVENT: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(br#""event":"mark""#));
+static PAYLOAD_KEY: std::sync::LazyLock<memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memmem::Finder::new(br#""payload":""#));
+
+impl<'a> Echoes<'a> {
+    fn new(stats: &'a Stats) -> Self {
+        Self {
+            stats,
+            t0: Instant::now(),
+            sent: vec![(0, 0); SENT_RING].into_boxed_slice(),
+        }
+    }
+
+    fn sent(&mut self, chunk: u32, at: Instant) {
+        self.sent[chunk as usize % SENT_RING] = (chunk, self.micros(at));
+    }
+
+    fn micros(&self, at: Instant) -> u32 {
+        u32::try_from(at.saturating_duration_since(self.t0).as_micros()).unwrap_or(u32::MAX)
+    }
+
+    /// One text message from the server: an echoed frame, a mark, or something else.
+    fn text(&mut self, text: &[u8], now: Instant) {
+        // The server's messages have one shape; scanning for it costs far less than parsing JSON.
+        if MEDIA_EVENT.find(text).is_some()
+            && let Some(at) = PAYLOAD_KEY.find(text)
+        {
+            self.echo(&text[at + 11..], now);
+        } else if MARK_EVENT.find(text).is_some() {
+            self.stats.marks_echoed.inc();
+        } else {
+            self.stats.other_messages.inc();
+        }
+    }
+
+    fn echo(&mut self, payload: &[u8], now: Instant) {
+        let Some(chunk) = frames::tag_of(payload) else {
+            self.stats.echoes_unmatched.inc();
+            return;
+        };
+        let slot = &mut self.sent[chunk as usize % SENT_RING];
+        if slot.0 != chunk || chunk == 0 {
+            self.stats.echoes_unmatched.inc();
+            return;
+        }
+        let sent_at = slot.1;
+        slot.0 = 0;
+        let latency = self.micros(now).saturating_sub(sent_at);
+        self.stats.echo_latency.record(u64::from(latency));
+        self.stats.frames_echoed.inc();
+    }
+}

@@ -1,0 +1,17 @@
+//! The Twilio call simulator behind `prosaas-calls-sim`: many calls' webhooks, Media Streams and
+//! real-time audio from one process, and the figures a benchmark needs from them.
+
+#![forbid(unsafe_code)]
+
+pub mod call;
+pub mod error;
+pub mod frames;
+pub mod histogram;
+pub mod procfs;
+pub mod report;
+pub mod rng;
+pub mod run;
+pub mod stats;
+pub mod target;
+pub mod webhook;
+pub mod ws;

@@ -1,0 +1,170 @@
+//! `prosaas-calls-sim`: behaves like Twilio for N calls against a loopback server (webhook, Media
+//! Stream, real-time audio) and reports admission, loss, echo latency and per-frame costs.
+
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use prosaas_calls_sim::call::CallPlan;
+use prosaas_calls_sim::procfs;
+use prosaas_calls_sim::rng::Rng;
+use prosaas_calls_sim::run::{self, EchoMode, RunConfig};
+use prosaas_calls_sim::target::Target;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Simulate Twilio voice calls (webhook, Media Stream, 20 ms audio) against a loopback server"
+)]
+struct Cli {
+    /// The server: http://host:port on the loopback range (nothing else is accepted).
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    target: String,
+    /// Calls to place.
+    #[arg(long, default_value_t = 10)]
+    calls: u64,
+    /// Most calls live at once (default: all of them).
+    #[arg(long)]
+    concurrency: Option<u64>,
+    /// Seconds over which call starts are spread evenly.
+    #[arg(long, default_value = "1", value_parser = seconds)]
+    ramp: Duration,
+    /// Seconds of audio per call (one frame per 20 ms).
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    duration: Duration,
+    /// Every frame must come back: frames not echoed count as lost.
+    #[arg(long, conflicts_with = "no_echo")]
+    expect_echo: bool,
+    /// The server sends no audio back (MEDIA_HANDLER=silent). Default: detect.
+    #[arg(long)]
+    no_echo: bool,
+    /// Sign requests with X-Twilio-Signature using this auth token.
+    #[arg(long)]
+    auth_token: Option<String>,
+    /// The server's PUBLIC_URL: signed URLs use it; connections still go to --target.
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Skip the voice webhook and open the stream at --target directly (for a bare WebSocket
+    /// echo server).
+    #[arg(long)]
+    stream_only: bool,
+    /// Send this DTMF digit once, mid-call.
+    #[arg(long)]
+    dtmf: Option<String>,
+    /// Send a mark with this name once, mid-call.
+    #[arg(long)]
+    mark: Option<String>,
+    /// Seconds to wait after `stop` for the last echoes and the server's close.
+    #[arg(long, default_value = "2", value_parser = seconds)]
+    drain: Duration,
+    /// Seconds after the ramp before the steady-state window may open.
+    #[arg(long, default_value = "1", value_parser = seconds)]
+    settle: Duration,
+    /// The server's PID: its CPU per frame and memory per call are measured over the window.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Runtime threads: 1 is a current-thread runtime.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Seconds between progress lines on stderr; 0 for none.
+    #[arg(long, default_value = "5", value_parser = seconds_or_zero)]
+    progress: Duration,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn seconds(text: &str) -> Result<Duration, String> {
+    match seconds_or_zero(text)? {
+        d if d.is_zero() => Err("must be more than 0".into()),
+        d => Ok(d),
+    }
+}
+
+fn seconds_or_zero(text: &str) -> Result<Duration, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !value.is_finite() || !(0.0..=86_400.0).contains(&value) {
+        return Err(format!("{text:?} must be between 0 and 86400 seconds"));
+    }
+    Ok(Duration::from_secs_f64(value))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("prosaas-calls-sim: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if cli.calls == 0 {
+        bail!("--calls must be at least 1");
+    }
+    let concurrency = cli.concurrency.unwrap_or(cli.calls);
+    if concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    let target = Target::new(&cli.target, cli.public_url.as_deref(), cli.auth_token)?;
+    // Each call holds one socket (two while its webhook is in flight).
+    let nofile = procfs::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
+    let needed = concurrency.min(cli.calls) * 2 + 64;
+    if nofile < needed {
+        eprintln!(
+            "prosaas-calls-sim: warning: open-file limit {nofile} is below the {needed} this run may need; \
+             raise the hard limit (ulimit -Hn) first"
+        );
+    }
+    let seed = Rng::seed_from_clock();
+    let config = RunConfig {
+        plan: CallPlan {
+            target,
+            stream_only: cli.stream_only,
+            duration: cli.duration,
+            account_sid: Rng::new(seed).sid("AC"),
+            dtmf: cli.dtmf,
+            mark: cli.mark,
+            drain: cli.drain,
+        },
+        calls: cli.calls,
+        concurrency,
+        ramp: cli.ramp,
+        echo: match (cli.expect_echo, cli.no_echo) {
+            (true, _) => EchoMode::Expect,
+            (_, true) => EchoMode::None,
+            _ => EchoMode::Detect,
+        },
+        settle: cli.settle,
+        progress: (!cli.progress.is_zero()).then_some(cli.progress),
+        server_pid: cli.server_pid,
+        seed,
+    };
+    let runtime = match cli.threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .context("starting the runtime")?;
+    let report = runtime.block_on(run::run(config));
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(match report.outcome {
+        "finished" => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    })
+}

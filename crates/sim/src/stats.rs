@@ -1,0 +1,96 @@
+//! The counters every simulated call adds to while it runs: relaxed atomics read by the progress
+//! line, the steady-state window and the final report; errors are kept by kind, not by message.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::histogram::Histogram;
+use super::webhook::Refusal;
+
+#[derive(Default)]
+pub struct Stats {
+    pub launched: Counter,
+    pub admitted: Counter,
+    pub rejected_503: Counter,
+    pub rejected_twiml: Counter,
+    pub rejected_busy: Counter,
+    /// The stream was refused at `start` with 1013 (over the limit, or a draining replica).
+    pub rejected_stream: Counter,
+    pub failed: Counter,
+    pub completed: Counter,
+    /// Calls now past `start` and not yet ended.
+    pub streaming: Counter,
+    /// Calls that finished setting up, one way or another (streaming, refused or failed).
+    pub settled: Counter,
+    pub frames_sent: Counter,
+    pub frames_echoed: Counter,
+    /// Echoes that name a chunk this call never sent or already saw echoed.
+    pub echoes_unmatched: Counter,
+    /// Frames written more than `LATE_AFTER` behind their schedule.
+    pub frames_late: Counter,
+    pub marks_sent: Counter,
+    pub marks_echoed: Counter,
+    pub dtmf_sent: Counter,
+    /// Other messages from the server (`clear`, unknown events, binary frames).
+    pub other_messages: Counter,
+    pub echo_latency: Histogram,
+    errors: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A relaxed atomic counter: each is written by many calls, read only for reporting.
+#[derive(Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    #[inline]
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl Stats {
+    pub fn rejected(&self, refusal: Refusal) {
+        match refusal {
+            Refusal::Unavailable => self.rejected_503.inc(),
+            Refusal::Twiml => self.rejected_twiml.inc(),
+            Refusal::Busy => self.rejected_busy.inc(),
+        }
+    }
+
+    pub fn rejected_total(&self) -> u64 {
+        self.rejected_503.get()
+            + self.rejected_twiml.get()
+            + self.rejected_busy.get()
+            + self.rejected_stream.get()
+    }
+
+    pub fn error(&self, kind: String) {
+        let mut errors = self
+            .errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *errors.entry(kind).or_default() += 1;
+    }
+
+    pub fn errors(&self) -> BTreeMap<String, u64> {
+        self.errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}

@@ -1,0 +1,338 @@
+//! Real processes for tests and benchmarks: `redis-server` on its own unix socket or port (started
+//! on demand, restartable empty), replicas of the built binary, and nginx; each killed by PID.
+//!
+//! # Layout
+//!
+//! - [`RedisServer`]: a private Redis that keeps nothing on disk. Redis is never mocked.
+//! - [`ReplicaProcess`]: a replica as a real OS process, for crash, pause and drain tests.
+//! - [`nginx`]: a real nginx rendered from the shipped template.
+
+#![forbid(unsafe_code)]
+
+pub mod nginx;
+
+use std::io;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where a test server listens.
+#[derive(Debug, Clone)]
+enum Endpoint {
+    Unix(PathBuf),
+    Tcp(u16),
+}
+
+/// A private `redis-server` that keeps nothing on disk. Dropping it kills the process.
+pub struct RedisServer {
+    dir: tempfile::TempDir,
+    endpoint: Endpoint,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts a server on a fresh unix socket (no TCP port at all).
+    pub fn start() -> io::Result<Self> {
+        let dir = new_dir()?;
+        let endpoint = Endpoint::Unix(dir.path().join("redis.sock"));
+        Self::launch(dir, endpoint)
+    }
+
+    /// Starts a server on a free loopback TCP port (for processes that want `redis://`).
+    pub fn start_tcp() -> io::Result<Self> {
+        let dir = new_dir()?;
+        let endpoint = Endpoint::Tcp(free_port()?);
+        Self::launch(dir, endpoint)
+    }
+
+    fn launch(dir: tempfile::TempDir, endpoint: Endpoint) -> io::Result<Self> {
+        let mut server = Self {
+            dir,
+            endpoint,
+            child: None,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    /// `redis+unix:///…` or `redis://127.0.0.1:PORT/0`.
+    pub fn url(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Unix(path) => format!("redis+unix://{}", path.display()),
+            Endpoint::Tcp(port) => format!("redis://127.0.0.1:{port}/0"),
+        }
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the server (as a crash would) and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Endpoint::Unix(path) = &self.endpoint {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Starts the server again on the same address, empty (it persists nothing).
+    pub fn restart_empty(&mut self) -> io::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// Starts a stopped server again on the same address.
+    pub fn start_again(&mut self) -> io::Result<()> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.spawn()
+    }
+
+    /// Runs `redis-cli` against this server and returns its trimmed output.
+    pub fn cli(&self, args: &[&str]) -> io::Result<String> {
+        let mut cmd = Command::new("redis-cli");
+        match &self.endpoint {
+            Endpoint::Unix(path) => cmd.arg("-s").arg(path),
+            Endpoint::Tcp(port) => cmd.arg("-p").arg(port.to_string()),
+        };
+        let out = cmd.args(args).stderr(Stdio::null()).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    fn spawn(&mut self) -> io::Result<()> {
+        let mut cmd = Command::new("redis-server");
+        cmd.arg("--save")
+            .arg("")
+            .arg("--appendonly")
+            .arg("no")
+            .arg("--dir")
+            .arg(self.dir.path())
+            .arg("--logfile")
+            .arg(self.dir.path().join("redis.log"))
+            .arg("--maxclients")
+            .arg("10000");
+        match &self.endpoint {
+            Endpoint::Unix(path) => {
+                cmd.arg("--port")
+                    .arg("0")
+                    .arg("--unixsocket")
+                    .arg(path)
+                    .arg("--unixsocketperm")
+                    .arg("700");
+            }
+            Endpoint::Tcp(port) => {
+                cmd.arg("--port")
+                    .arg(port.to_string())
+                    .arg("--bind")
+                    .arg("127.0.0.1");
+            }
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot start redis-server (is it installed?): {e}"),
+                )
+            })?;
+        self.child = Some(child);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> io::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default();
+                return Err(io::Error::other(format!(
+                    "redis-server exited with {status}: {log}"
+                )));
+            }
+            if self.cli(&["PING"]).is_ok_and(|out| out == "PONG") {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "redis-server did not answer PING within 10 s",
+        ))
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Whether `GET /healthz` on a loopback port answers 200 right now (blocking, bounded at 500 ms).
+pub fn healthz_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
+    let _ =
+        stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.1 200")
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn new_dir() -> io::Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("prosaas-calls-redis-")
+        .tempdir()
+}
+
+/// A replica as a real OS process (the built binary), for crash, pause and drain tests.
+/// Dropping it kills the process by PID.
+pub struct ReplicaProcess {
+    child: Option<Child>,
+    pub port: u16,
+    pub id: String,
+    log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ReplicaProcess {
+    /// Starts `binary` on a free loopback port with `env` on top of the process's environment
+    /// and waits until `/healthz` answers.
+    pub fn spawn(binary: &Path, id: &str, env: &[(&str, String)]) -> io::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("prosaas-calls-replica-")
+            .tempdir()?;
+        let log = dir.path().join("replica.log");
+        let port = free_port()?;
+        let mut cmd = Command::new(binary);
+        cmd.env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+            .env("REPLICA_ID", id)
+            .env("RUST_LOG", "info")
+            .env_remove("REDIS_URL")
+            .env_remove("TWILIO_AUTH_TOKEN")
+            .env_remove("PUBLIC_URL");
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log)?)
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut replica = Self {
+            child: Some(child),
+            port,
+            id: id.to_owned(),
+            log,
+            _dir: dir,
+        };
+        replica.wait_healthy(Duration::from_secs(10))?;
+        Ok(replica)
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Sends a signal by name (`KILL`, `TERM`, `STOP`, `CONT`) to this process only.
+    pub fn signal(&self, name: &str) -> io::Result<()> {
+        let Some(pid) = self.pid() else {
+            return Ok(());
+        };
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("kill -{name} {pid} failed")))
+        }
+    }
+
+    /// `kill -9`, as a crash would, and reaps the process.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Waits for the process to exit on its own and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> io::Result<Option<i32>> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                self.child = None;
+                return Ok(status.code());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "replica still running",
+        ))
+    }
+
+    /// What the replica logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_healthy(&mut self, timeout: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                return Err(io::Error::other(format!(
+                    "replica exited with {status}: {}",
+                    self.log()
+                )));
+            }
+            if healthz_ok(self.port) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("replica not healthy in time: {}", self.log()),
+        ))
+    }
+}
+
+impl Drop for ReplicaProcess {
+    fn drop(&mut self) {
+        // A stopped process cannot die of SIGKILL until continued; continue it first.
+        let _ = self.signal("CONT");
+        self.kill9();
+    }
+}

@@ -1,0 +1,380 @@
+//! The hot path of `messages::parse`: a `media` message as Twilio sends it, read in one pass over
+//! the bytes. Anything outside a plain subset goes back to the full parser, so results never differ.
+
+use std::borrow::Cow;
+
+use super::messages::{Media, Track};
+
+/// Reads `text` as a `media` message if it is plain: one object of string or unsigned-integer
+/// values plus the nested `media` object, no escapes, no literals, no duplicate known field.
+/// `None` means "not decided here": escapes, arrays, nesting, `null`, negative or fractional
+/// numbers, another event, a malformed byte. The full parser then gives the answer, so an input
+/// this accepts is exactly one that parser reads as the same `Media`.
+pub fn parse(text: &str) -> Option<Media<'_>> {
+    let mut s = Scanner { text, at: 0 };
+    s.expect(b'{')?;
+    let mut is_media = false;
+    let mut sequence_number = None;
+    let mut stream_sid = None;
+    let mut media = None;
+    loop {
+        let key = s.string()?;
+        s.expect(b':')?;
+        match key {
+            "event" => {
+                if is_media || s.string()? != "media" {
+                    return None;
+                }
+                is_media = true;
+            }
+            "sequenceNumber" => once(&mut sequence_number, s.counter()?)?,
+            "streamSid" => once(&mut stream_sid, Cow::Borrowed(s.string()?))?,
+            "media" => once(&mut media, s.media()?)?,
+            // Known fields of other events: their types are the full parser's business.
+            "protocol" | "version" | "start" | "mark" | "dtmf" | "stop" => return None,
+            _ => s.scalar()?,
+        }
+        match s.token()? {
+            b',' => {}
+            b'}' => break,
+            _ => return None,
+        }
+    }
+    if !s.at_end() || !is_media {
+        return None;
+    }
+    let media = media?;
+    Some(Media {
+        sequence_number: sequence_number.flatten(),
+        stream_sid,
+        track: media.track,
+        chunk: media.chunk.flatten(),
+        timestamp: media.timestamp.flatten(),
+        payload: Cow::Borrowed(media.payload?),
+    })
+}
+
+#[derive(Default)]
+struct Inner<'a> {
+    track: Option<Track>,
+    chunk: Option<Option<u64>>,
+    timestamp: Option<Option<u64>>,
+    payload: Option<&'a str>,
+}
+
+/// Sets a field seen for the first time; a second sighting is a duplicate, which the full
+/// parser rejects.
+fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
+    if slot.is_some() {
+        return None;
+    }
+    *slot = Some(value);
+    Some(())
+}
+
+struct Scanner<'a> {
+    text: &'a str,
+    at: usize,
+}
+
+impl<'a> Scanner<'a> {
+    fn bytes(&self) -> &'a [u8] {
+        self.text.as_bytes()
+    }
+
+    fn skip_ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.bytes().get(self.at) {
+            self.at += 1;
+        }
+    }
+
+    /// The next byte that is not whitespace, consumed.
+    fn token(&mut self) -> Option<u8> {
+        self.skip_ws();
+        let byte = *self.bytes().get(self.at)?;
+        self.at += 1;
+        Some(byte)
+    }
+
+    fn peek(&mut self) -> Option<u8> {
+        self.skip_ws();
+        self.bytes().get(self.at).copied()
+    }
+
+    fn expect(&mut self, byte: u8) -> Option<()> {
+        (self.token()? == byte).then_some(())
+    }
+
+    fn at_end(&mut self) -> bool {
+        self.skip_ws();
+        self.at == self.text.len()
+    }
+
+    /// A string with no escapes and no control characters, borrowed from the text.
+    fn string(&mut self) -> Option<&'a str> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let len = first_special(&self.bytes()[start..])?;
+        // A backslash or a control character sends the whole message to the full parser.
+        if self.bytes()[start + len] != b'"' {
+            return None;
+        }
+        self.at = start + len + 1;
+        // Both ends sit next to an ASCII quote, so they are character boundaries.
+        Some(&self.text[start..start + len])
+    }
+
+    /// A plain JSON unsigned integer; `None` for anything the full grammar would read otherwise.
+    fn integer(&mut self) -> Option<u64> {
+        self.skip_ws();
+        let start = self.at;
+        let bytes = self.bytes();
+        while bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        let digits = &self.text[start..self.at];
+        let leading_zero = digits.len() > 1 && digits.starts_with('0');
+        let fraction = matches!(bytes.get(self.at), Some(b'.' | b'e' | b'E'));
+        if digits.is_empty() || leading_zero || fraction {
+            return None;
+        }
+        // Too large for u64: the full parser reads it as a float.
+        digits.parse().ok()
+    }
+
+    /// A counter (`sequenceNumber`, `chunk`, `timestamp`) read leniently, as the full parser does:
+    /// a decimal string that is not a u64 becomes `Some(None)`.
+    fn counter(&mut self) -> Option<Option<u64>> {
+        match self.peek()? {
+            b'"' => Some(self.string()?.parse().ok()),
+            b'0'..=b'9' => Some(Some(self.integer()?)),
+            _ => None,
+        }
+    }
+
+    /// Skips the value of a field nobody reads, if it is a string or an unsigned integer.
+    fn scalar(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'"' => self.string().map(drop),
+            b'0'..=b'9' => self.integer().map(drop),
+            _ => None,
+        }
+    }
+
+    fn media(&mut self) -> Option<Inner<'a>> {
+        self.expect(b'{')?;
+        let mut inner = Inner::default();
+        let mut track = None;
+        loop {
+            let key = self.string()?;
+            self.expect(b':')?;
+            match key {
+                "track" => once(&mut track, track_of(self.string()?))?,
+                "chunk" => once(&mut inner.chunk, self.counter()?)?,
+                "timestamp" => once(&mut inner.timestamp, self.counter()?)?,
+                "payload" => once(&mut inner.payload, self.string()?)?,
+                _ => self.scalar()?,
+            }
+            match self.token()? {
+                b',' => {}
+                b'}' => break,
+                _ => return None,
+            }
+        }
+        inner.track = track;
+        Some(inner)
+    }
+}
+
+/// Where the first `"`, `\\` or control character is, eight bytes at a time (the payload is most
+/// of a frame): per word, a byte that is zero after XOR with the quote or the backslash, or one
+/// below 0x20, sets its high bit. Borrows can only mark bytes above a real match, so the lowest
+/// marked byte is the first one.
+pub(crate) fn first_special(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    let zero_byte = |word: u64| word.wrapping_sub(ONES) & !word;
+    let mut words = bytes.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut words {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        let marked = (zero_byte(word ^ (ONES * u64::from(b'"')))
+            | zero_byte(word ^ (ONES * u64::from(b'\\')))
+            | (word.wrapping_sub(ONES * 0x20) & !word))
+            & HIGHS;
+        if marked != 0 {
+            return Some(at + marked.trailing_zeros() as usize / 8);
+        }
+        at += 8;
+    }
+    words
+        .remainder()
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| at + i)
+}
+
+fn track_of(name: &str) -> Track {
+    match name {
+        "inbound" | "inbound_track" => Track::Inbound,
+        "outbound" | "outbound_track" => Track::Outbound,
+        _ => Track::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::{Inbound, parse_full};
+
+    const PAYLOAD: &str = "/v7+fn5+fn5+/v7+";
+
+    fn twilio_frame() -> String {
+        format!(
+            r#"{{"event":"media","sequenceNumber":"4","media":{{"track":"inbound","chunk":"2","timestamp":"5","payload":"{PAYLOAD}"}},"streamSid":"MZ18ad3ab5a668481ce02b83e7395059f0"}}"#
+        )
+    }
+
+    /// Whatever the fast path decides must be what the full parser says.
+    fn agrees(text: &str) -> bool {
+        match parse(text) {
+            None => false,
+            Some(fast) => {
+                assert_eq!(parse_full(text).ok(), Some(Inbound::Media(fast)), "{text}");
+                true
+            }
+        }
+    }
+
+    #[test]
+    fn twilio_frames_take_the_fast_path() {
+        assert!(agrees(&twilio_frame()));
+        assert!(agrees(r#"{"event":"media","media":{"payload":""}}"#));
+        assert!(agrees(
+            " {\n \"media\" : { \"payload\" : \"AA==\" , \"chunk\" : 7 } ,\t\"event\":\"media\" }\r\n"
+        ));
+    }
+
+    #[test]
+    fn every_variant_agrees_with_the_full_parser() {
+        let counters = [
+            "\"42\"",
+            "42",
+            "0",
+            "\"abc\"",
+            "\"\"",
+            "\"-1\"",
+            "-1",
+            "1.5",
+            "1e3",
+            "01",
+            "\"01\"",
+            "\"+5\"",
+            "null",
+            "true",
+            "18446744073709551616",
+            "\"18446744073709551615\"",
+            "[1]",
+            "{}",
+            "\" 5\"",
+        ];
+        let tracks = [
+            "\"inbound\"",
+            "\"inbound_track\"",
+            "\"outbound_track\"",
+            "\"mixed\"",
+            "7",
+            "null",
+        ];
+        let payloads = [
+            "\"AA==\"",
+            "\"\"",
+            r#""ab\/cd""#,
+            "\"a\u{1}\"",
+            "12",
+            "null",
+        ];
+        let extras = [
+            "",
+            r#","future":"x""#,
+            r#","future":7"#,
+            r#","obj":{"a":1}"#,
+            r#","arr":[1]"#,
+            r#","nul":null"#,
+            r#","neg":-3"#,
+            r#","event":"media""#,
+            r#","streamSid":"MZ2""#,
+            r#","start":{}"#,
+            r#","x":"1","x":"2""#,
+        ];
+        let mut accepted = 0;
+        let mut total = 0;
+        for counter in counters {
+            for track in tracks {
+                for payload in payloads {
+                    for extra in extras {
+                        let text = format!(
+                            r#"{{"event":"media","sequenceNumber":{counter},"streamSid":"MZ1","media":{{"track":{track},"chunk":{counter},"timestamp":{counter},"payload":{payload}{extra}}}{extra}}}"#
+                        );
+                        total += 1;
+                        accepted += usize::from(agrees(&text));
+                    }
+                }
+            }
+        }
+        // Most of the matrix is deliberately odd and falls back; the plain spellings must not.
+        assert!(
+            accepted >= 300,
+            "only {accepted} of {total} took the fast path"
+        );
+        for text in [
+            r#"{"event":"stop","media":{"payload":"AA=="}}"#,
+            r#"{"event":"Media","media":{"payload":"AA=="}}"#,
+            r#"{"event":"media"}"#,
+            r#"{"event":"media","media":{"track":"inbound"}}"#,
+            r#"{"event":"media","media":{"payload":"AA==","payload":"AA=="}}"#,
+            r#"{"event":"media","media":{"payload":"AA=="},"media":{"payload":"AA=="}}"#,
+            r#"{"event":"media","media":{"payload":"AA=="}} x"#,
+            r#"{"event":"media","media":{"payload":"AA=="},}"#,
+            r#"{"event":"media""media":{"payload":"AA=="}}"#,
+            r#"{"event":"media","media":{"payload":"AA=="}"#,
+            "{}",
+            "",
+        ] {
+            assert!(parse(text).is_none(), "{text}");
+        }
+    }
+
+    #[test]
+    fn finds_the_first_special_byte_in_any_position() {
+        for len in 0..40 {
+            for at in 0..len {
+                for special in [b'"', b'\\', 0x00, 0x1f] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    if at + 1 < len {
+                        bytes[at + 1] = b'"';
+                    }
+                    assert_eq!(first_special(&bytes), Some(at), "{len} {at} {special}");
+                }
+            }
+            assert_eq!(first_special(&vec![0xc3; len]), None);
+            assert_eq!(first_special(&vec![b' '; len]), None);
+        }
+    }
+
+    #[test]
+    fn every_single_byte_corruption_agrees() {
+        let frame = twilio_frame();
+        for at in 0..frame.len() {
+            for replacement in ['"', '\\', ',', ':', '{', '}', ' ', 'x', '0', '\u{1}', 'é'] {
+                let mut text = String::with_capacity(frame.len() + 2);
+                text.push_str(&frame[..at]);
+                text.push(replacement);
+                text.push_str(&frame[at + 1..]);
+                agrees(&text);
+            }
+            agrees(&frame[..at]);
+        }
+    }
+}

@@ -1,8 +1,0 @@
-//! The Twilio wire protocol, free of I/O: request signatures, TwiML documents, Media Streams messages.
-//! The HTTP and WebSocket handlers build on these; nothing here touches the network or the store.
-
-mod fast_media;
-pub mod messages;
-pub mod payload;
-pub mod signature;
-pub mod twiml;

@@ -1,0 +1,378 @@
+//! Test support shared by the end-to-end suites: a replica served in-process on a loopback port
+//! (against a real redis-server or in-process state) and a Twilio-like client.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use prosaas_calls::app::{App, build_store};
+use prosaas_calls::config::StreamTimeouts;
+use prosaas_calls::config::{Config, RawConfig};
+use prosaas_calls::server;
+use serde_json::{Value, json};
+use testkit::RedisServer;
+use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_util::sync::CancellationToken;
+
+pub fn sid(n: usize) -> String {
+    format!("CA{n:032x}")
+}
+
+/// A replica on 127.0.0.1:<random>, stopped (drained) by `stop` or killed with the test.
+pub struct Replica {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: CancellationToken,
+    handle: JoinHandle<std::io::Result<()>>,
+}
+
+impl Replica {
+    pub async fn start(mut raw: RawConfig, timeouts: StreamTimeouts) -> Self {
+        raw.listen_addr = Some("127.0.0.1:0".into());
+        let (mut config, _) = Config::from_raw(&raw).expect("valid test config");
+        config.stream_timeouts = timeouts;
+        let store = build_store(&config).expect("store");
+        let listener = tokio::net::TcpListener::bind(config.listen_addr)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = App::new(config, store);
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(server::serve(app.clone(), listener, shutdown.clone()));
+        if app.config.redis_url.is_some() {
+            // A brand-new Redis holds admissions for one tick plus a margin (SPEC §4, calls:epoch).
+            tokio::time::sleep(app.config.recovery_holdoff() + Duration::from_millis(100)).await;
+        }
+        Self {
+            addr,
+            app,
+            shutdown,
+            handle,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// SIGTERM in-process: drain, then wait for the server to return.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.handle).await;
+    }
+
+    pub fn begin_drain(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn raw(redis: Option<&RedisServer>, limit: u64) -> RawConfig {
+    RawConfig {
+        redis_url: redis.map(testkit::RedisServer::url),
+        max_concurrent_calls: Some(limit.to_string()),
+        replica_id: Some(format!("test-{}", std::process::id())),
+        // Fast ticks keep the new-dataset hold-off (1.5 ticks) short.
+        renew_interval_secs: Some("0.2".into()),
+        ..RawConfig::default()
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+pub async fn post_form(
+    url: &str,
+    params: &[(&str, &str)],
+    signature: Option<&str>,
+) -> reqwest::Response {
+    let body: String = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    let mut request = client()
+        .post(url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if let Some(sig) = signature {
+        request = request.header("x-twilio-signature", sig);
+    }
+    request.send().await.expect("request")
+}
+
+/// Posts a voice webhook for `call_sid` and returns (status, body).
+pub async fn voice(replica: &Replica, call_sid: &str) -> (u16, String) {
+    voice_at(&replica.url("/twilio/voice"), call_sid).await
+}
+
+/// Posts a voice webhook to `url` and returns (status, body).
+pub async fn voice_at(url: &str, call_sid: &str) -> (u16, String) {
+    let response = post_form(
+        url,
+        &[
+            ("CallSid", call_sid),
+            ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+            ("From", "+15005550006"),
+            ("To", "+15005550001"),
+            ("CallStatus", "ringing"),
+            ("Direction", "inbound"),
+        ],
+        None,
+    )
+    .await;
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap())
+}
+
+/// Webhook, stream, start, and one echo: a call that is live on `replica`.
+pub async fn live_call(replica: &Replica, n: usize) -> TwilioStream {
+    let (status, twiml) = voice(replica, &sid(n)).await;
+    assert_eq!(status, 200, "{twiml}");
+    let mut stream = TwilioStream::connect(&stream_url_of(&twiml)).await;
+    stream.connected().await;
+    stream.start(&sid(n)).await;
+    stream.echo_round(1).await;
+    stream
+}
+
+/// Waits for the call's stored state to say `ended` and returns it.
+pub async fn ended_state(replica: &Replica, call_sid: &str) -> calls_core::state::CallState {
+    let sid = calls_core::call_sid::CallSid::parse(call_sid).unwrap();
+    eventually(Duration::from_secs(5), || async {
+        replica
+            .app
+            .calls
+            .store()
+            .read_state(&sid)
+            .await
+            .unwrap()
+            .filter(|s| s.status == calls_core::state::CallStatus::Ended)
+    })
+    .await
+    .expect("the call's state ends")
+}
+
+/// The `url` attribute of the TwiML's `<Stream>`.
+pub fn stream_url_of(twiml: &str) -> String {
+    let start = twiml
+        .find("<Stream url=\"")
+        .expect("a <Stream> in the TwiML")
+        + 13;
+    let end = start + twiml[start..].find('"').unwrap();
+    twiml[start..end].replace("&amp;", "&")
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A Twilio-like Media Streams peer.
+pub struct TwilioStream {
+    pub ws: Ws,
+    pub stream_sid: String,
+    seq: u64,
+}
+
+/// One 20 ms mu-law frame (160 bytes of digital silence), base64 as Twilio sends it.
+pub static FRAME_B64: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode([0xffu8; 160])
+});
+
+impl TwilioStream {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket");
+        Self {
+            ws,
+            stream_sid: format!("MZ{:032x}", rand_u64()),
+            seq: 0,
+        }
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.ws
+            .send(Message::Text(value.to_string().into()))
+            .await
+            .expect("send");
+    }
+
+    fn next_seq(&mut self) -> String {
+        self.seq += 1;
+        self.seq.to_string()
+    }
+
+    pub async fn connected(&mut self) {
+        self.send(json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            .await;
+    }
+
+    pub async fn start(&mut self, call_sid: &str) {
+        let seq = self.next_seq();
+        let stream_sid = self.stream_sid.clone();
+        self.send(json!({
+            "event": "start",
+            "sequenceNumber": seq,
+            "streamSid": stream_sid,
+            "start": {
+                "accountSid": "AC0123456789abcdef0123456789abcdef",
+                "streamSid": stream_sid,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": {"CallSid": call_sid, "tenant": "acme"}
+            }
+        }))
+        .await;
+    }
+
+    pub async fn media(&mut self, chunk: u64, payload: &str) {
+        let seq = self.next_seq();
+        let stream_sid = self.stream_sid.clone();
+        self.send(json!({
+            "event": "media",
+            "sequenceNumber": seq,
+            "streamSid": stream_sid,
+            "media": {"track": "inbound", "chunk": chunk.to_string(),
+                      "timestamp": (chunk * 20).to_string(), "payload": payload}
+        }))
+        .await;
+    }
+
+    pub async fn mark(&mut self, name: &str) {
+        let seq = self.next_seq();
+        let stream_sid = self.stream_sid.clone();
+        self.send(
+            json!({"event": "mark", "sequenceNumber": seq, "streamSid": stream_sid,
+                         "mark": {"name": name}}),
+        )
+        .await;
+    }
+
+    pub async fn dtmf(&mut self, digit: &str) {
+        let seq = self.next_seq();
+        let stream_sid = self.stream_sid.clone();
+        self.send(
+            json!({"event": "dtmf", "sequenceNumber": seq, "streamSid": stream_sid,
+                         "dtmf": {"track": "inbound_track", "digit": digit}}),
+        )
+        .await;
+    }
+
+    pub async fn stop(&mut self, call_sid: &str) {
+        let seq = self.next_seq();
+        let stream_sid = self.stream_sid.clone();
+        self.send(
+            json!({"event": "stop", "sequenceNumber": seq, "streamSid": stream_sid,
+                         "stop": {"accountSid": "AC0123456789abcdef0123456789abcdef",
+                                  "callSid": call_sid}}),
+        )
+        .await;
+    }
+
+    /// The next text message as JSON, or None on close/timeout.
+    pub async fn recv_json(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(wait, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    return Some(serde_json::from_str(&text).expect("server sends JSON"));
+                }
+                Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Err(_) | Ok(Some(Err(_))) => {
+                    return None;
+                }
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Waits for the server's close frame and returns its code.
+    pub async fn close_code(&mut self, wait: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Ok(Some(Ok(Message::Close(frame)))) => {
+                    return frame.map(|f: CloseFrame| u16::from(f.code));
+                }
+                Ok(Some(Ok(_))) => continue,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Sends `frames` media messages and checks each is echoed with this stream's SID.
+    pub async fn echo_round(&mut self, frames: u64) {
+        for chunk in 1..=frames {
+            self.media(chunk, &FRAME_B64).await;
+            let echoed = self
+                .recv_json(Duration::from_secs(5))
+                .await
+                .expect("an echo");
+            assert_eq!(echoed["event"], "media");
+            assert_eq!(echoed["streamSid"], self.stream_sid.as_str());
+            assert_eq!(echoed["media"]["payload"], FRAME_B64.as_str());
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    hasher.finish()
+}
+
+/// Polls `f` until it returns Some, for up to `wait`.
+pub async fn eventually<T, F, Fut>(wait: Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        if let Some(value) = f().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+// ---- The nginx front (deploy/nginx/templates/default.conf.template) and a client that talks to a
+// ---- cluster by URL rather than to an in-process `Replica`.
+
+/// Posts a status callback to `base` and returns the HTTP status.
+pub async fn status_at(base: &str, call_sid: &str, call_status: &str) -> u16 {
+    post_form(
+        &format!("{base}/twilio/status"),
+        &[("CallSid", call_sid), ("CallStatus", call_status)],
+        None,
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+impl TwilioStream {
+    /// True if the server side closed the socket (close frame, EOF or reset) within `wait`;
+    /// false if it was still open when `wait` ran out.
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match tokio::time::timeout_at(deadline, self.ws.next()).await {
+                Err(_) => return false,
+                Ok(None) | Ok(Some(Err(_))) | Ok(Some(Ok(Message::Close(_)))) => return true,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+}

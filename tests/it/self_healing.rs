@@ -1,0 +1,416 @@
+//! Self-healing with real processes (SPEC §4, §7): replicas are the built binary, Redis is a real
+//! redis-server; tests kill -9, pause, restart and stop them and watch the cluster converge.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::helpers::*;
+use serde_json::Value;
+use testkit::{RedisServer, ReplicaProcess};
+
+const LEASE_SECS: u64 = 3;
+const TICK_SECS: u64 = 1;
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_prosaas-calls"))
+}
+
+fn spawn(redis: &RedisServer, id: &str, limit: u64, extra: &[(&str, &str)]) -> ReplicaProcess {
+    let mut env = vec![
+        ("REDIS_URL", redis.url()),
+        ("MAX_CONCURRENT_CALLS", limit.to_string()),
+        ("CALL_LEASE_SECS", LEASE_SECS.to_string()),
+        ("RENEW_INTERVAL_SECS", TICK_SECS.to_string()),
+        ("CALL_LOCK_TTL_SECS", "5".to_string()),
+    ];
+    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    ReplicaProcess::spawn(binary(), id, &env).expect("replica starts")
+}
+
+/// Waits until a brand-new (or emptied) Redis opens admissions (SPEC §4, `calls:epoch`).
+async fn wait_admissions_open(redis: &RedisServer) {
+    let opened = eventually(Duration::from_secs(10), || async {
+        let opens: u64 = redis.cli(&["GET", "calls:epoch"]).ok()?.parse().ok()?;
+        let time = redis.cli(&["TIME"]).ok()?;
+        let mut parts = time.lines();
+        let secs: u64 = parts.next()?.parse().ok()?;
+        let micros: u64 = parts.next()?.parse().ok()?;
+        (secs * 1000 + micros / 1000 >= opens).then_some(())
+    })
+    .await;
+    assert!(opened.is_some(), "admissions never opened");
+}
+
+fn active(redis: &RedisServer) -> u64 {
+    redis
+        .cli(&["GET", "calls:active_count"])
+        .unwrap()
+        .parse()
+        .unwrap_or(0)
+}
+
+async fn open_call(replica: &ReplicaProcess, n: usize) -> TwilioStream {
+    let (status, twiml) = voice_at(&replica.url("/twilio/voice"), &sid(n)).await;
+    assert_eq!(status, 200, "call {n}: {twiml}");
+    let url = format!("ws://127.0.0.1:{}/twilio/stream", replica.port);
+    let mut stream = TwilioStream::connect(&url).await;
+    stream.connected().await;
+    stream.start(&sid(n)).await;
+    stream.echo_round(1).await;
+    stream
+}
+
+/// Two replicas with calls 1 and 2 live on the first, 3 and 4 on the second.
+async fn two_replicas_four_calls(
+    redis: &RedisServer,
+    limit: u64,
+) -> (ReplicaProcess, ReplicaProcess, Vec<TwilioStream>) {
+    let a = spawn(redis, "a", limit, &[]);
+    let b = spawn(redis, "b", limit, &[]);
+    wait_admissions_open(redis).await;
+    let calls = vec![
+        open_call(&a, 1).await,
+        open_call(&a, 2).await,
+        open_call(&b, 3).await,
+        open_call(&b, 4).await,
+    ];
+    (a, b, calls)
+}
+
+/// Posts webhooks for calls `range` all at once, spread over `replicas`; returns how many got 200.
+async fn race_webhooks(replicas: &[&ReplicaProcess], range: std::ops::Range<usize>) -> u64 {
+    let racing: Vec<_> = range
+        .map(|n| {
+            let url = replicas[n % replicas.len()].url("/twilio/voice");
+            tokio::spawn(async move { voice_at(&url, &sid(n)).await.0 })
+        })
+        .collect();
+    let mut admitted = 0;
+    for race in racing {
+        if race.await.unwrap() == 200 {
+            admitted += 1;
+        }
+    }
+    admitted
+}
+
+async fn get_json(url: &str) -> (u16, Value) {
+    let response = client().get(url).send().await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap_or_default();
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+async fn status_of(url: &str) -> u16 {
+    client().get(url).send().await.unwrap().status().as_u16()
+}
+
+/// Polls the cluster count until it equals `want` or `wait` passes; returns the last value.
+async fn converge(redis: &RedisServer, want: u64, wait: Duration) -> u64 {
+    eventually(wait, || async {
+        Some(active(redis)).filter(|a| *a == want)
+    })
+    .await
+    .unwrap_or_else(|| active(redis))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_frees_the_dead_replicas_slots_within_a_lease() {
+    let redis = RedisServer::start().unwrap();
+    let mut doomed = spawn(&redis, "doomed", 7, &[]);
+    let survivor = spawn(&redis, "survivor", 7, &[]);
+    wait_admissions_open(&redis).await;
+    let mut dying = Vec::new();
+    for n in 0..5 {
+        dying.push(open_call(&doomed, n).await);
+    }
+    let mut living = vec![
+        open_call(&survivor, 10).await,
+        open_call(&survivor, 11).await,
+    ];
+    assert_eq!(active(&redis), 7);
+    assert_eq!(
+        voice_at(&survivor.url("/twilio/voice"), &sid(20)).await.0,
+        503
+    );
+
+    doomed.kill9();
+    let killed_at = std::time::Instant::now();
+    for stream in &mut dying {
+        assert_eq!(
+            stream.recv_json(Duration::from_secs(2)).await,
+            None,
+            "socket closed"
+        );
+    }
+    // The survivor's calls never notice, and its ticks reclaim the dead replica's slots.
+    let mut converged = None;
+    while killed_at.elapsed() < Duration::from_secs(LEASE_SECS + TICK_SECS + 2) {
+        for stream in &mut living {
+            stream.echo_round(1).await;
+        }
+        if active(&redis) == 2 {
+            converged = Some(killed_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = converged.expect("count converged to the survivor's calls");
+    assert!(
+        took <= Duration::from_millis((LEASE_SECS + TICK_SECS) * 1000 + 500),
+        "converged after {took:?}"
+    );
+    let state = redis
+        .cli(&["GET", &format!("calls:state:{}", sid(0))])
+        .unwrap();
+    assert!(
+        state.contains("\"end_reason\":\"lease_expired\""),
+        "{state}"
+    );
+    // The freed slots are usable again.
+    for n in 30..35 {
+        assert_eq!(
+            voice_at(&survivor.url("/twilio/voice"), &sid(n)).await.0,
+            200
+        );
+    }
+    assert_eq!(
+        voice_at(&survivor.url("/twilio/voice"), &sid(40)).await.0,
+        503
+    );
+    for stream in &mut living {
+        stream.echo_round(2).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_gets_every_live_call_back_within_a_tick() {
+    let mut redis = RedisServer::start().unwrap();
+    let (_a, _b, mut calls) = two_replicas_four_calls(&redis, 10).await;
+    assert_eq!(active(&redis), 4);
+    redis.restart_empty().unwrap();
+    assert_eq!(redis.cli(&["EXISTS", "calls:slots"]).unwrap(), "0");
+    let restarted = std::time::Instant::now();
+    // Echo goes on untouched while the replicas re-register.
+    for stream in &mut calls {
+        stream.echo_round(1).await;
+    }
+    let count = converge(&redis, 4, Duration::from_millis(TICK_SECS * 1000 + 900)).await;
+    assert_eq!(
+        count,
+        4,
+        "re-registered within one tick (+ margin), after {:?}",
+        restarted.elapsed()
+    );
+    for n in 1..=4 {
+        let state = redis
+            .cli(&["GET", &format!("calls:state:{}", sid(n))])
+            .unwrap();
+        assert!(state.contains("\"status\":\"active\""), "call {n}: {state}");
+        assert_eq!(
+            redis
+                .cli(&["EXISTS", &format!("calls:lock:{}", sid(n))])
+                .unwrap(),
+            "1"
+        );
+    }
+    for stream in &mut calls {
+        stream.echo_round(2).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_data_loss_new_calls_wait_for_live_ones_to_reregister() {
+    let mut redis = RedisServer::start().unwrap();
+    let (a, b, mut calls) = two_replicas_four_calls(&redis, 5).await;
+    redis.restart_empty().unwrap();
+    // Ten webhooks race at once, through both replicas, right after the loss.
+    let admitted = race_webhooks(&[&a, &b], 100..110).await;
+    assert!(
+        admitted <= 1,
+        "{admitted} admitted while live calls re-registered"
+    );
+    wait_admissions_open(&redis).await;
+    assert_eq!(
+        converge(&redis, 4 + admitted, Duration::from_secs(2)).await,
+        4 + admitted
+    );
+    // Once open, the one free slot goes to exactly one of ten more racers.
+    let later = race_webhooks(&[&a, &b], 200..210).await;
+    assert_eq!(admitted + later, 1, "exactly the one free slot is taken");
+    assert_eq!(active(&redis), 5);
+    for stream in &mut calls {
+        stream.echo_round(1).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_live_calls_go_on_and_admission_comes_back() {
+    let mut redis = RedisServer::start().unwrap();
+    let replica = spawn(&redis, "solo", 10, &[]);
+    wait_admissions_open(&redis).await;
+    let mut calls = vec![open_call(&replica, 1).await, open_call(&replica, 2).await];
+    redis.stop();
+    for _ in 0..3 {
+        for stream in &mut calls {
+            stream.echo_round(5).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        voice_at(&replica.url("/twilio/voice"), &sid(3)).await.0,
+        503
+    );
+    assert_eq!(status_of(&replica.url("/readyz")).await, 503);
+    let (status, metrics) = get_json(&replica.url("/metrics.json")).await;
+    assert_eq!(status, 503);
+    assert_eq!(metrics["replica"]["calls_active"], 2);
+
+    redis.start_again().unwrap();
+    let ready = eventually(Duration::from_secs(5), || async {
+        (status_of(&replica.url("/readyz")).await == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "ready again without a restart");
+    assert_eq!(converge(&redis, 2, Duration::from_secs(3)).await, 2);
+    wait_admissions_open(&redis).await;
+    assert_eq!(
+        voice_at(&replica.url("/twilio/voice"), &sid(3)).await.0,
+        200
+    );
+    for stream in &mut calls {
+        stream.echo_round(2).await;
+    }
+    let log = replica.log();
+    assert!(log.contains("re-registered"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_replica_reregisters_its_calls_and_nothing_new_gets_in() {
+    let redis = RedisServer::start().unwrap();
+    let paused = spawn(&redis, "paused", 4, &[]);
+    let other = spawn(&redis, "other", 4, &[]);
+    wait_admissions_open(&redis).await;
+    let mut sleepers = Vec::new();
+    for n in 0..3 {
+        sleepers.push(open_call(&paused, n).await);
+    }
+    paused.signal("STOP").unwrap();
+    // The other replica's ticks reclaim the paused one's lapsed slots...
+    assert_eq!(
+        converge(&redis, 0, Duration::from_secs(LEASE_SECS + TICK_SECS + 2)).await,
+        0
+    );
+    // ...and new calls take them.
+    let mut newcomers = Vec::new();
+    for n in 10..13 {
+        newcomers.push(open_call(&other, n).await);
+    }
+    assert_eq!(active(&redis), 3);
+    paused.signal("CONT").unwrap();
+    // A live call is never dropped by the limiter: the paused replica's calls come back.
+    assert_eq!(converge(&redis, 6, Duration::from_secs(3)).await, 6);
+    assert_eq!(voice_at(&other.url("/twilio/voice"), &sid(50)).await.0, 503);
+    assert_eq!(
+        voice_at(&paused.url("/twilio/voice"), &sid(51)).await.0,
+        503
+    );
+    for stream in sleepers.iter_mut().chain(newcomers.iter_mut()) {
+        stream.echo_round(1).await;
+    }
+    let metrics = client()
+        .get(paused.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("calls_reregistered_total 3"), "{metrics}");
+    assert!(
+        !metrics.contains("calls_over_limit_events_total 0"),
+        "{metrics}"
+    );
+    let log = paused.log();
+    assert!(log.contains("above its limit"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_longer_than_the_state_ttl_keeps_its_state() {
+    let redis = RedisServer::start().unwrap();
+    let replica = spawn(&redis, "solo", 5, &[("CALL_STATE_TTL_SECS", "2")]);
+    wait_admissions_open(&redis).await;
+    let mut call = open_call(&replica, 1).await;
+    let key = format!("calls:state:{}", sid(1));
+    for _ in 0..10 {
+        call.echo_round(2).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let ttl: i64 = redis.cli(&["TTL", &key]).unwrap().parse().unwrap();
+        assert!(ttl > 0, "state expired during the call (TTL {ttl})");
+    }
+    call.stop(&sid(1)).await;
+    let ended = eventually(Duration::from_secs(3), || async {
+        let state = redis.cli(&["GET", &key]).ok()?;
+        state.contains("\"status\":\"ended\"").then_some(state)
+    })
+    .await
+    .expect("final state written");
+    assert!(ended.contains("\"frames_in\":21"), "{ended}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_live_calls_then_exits_zero() {
+    let redis = RedisServer::start().unwrap();
+    let mut replica = spawn(&redis, "drainer", 5, &[("DRAIN_TIMEOUT_SECS", "30")]);
+    wait_admissions_open(&redis).await;
+    let mut call = open_call(&replica, 1).await;
+    replica.signal("TERM").unwrap();
+    let unready = eventually(Duration::from_secs(2), || async {
+        (status_of(&replica.url("/readyz")).await == 503).then_some(())
+    })
+    .await;
+    assert!(unready.is_some(), "readiness drops at once");
+    assert_eq!(
+        voice_at(&replica.url("/twilio/voice"), &sid(2)).await.0,
+        503
+    );
+    let (_, metrics) = get_json(&replica.url("/metrics.json")).await;
+    assert_eq!(metrics["replica"]["draining"], true);
+    // The live call goes on while draining.
+    call.echo_round(10).await;
+    call.stop(&sid(1)).await;
+    let code = tokio::task::spawn_blocking(move || {
+        let code = replica.wait_exit(Duration::from_secs(10));
+        (code, replica)
+    })
+    .await
+    .unwrap();
+    assert_eq!(code.0.unwrap(), Some(0));
+    assert_eq!(active(&redis), 0);
+    let state = redis
+        .cli(&["GET", &format!("calls:state:{}", sid(1))])
+        .unwrap();
+    assert!(state.contains("\"end_reason\":\"stop\""), "{state}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_timeout_ends_remaining_calls_and_releases_them() {
+    let redis = RedisServer::start().unwrap();
+    let mut replica = spawn(&redis, "impatient", 5, &[("DRAIN_TIMEOUT_SECS", "1")]);
+    wait_admissions_open(&redis).await;
+    let mut call = open_call(&replica, 1).await;
+    replica.signal("INT").unwrap();
+    assert_eq!(call.close_code(Duration::from_secs(5)).await, Some(1001));
+    let code = tokio::task::spawn_blocking(move || replica.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(code.unwrap(), Some(0));
+    assert_eq!(active(&redis), 0);
+    let state = redis
+        .cli(&["GET", &format!("calls:state:{}", sid(1))])
+        .unwrap();
+    assert!(
+        state.contains("\"end_reason\":\"drain_timeout\""),
+        "{state}"
+    );
+}
