@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use tracing::warn;
 
 use calls_core::call_sid::CallSid;
@@ -15,6 +15,7 @@ use twilio::{signature, twiml};
 
 use crate::app::App;
 
+mod fallback;
 mod ops;
 mod status;
 mod stream;
@@ -25,8 +26,14 @@ const MAX_FORM_BYTES: usize = 64 * 1024;
 
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
-        .route("/twilio/voice", post(voice::handle))
-        .route("/twilio/status", post(status::handle))
+        // Twilio lets a number's webhooks use GET (parameters in the query string): every Twilio
+        // endpoint but the stream accepts both.
+        .route("/twilio/voice", get(voice::handle).post(voice::handle))
+        .route("/twilio/status", get(status::handle).post(status::handle))
+        .route(
+            "/twilio/fallback",
+            get(fallback::handle).post(fallback::handle),
+        )
         .route("/twilio/stream", get(stream::handle))
         .route("/metrics.json", get(ops::metrics_json))
         .route("/metrics", get(ops::metrics_text))
@@ -99,25 +106,43 @@ impl TwilioForm {
     }
 }
 
-/// Parses a Twilio webhook (voice or status) and its `CallSid`, checking the signature when
+/// A Twilio request as the handlers receive it: GET (parameters in the query string) or POST
+/// (form body).
+pub struct TwilioRequest<'a> {
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    pub uri: &'a Uri,
+    pub body: &'a [u8],
+}
+
+/// Parses a Twilio webhook (voice, status, …) and its `CallSid`, checking the signature when
 /// `TWILIO_AUTH_TOKEN` is set.
 pub fn twilio_call_form(
     app: &App,
-    headers: &HeaderMap,
-    uri: &Uri,
-    body: &[u8],
+    request: &TwilioRequest<'_>,
 ) -> Result<(TwilioForm, CallSid), Refused> {
-    let form = twilio_form(app, headers, uri, body)?;
-    let call_sid = form.call_sid(app, uri)?;
+    let form = twilio_form(app, request)?;
+    let call_sid = form.call_sid(app, request.uri)?;
     Ok((form, call_sid))
 }
 
-fn twilio_form(
-    app: &App,
-    headers: &HeaderMap,
-    uri: &Uri,
-    body: &[u8],
-) -> Result<TwilioForm, Refused> {
+/// Parses a Twilio request's parameters and checks its signature. Twilio signs the full URL it
+/// requested (query included) followed, for a POST, by the sorted form parameters.
+pub fn twilio_form(app: &App, request: &TwilioRequest<'_>) -> Result<TwilioForm, Refused> {
+    let TwilioRequest {
+        method,
+        headers,
+        uri,
+        body,
+    } = *request;
+    if method == Method::GET {
+        let query = uri.query().unwrap_or("");
+        let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        check_signature(app, headers, uri, &public_url_of(app, uri), &[])?;
+        return Ok(TwilioForm { params });
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

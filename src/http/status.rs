@@ -5,19 +5,26 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::twilio_call_form;
+use super::{TwilioRequest, twilio_call_form};
 use crate::app::App;
 
 pub async fn handle(
     State(app): State<Arc<App>>,
+    method: Method,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (form, call_sid) = match twilio_call_form(&app, &headers, &uri, &body) {
+    let request = TwilioRequest {
+        method: &method,
+        headers: &headers,
+        uri: &uri,
+        body: &body,
+    };
+    let (form, call_sid) = match twilio_call_form(&app, &request) {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };

@@ -5,31 +5,38 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use calls_core::calls::{RejectReason, WebhookCall, WebhookOutcome};
 use tracing::info;
 use twilio::twiml;
 
-use super::{stream_url, twilio_call_form};
+use super::{TwilioRequest, stream_url, twilio_call_form};
 use crate::app::App;
 use crate::config::RejectMode;
 
 pub async fn handle(
     State(app): State<Arc<App>>,
+    method: Method,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let (form, call_sid) = match twilio_call_form(&app, &headers, &uri, &body) {
+    let request = TwilioRequest {
+        method: &method,
+        headers: &headers,
+        uri: &uri,
+        body: &body,
+    };
+    let (form, call_sid) = match twilio_call_form(&app, &request) {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
     if app.is_draining() {
         app.metrics.rejected(RejectReason::Draining.as_str());
         info!(%call_sid, "call refused: replica is draining");
-        return reject(&app);
+        return reject(&app, RejectReason::Draining);
     }
     let call = WebhookCall {
         account_sid: form.get("AccountSid").map(str::to_owned),
@@ -43,11 +50,11 @@ pub async fn handle(
             let body = twiml::connect_stream(&url, &[("CallSid", call_sid.as_str())]);
             xml(StatusCode::OK, body)
         }
-        WebhookOutcome::Reject(_) => reject(&app),
+        WebhookOutcome::Reject(reason) => reject(&app, reason),
     }
 }
 
-fn xml(status: StatusCode, body: String) -> Response {
+pub(super) fn xml(status: StatusCode, body: String) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
@@ -56,15 +63,16 @@ fn xml(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-/// The configured reject mode (SPEC §2 `REJECT_MODE`).
-fn reject(app: &App) -> Response {
+/// The configured reject mode (SPEC §2 `REJECT_MODE`). A 503's body says why (it is no secret, and
+/// an operator reading Twilio's debugger needs it); the caller hears the same either way.
+fn reject(app: &App, reason: RejectReason) -> Response {
     let reject = &app.config.reject;
     match reject.mode {
         RejectMode::ServiceUnavailable => {
             let mut response = (
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                "all lines are busy\n",
+                refusal_text(reason),
             )
                 .into_response();
             response.headers_mut().insert(
@@ -73,10 +81,29 @@ fn reject(app: &App) -> Response {
             );
             response
         }
-        RejectMode::Twiml => xml(
-            StatusCode::OK,
-            twiml::say_then(&reject.message, reject.redirect_url.as_deref()),
-        ),
+        RejectMode::Twiml => fallback_twiml(app),
         RejectMode::Busy => xml(StatusCode::OK, twiml::reject_busy()),
+    }
+}
+
+/// The `twiml` reject: `REJECT_MESSAGE`, then `REJECT_REDIRECT_URL` or hang up. Also what the
+/// fallback endpoint answers, whatever `REJECT_MODE` is.
+pub(super) fn fallback_twiml(app: &App) -> Response {
+    let reject = &app.config.reject;
+    xml(
+        StatusCode::OK,
+        twiml::say_then(&reject.message, reject.redirect_url.as_deref()),
+    )
+}
+
+/// The 503 body for each refusal.
+fn refusal_text(reason: RejectReason) -> &'static str {
+    match reason {
+        RejectReason::MaxConcurrent => "all lines are busy\n",
+        RejectReason::Draining => "this replica is draining\n",
+        RejectReason::Recovering => {
+            "the state store lost its data; live calls are re-registering\n"
+        }
+        RejectReason::StoreUnavailable => "the state store is unreachable\n",
     }
 }

@@ -11,3 +11,4 @@ mod store_suite;
 mod stream_bad_input;
 mod stream_drain;
 mod twilio_e2e;
+mod twilio_setup;

@@ -263,6 +263,7 @@ impl Calls {
             // tokens are unique per stream; refuse rather than double-serve.
             return Err(StreamRefusal::LockedElsewhere);
         }
+        self.events.stream_started();
         self.events.live_streams(self.live.len());
         info!(%call_sid, new_slot = admitted, "stream started");
         Ok(live)

@@ -18,6 +18,8 @@ pub trait CallEvents: Send + Sync + 'static {
     fn store_error(&self, _op: &'static str) {}
     /// One admission's round trip to the store, admitted or refused.
     fn admission_time(&self, _elapsed: Duration) {}
+    /// A media stream started on this replica (whether or not it took a new slot).
+    fn stream_started(&self) {}
     /// The number of streams live on this replica changed.
     fn live_streams(&self, _count: usize) {}
     /// A live stream ended, for `reason`.

@@ -36,6 +36,21 @@ pub enum EndReason {
 }
 
 impl EndReason {
+    /// Every reason a replica records, for metrics that must exist at zero from start-up.
+    pub const ALL: [Self; 11] = [
+        Self::Stop,
+        Self::StatusCallback,
+        Self::Disconnected,
+        Self::IdleTimeout,
+        Self::StartTimeout,
+        Self::DrainTimeout,
+        Self::LeaseExpired,
+        Self::LockLost,
+        Self::SlowConsumer,
+        Self::MessageTooLarge,
+        Self::Error,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Stop => "stop",

@@ -1,6 +1,8 @@
 //! Every metric this replica exposes (SPEC §6), registered once in a per-process registry.
 //! Label values come from fixed sets (reasons, operations), never from call SIDs.
 
+mod process;
+
 use std::time::Duration;
 
 use calls_core::calls::RejectReason;
@@ -44,6 +46,11 @@ pub struct Metrics {
     pub http_rejected: Family<Label, Counter>,
     /// `MAX_CONCURRENT_CALLS`, so dashboards draw the limit beside the live calls.
     pub max_concurrent: Gauge,
+    /// Media streams this replica served (`calls_started` counts slots taken, webhooks included).
+    pub streams_started: Counter,
+    /// Fallback-URL requests answered with the fallback message.
+    pub fallbacks_served: Counter,
+    process: process::ProcessMetrics,
 }
 
 impl Default for Metrics {
@@ -79,6 +86,9 @@ impl Metrics {
             over_limit_events: Counter::default(),
             http_rejected: Family::default(),
             max_concurrent: Gauge::default(),
+            streams_started: Counter::default(),
+            fallbacks_served: Counter::default(),
+            process: process::ProcessMetrics::default(),
             registry: Registry::default(),
         };
         let reg = &mut registry;
@@ -177,6 +187,37 @@ impl Metrics {
             "MAX_CONCURRENT_CALLS as this replica was configured",
             m.max_concurrent.clone(),
         );
+        reg.register(
+            "calls_streams_started",
+            "Media streams this replica started serving",
+            m.streams_started.clone(),
+        );
+        reg.register(
+            "calls_fallback_served",
+            "Fallback-URL requests answered with the fallback message",
+            m.fallbacks_served.clone(),
+        );
+        let build_info = Family::<[(&'static str, &'static str); 2], Gauge>::default();
+        build_info
+            .get_or_create(&[
+                ("version", env!("CARGO_PKG_VERSION")),
+                ("commit", env!("PROSAAS_CALLS_COMMIT")),
+            ])
+            .set(1);
+        reg.register(
+            "prosaas_calls_build_info",
+            "Always 1; the labels say which build this replica runs",
+            build_info,
+        );
+        m.process.register(reg);
+        // Every known label exists at zero from start-up, so `increase(...) > 0` sees the first
+        // incident instead of a series that appears with it.
+        for reason in RejectReason::ALL {
+            at_zero(&m.calls_rejected, "reason", reason.as_str());
+        }
+        for reason in EndReason::ALL {
+            at_zero(&m.calls_ended, "reason", reason.as_str());
+        }
         Self { registry, ..m }
     }
 
@@ -208,11 +249,17 @@ impl Metrics {
 
     /// Prometheus text exposition of everything registered.
     pub fn render(&self) -> String {
+        self.process.refresh();
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);
         out
     }
+}
+
+/// Creates the series `family{name="value"}` at zero.
+fn at_zero(family: &Family<Label, Counter>, name: &'static str, value: &'static str) {
+    drop(family.get_or_create(&[(name, value)]));
 }
 
 /// The call core reports here; each event becomes the counters SPEC §6 names.
@@ -234,6 +281,10 @@ impl CallEvents for Metrics {
 
     fn admission_time(&self, elapsed: Duration) {
         self.admission_duration.observe(elapsed.as_secs_f64());
+    }
+
+    fn stream_started(&self) {
+        self.streams_started.inc();
     }
 
     fn live_streams(&self, count: usize) {
