@@ -1,5 +1,6 @@
 //! `prosaas-calls-sim`: behaves like Twilio for N calls against a loopback server (webhook, Media
 //! Stream, real-time audio) and reports admission, loss, echo latency and per-frame costs.
+//! Exits 0 when the run passed, 1 when it should fail a deploy gate, 2 on bad arguments.
 
 #![forbid(unsafe_code)]
 
@@ -75,6 +76,13 @@ struct Cli {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Refusals are expected (a run over the limit): they do not fail the run.
+    #[arg(long)]
+    allow_rejected: bool,
+    /// Largest share of sent frames, in percent, that may go unechoed (echo mode) before the run
+    /// fails.
+    #[arg(long, default_value_t = 0.1)]
+    max_loss_percent: f64,
 }
 
 fn seconds(text: &str) -> Result<Duration, String> {
@@ -163,8 +171,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     } else {
         print!("{}", report.table());
     }
-    Ok(match report.outcome {
-        "finished" => ExitCode::SUCCESS,
-        _ => ExitCode::FAILURE,
+    // Exit 1 when the run should fail a deploy gate; the reasons go to stderr.
+    let failures = report.failures(cli.allow_rejected, cli.max_loss_percent);
+    for failure in &failures {
+        eprintln!("prosaas-calls-sim: FAILED: {failure}");
+    }
+    Ok(if failures.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     })
 }

@@ -197,6 +197,41 @@ impl Report {
         }
     }
 
+    /// Why this run should fail a deploy gate, if it should: the run did not finish, a call
+    /// failed, a call was refused when refusals were not expected, or more than
+    /// `max_loss_percent` of the frames sent were not echoed. Empty: the run passed.
+    pub fn failures(&self, allow_rejected: bool, max_loss_percent: f64) -> Vec<String> {
+        let mut failures = Vec::new();
+        if self.outcome != "finished" {
+            failures.push(format!("the run did not finish ({})", self.outcome));
+        }
+        if self.calls.failed > 0 {
+            failures.push(format!(
+                "{} of {} calls failed",
+                self.calls.failed, self.calls.launched
+            ));
+        }
+        if self.calls.rejected > 0 && !allow_rejected {
+            failures.push(format!(
+                "{} calls were refused (pass --allow-rejected when refusals are expected)",
+                self.calls.rejected
+            ));
+        }
+        if let Some(lost) = self.frames.lost
+            && self.frames.sent > 0
+        {
+            #[allow(clippy::cast_precision_loss)]
+            let percent = lost as f64 * 100.0 / self.frames.sent as f64;
+            if percent > max_loss_percent {
+                failures.push(format!(
+                    "{lost} of {} frames were not echoed ({percent:.3} % > {max_loss_percent} %)",
+                    self.frames.sent
+                ));
+            }
+        }
+        failures
+    }
+
     /// The report as a plain-text table.
     pub fn table(&self) -> String {
         let mut out = String::new();
@@ -343,4 +378,69 @@ impl Report {
 
 fn ms(micros: u64) -> String {
     format!("{:.2} ms", micros as f64 / 1000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(failed: u64, rejected: u64, sent: u64, echoed: u64) -> Report {
+        Report {
+            outcome: "finished",
+            elapsed_seconds: 1.0,
+            config: ConfigEcho {
+                target: "127.0.0.1:8080".into(),
+                calls: 10,
+                concurrency: 10,
+                ramp_seconds: 1.0,
+                duration_seconds: 1.0,
+                frames_per_call: 50,
+                stream_only: false,
+                signed: false,
+            },
+            calls: Calls {
+                launched: 10,
+                admitted: 10 - failed - rejected,
+                rejected,
+                rejected_by: BTreeMap::new(),
+                failed,
+                completed: 10 - failed - rejected,
+            },
+            frames: Frames {
+                sent,
+                echoed,
+                lost: Some(sent - echoed),
+                late: 0,
+                echoes_unmatched: 0,
+                other_messages: 0,
+            },
+            echo_mode: true,
+            echo_latency_us: None,
+            marks: Marks {
+                marks_sent: 0,
+                marks_echoed: 0,
+                dtmf_sent: 0,
+            },
+            window: None,
+            errors: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn a_clean_run_passes_the_gate() {
+        assert!(report(0, 0, 500, 500).failures(false, 0.1).is_empty());
+    }
+
+    #[test]
+    fn failed_calls_unexpected_refusals_and_loss_fail_it() {
+        assert_eq!(report(1, 0, 500, 500).failures(false, 0.1).len(), 1);
+        assert_eq!(report(0, 2, 500, 500).failures(false, 0.1).len(), 1);
+        assert!(report(0, 2, 500, 500).failures(true, 0.1).is_empty());
+        let lossy = report(0, 0, 1000, 990).failures(false, 0.1);
+        assert_eq!(lossy.len(), 1, "{lossy:?}");
+        assert!(report(0, 0, 1000, 990).failures(false, 1.0).is_empty());
+        let mut unfinished = report(0, 0, 500, 500);
+        unfinished.outcome = "timed_out";
+        assert_eq!(unfinished.failures(false, 0.1).len(), 1);
+    }
 }
