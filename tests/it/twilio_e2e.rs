@@ -301,21 +301,25 @@ async fn signatures_are_required_when_a_token_is_set() {
     let stream_url = stream_url_of(&twiml);
     assert_eq!(stream_url, "wss://calls.example.com/twilio/stream");
 
-    // The WebSocket handshake is signed over the stream URL exactly as the TwiML gave it.
+    // The WebSocket handshake is signed over the stream URL exactly as the TwiML gave it: unsigned,
+    // signed with another token, or signed over another URL, it is refused with 403.
     let local = format!("ws://{}/twilio/stream", replica.addr);
-    assert!(tokio_tungstenite::connect_async(&local).await.is_err());
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(&local)
-            .unwrap();
     let empty: [(String, String); 0] = [];
-    request.headers_mut().insert(
-        "x-twilio-signature",
-        signature::compute(token, &stream_url, &empty)
-            .parse()
-            .unwrap(),
+    assert_eq!(handshake_status(&local, None).await, 403, "unsigned");
+    let other_token = signature::compute("other-token", &stream_url, &empty);
+    assert_eq!(
+        handshake_status(&local, Some(&other_token)).await,
+        403,
+        "signed with another token"
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    ws.close(None).await.unwrap();
+    let other_url = signature::compute(token, "wss://elsewhere.example.com/twilio/stream", &empty);
+    assert_eq!(
+        handshake_status(&local, Some(&other_url)).await,
+        403,
+        "signed over another URL"
+    );
+    let good = signature::compute(token, &stream_url, &empty);
+    assert_eq!(handshake_status(&local, Some(&good)).await, 101);
 
     let status_url = replica.url("/twilio/status");
     let status_params = [("CallSid", sid(1)), ("CallStatus", "completed".to_string())];
@@ -339,4 +343,25 @@ async fn signatures_are_required_when_a_token_is_set() {
     assert_eq!(signed.status().as_u16(), 204);
     assert_eq!(active(&replica).await, 0);
     replica.stop().await;
+}
+
+/// The HTTP status of a WebSocket handshake to `url` (101 when it upgrades), signed with
+/// `signature` if given.
+async fn handshake_status(url: &str, signature: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    if let Some(sig) = signature {
+        request
+            .headers_mut()
+            .insert("x-twilio-signature", sig.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((mut ws, response)) => {
+            ws.close(None).await.unwrap();
+            response.status().as_u16()
+        }
+        Err(Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("handshake failed without an HTTP answer: {other}"),
+    }
 }
