@@ -147,8 +147,8 @@ async fn redis_garbage_is_counted_and_the_call_goes_on() {
     let mut call = live_call(&replica, 1).await;
 
     // A wrong-type key under the slots: every renewal fails, loudly, and the call streams on.
-    redis.cli(&["DEL", "calls:slots"]).unwrap();
-    redis.cli(&["SET", "calls:slots", "garbage"]).unwrap();
+    redis_cli(&redis, &["DEL", "calls:slots"]).await;
+    redis_cli(&redis, &["SET", "calls:slots", "garbage"]).await;
     assert!(replica.app.calls.renew(false).await.is_err());
     call.echo_round(5).await;
     let (_, text) = get(&replica.url("/metrics")).await;
@@ -160,24 +160,23 @@ async fn redis_garbage_is_counted_and_the_call_goes_on() {
     );
 
     // Repaired: the next tick re-registers the live call.
-    redis.cli(&["DEL", "calls:slots"]).unwrap();
+    redis_cli(&redis, &["DEL", "calls:slots"]).await;
     let report = replica.app.calls.renew(false).await.unwrap();
     assert_eq!(report.readded, vec![sid(1)]);
-    assert_eq!(redis.cli(&["GET", "calls:active_count"]).unwrap(), "1");
+    assert_eq!(redis_cli(&redis, &["GET", "calls:active_count"]).await, "1");
 
     // A corrupt state blob: the tick overwrites it with the live call's state.
     let key = format!("calls:state:{}", sid(1));
-    redis.cli(&["SET", &key, "{not json"]).unwrap();
+    redis_cli(&redis, &["SET", &key, "{not json"]).await;
     replica.app.calls.renew(false).await.unwrap();
     assert!(
-        redis
-            .cli(&["GET", &key])
-            .unwrap()
+        redis_cli(&redis, &["GET", &key])
+            .await
             .contains("\"status\":\"active\"")
     );
 
     // A non-number counter: /metrics.json says the store is unhappy, still shows the replica.
-    redis.cli(&["SET", "calls:stats:started", "many"]).unwrap();
+    redis_cli(&redis, &["SET", "calls:stats:started", "many"]).await;
     let (status, body) = get(&replica.url("/metrics.json")).await;
     assert_eq!(status, 503);
     let json: Value = serde_json::from_str(&body).unwrap();

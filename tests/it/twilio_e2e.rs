@@ -101,16 +101,13 @@ async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
     .expect("the slot is released");
     assert_eq!(stats.started, 1);
     if let Some(redis) = redis {
-        assert_eq!(redis.cli(&["GET", "calls:active_count"]).unwrap(), "0");
+        assert_eq!(redis_cli(redis, &["GET", "calls:active_count"]).await, "0");
         assert_eq!(
-            redis
-                .cli(&["EXISTS", &format!("calls:lock:{call}")])
-                .unwrap(),
+            redis_cli(redis, &["EXISTS", &format!("calls:lock:{call}")]).await,
             "0"
         );
-        let ttl: i64 = redis
-            .cli(&["TTL", &format!("calls:state:{call}")])
-            .unwrap()
+        let ttl: i64 = redis_cli(redis, &["TTL", &format!("calls:state:{call}")])
+            .await
             .parse()
             .unwrap();
         assert!(
@@ -157,7 +154,7 @@ async fn over_the_limit_each_reject_mode_answers_as_configured() {
     assert_eq!(response.status().as_u16(), 503);
     assert_eq!(response.headers()["retry-after"], "30");
     replica.stop().await;
-    redis.cli(&["FLUSHALL"]).unwrap();
+    redis_cli(&redis, &["FLUSHALL"]).await;
 
     let twiml_mode = RawConfig {
         reject_mode: Some("twiml".into()),
@@ -178,7 +175,7 @@ async fn over_the_limit_each_reject_mode_answers_as_configured() {
         "{body}"
     );
     replica.stop().await;
-    redis.cli(&["FLUSHALL"]).unwrap();
+    redis_cli(&redis, &["FLUSHALL"]).await;
 
     let busy = RawConfig {
         reject_mode: Some("busy".into()),
@@ -262,8 +259,8 @@ async fn bad_webhooks_get_4xx_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(huge.status().as_u16(), 413);
-    assert_eq!(redis.cli(&["GET", "calls:stats:started"]).unwrap(), "");
-    assert_eq!(redis.cli(&["KEYS", "calls:state:*"]).unwrap(), "");
+    assert_eq!(redis_cli(&redis, &["GET", "calls:stats:started"]).await, "");
+    assert_eq!(redis_cli(&redis, &["KEYS", "calls:state:*"]).await, "");
     replica.stop().await;
 }
 
@@ -291,8 +288,8 @@ async fn signatures_are_required_when_a_token_is_set() {
     let wrong = signature::compute("other-token", &format!("{public}/twilio/voice"), &owned);
     let forged = post_form(&voice_url, &pairs, Some(&wrong)).await;
     assert_eq!(forged.status().as_u16(), 403);
-    assert_eq!(redis.cli(&["KEYS", "calls:state:*"]).unwrap(), "");
-    assert_eq!(redis.cli(&["ZCARD", "calls:slots"]).unwrap(), "0");
+    assert_eq!(redis_cli(&redis, &["KEYS", "calls:state:*"]).await, "");
+    assert_eq!(redis_cli(&redis, &["ZCARD", "calls:slots"]).await, "0");
 
     let good = signature::compute(token, &format!("{public}/twilio/voice"), &owned);
     let signed = post_form(&voice_url, &pairs, Some(&good)).await;
