@@ -144,31 +144,62 @@ pub fn new_handler(kind: MediaHandlerKind) -> Box<dyn MediaHandler> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn echo_returns_frames_and_marks_in_order() {
-        let mut echo = Echo;
-        let mut out = Outbox::default();
-        let frame = MediaFrame {
-            payload_b64: "//8A",
-            audio: &[0xff, 0xff, 0x00],
+    fn frame(payload_b64: &str) -> MediaFrame<'_> {
+        MediaFrame {
+            payload_b64,
+            audio: &[],
             timestamp: Some(20),
-        };
-        echo.on_media(&frame, &mut out);
+        }
+    }
+
+    /// Echo's whole behaviour: each frame back as received, each mark answered after the audio
+    /// before it, DTMF answered with nothing, and no decoding asked for.
+    #[test]
+    fn echo_sends_frames_back_and_answers_marks_after_them() {
+        let mut echo = Echo;
+        assert!(!echo.needs_audio(), "echo forwards the payload undecoded");
+        let mut out = Outbox::default();
+        echo.on_media(&frame("//8A"), &mut out);
+        echo.on_dtmf("5", &mut out);
+        echo.on_media(&frame("AAAA/w=="), &mut out);
         echo.on_mark("m1", &mut out);
-        out.clear();
-        let sent: Vec<Outbound> = out.iter().collect();
+        echo.on_media(&frame("fn5+"), &mut out);
         assert_eq!(
-            sent,
-            vec![
+            out.iter().collect::<Vec<_>>(),
+            [
                 Outbound::Media("//8A"),
+                Outbound::Media("AAAA/w=="),
                 Outbound::Mark("m1"),
-                Outbound::Clear
+                Outbound::Media("fn5+"),
             ]
         );
+        // The stream loop resets the outbox after sending: the next frame goes out alone.
         out.reset();
         assert!(out.is_empty());
-        echo.on_media(&frame, &mut out);
-        assert_eq!(out.iter().collect::<Vec<_>>(), [Outbound::Media("//8A")]);
+        echo.on_mark("m2", &mut out);
+        assert_eq!(out.iter().collect::<Vec<_>>(), [Outbound::Mark("m2")]);
+    }
+
+    /// The outbox keeps every queued message's text apart in its one shared buffer, in order,
+    /// whatever their lengths and kinds (`clear` carries no text).
+    #[test]
+    fn outbox_returns_each_message_as_queued() {
+        let mut out = Outbox::default();
+        out.media("a");
+        out.clear();
+        out.mark("");
+        out.media("0123456789");
+        out.mark("name with spaces");
+        assert_eq!(
+            out.iter().collect::<Vec<_>>(),
+            [
+                Outbound::Media("a"),
+                Outbound::Clear,
+                Outbound::Mark(""),
+                Outbound::Media("0123456789"),
+                Outbound::Mark("name with spaces"),
+            ]
+        );
     }
 
     #[test]

@@ -156,14 +156,10 @@ pub async fn ended_state(replica: &Replica, call_sid: &str) -> calls_core::state
     .expect("the call's state ends")
 }
 
-/// The `url` attribute of the TwiML's `<Stream>`.
+/// The `url` attribute of the TwiML's `<Stream>`: the simulator's parser (one for the workspace),
+/// which also decodes XML entities.
 pub fn stream_url_of(twiml: &str) -> String {
-    let start = twiml
-        .find("<Stream url=\"")
-        .expect("a <Stream> in the TwiML")
-        + 13;
-    let end = start + twiml[start..].find('"').unwrap();
-    twiml[start..end].replace("&amp;", "&")
+    prosaas_calls_sim::webhook::stream_url_of(twiml).expect("a <Stream url=…> in the TwiML")
 }
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -375,4 +371,99 @@ impl TwilioStream {
             }
         }
     }
+}
+
+// ---- Redis as an operator reads it, without blocking an async worker: `redis-cli` through
+// ---- tokio::process, so live streams keep flowing while a test polls.
+
+/// Runs `redis-cli` against `redis` and returns its trimmed output (panics if it cannot run).
+pub async fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let url = redis.url();
+    let mut command = tokio::process::Command::new("redis-cli");
+    if let Some(path) = url.strip_prefix("redis+unix://") {
+        command.arg("-s").arg(path);
+    } else {
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|tail| tail.split('/').next())
+            .expect("redis://127.0.0.1:PORT/0");
+        command.arg("-p").arg(port);
+    }
+    let out = command
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("redis-cli runs");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// `calls:active_count` (0 when the key is missing, as after Redis lost its data).
+pub async fn active_count(redis: &RedisServer) -> u64 {
+    redis_cli(redis, &["GET", "calls:active_count"])
+        .await
+        .parse()
+        .unwrap_or(0)
+}
+
+/// `calls:state:{call_sid}` parsed, or `Value::Null` when missing or not JSON.
+pub async fn redis_state(redis: &RedisServer, call_sid: &str) -> Value {
+    let blob = redis_cli(redis, &["GET", &format!("calls:state:{call_sid}")]).await;
+    serde_json::from_str(&blob).unwrap_or(Value::Null)
+}
+
+/// Polls `calls:active_count` until it equals `want`; on timeout panics with the last value.
+/// While polling, every sample must lie within `allowed` (a count outside it is over-admission
+/// or a live call dropped, whatever the timing).
+pub async fn count_converges(
+    redis: &RedisServer,
+    want: u64,
+    allowed: std::ops::RangeInclusive<u64>,
+    wait: Duration,
+) {
+    let reached = eventually(wait, || async {
+        let count = active_count(redis).await;
+        assert!(
+            allowed.contains(&count),
+            "calls:active_count {count} outside {allowed:?} while converging to {want}"
+        );
+        (count == want).then_some(())
+    })
+    .await;
+    assert!(
+        reached.is_some(),
+        "calls:active_count is {}, never reached {want} within {wait:?}",
+        active_count(redis).await
+    );
+}
+
+/// Calls per command since start-up, from `INFO commandstats` (`cmdstat_evalsha:calls=3,…`).
+pub async fn command_calls(redis: &RedisServer) -> std::collections::BTreeMap<String, u64> {
+    redis_cli(redis, &["INFO", "commandstats"])
+        .await
+        .lines()
+        .filter_map(|line| {
+            let (name, fields) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = fields.split(',').find_map(|f| f.strip_prefix("calls="))?;
+            Some((name.to_owned(), calls.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of an unlabelled sample `name` in Prometheus text, if the metric is there.
+pub fn metric_value(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == name).then(|| value.trim().parse().ok())?
+        })
+}
+
+/// `GET url` as text.
+pub async fn get_text(url: &str) -> (u16, String) {
+    let response = client().get(url).send().await.expect("GET");
+    let status = response.status().as_u16();
+    (status, response.text().await.unwrap_or_default())
 }

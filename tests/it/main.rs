@@ -9,6 +9,7 @@ mod self_healing;
 mod sim_e2e;
 mod store_suite;
 mod stream_bad_input;
+mod stream_contract;
 mod stream_drain;
 mod twilio_e2e;
 mod twilio_setup;

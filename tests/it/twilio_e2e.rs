@@ -101,16 +101,13 @@ async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
     .expect("the slot is released");
     assert_eq!(stats.started, 1);
     if let Some(redis) = redis {
-        assert_eq!(redis.cli(&["GET", "calls:active_count"]).unwrap(), "0");
+        assert_eq!(redis_cli(redis, &["GET", "calls:active_count"]).await, "0");
         assert_eq!(
-            redis
-                .cli(&["EXISTS", &format!("calls:lock:{call}")])
-                .unwrap(),
+            redis_cli(redis, &["EXISTS", &format!("calls:lock:{call}")]).await,
             "0"
         );
-        let ttl: i64 = redis
-            .cli(&["TTL", &format!("calls:state:{call}")])
-            .unwrap()
+        let ttl: i64 = redis_cli(redis, &["TTL", &format!("calls:state:{call}")])
+            .await
             .parse()
             .unwrap();
         assert!(
@@ -157,7 +154,7 @@ async fn over_the_limit_each_reject_mode_answers_as_configured() {
     assert_eq!(response.status().as_u16(), 503);
     assert_eq!(response.headers()["retry-after"], "30");
     replica.stop().await;
-    redis.cli(&["FLUSHALL"]).unwrap();
+    redis_cli(&redis, &["FLUSHALL"]).await;
 
     let twiml_mode = RawConfig {
         reject_mode: Some("twiml".into()),
@@ -178,7 +175,7 @@ async fn over_the_limit_each_reject_mode_answers_as_configured() {
         "{body}"
     );
     replica.stop().await;
-    redis.cli(&["FLUSHALL"]).unwrap();
+    redis_cli(&redis, &["FLUSHALL"]).await;
 
     let busy = RawConfig {
         reject_mode: Some("busy".into()),
@@ -262,8 +259,8 @@ async fn bad_webhooks_get_4xx_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(huge.status().as_u16(), 413);
-    assert_eq!(redis.cli(&["GET", "calls:stats:started"]).unwrap(), "");
-    assert_eq!(redis.cli(&["KEYS", "calls:state:*"]).unwrap(), "");
+    assert_eq!(redis_cli(&redis, &["GET", "calls:stats:started"]).await, "");
+    assert_eq!(redis_cli(&redis, &["KEYS", "calls:state:*"]).await, "");
     replica.stop().await;
 }
 
@@ -291,8 +288,8 @@ async fn signatures_are_required_when_a_token_is_set() {
     let wrong = signature::compute("other-token", &format!("{public}/twilio/voice"), &owned);
     let forged = post_form(&voice_url, &pairs, Some(&wrong)).await;
     assert_eq!(forged.status().as_u16(), 403);
-    assert_eq!(redis.cli(&["KEYS", "calls:state:*"]).unwrap(), "");
-    assert_eq!(redis.cli(&["ZCARD", "calls:slots"]).unwrap(), "0");
+    assert_eq!(redis_cli(&redis, &["KEYS", "calls:state:*"]).await, "");
+    assert_eq!(redis_cli(&redis, &["ZCARD", "calls:slots"]).await, "0");
 
     let good = signature::compute(token, &format!("{public}/twilio/voice"), &owned);
     let signed = post_form(&voice_url, &pairs, Some(&good)).await;
@@ -301,21 +298,25 @@ async fn signatures_are_required_when_a_token_is_set() {
     let stream_url = stream_url_of(&twiml);
     assert_eq!(stream_url, "wss://calls.example.com/twilio/stream");
 
-    // The WebSocket handshake is signed over the stream URL exactly as the TwiML gave it.
+    // The WebSocket handshake is signed over the stream URL exactly as the TwiML gave it: unsigned,
+    // signed with another token, or signed over another URL, it is refused with 403.
     let local = format!("ws://{}/twilio/stream", replica.addr);
-    assert!(tokio_tungstenite::connect_async(&local).await.is_err());
-    let mut request =
-        tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(&local)
-            .unwrap();
     let empty: [(String, String); 0] = [];
-    request.headers_mut().insert(
-        "x-twilio-signature",
-        signature::compute(token, &stream_url, &empty)
-            .parse()
-            .unwrap(),
+    assert_eq!(handshake_status(&local, None).await, 403, "unsigned");
+    let other_token = signature::compute("other-token", &stream_url, &empty);
+    assert_eq!(
+        handshake_status(&local, Some(&other_token)).await,
+        403,
+        "signed with another token"
     );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    ws.close(None).await.unwrap();
+    let other_url = signature::compute(token, "wss://elsewhere.example.com/twilio/stream", &empty);
+    assert_eq!(
+        handshake_status(&local, Some(&other_url)).await,
+        403,
+        "signed over another URL"
+    );
+    let good = signature::compute(token, &stream_url, &empty);
+    assert_eq!(handshake_status(&local, Some(&good)).await, 101);
 
     let status_url = replica.url("/twilio/status");
     let status_params = [("CallSid", sid(1)), ("CallStatus", "completed".to_string())];
@@ -339,4 +340,25 @@ async fn signatures_are_required_when_a_token_is_set() {
     assert_eq!(signed.status().as_u16(), 204);
     assert_eq!(active(&replica).await, 0);
     replica.stop().await;
+}
+
+/// The HTTP status of a WebSocket handshake to `url` (101 when it upgrades), signed with
+/// `signature` if given.
+async fn handshake_status(url: &str, signature: Option<&str>) -> u16 {
+    use tokio_tungstenite::tungstenite::Error;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    if let Some(sig) = signature {
+        request
+            .headers_mut()
+            .insert("x-twilio-signature", sig.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((mut ws, response)) => {
+            ws.close(None).await.unwrap();
+            response.status().as_u16()
+        }
+        Err(Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("handshake failed without an HTTP answer: {other}"),
+    }
 }
