@@ -38,16 +38,23 @@ pub async fn handle(
         info!(%call_sid, "call refused: replica is draining");
         return reject(&app, RejectReason::Draining);
     }
+    let from = form.get("From");
+    let to = form.get("To");
     let call = WebhookCall {
         account_sid: form.get("AccountSid").map(str::to_owned),
-        from: form.get("From").map(str::to_owned),
-        to: form.get("To").map(str::to_owned),
+        from: from.map(str::to_owned),
+        to: to.map(str::to_owned),
     };
     match app.calls.admit_webhook(&call_sid, call).await {
         WebhookOutcome::Connect { .. } => {
             let url = stream_url(&app, &headers);
-            // The call SID travels as a <Parameter>, never in the stream URL's query string.
-            let body = twiml::connect_stream(&url, &[("CallSid", call_sid.as_str())]);
+            // Per-call values travel as <Parameter>s, never in the stream URL's query string
+            // (Twilio strips it); `from_number`/`to_number` are the names voice-agent frameworks
+            // read from `start.customParameters`.
+            let mut parameters = vec![("CallSid", call_sid.as_str())];
+            parameters.extend(from.map(|v| ("from_number", v)));
+            parameters.extend(to.map(|v| ("to_number", v)));
+            let body = twiml::connect_stream(&url, &parameters);
             xml(StatusCode::OK, body)
         }
         WebhookOutcome::Reject(reason) => reject(&app, reason),
