@@ -4,10 +4,12 @@
 mod helpers;
 
 mod cluster_nginx;
+mod cluster_script;
 mod operations;
 mod self_healing;
 mod sim_e2e;
 mod store_suite;
 mod stream_bad_input;
 mod stream_drain;
+mod tls_front;
 mod twilio_e2e;

@@ -60,7 +60,12 @@ pub fn render_nginx_template_tls(
             files.certificate.display().to_string(),
             files.key.display().to_string(),
         ),
-        None => ("#", "127.0.0.1:443".to_owned(), "-".to_owned(), "-".to_owned()),
+        None => (
+            "#",
+            "127.0.0.1:443".to_owned(),
+            "-".to_owned(),
+            "-".to_owned(),
+        ),
     };
     let rendered = template
         .replace("${NGINX_LISTEN}", &format!("127.0.0.1:{public_port}"))
@@ -143,6 +148,8 @@ impl NginxProcess {
             .arg(dir.path().join("nginx.conf"))
             .arg("-e")
             .arg(dir.path().join("error.log"))
+            // nginx reads NGINX itself (sockets inherited on a binary upgrade), not as a path.
+            .env_remove("NGINX")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
