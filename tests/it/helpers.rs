@@ -182,6 +182,11 @@ impl TwilioStream {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .expect("websocket");
+        Self::over(ws)
+    }
+
+    /// A peer over a socket the caller opened (e.g. wss:// with its own TLS settings).
+    pub fn over(ws: Ws) -> Self {
         Self {
             ws,
             stream_sid: format!("MZ{:032x}", rand_u64()),

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod cluster_nginx;
+mod cluster_script;
 mod operations;
 mod self_healing;
 mod sim_e2e;
@@ -11,5 +12,6 @@ mod store_suite;
 mod stream_bad_input;
 mod stream_contract;
 mod stream_drain;
+mod tls_front;
 mod twilio_e2e;
 mod twilio_setup;

@@ -22,18 +22,51 @@ pub const NGINX_TEMPLATE: &str = concat!(
     "/../../deploy/nginx/templates/default.conf.template"
 );
 
-/// Renders the template as scripts/cluster does: static loopback servers, no re-resolution.
+/// A certificate (chain, PEM) and its private key for the TLS listener, as files nginx reads.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub certificate: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+/// Renders the template as scripts/cluster does: static loopback servers, no re-resolution, no TLS.
 /// Panics if the template grew a placeholder this rendering does not know.
 pub fn render_nginx_template(
     public_port: u16,
     internal_port: u16,
     upstream_ports: &[u16],
 ) -> String {
+    render_nginx_template_tls(public_port, internal_port, upstream_ports, None)
+}
+
+/// As [`render_nginx_template`], and with `tls` (its port and files) the TLS listener too; without
+/// it the template's TLS lines are commented out, as compose's base file and scripts/cluster do.
+pub fn render_nginx_template_tls(
+    public_port: u16,
+    internal_port: u16,
+    upstream_ports: &[u16],
+    tls: Option<(u16, &TlsFiles)>,
+) -> String {
     let template = std::fs::read_to_string(NGINX_TEMPLATE).expect("the nginx template");
     let servers: String = upstream_ports
         .iter()
         .map(|port| format!("server 127.0.0.1:{port}; "))
         .collect();
+    // With TLS off the TLS lines are comments, so what they name does not matter.
+    let (if_tls, tls_listen, certificate, key) = match tls {
+        Some((port, files)) => (
+            "",
+            format!("127.0.0.1:{port}"),
+            files.certificate.display().to_string(),
+            files.key.display().to_string(),
+        ),
+        None => (
+            "#",
+            "127.0.0.1:443".to_owned(),
+            "-".to_owned(),
+            "-".to_owned(),
+        ),
+    };
     let rendered = template
         .replace("${NGINX_LISTEN}", &format!("127.0.0.1:{public_port}"))
         .replace(
@@ -41,7 +74,11 @@ pub fn render_nginx_template(
             &format!("127.0.0.1:{internal_port}"),
         )
         .replace("${NGINX_RESOLVER}", "127.0.0.1")
-        .replace("${CALLS_UPSTREAM_SERVERS}", &servers);
+        .replace("${CALLS_UPSTREAM_SERVERS}", &servers)
+        .replace("${NGINX_IF_TLS}", if_tls)
+        .replace("${NGINX_TLS_LISTEN}", &tls_listen)
+        .replace("${NGINX_TLS_CERTIFICATE}", &certificate)
+        .replace("${NGINX_TLS_CERTIFICATE_KEY}", &key);
     assert!(
         !rendered.contains("${"),
         "unknown placeholder left in the rendered nginx template"
@@ -55,22 +92,42 @@ pub struct NginxProcess {
     child: Option<std::process::Child>,
     pub port: u16,
     pub internal_port: u16,
+    /// The TLS listener's port, when started with [`NginxProcess::start_tls`].
+    pub tls_port: Option<u16>,
     dir: tempfile::TempDir,
 }
 
 impl NginxProcess {
     pub fn start(binary: &std::path::Path, upstream_ports: &[u16]) -> std::io::Result<Self> {
+        Self::launch(binary, upstream_ports, None)
+    }
+
+    /// As [`NginxProcess::start`], plus the TLS listener on its own free port with `tls`'s files.
+    pub fn start_tls(
+        binary: &std::path::Path,
+        upstream_ports: &[u16],
+        tls: &TlsFiles,
+    ) -> std::io::Result<Self> {
+        Self::launch(binary, upstream_ports, Some(tls))
+    }
+
+    fn launch(
+        binary: &std::path::Path,
+        upstream_ports: &[u16],
+        tls: Option<&TlsFiles>,
+    ) -> std::io::Result<Self> {
         use crate::free_port;
         let dir = tempfile::Builder::new()
             .prefix("prosaas-calls-nginx-")
             .tempdir()?;
         let port = free_port()?;
         let internal_port = free_port()?;
+        let tls_port = tls.map(|_| free_port()).transpose()?;
         let d = dir.path().display().to_string();
         std::fs::create_dir_all(dir.path().join("tmp"))?;
         std::fs::write(
             dir.path().join("calls.conf"),
-            render_nginx_template(port, internal_port, upstream_ports),
+            render_nginx_template_tls(port, internal_port, upstream_ports, tls_port.zip(tls)),
         )?;
         std::fs::write(
             dir.path().join("nginx.conf"),
@@ -91,6 +148,8 @@ impl NginxProcess {
             .arg(dir.path().join("nginx.conf"))
             .arg("-e")
             .arg(dir.path().join("error.log"))
+            // nginx reads NGINX itself (sockets inherited on a binary upgrade), not as a path.
+            .env_remove("NGINX")
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -99,6 +158,7 @@ impl NginxProcess {
             child: Some(child),
             port,
             internal_port,
+            tls_port,
             dir,
         };
         nginx.wait_ready(Duration::from_secs(10))?;
@@ -108,6 +168,12 @@ impl NginxProcess {
     /// `http://127.0.0.1:PORT{path}` on the public side.
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// `https://127.0.0.1:PORT{path}` on the TLS listener. Panics without one.
+    pub fn https_url(&self, path: &str) -> String {
+        let port = self.tls_port.expect("nginx was started without TLS");
+        format!("https://127.0.0.1:{port}{path}")
     }
 
     pub fn internal_url(&self, path: &str) -> String {
