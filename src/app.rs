@@ -59,15 +59,16 @@ fn calls_config(config: &Config) -> CallsConfig {
 ///
 /// A `REDIS_URL` the Redis client cannot use.
 pub fn build_store(config: &Config) -> Result<Arc<dyn CallStore>, StoreError> {
+    // Every field from the configuration, none from `StoreConfig::default`: one source of defaults.
     let store_config = StoreConfig {
         limit: config.max_concurrent_calls,
         state_ttl: config.call_state_ttl,
         lock_ttl: config.call_lock_ttl,
         recovery_holdoff: config.recovery_holdoff(),
-        ..StoreConfig::default()
+        op_timeout: config.store_op_timeout,
     };
-    Ok(match &config.redis_url {
-        Some(url) => Arc::new(RedisStore::connect_lazy(url, store_config)?),
+    Ok(match &config.redis {
+        Some(redis) => Arc::new(RedisStore::connect_lazy(redis.url.expose(), store_config)?),
         None => Arc::new(MemoryStore::new(store_config)),
     })
 }

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use prosaas_calls::app::{App, build_store};
 use prosaas_calls::config::{Config, LogFormat, RawConfig};
-use prosaas_calls::server;
+use prosaas_calls::{media_handler, server};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -40,13 +40,21 @@ fn main() -> ExitCode {
         Some(Command::Serve(raw)) => raw,
         None => cli.serve,
     };
+    // Exit 2 (the contract's code for a bad configuration), before logging or binding anything.
     let (config, warnings) = match Config::from_raw(&raw) {
         Ok(parsed) => parsed,
-        Err(err) => {
-            eprintln!("prosaas-calls: invalid configuration: {err}");
+        Err(errors) => {
+            eprintln!("prosaas-calls: invalid configuration:");
+            for error in &errors.0 {
+                eprintln!("  {error}");
+            }
             return ExitCode::from(2);
         }
     };
+    if let Err(unavailable) = media_handler::check_available(config.media_handler) {
+        eprintln!("prosaas-calls: invalid configuration:\n  {unavailable}");
+        return ExitCode::from(2);
+    }
     init_logging(config.log_format);
     for warning in warnings {
         warn!("{warning}");
@@ -71,19 +79,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     // Only ring is compiled in; installing it explicitly keeps rediss:// independent of how
     // rustls picks a default provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match &config.redis_url {
-        Some(_) => info!(
-            replica = %config.replica_id,
-            "state in Redis: this process is one replica of a cluster"
-        ),
-        None => warn!(
-            "REDIS_URL is not set: IN-PROCESS STATE, SINGLE REPLICA ONLY. Every replica would \
-             enforce its own limit; set REDIS_URL to run more than one"
-        ),
-    }
-    if config.twilio_auth_token.is_none() {
-        warn!("TWILIO_AUTH_TOKEN is not set: X-Twilio-Signature is NOT checked");
-    }
+    log_start_up(&config);
     let store = build_store(&config).context("state store")?;
     let listener = tokio::net::TcpListener::bind(config.listen_addr)
         .await
@@ -92,7 +88,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
         addr = %listener.local_addr()?,
         max_concurrent_calls = config.max_concurrent_calls,
         backend = store.backend().as_str(),
-        media_handler = ?config.media_handler,
         "prosaas-calls listening"
     );
     let app = App::new(config, store);
@@ -105,6 +100,68 @@ async fn run(config: Config) -> anyhow::Result<()> {
     server::serve(app, listener, shutdown).await?;
     info!("stopped");
     Ok(())
+}
+
+/// What an operator checks first: where state lives (never with credentials), the URL Twilio
+/// is told, whether signatures are checked, and what a refused or admitted call gets.
+fn log_start_up(config: &Config) {
+    match &config.redis {
+        Some(redis) => info!(
+            replica = %config.replica_id,
+            redis = %redis.target,
+            tls_ca = ?redis.tls.ca_file,
+            tls_client_cert = redis.tls.client_cert.is_some(),
+            "state in Redis: this process is one replica of a cluster"
+        ),
+        None => warn!(
+            replica = %config.replica_id,
+            "REDIS_URL is not set: IN-PROCESS STATE, SINGLE REPLICA ONLY. Every replica would \
+             enforce its own limit; set REDIS_URL to run more than one"
+        ),
+    }
+    info!(
+        public_url = config
+            .public_url
+            .as_deref()
+            .unwrap_or("unset (derived from request headers)"),
+        signatures = if config.twilio_auth_token.is_some() {
+            "checked"
+        } else {
+            "NOT checked"
+        },
+        reject_mode = config.reject.mode.as_str(),
+        media_handler = config.media_handler.as_str(),
+        max_concurrent_calls = config.max_concurrent_calls,
+        resume_limit = config.resume_limit,
+        tenant_key = config.tenant_key.as_str(),
+        "configuration"
+    );
+    if let Some(bridge) = &config.bridge {
+        // Header names only: their values are the agent's credentials.
+        let headers: Vec<&str> = bridge
+            .headers
+            .iter()
+            .map(|(name, _)| name.as_str())
+            .collect();
+        info!(
+            bridge_url = %prosaas_calls::config::redact_userinfo(bridge.url.template()),
+            bridge_headers = ?headers,
+            connect_timeout = ?bridge.connect_timeout,
+            "voice-agent bridge"
+        );
+    }
+    if config.twilio_auth_token.is_none() {
+        warn!("TWILIO_AUTH_TOKEN is not set: X-Twilio-Signature is NOT checked");
+    }
+    if let Some(url) = &config.public_url
+        && url.starts_with("http://")
+    {
+        warn!(
+            public_url = %url,
+            "PUBLIC_URL is http://, so the stream URL is ws://, which Twilio will not open: \
+             calls will be answered and then fail. Use an https:// URL in front of a TLS proxy"
+        );
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -180,7 +180,7 @@ pub fn check_signature(
     url: &str,
     params: &[(String, String)],
 ) -> Result<(), Refused> {
-    let Some(token) = app.config.twilio_auth_token.as_deref() else {
+    let Some(token) = app.config.auth_token() else {
         return Ok(());
     };
     let given = headers

@@ -1,6 +1,7 @@
 //! Operator endpoints: liveness, readiness, and metrics as JSON (SPEC §6) and Prometheus text.
 //! Cluster figures come from the store in one round trip; replica figures from this process.
 
+use std::error::Error;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,12 +11,66 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use calls_core::store::ClusterStats;
+use calls_core::store::{ClusterStats, StoreError};
 
 use crate::app::App;
 
 /// Readiness must answer faster than a load balancer's probe timeout even when Redis hangs.
 const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why the store failed, for an HTTP answer: a class of failure, never the client library's
+/// text (which may carry an address, a key or a reply). The full error goes to the logs.
+fn store_problem(err: &StoreError) -> String {
+    let class = match err {
+        StoreError::Timeout { .. } => "no answer in time",
+        StoreError::Redis { source, .. } => {
+            if source.is_connection_refusal() {
+                "connection refused"
+            } else if caused_by_tls(source) {
+                "TLS failed"
+            } else if source.is_timeout() {
+                "timed out"
+            } else if source.is_connection_dropped() {
+                "connection lost"
+            } else if matches!(source.code(), Some("WRONGPASS" | "NOAUTH"))
+                || source.category() == "authentication failed"
+            {
+                "authentication failed"
+            } else if source.code() == Some("NOPERM") {
+                "permission denied"
+            } else if source.is_io_error() {
+                "I/O error"
+            } else {
+                "error"
+            }
+        }
+        StoreError::CorruptState { .. } => "unreadable call state",
+        StoreError::UnexpectedReply { .. } => "unexpected reply",
+    };
+    let what = if err.is_unavailable() {
+        "state store unreachable"
+    } else {
+        "state store failed"
+    };
+    format!("{what} ({class})")
+}
+
+/// Whether a rustls error is anywhere in the chain (an I/O error may wrap it).
+fn caused_by_tls(err: &(dyn Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(err) = next {
+        if err.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|inner| caused_by_tls(inner))
+        {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
 
 pub async fn healthz() -> &'static str {
     "ok\n"
@@ -31,7 +86,7 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
             app.metrics.redis_error(err.op());
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: state store unreachable: {err}\n"),
+                format!("not ready: {}\n", store_problem(&err)),
             )
                 .into_response()
         }
@@ -60,7 +115,7 @@ async fn cluster_stats(app: &App) -> Result<ClusterStats, String> {
         }
         Err(err) => {
             app.metrics.redis_error(err.op());
-            Err(err.to_string())
+            Err(store_problem(&err))
         }
     }
 }
@@ -86,7 +141,7 @@ pub async fn metrics_json(State(app): State<Arc<App>>) -> Response {
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({
-                "error": format!("state store unreachable: {error}"),
+                "error": error,
                 "max_concurrent_calls": app.config.max_concurrent_calls,
                 "state_backend": app.calls.store().backend().as_str(),
                 "replica": replica,
@@ -108,4 +163,27 @@ pub async fn metrics_text(State(app): State<Arc<App>>) -> Response {
         app.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_problems_name_a_class_never_the_detail() {
+        let timeout = StoreError::Timeout {
+            op: "ping",
+            addr: "10.0.0.5:6379".to_owned(),
+            timeout: Duration::from_secs(2),
+        };
+        assert_eq!(
+            store_problem(&timeout),
+            "state store unreachable (no answer in time)"
+        );
+        let odd = StoreError::UnexpectedReply {
+            op: "stats",
+            detail: "hunter2".to_owned(),
+        };
+        assert_eq!(store_problem(&odd), "state store failed (unexpected reply)");
+    }
 }

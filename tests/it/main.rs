@@ -6,6 +6,7 @@ mod helpers;
 mod cluster_nginx;
 mod cluster_script;
 mod operations;
+mod secrets;
 mod self_healing;
 mod sim_e2e;
 mod store_suite;

@@ -28,6 +28,8 @@ enum Endpoint {
 pub struct RedisServer {
     dir: tempfile::TempDir,
     endpoint: Endpoint,
+    /// `requirepass`: clients must authenticate with it (in `url()` and `cli`).
+    password: Option<String>,
     child: Option<Child>,
 }
 
@@ -46,21 +48,43 @@ impl RedisServer {
         Self::launch(dir, endpoint)
     }
 
+    /// Starts a server on a free loopback TCP port that requires `password` (`requirepass`);
+    /// `url()` carries it, as `REDIS_URL` would. Use URL-safe characters.
+    pub fn start_tcp_with_password(password: &str) -> io::Result<Self> {
+        let dir = new_dir()?;
+        let endpoint = Endpoint::Tcp(free_port()?);
+        Self::launch_with(dir, endpoint, Some(password.to_owned()))
+    }
+
     fn launch(dir: tempfile::TempDir, endpoint: Endpoint) -> io::Result<Self> {
+        Self::launch_with(dir, endpoint, None)
+    }
+
+    fn launch_with(
+        dir: tempfile::TempDir,
+        endpoint: Endpoint,
+        password: Option<String>,
+    ) -> io::Result<Self> {
         let mut server = Self {
             dir,
             endpoint,
+            password,
             child: None,
         };
         server.spawn()?;
         Ok(server)
     }
 
-    /// `redis+unix:///…` or `redis://127.0.0.1:PORT/0`.
+    /// `redis+unix:///…` or `redis://127.0.0.1:PORT/0` (`redis://:PASSWORD@…` with a password).
     pub fn url(&self) -> String {
+        let auth = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
         match &self.endpoint {
             Endpoint::Unix(path) => format!("redis+unix://{}", path.display()),
-            Endpoint::Tcp(port) => format!("redis://127.0.0.1:{port}/0"),
+            Endpoint::Tcp(port) => format!("redis://{auth}127.0.0.1:{port}/0"),
         }
     }
 
@@ -100,6 +124,9 @@ impl RedisServer {
             Endpoint::Unix(path) => cmd.arg("-s").arg(path),
             Endpoint::Tcp(port) => cmd.arg("-p").arg(port.to_string()),
         };
+        if let Some(password) = &self.password {
+            cmd.arg("--no-auth-warning").arg("-a").arg(password);
+        }
         let out = cmd.args(args).stderr(Stdio::null()).output()?;
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
@@ -116,6 +143,9 @@ impl RedisServer {
             .arg(self.dir.path().join("redis.log"))
             .arg("--maxclients")
             .arg("10000");
+        if let Some(password) = &self.password {
+            cmd.arg("--requirepass").arg(password);
+        }
         match &self.endpoint {
             Endpoint::Unix(path) => {
                 cmd.arg("--port")

@@ -166,14 +166,21 @@ impl Backend {
 
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("redis {op}: {source}")]
+    /// `addr` is the server's address without credentials (`host:port` or a socket path), so an
+    /// operator reading the log knows which Redis failed.
+    #[error("redis {op} at {addr}: {source}")]
     Redis {
         op: &'static str,
+        addr: String,
         #[source]
         source: ::redis::RedisError,
     },
-    #[error("redis {op}: no answer within {timeout:?}")]
-    Timeout { op: &'static str, timeout: Duration },
+    #[error("redis {op} at {addr}: no answer within {timeout:?}")]
+    Timeout {
+        op: &'static str,
+        addr: String,
+        timeout: Duration,
+    },
     #[error("state of {call_sid} is not valid call-state JSON: {source}")]
     CorruptState {
         call_sid: String,

@@ -47,6 +47,8 @@ impl Scripts {
 
 pub struct RedisStore {
     conn: ConnectionManager,
+    /// The server's address without credentials, named in every error.
+    addr: String,
     config: StoreConfig,
     scripts: Scripts,
 }
@@ -75,8 +77,10 @@ impl RedisStore {
     pub fn connect_lazy(url: &str, config: StoreConfig) -> Result<Self, StoreError> {
         let client = redis::Client::open(url).map_err(|source| StoreError::Redis {
             op: "connect",
+            addr: "REDIS_URL".to_owned(),
             source,
         })?;
+        let addr = client.get_connection_info().addr().to_string();
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.op_timeout))
             .set_response_timeout(Some(config.op_timeout))
@@ -86,11 +90,13 @@ impl RedisStore {
             ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|source| {
                 StoreError::Redis {
                     op: "connect",
+                    addr: addr.clone(),
                     source,
                 }
             })?;
         Ok(Self {
             conn,
+            addr,
             config,
             scripts: Scripts::load(),
         })
@@ -104,9 +110,14 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         match tokio::time::timeout(self.config.op_timeout, fut).await {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(source)) => Err(StoreError::Redis { op, source }),
+            Ok(Err(source)) => Err(StoreError::Redis {
+                op,
+                addr: self.addr.clone(),
+                source,
+            }),
             Err(_) => Err(StoreError::Timeout {
                 op,
+                addr: self.addr.clone(),
                 timeout: self.config.op_timeout,
             }),
         }
