@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use calls_core::calls::{Calls, CallsConfig};
-use calls_core::store::{CallStore, MemoryStore, RedisStore, StoreConfig, StoreError};
+use calls_core::store::{CallStore, MemoryStore, RedisStore, RedisTls, StoreConfig, StoreError};
 
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
@@ -57,17 +57,34 @@ fn calls_config(config: &Config) -> CallsConfig {
 ///
 /// # Errors
 ///
-/// A `REDIS_URL` the Redis client cannot use.
+/// A `REDIS_URL` the Redis client cannot use, or a `REDIS_TLS_*` file it cannot read.
 pub fn build_store(config: &Config) -> Result<Arc<dyn CallStore>, StoreError> {
     let store_config = StoreConfig {
         limit: config.max_concurrent_calls,
         state_ttl: config.call_state_ttl,
         lock_ttl: config.call_lock_ttl,
         recovery_holdoff: config.recovery_holdoff(),
+        tls: redis_tls_from_env(),
         ..StoreConfig::default()
     };
     Ok(match &config.redis_url {
         Some(url) => Arc::new(RedisStore::connect_lazy(url, store_config)?),
         None => Arc::new(MemoryStore::new(store_config)),
     })
+}
+
+// BRIDGE (issue 15 part 5), to go at merge: `Config` does not have the REDIS_TLS_* fields yet
+// (src/config.rs is being rewritten with them). Until then they are read here, from the
+// environment only (no `serve` flags); the lead replaces this with the config's fields.
+fn redis_tls_from_env() -> RedisTls {
+    let path = |var: &str| {
+        std::env::var_os(var)
+            .filter(|value| !value.is_empty())
+            .map(std::path::PathBuf::from)
+    };
+    RedisTls {
+        ca_file: path("REDIS_TLS_CA_FILE"),
+        cert_file: path("REDIS_TLS_CERT_FILE"),
+        key_file: path("REDIS_TLS_KEY_FILE"),
+    }
 }

@@ -5,6 +5,7 @@ mod helpers;
 
 mod cluster_nginx;
 mod operations;
+mod redis_tls;
 mod self_healing;
 mod sim_e2e;
 mod store_suite;
