@@ -376,3 +376,25 @@ impl TwilioStream {
         }
     }
 }
+
+impl Replica {
+    /// A replica serving `config` exactly as given (its `listen_addr` should be `127.0.0.1:0`):
+    /// for a `REDIS_URL` that `Config::from_raw` does not accept yet (Sentinel's). Unlike `start`,
+    /// it does not wait out a brand-new Redis's hold-off; callers wait for a first admission.
+    pub async fn serve(config: Config) -> Self {
+        let store = build_store(&config).expect("store");
+        let listener = tokio::net::TcpListener::bind(config.listen_addr)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = App::new(config, store);
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(server::serve(app.clone(), listener, shutdown.clone()));
+        Self {
+            addr,
+            app,
+            shutdown,
+            handle,
+        }
+    }
+}

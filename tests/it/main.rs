@@ -7,6 +7,7 @@ mod cluster_nginx;
 mod operations;
 mod redis_tls;
 mod self_healing;
+mod sentinel;
 mod sim_e2e;
 mod store_suite;
 mod stream_bad_input;
