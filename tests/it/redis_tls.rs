@@ -157,7 +157,8 @@ async fn a_client_certificate_is_presented_where_redis_requires_one() {
     );
     let log = without.log();
     assert!(
-        log.contains("Redis TLS handshake failed") && log.contains("client certificate"),
+        log.contains("Redis TLS handshake failed: the server requires a client certificate")
+            && log.contains("REDIS_TLS_CERT_FILE"),
         "the log says why:\n{log}"
     );
 }

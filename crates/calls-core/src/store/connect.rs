@@ -230,7 +230,7 @@ impl SentinelUrl {
                 let decode = |s: &str| {
                     percent_decode_str(s)
                         .decode_utf8()
-                        .map(|s| s.into_owned())
+                        .map(std::borrow::Cow::into_owned)
                         .map_err(|_| bad("credentials are not UTF-8 once percent-decoded"))
                 };
                 let user = decode(user)?;
@@ -500,7 +500,12 @@ impl SentinelRoute {
         if let Some(primary) = self.current() {
             return Ok(primary.conn);
         }
-        self.look_up().await?;
+        let mut sentinel = self.sentinel.lock().await;
+        // Commands that queued behind the first lookup use what it found.
+        if let Some(primary) = self.current() {
+            return Ok(primary.conn);
+        }
+        self.look_up_with(&mut sentinel).await?;
         self.current().map(|p| p.conn).ok_or_else(|| {
             RedisError::from((
                 ErrorKind::MasterNameNotFoundBySentinel,
@@ -512,6 +517,10 @@ impl SentinelRoute {
     /// Asks Sentinel which node is the primary now and switches to it if it moved.
     async fn look_up(&self) -> RedisResult<()> {
         let mut sentinel = self.sentinel.lock().await;
+        self.look_up_with(&mut sentinel).await
+    }
+
+    async fn look_up_with(&self, sentinel: &mut SentinelClient) -> RedisResult<()> {
         let client = tokio::time::timeout(self.lookup_timeout, sentinel.async_get_client())
             .await
             .map_err(|_| {
@@ -533,7 +542,7 @@ impl SentinelRoute {
         });
         match previous {
             None => {
-                info!(master = %self.master_name, primary = %addr, "Sentinel named the Redis primary")
+                info!(master = %self.master_name, primary = %addr, "Sentinel named the Redis primary");
             }
             Some(previous) => warn!(
                 master = %self.master_name,
