@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use calls_core::calls::{Calls, CallsConfig};
-use calls_core::store::{CallStore, MemoryStore, RedisStore, StoreConfig, StoreError};
+use calls_core::store::{CallStore, MemoryStore, RedisStore, RedisTls, StoreConfig, StoreError};
 
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
@@ -57,7 +57,7 @@ fn calls_config(config: &Config) -> CallsConfig {
 ///
 /// # Errors
 ///
-/// A `REDIS_URL` the Redis client cannot use.
+/// A `REDIS_URL` the Redis client cannot use, or a `REDIS_TLS_*` file it cannot read.
 pub fn build_store(config: &Config) -> Result<Arc<dyn CallStore>, StoreError> {
     // Every field from the configuration, none from `StoreConfig::default`: one source of defaults.
     let store_config = StoreConfig {
@@ -66,9 +66,23 @@ pub fn build_store(config: &Config) -> Result<Arc<dyn CallStore>, StoreError> {
         lock_ttl: config.call_lock_ttl,
         recovery_holdoff: config.recovery_holdoff(),
         op_timeout: config.store_op_timeout,
+        tls: config
+            .redis
+            .as_ref()
+            .map(|redis| store_tls(&redis.tls))
+            .unwrap_or_default(),
     };
     Ok(match &config.redis {
         Some(redis) => Arc::new(RedisStore::connect_lazy(redis.url.expose(), store_config)?),
         None => Arc::new(MemoryStore::new(store_config)),
     })
+}
+
+/// The configuration's checked `REDIS_TLS_*` files, as the store takes them.
+fn store_tls(tls: &crate::config::RedisTls) -> RedisTls {
+    RedisTls {
+        ca_file: tls.ca_file.clone(),
+        cert_file: tls.client_cert.as_ref().map(|c| c.cert_file.clone()),
+        key_file: tls.client_cert.as_ref().map(|c| c.key_file.clone()),
+    }
 }

@@ -46,6 +46,7 @@ fn store_problem(err: &StoreError) -> String {
         }
         StoreError::CorruptState { .. } => "unreadable call state",
         StoreError::UnexpectedReply { .. } => "unexpected reply",
+        StoreError::Connect(_) => "bad connection settings",
     };
     let what = if err.is_unavailable() {
         "state store unreachable"

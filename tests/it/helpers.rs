@@ -472,3 +472,25 @@ pub async fn get_text(url: &str) -> (u16, String) {
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
 }
+
+impl Replica {
+    /// A replica serving `config` exactly as given (its `listen_addr` should be `127.0.0.1:0`),
+    /// for a test that builds or edits the `Config` itself. Unlike `start`, it does not wait out
+    /// a brand-new Redis's hold-off; callers wait for a first admission.
+    pub async fn serve(config: Config) -> Self {
+        let store = build_store(&config).expect("store");
+        let listener = tokio::net::TcpListener::bind(config.listen_addr)
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = App::new(config, store);
+        let shutdown = CancellationToken::new();
+        let handle = tokio::spawn(server::serve(app.clone(), listener, shutdown.clone()));
+        Self {
+            addr,
+            app,
+            shutdown,
+            handle,
+        }
+    }
+}

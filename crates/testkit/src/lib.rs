@@ -6,10 +6,14 @@
 //! - [`RedisServer`]: a private Redis that keeps nothing on disk. Redis is never mocked.
 //! - [`ReplicaProcess`]: a replica as a real OS process, for crash, pause and drain tests.
 //! - [`nginx`]: a real nginx rendered from the shipped template.
+//! - [`tls`]: a private CA made per test and a `redis-server` that speaks only TLS.
+//! - [`sentinel`]: a primary, a replica and three Sentinels, for failover tests.
 
 #![forbid(unsafe_code)]
 
 pub mod nginx;
+pub mod sentinel;
+pub mod tls;
 
 use std::io;
 use std::net::TcpListener;

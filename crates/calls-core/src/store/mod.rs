@@ -10,9 +10,11 @@ use thiserror::Error;
 use crate::call_sid::CallSid;
 use crate::state::{CallState, EndReason};
 
+pub mod connect;
 pub mod memory;
 pub mod redis;
 
+pub use self::connect::{ConnectError, RedisTls};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 
@@ -30,6 +32,8 @@ pub struct StoreConfig {
     pub recovery_holdoff: Duration,
     /// Upper bound on every single store operation (connect, command, script).
     pub op_timeout: Duration,
+    /// `REDIS_TLS_*`: a private CA and a client certificate for `rediss://`; none by default.
+    pub tls: RedisTls,
 }
 
 impl Default for StoreConfig {
@@ -40,6 +44,7 @@ impl Default for StoreConfig {
             lock_ttl: Duration::from_secs(60),
             recovery_holdoff: Duration::from_secs(12),
             op_timeout: Duration::from_secs(2),
+            tls: RedisTls::default(),
         }
     }
 }
@@ -189,6 +194,8 @@ pub enum StoreError {
     },
     #[error("redis {op} answered something unexpected: {detail}")]
     UnexpectedReply { op: &'static str, detail: String },
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
 }
 
 impl StoreError {
@@ -199,6 +206,7 @@ impl StoreError {
             | Self::Timeout { op, .. }
             | Self::UnexpectedReply { op, .. } => op,
             Self::CorruptState { .. } => "state_decode",
+            Self::Connect(_) => "connect",
         }
     }
 

@@ -5,9 +5,9 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 
+use super::connect::{self, StoreConnection};
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LockOutcome, Refusal, RenewBatch,
     RenewReport, StoreConfig, StoreError,
@@ -46,7 +46,7 @@ impl Scripts {
 }
 
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: StoreConnection,
     /// The server's address without credentials, named in every error.
     addr: String,
     config: StoreConfig,
@@ -60,9 +60,7 @@ impl RedisStore {
     ///
     /// The client's reason, which never repeats the URL's credentials.
     pub fn check_url(url: &str) -> Result<(), String> {
-        redis::Client::open(url)
-            .map(drop)
-            .map_err(|err| err.to_string())
+        connect::check_url(url).map_err(|err| err.to_string())
     }
 
     /// Connects and waits for the first connection: for tools and tests that need Redis now.
@@ -75,25 +73,8 @@ impl RedisStore {
     /// Returns at once; the connection is made (and remade) on demand, so a replica can start,
     /// report not-ready, and become ready when Redis appears.
     pub fn connect_lazy(url: &str, config: StoreConfig) -> Result<Self, StoreError> {
-        let client = redis::Client::open(url).map_err(|source| StoreError::Redis {
-            op: "connect",
-            addr: "REDIS_URL".to_owned(),
-            source,
-        })?;
-        let addr = client.get_connection_info().addr().to_string();
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.op_timeout))
-            .set_response_timeout(Some(config.op_timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let conn =
-            ConnectionManager::new_lazy_with_config(client, manager_config).map_err(|source| {
-                StoreError::Redis {
-                    op: "connect",
-                    addr: addr.clone(),
-                    source,
-                }
-            })?;
+        let addr = connect::address_of(url);
+        let conn = connect::connect_lazy(url, &config.tls, config.op_timeout)?;
         Ok(Self {
             conn,
             addr,
