@@ -10,4 +10,5 @@ mod sim_e2e;
 mod store_suite;
 mod stream_bad_input;
 mod stream_drain;
+mod stream_endings;
 mod twilio_e2e;
