@@ -1,5 +1,5 @@
 //! Runs a replica: binds, serves, ticks, and on SIGTERM/SIGINT drains (SPEC §7): refuse new calls,
-//! let live ones finish up to `DRAIN_TIMEOUT_SECS`, end the rest, release everything, return.
+//! let live ones finish up to the one `DRAIN_TIMEOUT_SECS` deadline, end the rest, release, return.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,17 +7,27 @@ use std::time::Duration;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::app::App;
+use crate::lifecycle::STREAMS_END_GRACE;
 use crate::{http, renewal};
 
 /// A request whose headers have not all arrived by then is dropped (SPEC §5, slowloris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Serves on `listener` until `shutdown` is cancelled, then drains and returns.
+/// Once the server stops accepting, how long requests in flight get to finish.
+const REQUESTS_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves on `listener` until `shutdown` is cancelled, then drains and returns: never later than
+/// `DRAIN_TIMEOUT_SECS` after `shutdown` plus a few seconds of grace.
+///
+/// # Errors
+///
+/// None today; the signature leaves room for a listener that fails for good.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
@@ -26,24 +36,28 @@ pub async fn serve(
     let stop_ticks = CancellationToken::new();
     let ticks = tokio::spawn(renewal::run(app.clone(), stop_ticks.clone()));
 
-    let drained = CancellationToken::new();
+    // HTTP keeps serving while draining (webhooks get the reject mode, /readyz says 503, status
+    // callbacks still release slots) until the drain stops it: at the deadline at the latest.
+    let stop_http = CancellationToken::new();
     let drain_task = {
         let app = app.clone();
-        let drained = drained.clone();
+        let stop_http = stop_http.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
-            drain(&app).await;
-            drained.cancel();
+            drain(&app, &stop_http).await;
         })
     };
+    serve_http(listener, http::router(app.clone()), stop_http).await;
+    let drained = drain_task.await;
 
-    // HTTP keeps serving while draining: webhooks get the reject mode, /readyz says 503, status
-    // callbacks still release slots. It stops once the live calls are gone.
-    serve_http(listener, http::router(app.clone()), drained).await;
-
-    drain_task.abort();
+    // The ticks renew live calls' leases through the whole drain; they stop with the last stream.
     stop_ticks.cancel();
     let _ = ticks.await;
+    if let Err(err) = drained
+        && err.is_panic()
+    {
+        std::panic::resume_unwind(err.into_panic());
+    }
     Ok(())
 }
 
@@ -86,26 +100,51 @@ async fn serve_http(listener: TcpListener, router: axum::Router, stop: Cancellat
     drop(listener);
     // In-flight requests get a moment to finish; upgraded sockets are tracked separately.
     connections.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), connections.wait()).await;
-}
-
-async fn drain(app: &App) {
-    app.start_draining();
-    let live = app.calls.live().len();
-    info!(live, timeout = ?app.config.drain_timeout, "draining: new calls refused, live calls may finish");
-    if tokio::time::timeout(app.config.drain_timeout, app.calls.live().wait_empty())
+    if tokio::time::timeout(REQUESTS_GRACE, connections.wait())
         .await
         .is_err()
     {
         warn!(
-            remaining = app.calls.live().len(),
+            remaining = connections.len(),
+            "requests still open after the grace; dropping them"
+        );
+    }
+}
+
+/// The drain (SPEC §7), under one deadline `DRAIN_TIMEOUT_SECS` from the signal: live calls may
+/// finish until then (when none is left the drain is over at once); then every stream still open,
+/// however late it arrived, is closed as `drain_timeout` and given a short grace to release.
+async fn drain(app: &App, stop_http: &CancellationToken) {
+    let deadline = Instant::now() + app.config.drain_timeout;
+    app.start_draining();
+    let lifecycle = &app.lifecycle;
+    info!(
+        live = app.calls.live().len(),
+        timeout = ?app.config.drain_timeout,
+        "draining: new calls refused, live calls may finish"
+    );
+    let mut gone = lifecycle.streams_gone_by(deadline).await;
+    // No more connections. A stream upgraded meanwhile is still held to the same deadline.
+    stop_http.cancel();
+    if gone {
+        gone = lifecycle.streams_gone_by(deadline).await;
+    }
+    if !gone {
+        warn!(
+            remaining = lifecycle.open_streams(),
             "drain timeout passed; ending the remaining calls as drain_timeout"
         );
-        app.lifecycle.stop_streams.cancel();
     }
-    app.lifecycle.streams.close();
-    app.lifecycle.streams.wait().await;
-    info!("drained: every slot released");
+    // Always: a socket that got in after the last stream ended is closed before its `start`.
+    if lifecycle.end_streams().await {
+        info!("drained: every slot released");
+    } else {
+        warn!(
+            remaining = lifecycle.open_streams(),
+            grace = ?STREAMS_END_GRACE,
+            "streams still closing after the grace; returning without them (their leases lapse)"
+        );
+    }
 }
 
 /// Resolves on the first SIGTERM or SIGINT.

@@ -1,5 +1,5 @@
 //! `GET /twilio/stream`: checks the handshake's signature, sizes the WebSocket for 20 ms frames, and
-//! hands the socket to `session`, tracked so shutdown waits for it.
+//! hands the socket to `session`, tracked so the drain waits for it.
 
 use std::sync::Arc;
 
@@ -32,11 +32,16 @@ pub async fn handle(
     if let Err(refused) = check_signature(&app, &headers, &uri, &url, &[]) {
         return refused.into_response();
     }
-    let tracker = app.lifecycle.streams.clone();
+    // Tracked from the 101 on, not from when the upgrade completes: the drain must not find the
+    // tracker empty while an upgraded socket is on its way to its session.
+    let tracked = app.lifecycle.streams.token();
     ws.read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
-        .on_upgrade(move |socket| tracker.track_future(session::serve(app, socket)))
+        .on_upgrade(move |socket| async move {
+            session::serve(app, socket).await;
+            drop(tracked);
+        })
 }

@@ -23,6 +23,10 @@ pub fn sid(n: usize) -> String {
     format!("CA{n:032x}")
 }
 
+/// How long after its drain deadline a stopped replica's server must have returned: the streams'
+/// grace and the requests' grace (5 s each, run side by side), with room for a loaded CI box.
+pub const STOP_SLACK: Duration = Duration::from_secs(15);
+
 /// A replica on 127.0.0.1:<random>, stopped (drained) by `stop` or killed with the test.
 pub struct Replica {
     pub addr: SocketAddr,
@@ -34,6 +38,9 @@ pub struct Replica {
 impl Replica {
     pub async fn start(mut raw: RawConfig, timeouts: StreamTimeouts) -> Self {
         raw.listen_addr = Some("127.0.0.1:0".into());
+        // Tests stop replicas with calls still live; the production default (600 s) would hold
+        // every such `stop` for ten minutes.
+        raw.drain_timeout_secs.get_or_insert_with(|| "2".into());
         let (mut config, _) = Config::from_raw(&raw).expect("valid test config");
         config.stream_timeouts = timeouts;
         let store = build_store(&config).expect("store");
@@ -60,10 +67,27 @@ impl Replica {
         format!("http://{}{path}", self.addr)
     }
 
-    /// SIGTERM in-process: drain, then wait for the server to return.
+    /// SIGTERM in-process: drain, then wait for the server to return. Fails the test unless
+    /// `serve` returned `Ok`, without panicking, within the drain deadline plus `STOP_SLACK`.
     pub async fn stop(self) {
+        let bound = self.app.config.drain_timeout + STOP_SLACK;
         self.shutdown.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(30), self.handle).await;
+        self.wait_stopped(bound).await;
+    }
+
+    /// Waits for the server to return (after `begin_drain`, or `stop`); fails the test unless it
+    /// returned `Ok` within `bound`, without panicking. Returns how long that took.
+    pub async fn wait_stopped(self, bound: Duration) -> Duration {
+        let started = tokio::time::Instant::now();
+        let joined = tokio::time::timeout(bound, self.handle)
+            .await
+            .unwrap_or_else(|_| panic!("the server did not return within {bound:?}"));
+        match joined {
+            Ok(served) => served.expect("serve() returned an error"),
+            Err(err) if err.is_panic() => std::panic::resume_unwind(err.into_panic()),
+            Err(err) => panic!("the server task was cancelled: {err}"),
+        }
+        started.elapsed()
     }
 
     pub fn begin_drain(&self) {

@@ -15,6 +15,7 @@ mod store_suite;
 mod stream_bad_input;
 mod stream_contract;
 mod stream_drain;
+mod stream_endings;
 mod tls_front;
 mod twilio_e2e;
 mod twilio_setup;

@@ -11,6 +11,7 @@ use prosaas_calls::config::StreamTimeouts;
 use testkit::RedisServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -146,26 +147,89 @@ async fn no_start_in_time_closes_with_1008() {
     replica.stop().await;
 }
 
+/// The largest a socket buffer may grow to on this machine (`net.ipv4.tcp_{r,w}mem`, third field).
+fn kernel_buffer_max(name: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}")).unwrap();
+    text.split_whitespace().nth(2).unwrap().parse().unwrap()
+}
+
 #[tokio::test]
 async fn a_peer_that_stops_reading_is_closed_as_slow_consumer() {
-    let (_redis, replica, mut bystander) = setup().await;
-    let mut call = live_call(&replica, 6).await;
-    // Large frames, never read: the echo fills the kernel buffers, then the capped write buffer.
-    let payload = "/".repeat(48 * 1024);
-    let sender = tokio::spawn(async move {
-        for chunk in 0..4000u64 {
-            let sent =
-                tokio::time::timeout(Duration::from_secs(2), call.media(chunk, &payload)).await;
-            if sent.is_err() {
-                break;
+    let (_redis, replica, bystander) = setup().await;
+    let call = live_call(&replica, 6).await;
+    // The bystander keeps talking (and clear of its idle timeout) through the other call's stall.
+    let stop_talking = CancellationToken::new();
+    let talker = tokio::spawn({
+        let stop_talking = stop_talking.clone();
+        async move {
+            let mut bystander = bystander;
+            while !stop_talking.is_cancelled() {
+                bystander.echo_round(1).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
             }
+            bystander
         }
-        call
+    });
+    // Large frames, never read: the echoes fill the kernel's buffers, then the replica's capped
+    // write buffer; the replica must then stop reading instead of queueing more.
+    const FRAMES: u64 = 4000;
+    let payload = "/".repeat(48 * 1024);
+    let frame_bytes = payload.len() as u64;
+    let stop_sending = CancellationToken::new();
+    let sender = tokio::spawn({
+        let stop_sending = stop_sending.clone();
+        async move {
+            let mut call = call;
+            let mut sent = 0u64;
+            while sent < FRAMES {
+                tokio::select! {
+                    () = stop_sending.cancelled() => break,
+                    done = tokio::time::timeout(Duration::from_secs(2), call.media(sent, &payload)) => {
+                        if done.is_err() {
+                            break; // pushed back: the replica stopped reading
+                        }
+                        sent += 1;
+                    }
+                }
+            }
+            (call, sent)
+        }
     });
     ended_with(&replica, 6, EndReason::SlowConsumer).await;
-    assert!(dropped(&replica, "slow_consumer") >= 1);
+    assert_eq!(dropped(&replica, "slow_consumer"), 1);
+
+    // Read again at once: what was queued for the peer, then the close that says why.
+    stop_sending.cancel();
+    let (mut call, sent) = sender.await.expect("the sender did not panic");
+    let mut echoed = 0u64;
+    let close = loop {
+        match tokio::time::timeout(WAIT, call.ws.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => echoed += text.len() as u64,
+            Ok(Some(Ok(Message::Close(frame)))) => break frame,
+            other => panic!("expected the echoes, then a close frame; got {other:?}"),
+        }
+    };
+    let close = close.expect("a close frame with a code");
+    assert_eq!(u16::from(close.code), 1008);
+    assert_eq!(close.reason.as_str(), "slow consumer");
+
+    // Capped: what the replica took in is what it echoed plus what the kernel buffers on each way
+    // hold (and its own write buffer, 64 KiB): nothing grew with the flood. Without the cap it
+    // would have read every frame the peer sent, and the peer would never have been pushed back.
+    let kernel = kernel_buffer_max("tcp_rmem") + kernel_buffer_max("tcp_wmem");
+    let queue_cap = kernel + 64 * 1024 + 2 * (frame_bytes + 512);
+    assert!(
+        echoed <= queue_cap,
+        "{echoed} bytes were queued for the peer"
+    );
+    assert!(sent < FRAMES, "the peer was never pushed back");
+    assert!(
+        sent * frame_bytes <= echoed + queue_cap + kernel,
+        "the replica took {sent} frames for {echoed} echoed bytes"
+    );
+    stop_talking.cancel();
+    let mut bystander = talker.await.expect("the bystander's echoes all came back");
     bystander_fine(&replica, &mut bystander, 1).await;
-    sender.abort();
     replica.stop().await;
 }
 

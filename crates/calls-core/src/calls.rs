@@ -276,6 +276,12 @@ impl Calls {
         self.live.remove(call_sid);
         self.events.live_streams(self.live.len());
         self.events.stream_ended(reason);
+        if reason == EndReason::LockLost {
+            // The lock's new owner serves the call now: its slot and its state are not ours to end
+            // (an ended state would make the owner's next tick end its stream too).
+            info!(%call_sid, reason = reason.as_str(), "stream ended; the call stays with its lock's owner");
+            return;
+        }
         let state = live.ended(reason);
         if let Err(err) = self.store.write_state(&state).await {
             self.events.store_error(err.op());

@@ -29,22 +29,27 @@ use twilio::payload;
 use crate::app::App;
 use crate::media_handler::{MediaFrame, Outbound, Outbox, new_handler};
 
+mod ending;
+#[cfg(test)]
+mod tests;
+
+use ending::{Ending, close, ended_from_outside, is_too_large};
+
 /// Largest message accepted; a bigger one closes the socket with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// Global frame counters are shared by every socket; batching keeps their cache line quiet.
 const COUNTER_BATCH: u64 = 64;
 
-mod close {
-    pub const NORMAL: u16 = 1000;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
-    pub const TRY_AGAIN_LATER: u16 = 1013;
-}
+/// How long a close frame may wait to be written: a peer that stopped reading must not hold us,
+/// yet one that reads again a moment later (a slow consumer) still learns why it was closed.
+const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long, after our close frame, we read for the peer's: dropping a socket with unread input
+/// makes the kernel reset it, which can destroy the close frame before the peer reads it.
+const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What a stream session reads from and writes to: axum's `WebSocket`, or any pair of channels
-/// carrying the same messages (the unit tests below).
+/// carrying the same messages (the unit tests in `tests.rs`).
 pub trait MessageSocket:
     Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send
 {
@@ -79,18 +84,6 @@ struct Session<S> {
     frames_out: u64,
 }
 
-/// How the live phase ended: the reason recorded in state, and the close frame to send (if any).
-struct Ending {
-    reason: EndReason,
-    close: Option<(u16, &'static str)>,
-}
-
-impl Ending {
-    fn new(reason: EndReason, close: Option<(u16, &'static str)>) -> Self {
-        Self { reason, close }
-    }
-}
-
 impl<S: MessageSocket> Session<S> {
     async fn run(&mut self) {
         let Some((live, stream_sid)) = self.await_start().await else {
@@ -113,8 +106,16 @@ impl<S: MessageSocket> Session<S> {
     /// Reads until a valid `start` arrives and the call is admitted, or the socket must close.
     async fn await_start(&mut self) -> Option<(Arc<LiveCall>, String)> {
         let deadline = Instant::now() + self.app.config.stream_timeouts.start;
+        let stop = self.app.lifecycle.stop_streams.clone();
         loop {
             let message = tokio::select! {
+                biased;
+                // The drain is over (or this socket arrived after its deadline): no call to end.
+                () = stop.cancelled() => {
+                    let (code, reason) = Ending::DRAIN_CLOSE;
+                    self.close(code, reason).await;
+                    return None;
+                }
                 message = self.socket.next() => message,
                 _ = tokio::time::sleep_until(deadline) => {
                     self.app.metrics.dropped("no_start");
@@ -399,41 +400,26 @@ impl<S: MessageSocket> Session<S> {
         self.frames_out = 0;
     }
 
-    /// Sends a close frame, bounded in time: a peer that stopped reading must not hold us.
+    /// Sends a close frame and waits for the peer's (RFC 6455 §7.1.1), each step bounded in time.
     async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = Message::Close(Some(CloseFrame {
             code,
             reason: Utf8Bytes::from_static(reason),
         }));
-        let _ = timeout(Duration::from_secs(1), self.socket.send(frame)).await;
-    }
-}
-
-/// The ending of a stream told to stop by someone else: the call core (a final status callback,
-/// the lock taken by another stream) names its reason; otherwise it is the drain deadline.
-fn ended_from_outside(live: &LiveCall) -> Ending {
-    match live.ended_by() {
-        Some(EndReason::StatusCallback) => Ending::new(
-            EndReason::StatusCallback,
-            Some((close::NORMAL, "call ended")),
-        ),
-        Some(reason) => Ending::new(reason, Some((close::POLICY, "call is streaming elsewhere"))),
-        None => Ending::new(
-            EndReason::DrainTimeout,
-            Some((close::GOING_AWAY, "replica shutting down")),
-        ),
-    }
-}
-
-/// Whether a read failed because a message exceeded `MAX_MESSAGE_BYTES`.
-fn is_too_large(err: &axum::Error) -> bool {
-    use std::error::Error as _;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
-    while let Some(inner) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = inner.downcast_ref::<tungstenite::Error>() {
-            return true;
+        if !matches!(
+            timeout(CLOSE_SEND_TIMEOUT, self.socket.send(frame)).await,
+            Ok(Ok(()))
+        ) {
+            return;
         }
-        source = inner.source();
+        // What the peer sent meanwhile is read and dropped; its close (or end) finishes the socket.
+        let _ = timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+            while let Some(Ok(message)) = self.socket.next().await {
+                if matches!(message, Message::Close(_)) {
+                    return;
+                }
+            }
+        })
+        .await;
     }
-    false
 }

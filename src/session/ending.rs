@@ -1,0 +1,55 @@
+//! How a stream session ends: the WebSocket close codes of SPEC §5, the end reason recorded for each
+//! ending, and which read errors mean "message too large".
+
+use calls_core::live_calls::LiveCall;
+use calls_core::state::EndReason;
+
+pub(super) mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// How the live phase ended: the reason recorded in state, and the close frame to send (if any).
+pub(super) struct Ending {
+    pub reason: EndReason,
+    pub close: Option<(u16, &'static str)>,
+}
+
+impl Ending {
+    pub fn new(reason: EndReason, close: Option<(u16, &'static str)>) -> Self {
+        Self { reason, close }
+    }
+
+    /// The close a stream gets at the drain deadline, live or still waiting for its `start`.
+    pub const DRAIN_CLOSE: (u16, &'static str) = (close::GOING_AWAY, "replica shutting down");
+}
+
+/// The ending of a stream told to stop by someone else: the call core (a final status callback,
+/// the lock taken by another stream) names its reason; otherwise it is the drain deadline.
+pub(super) fn ended_from_outside(live: &LiveCall) -> Ending {
+    match live.ended_by() {
+        Some(EndReason::StatusCallback) => Ending::new(
+            EndReason::StatusCallback,
+            Some((close::NORMAL, "call ended")),
+        ),
+        Some(reason) => Ending::new(reason, Some((close::POLICY, "call is streaming elsewhere"))),
+        None => Ending::new(EndReason::DrainTimeout, Some(Ending::DRAIN_CLOSE)),
+    }
+}
+
+/// Whether a read failed because a message exceeded `MAX_MESSAGE_BYTES`: tungstenite's capacity
+/// error, somewhere in the chain axum wraps it in.
+pub(super) fn is_too_large(err: &axum::Error) -> bool {
+    use std::error::Error as _;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
+    while let Some(inner) = source {
+        if let Some(tungstenite::Error::Capacity(_)) = inner.downcast_ref::<tungstenite::Error>() {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
+}
