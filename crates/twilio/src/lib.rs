@@ -3,7 +3,6 @@
 
 #![forbid(unsafe_code)]
 
-mod fast_media;
 pub mod messages;
 pub mod payload;
 pub mod signature;
