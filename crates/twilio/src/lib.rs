@@ -1,9 +1,19 @@
 //! The Twilio wire protocol, free of I/O: request signatures, TwiML documents, Media Streams messages.
 //! The HTTP and WebSocket handlers build on these; nothing here touches the network or the store.
+//!
+//! # Layout
+//!
+//! - [`signature`]: `X-Twilio-Signature`, computed and checked.
+//! - [`twiml`]: the documents Twilio's requests are answered with, and the URLs they name.
+//! - [`messages`]: Media Streams JSON: `inbound` (serde), `fast` (a plain `media` frame in one
+//!   pass), `outbound` (frames built into a reused buffer).
+//! - [`payload`]: a `media` payload's base64 checked and measured without decoding it.
+//!
+//! `tests/fuzz_*.rs` are property tests of all of them (docs/fuzzing.md); `tests/media_alloc.rs`
+//! proves the media hot path allocation-free; `examples/media_throughput.rs` times it.
 
 #![forbid(unsafe_code)]
 
-mod fast_media;
 pub mod messages;
 pub mod payload;
 pub mod signature;

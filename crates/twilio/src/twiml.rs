@@ -1,5 +1,5 @@
-//! The TwiML documents the voice webhook answers with, and the media-stream URL they point Twilio at.
-//! Every value is XML-escaped here, so callers may pass caller-controlled text such as `From`.
+//! The TwiML documents Twilio's requests are answered with (connect a stream, continue, fall back,
+//! hang up, reject) and the URLs they name. Every value is XML-escaped here, caller text included.
 
 use thiserror::Error;
 use url::Url;
@@ -9,8 +9,73 @@ const DECLARATION: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
 /// Path of the Media Stream WebSocket (SPEC §3).
 pub const STREAM_PATH: &str = "/twilio/stream";
 
-/// `<Connect><Stream>`: a bidirectional media stream to `stream_url`, handing each of `parameters`
-/// to the stream's `start` message as `customParameters`.
+/// Path Twilio requests through `<Connect action>` once a stream has closed (SPEC §3, §9).
+pub const AFTER_STREAM_PATH: &str = "/twilio/after-stream";
+
+/// The `<Parameter>`s of a `<Stream>`, which reach the stream's `start` as `customParameters`
+/// (SPEC §5, §9), under the names voice-agent frameworks read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamParameters<'a> {
+    /// `CallSid`: always sent, so a stream names its call even where `start.callSid` is not read.
+    pub call_sid: &'a str,
+    /// `from_number`: the webhook's `From`; `None` or empty leaves the parameter out.
+    pub from_number: Option<&'a str>,
+    /// `to_number`: the webhook's `To`; `None` or empty leaves the parameter out.
+    pub to_number: Option<&'a str>,
+    /// `resumed`: which continuation of the call this stream is (1, 2, …); `None` for the first.
+    pub resumed: Option<u32>,
+}
+
+impl<'a> StreamParameters<'a> {
+    /// The first stream of a call, with no caller numbers.
+    pub fn new(call_sid: &'a str) -> Self {
+        Self {
+            call_sid,
+            from_number: None,
+            to_number: None,
+            resumed: None,
+        }
+    }
+}
+
+/// `<Connect action="…"><Stream url="…">` with [`StreamParameters`]: the voice webhook's answer,
+/// and the answer that continues a call whose stream was lost (SPEC §9). Twilio requests
+/// `action_url` when the stream closes while the call is still up.
+pub fn connect(action_url: &str, stream_url: &str, parameters: &StreamParameters<'_>) -> String {
+    let StreamParameters {
+        call_sid,
+        from_number,
+        to_number,
+        resumed,
+    } = *parameters;
+    let resumed = resumed.map(|n| n.to_string());
+    let parameters = [
+        ("CallSid", Some(call_sid)),
+        ("from_number", from_number.filter(|v| !v.is_empty())),
+        ("to_number", to_number.filter(|v| !v.is_empty())),
+        ("resumed", resumed.as_deref()),
+    ];
+    let mut xml = String::with_capacity(
+        192 + action_url.len() + stream_url.len() + call_sid.len() + 48 * parameters.len(),
+    );
+    xml.push_str(DECLARATION);
+    xml.push_str(r#"<Response><Connect action=""#);
+    push_escaped(&mut xml, action_url);
+    xml.push_str(r#""><Stream url=""#);
+    push_escaped(&mut xml, stream_url);
+    xml.push_str(r#"">"#);
+    for (name, value) in parameters {
+        if let Some(value) = value {
+            push_parameter(&mut xml, name, value);
+        }
+    }
+    xml.push_str("</Stream></Connect></Response>");
+    xml
+}
+
+/// `<Connect><Stream>` without an action: a bidirectional media stream to `stream_url`, handing
+/// each of `parameters` to the stream's `start` message as `customParameters`. See [`connect`]
+/// for the SPEC §9 form.
 pub fn connect_stream(stream_url: &str, parameters: &[(&str, &str)]) -> String {
     let mut xml = String::with_capacity(128 + stream_url.len() + 48 * parameters.len());
     xml.push_str(DECLARATION);
@@ -18,14 +83,29 @@ pub fn connect_stream(stream_url: &str, parameters: &[(&str, &str)]) -> String {
     push_escaped(&mut xml, stream_url);
     xml.push_str(r#"">"#);
     for (name, value) in parameters {
-        xml.push_str(r#"<Parameter name=""#);
-        push_escaped(&mut xml, name);
-        xml.push_str(r#"" value=""#);
-        push_escaped(&mut xml, value);
-        xml.push_str(r#""/>"#);
+        push_parameter(&mut xml, name, value);
     }
     xml.push_str("</Stream></Connect></Response>");
     xml
+}
+
+fn push_parameter(xml: &mut String, name: &str, value: &str) {
+    xml.push_str(r#"<Parameter name=""#);
+    push_escaped(xml, name);
+    xml.push_str(r#"" value=""#);
+    push_escaped(xml, value);
+    xml.push_str(r#""/>"#);
+}
+
+/// The fallback (SPEC §9, `/twilio/fallback`, the `twiml` reject mode): `<Say>` the message, then
+/// `<Redirect>` (POST) to `redirect_url` if there is one, else `<Hangup/>`.
+pub fn fallback(message: &str, redirect_url: Option<&str>) -> String {
+    say_then(message, redirect_url)
+}
+
+/// `<Hangup/>`: end the call (SPEC §9, a stream that ended with its call or for bad input).
+pub fn hangup() -> String {
+    format!("{DECLARATION}<Response><Hangup/></Response>")
 }
 
 /// `<Say>` the message, then either `<Redirect>` (POST) to `redirect_url` or `<Hangup/>`.
@@ -72,11 +152,30 @@ pub enum StreamUrlError {
 /// Twilio signs the handshake over the URL exactly as the TwiML gave it, so the webhook and the
 /// handshake check should both use this function's output for the same base.
 pub fn stream_url(public_base: &str) -> Result<String, StreamUrlError> {
+    let (https, authority_and_prefix) = normalised_base(public_base)?;
+    let scheme = if https { "wss" } else { "ws" };
+    Ok(format!("{scheme}://{authority_and_prefix}{STREAM_PATH}"))
+}
+
+/// The `<Connect action>` URL for a service reachable at `public_base`: built like
+/// [`stream_url`], keeping `https`/`http`, then [`AFTER_STREAM_PATH`]. Twilio signs its request
+/// over this URL as the TwiML gave it.
+pub fn after_stream_url(public_base: &str) -> Result<String, StreamUrlError> {
+    let (https, authority_and_prefix) = normalised_base(public_base)?;
+    let scheme = if https { "https" } else { "http" };
+    Ok(format!(
+        "{scheme}://{authority_and_prefix}{AFTER_STREAM_PATH}"
+    ))
+}
+
+/// Whether `public_base` is https, and its normalised host, port and path prefix
+/// (`calls.example.com:8443/prefix`, no trailing slash).
+fn normalised_base(public_base: &str) -> Result<(bool, String), StreamUrlError> {
     let base = Url::parse(public_base.trim())
         .map_err(|e| StreamUrlError::Invalid(public_base.to_owned(), e))?;
-    let ws_scheme = match base.scheme() {
-        "https" => "wss",
-        "http" => "ws",
+    let https = match base.scheme() {
+        "https" => true,
+        "http" => false,
         other => return Err(StreamUrlError::UnsupportedScheme(other.to_owned())),
     };
     if base.query().is_some() || base.fragment().is_some() {
@@ -89,7 +188,7 @@ pub fn stream_url(public_base: &str) -> Result<String, StreamUrlError> {
     let host = base.host_str().unwrap_or_default();
     let port = base.port().map(|p| format!(":{p}")).unwrap_or_default();
     let prefix = base.path().trim_end_matches('/');
-    Ok(format!("{ws_scheme}://{host}{port}{prefix}{STREAM_PATH}"))
+    Ok((https, format!("{host}{port}{prefix}")))
 }
 
 /// Appends `text` escaped for both XML text and double- or single-quoted attribute values.
@@ -190,6 +289,118 @@ mod tests {
                  <Redirect method=\"POST\">https://h/twilio/voice?retry=1&amp;x=2</Redirect>\
                  </Response>"
             )
+        );
+    }
+
+    #[test]
+    fn connect_with_action_names_every_parameter_in_order() {
+        let parameters = StreamParameters {
+            call_sid: "CA123",
+            from_number: Some("+1 (415) <555> & \"o'k\""),
+            to_number: Some("+18005551212"),
+            resumed: Some(2),
+        };
+        assert_eq!(
+            connect(
+                "https://h/p/twilio/after-stream?a=1&b=2",
+                "wss://h/p/twilio/stream",
+                &parameters
+            ),
+            format!(
+                "{DECL}<Response><Connect action=\"https://h/p/twilio/after-stream?a=1&amp;b=2\">\
+                 <Stream url=\"wss://h/p/twilio/stream\">\
+                 <Parameter name=\"CallSid\" value=\"CA123\"/>\
+                 <Parameter name=\"from_number\" value=\"+1 (415) &lt;555&gt; &amp; &quot;o&apos;k&quot;\"/>\
+                 <Parameter name=\"to_number\" value=\"+18005551212\"/>\
+                 <Parameter name=\"resumed\" value=\"2\"/>\
+                 </Stream></Connect></Response>"
+            )
+        );
+    }
+
+    #[test]
+    fn connect_leaves_out_what_the_webhook_did_not_give() {
+        let first = StreamParameters::new("CA1");
+        assert_eq!(
+            connect(
+                "https://h/twilio/after-stream",
+                "wss://h/twilio/stream",
+                &first
+            ),
+            format!(
+                "{DECL}<Response><Connect action=\"https://h/twilio/after-stream\">\
+                 <Stream url=\"wss://h/twilio/stream\">\
+                 <Parameter name=\"CallSid\" value=\"CA1\"/>\
+                 </Stream></Connect></Response>"
+            )
+        );
+        let empty_from = StreamParameters {
+            from_number: Some(""),
+            to_number: Some("+1\t2"),
+            ..first
+        };
+        assert_eq!(
+            connect("a", "b", &empty_from),
+            format!(
+                "{DECL}<Response><Connect action=\"a\"><Stream url=\"b\">\
+                 <Parameter name=\"CallSid\" value=\"CA1\"/>\
+                 <Parameter name=\"to_number\" value=\"+1&#9;2\"/>\
+                 </Stream></Connect></Response>"
+            )
+        );
+    }
+
+    #[test]
+    fn fallback_and_hangup_documents() {
+        assert_eq!(
+            fallback("Sorry & <goodbye>", None),
+            format!("{DECL}<Response><Say>Sorry &amp; &lt;goodbye&gt;</Say><Hangup/></Response>")
+        );
+        assert_eq!(
+            fallback("One moment.", Some("https://wa.example/x?to=1&y=\"2\"")),
+            format!(
+                "{DECL}<Response><Say>One moment.</Say>\
+                 <Redirect method=\"POST\">https://wa.example/x?to=1&amp;y=&quot;2&quot;</Redirect>\
+                 </Response>"
+            )
+        );
+        assert_eq!(hangup(), format!("{DECL}<Response><Hangup/></Response>"));
+    }
+
+    #[test]
+    fn after_stream_url_from_public_base() {
+        for (base, expected) in [
+            (
+                "https://calls.example.com",
+                "https://calls.example.com/twilio/after-stream",
+            ),
+            (
+                "HTTPS://Calls.Example.COM:443/",
+                "https://calls.example.com/twilio/after-stream",
+            ),
+            (
+                "https://calls.example.com:8443/p/",
+                "https://calls.example.com:8443/p/twilio/after-stream",
+            ),
+            (
+                "http://127.0.0.1:8080/prefix",
+                "http://127.0.0.1:8080/prefix/twilio/after-stream",
+            ),
+            ("http://[::1]:80", "http://[::1]/twilio/after-stream"),
+        ] {
+            assert_eq!(after_stream_url(base).as_deref(), Ok(expected), "{base}");
+        }
+        assert_eq!(
+            after_stream_url("wss://h"),
+            Err(StreamUrlError::UnsupportedScheme("wss".into()))
+        );
+        assert_eq!(
+            after_stream_url("https://h/?x=1"),
+            Err(StreamUrlError::QueryOrFragment)
+        );
+        assert_eq!(
+            after_stream_url("https://u@h/"),
+            Err(StreamUrlError::Credentials)
         );
     }
 

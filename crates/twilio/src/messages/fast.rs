@@ -1,9 +1,9 @@
 //! The hot path of `messages::parse`: a `media` message as Twilio sends it, read in one pass over
-//! the bytes. Anything outside a plain subset goes back to the full parser, so results never differ.
+//! the bytes. Anything outside a plain subset goes back to serde (`inbound`), so results never differ.
 
 use std::borrow::Cow;
 
-use super::messages::{Media, Track};
+use super::inbound::{Media, Track};
 
 /// Reads `text` as a `media` message if it is plain: one object of string or unsigned-integer
 /// values plus the nested `media` object, no escapes, no literals, no duplicate known field.
@@ -225,7 +225,7 @@ fn track_of(name: &str) -> Track {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::{Inbound, parse_full};
+    use crate::messages::inbound::{self, Inbound};
 
     const PAYLOAD: &str = "/v7+fn5+fn5+/v7+";
 
@@ -240,7 +240,11 @@ mod tests {
         match parse(text) {
             None => false,
             Some(fast) => {
-                assert_eq!(parse_full(text).ok(), Some(Inbound::Media(fast)), "{text}");
+                assert_eq!(
+                    inbound::parse(text).ok(),
+                    Some(Inbound::Media(fast)),
+                    "{text}"
+                );
                 true
             }
         }
