@@ -64,6 +64,7 @@ pub fn build_store(config: &Config) -> Result<Arc<dyn CallStore>, StoreError> {
         state_ttl: config.call_state_ttl,
         lock_ttl: config.call_lock_ttl,
         recovery_holdoff: config.recovery_holdoff(),
+        call_lease: config.call_lease,
         ..StoreConfig::default()
     };
     Ok(match &config.redis_url {

@@ -115,8 +115,17 @@ async fn health_and_readiness() {
     })
     .await;
     assert!(back.is_some());
+    // Redis came back empty under a replica that had seen its epoch: data loss, so admissions
+    // wait for the recovery (SPEC §4) before the call below gets in.
+    let admitted = eventually(Duration::from_secs(10), || async {
+        (voice(&replica, &sid(1)).await.0 == 200).then_some(())
+    })
+    .await;
+    assert!(
+        admitted.is_some(),
+        "admissions never reopened after the data loss"
+    );
     // Draining with no live call exits at once; with one, readiness says why it is out.
-    tokio::time::sleep(replica.app.config.recovery_holdoff()).await;
     let mut call = live_call(&replica, 1).await;
     replica.begin_drain();
     let draining = eventually(Duration::from_secs(2), || async {

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`RedisServer`]: a private Redis that keeps nothing on disk. Redis is never mocked.
+//! - [`RedisServer`]: a private Redis that keeps nothing on disk, or an append-only file where a
+//!   test restarts it with its data. Redis is never mocked.
 //! - [`ReplicaProcess`]: a replica as a real OS process, for crash, pause and drain tests.
 //! - [`nginx`]: a real nginx rendered from the shipped template.
 
@@ -24,11 +25,15 @@ enum Endpoint {
     Tcp(u16),
 }
 
-/// A private `redis-server` that keeps nothing on disk. Dropping it kills the process.
+/// A private `redis-server` that keeps nothing on disk (unless started with an append-only file).
+/// Dropping it kills the process.
 pub struct RedisServer {
     dir: tempfile::TempDir,
     endpoint: Endpoint,
     child: Option<Child>,
+    /// Persists every write to an append-only file in `dir` (fsync always), so [`Self::stop`]
+    /// followed by [`Self::start_again`] comes back with its data, as production Redis does.
+    append_only: bool,
 }
 
 impl RedisServer {
@@ -46,11 +51,27 @@ impl RedisServer {
         Self::launch(dir, endpoint)
     }
 
+    /// Starts a server on a fresh unix socket that keeps an append-only file (`appendfsync
+    /// always`): killed and started again, it comes back with every write it acknowledged.
+    pub fn start_append_only() -> io::Result<Self> {
+        let dir = new_dir()?;
+        let endpoint = Endpoint::Unix(dir.path().join("redis.sock"));
+        let mut server = Self {
+            dir,
+            endpoint,
+            child: None,
+            append_only: true,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
     fn launch(dir: tempfile::TempDir, endpoint: Endpoint) -> io::Result<Self> {
         let mut server = Self {
             dir,
             endpoint,
             child: None,
+            append_only: false,
         };
         server.spawn()?;
         Ok(server)
@@ -79,13 +100,21 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same address, empty (it persists nothing).
+    /// Starts the server again on the same address, empty (its append-only file, if any, is
+    /// deleted first).
     pub fn restart_empty(&mut self) -> io::Result<()> {
         self.stop();
+        if self.append_only {
+            let aof = self.dir.path().join("appendonlydir");
+            if aof.exists() {
+                std::fs::remove_dir_all(aof)?;
+            }
+        }
         self.spawn()
     }
 
-    /// Starts a stopped server again on the same address.
+    /// Starts a stopped server again on the same address: empty, or with its data when it keeps
+    /// an append-only file.
     pub fn start_again(&mut self) -> io::Result<()> {
         if self.child.is_some() {
             return Ok(());
@@ -106,11 +135,13 @@ impl RedisServer {
 
     fn spawn(&mut self) -> io::Result<()> {
         let mut cmd = Command::new("redis-server");
-        cmd.arg("--save")
-            .arg("")
-            .arg("--appendonly")
-            .arg("no")
-            .arg("--dir")
+        cmd.arg("--save").arg("").arg("--appendonly");
+        if self.append_only {
+            cmd.arg("yes").arg("--appendfsync").arg("always");
+        } else {
+            cmd.arg("no");
+        }
+        cmd.arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(self.dir.path().join("redis.log"))
