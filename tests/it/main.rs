@@ -5,8 +5,11 @@ mod helpers;
 
 mod cluster_nginx;
 mod operations;
+mod recovery;
+mod round_trips;
 mod self_healing;
 mod sim_e2e;
+mod state_caps;
 mod store_suite;
 mod stream_bad_input;
 mod stream_drain;

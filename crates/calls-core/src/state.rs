@@ -199,6 +199,7 @@ fn truncate_at_char(text: &mut String, max_bytes: usize) {
             cut -= 1;
         }
         text.truncate(cut);
+        text.shrink_to_fit();
     }
 }
 
