@@ -61,6 +61,14 @@ async fn reregister_wanted(store: &dyn CallStore) -> bool {
         .is_ok()
 }
 
+/// An admission that fails, and its error.
+async fn take_err(store: &dyn CallStore, call_sid: &CallSid) -> calls_core::store::StoreError {
+    store
+        .admit(call_sid, AdmitPolicy::MayTakeSlot, LEASE, None)
+        .await
+        .unwrap_err()
+}
+
 /// A renewal batch from replica `r1` for `calls` (call SID, lock token, state).
 fn batch(lease: Duration, calls: Vec<(CallSid, &str, Option<CallState>)>) -> RenewBatch {
     RenewBatch {
@@ -940,6 +948,57 @@ async fn redis_restarted_with_its_data_opens_the_wait() {
     assert!(reregister_wanted(&store).await);
     tokio::time::sleep(holdoff).await;
     assert!(take(&store, &sid(2), LEASE).await.is_admitted());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_hanging_fails_a_burst_together_not_one_timeout_after_another() {
+    let op_timeout = Duration::from_millis(300);
+    let fx = redis(
+        StoreConfig {
+            op_timeout,
+            ..redis_config(100)
+        },
+        1,
+    )
+    .await;
+    let server = fx.redis.as_ref().unwrap();
+    let store = fx.stores[0].clone();
+    assert!(take(store.as_ref(), &sid(1), LEASE).await.is_admitted());
+    let pid = server.pid().unwrap().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, pid.as_str()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // A stopped redis-server accepts nothing and answers nothing: every call meets the timeout.
+    signal("-STOP");
+    // The first call times out; the next ones must reconnect and reload the scripts first.
+    let err = take_err(store.as_ref(), &sid(2)).await;
+    assert!(err.is_unavailable(), "{err}");
+    let started = std::time::Instant::now();
+    let burst: Vec<_> = (10..60)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .admit(&sid(n), AdmitPolicy::MayTakeSlot, LEASE, None)
+                    .await
+            })
+        })
+        .collect();
+    for call in burst {
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
+    }
+    let took = started.elapsed();
+    signal("-CONT");
+    // One timeout for the burst's own commands and one for the shared reconnect attempt, not
+    // fifty in a row.
+    assert!(took < op_timeout * 8, "50 refusals took {took:?}");
+    let back = after_restart(|| store.ping()).await;
+    assert_eq!(back, ());
 }
 
 /// `errorstat_NOSCRIPT` from `INFO errorstats`: how many EVALSHA met a script Redis did not have.

@@ -190,6 +190,9 @@ pub enum StoreError {
     },
     #[error("redis {op}: no answer within {timeout:?}")]
     Timeout { op: &'static str, timeout: Duration },
+    /// Another operation's attempt to reach Redis, which this one waited for, just failed.
+    #[error("redis {op}: not reachable (the connection attempt it waited for failed)")]
+    NotConnected { op: &'static str },
     #[error("state of {call_sid} is not valid call-state JSON: {source}")]
     CorruptState {
         call_sid: String,
@@ -206,6 +209,7 @@ impl StoreError {
         match self {
             Self::Redis { op, .. }
             | Self::Timeout { op, .. }
+            | Self::NotConnected { op }
             | Self::UnexpectedReply { op, .. } => op,
             Self::CorruptState { .. } => "state_decode",
         }
@@ -214,7 +218,7 @@ impl StoreError {
     /// Whether the store itself is unreachable (as opposed to one bad value in it).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Self::Timeout { .. } => true,
+            Self::Timeout { .. } | Self::NotConnected { .. } => true,
             Self::Redis { source, .. } => {
                 source.is_io_error()
                     || source.is_connection_dropped()

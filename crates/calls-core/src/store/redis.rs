@@ -2,7 +2,7 @@
 //! every reconnect and called by SHA; every call is bounded by `op_timeout`.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -72,6 +72,10 @@ pub struct RedisStore {
     /// loads them first.
     prepared: AtomicBool,
     preparing: tokio::sync::Mutex<()>,
+    /// Preparations tried so far: an operation that waited for another's attempt, which failed,
+    /// fails with it instead of queueing an attempt of its own (a burst during an outage must
+    /// not wait for hundreds of timeouts in a row).
+    prepare_attempts: AtomicU64,
 }
 
 impl RedisStore {
@@ -119,6 +123,7 @@ impl RedisStore {
             scripts: Scripts::new(),
             prepared: AtomicBool::new(false),
             preparing: tokio::sync::Mutex::new(()),
+            prepare_attempts: AtomicU64::new(0),
         })
     }
 
@@ -142,8 +147,13 @@ impl RedisStore {
     async fn link(&self, op: &'static str) -> Result<(Began, ConnectionManager), StoreError> {
         let began = self.watch.begin();
         if !self.prepared.load(Ordering::Acquire) {
+            let attempts = self.prepare_attempts.load(Ordering::Acquire);
             let _one_at_a_time = self.preparing.lock().await;
             if !self.prepared.load(Ordering::Acquire) {
+                if self.prepare_attempts.load(Ordering::Acquire) != attempts {
+                    return Err(StoreError::NotConnected { op });
+                }
+                self.prepare_attempts.fetch_add(1, Ordering::AcqRel);
                 self.prepare(op).await?;
                 self.prepared.store(true, Ordering::Release);
             }
