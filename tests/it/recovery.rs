@@ -80,12 +80,11 @@ async fn first_deploy_admits_the_first_webhook_on_every_replica_at_once() {
     let replicas: Vec<ReplicaProcess> = (1..=3)
         .map(|i| spawn(&redis, &format!("calls-{i}"), 10, &[]))
         .collect();
+    // One try each, no retry: the old hold-off answered these with 503 for 15 s.
     for (i, replica) in replicas.iter().enumerate() {
-        let began = Instant::now();
         let (status, twiml) = voice_at(&replica.url("/twilio/voice"), &sid(i)).await;
         assert_eq!(status, 200, "first webhook on {}: {twiml}", replica.id);
         assert!(twiml.contains("<Stream"), "{twiml}");
-        assert!(began.elapsed() < Duration::from_secs(5));
     }
     assert_eq!(active(&redis), 3);
     let (opens, now) = epoch_and_now(&redis).expect("the first script created calls:epoch");

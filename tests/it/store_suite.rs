@@ -837,7 +837,7 @@ where
 
 #[tokio::test]
 async fn redis_epoch_replaced_under_a_replica_opens_the_wait() {
-    let holdoff = Duration::from_millis(600);
+    let holdoff = Duration::from_millis(1500);
     let fx = redis(
         StoreConfig {
             recovery_holdoff: holdoff,
@@ -996,7 +996,10 @@ async fn redis_hanging_fails_a_burst_together_not_one_timeout_after_another() {
     signal("-CONT");
     // One timeout for the burst's own commands and one for the shared reconnect attempt, not
     // fifty in a row.
-    assert!(took < op_timeout * 8, "50 refusals took {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "50 refusals took {took:?}, one timeout after another"
+    );
     let back = after_restart(|| store.ping()).await;
     assert_eq!(back, ());
 }
