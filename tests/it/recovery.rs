@@ -174,3 +174,59 @@ async fn redis_back_with_its_data_after_longer_than_a_lease_over_admits_nobody()
     let logs = format!("{}{}", a.log(), b.log());
     assert!(logs.contains("live calls re-register now"), "{logs}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_data_loss_live_calls_reregister_at_once_not_at_the_next_tick() {
+    let mut redis = RedisServer::start().unwrap();
+    // A tick so long that none falls inside the test after the replicas' first: whatever
+    // re-registers the calls below is the immediate renewal, not the interval.
+    let slow_ticks = [
+        ("CALL_LEASE_SECS", "300".to_string()),
+        ("RENEW_INTERVAL_SECS", "100".to_string()),
+        ("CALL_LOCK_TTL_SECS", "400".to_string()),
+    ];
+    let a = spawn(&redis, "a", 10, &slow_ticks);
+    let b = spawn(&redis, "b", 10, &slow_ticks);
+    let mut calls = vec![
+        open_call(&a, 1).await,
+        open_call(&a, 2).await,
+        open_call(&b, 3).await,
+    ];
+    assert_eq!(active(&redis), 3);
+    redis.restart_empty().unwrap();
+
+    // A readiness probe is all each replica needs to find Redis restarted and lost.
+    for replica in [&a, &b] {
+        let ready = eventually(Duration::from_secs(10), || async {
+            let status = client()
+                .get(replica.url("/readyz"))
+                .send()
+                .await
+                .ok()?
+                .status();
+            (status == 200).then_some(())
+        })
+        .await;
+        assert!(ready.is_some(), "{} ready again", replica.id);
+    }
+    let back = eventually(Duration::from_secs(10), || async {
+        Some(active(&redis)).filter(|n| *n == 3)
+    })
+    .await;
+    assert_eq!(
+        back,
+        Some(3),
+        "live calls re-registered long before the next tick"
+    );
+    for n in 1..=3 {
+        let lock = redis
+            .cli(&["EXISTS", &format!("calls:lock:{}", sid(n))])
+            .unwrap();
+        assert_eq!(lock, "1", "call {n} holds its lock again");
+    }
+    // And new calls wait meanwhile (the recovery wait is 1.5 of these long ticks).
+    assert_eq!(voice_at(&a.url("/twilio/voice"), &sid(9)).await.0, 503);
+    for stream in &mut calls {
+        stream.echo_round(1).await;
+    }
+}
