@@ -66,6 +66,7 @@ pub fn build_store(config: &Config) -> Result<Arc<dyn CallStore>, StoreError> {
         lock_ttl: config.call_lock_ttl,
         recovery_holdoff: config.recovery_holdoff(),
         op_timeout: config.store_op_timeout,
+        call_lease: config.call_lease,
         tls: config
             .redis
             .as_ref()

@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
 
-/// Runs ticks every `RENEW_INTERVAL_SECS` until `stop` is cancelled.
+/// Runs ticks every `RENEW_INTERVAL_SECS`, and one at once whenever the store finds Redis lost its
+/// data, restarted or was out of reach for longer than a lease, until `stop` is cancelled.
 pub async fn run(app: Arc<App>, stop: CancellationToken) {
     let mut interval = tokio::time::interval(app.config.renew_interval);
     interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -16,6 +17,7 @@ pub async fn run(app: Arc<App>, stop: CancellationToken) {
         tokio::select! {
             () = stop.cancelled() => return,
             _ = interval.tick() => {}
+            () = app.calls.reregister_wanted() => {}
         }
         // Errors are logged and counted by the core; the next tick retries.
         let _ = app.calls.renew(app.is_draining()).await;

@@ -23,6 +23,7 @@ const READY_PING_TIMEOUT: Duration = Duration::from_secs(1);
 fn store_problem(err: &StoreError) -> String {
     let class = match err {
         StoreError::Timeout { .. } => "no answer in time",
+        StoreError::NotConnected { .. } => "connection failed",
         StoreError::Redis { source, .. } => {
             if source.is_connection_refusal() {
                 "connection refused"

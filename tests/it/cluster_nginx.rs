@@ -28,22 +28,6 @@ async fn cli(redis: &RedisServer, args: &[&str]) -> String {
     redis_cli(redis, args).await
 }
 
-/// Waits until the first renewal tick has created `calls:epoch` and Redis time has passed it: a
-/// brand-new Redis holds admissions for 1.5 ticks so live calls can re-register first.
-async fn wait_admissions_open(redis: &RedisServer) {
-    let open = eventually(CONVERGE, || async {
-        let opens: u64 = cli(redis, &["GET", "calls:epoch"]).await.parse().ok()?;
-        let time = cli(redis, &["TIME"]).await;
-        let mut parts = time.lines().map(|l| l.trim().parse::<u64>());
-        let (Some(Ok(secs)), Some(Ok(micros))) = (parts.next(), parts.next()) else {
-            return None;
-        };
-        (secs * 1000 + micros / 1000 >= opens).then_some(())
-    })
-    .await;
-    assert!(open.is_some(), "admissions never opened (calls:epoch)");
-}
-
 async fn replica_metrics(replica: &ReplicaProcess) -> Value {
     let body = client()
         .get(replica.url("/metrics.json"))
@@ -83,7 +67,6 @@ async fn three_replicas_behind_nginx() {
         .collect();
     let ports: Vec<u16> = replicas.iter().map(|r| r.port).collect();
     let nginx = NginxProcess::start(&nginx_bin, &ports).expect("nginx");
-    wait_admissions_open(&redis).await;
 
     burst_of_webhooks(&redis, &nginx, &replicas).await;
     let streams = live_streams(&redis, &nginx, &replicas).await;

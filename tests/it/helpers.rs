@@ -51,10 +51,6 @@ impl Replica {
         let app = App::new(config, store);
         let shutdown = CancellationToken::new();
         let handle = tokio::spawn(server::serve(app.clone(), listener, shutdown.clone()));
-        if app.config.redis.is_some() {
-            // A brand-new Redis holds admissions for one tick plus a margin (SPEC §4, calls:epoch).
-            tokio::time::sleep(app.config.recovery_holdoff() + Duration::from_millis(100)).await;
-        }
         Self {
             addr,
             app,

@@ -115,7 +115,7 @@ async fn health_and_readiness() {
     })
     .await;
     assert!(back.is_some());
-    // Redis came back empty: admissions wait for live calls to re-register (SPEC §4). Wait for
+    // Redis came back empty: a replica that had seen its epoch knows Redis lost its data, so admissions wait for live calls to re-register (SPEC §4). Wait for
     // the admission itself, not for a guess of the hold-off: the webhook is retried for one call,
     // which holds at most one slot however many tries it takes.
     let admitted = eventually(Duration::from_secs(20), || async {

@@ -27,11 +27,12 @@ fn spawn(redis: &RedisServer, id: &str, limit: u64, extra: &[(&str, &str)]) -> R
     ReplicaProcess::spawn(binary(), id, &env).expect("replica starts")
 }
 
-/// Waits until a brand-new (or emptied) Redis opens admissions (SPEC §4, `calls:epoch`).
-async fn wait_admissions_open(redis: &RedisServer) {
-    let opened = eventually(Duration::from_secs(10), || async {
-        let opens: u64 = redis.cli(&["GET", "calls:epoch"]).ok()?.parse().ok()?;
-        let time = redis.cli(&["TIME"]).ok()?;
+/// Waits out the recovery wait after Redis lost its data (SPEC §4: `calls:epoch` holds the
+/// Redis-time ms at which admissions reopen). A brand-new Redis has none: it admits at once.
+async fn wait_recovery_over(redis: &RedisServer) {
+    let opened = eventually(CONVERGE, || async {
+        let opens: u64 = redis_cli(redis, &["GET", "calls:epoch"]).await.parse().ok()?;
+        let time = redis_cli(redis, &["TIME"]).await;
         let mut parts = time.lines();
         let secs: u64 = parts.next()?.parse().ok()?;
         let micros: u64 = parts.next()?.parse().ok()?;
@@ -59,7 +60,6 @@ async fn two_replicas_four_calls(
 ) -> (ReplicaProcess, ReplicaProcess, Vec<TwilioStream>) {
     let a = spawn(redis, "a", limit, &[]);
     let b = spawn(redis, "b", limit, &[]);
-    wait_admissions_open(redis).await;
     let calls = vec![
         open_call(&a, 1).await,
         open_call(&a, 2).await,
@@ -106,7 +106,6 @@ async fn kill_9_frees_the_dead_replicas_slots_within_a_lease() {
     let redis = RedisServer::start().unwrap();
     let mut doomed = spawn(&redis, "doomed", 7, &[]);
     let survivor = spawn(&redis, "survivor", 7, &[]);
-    wait_admissions_open(&redis).await;
     let mut dying = Vec::new();
     for n in 0..5 {
         dying.push(open_call(&doomed, n).await);
@@ -207,7 +206,7 @@ async fn after_redis_data_loss_new_calls_wait_for_live_ones_to_reregister() {
         admitted <= 1,
         "{admitted} admitted while live calls re-registered"
     );
-    wait_admissions_open(&redis).await;
+    wait_recovery_over(&redis).await;
     count_converges(&redis, 4 + admitted, 0..=5, CONVERGE).await;
     // Once open, the one free slot goes to exactly one of ten more racers.
     let later = race_webhooks(&[&a, &b], 200..210).await;
@@ -222,7 +221,6 @@ async fn after_redis_data_loss_new_calls_wait_for_live_ones_to_reregister() {
 async fn redis_down_live_calls_go_on_and_admission_comes_back() {
     let mut redis = RedisServer::start().unwrap();
     let replica = spawn(&redis, "solo", 10, &[]);
-    wait_admissions_open(&redis).await;
     let mut calls = vec![open_call(&replica, 1).await, open_call(&replica, 2).await];
     redis.stop();
     for _ in 0..3 {
@@ -247,7 +245,7 @@ async fn redis_down_live_calls_go_on_and_admission_comes_back() {
     .await;
     assert!(ready.is_some(), "ready again without a restart");
     count_converges(&redis, 2, 0..=2, CONVERGE).await;
-    wait_admissions_open(&redis).await;
+    wait_recovery_over(&redis).await;
     assert_eq!(
         voice_at(&replica.url("/twilio/voice"), &sid(3)).await.0,
         200
@@ -264,7 +262,6 @@ async fn a_paused_replica_reregisters_its_calls_and_nothing_new_gets_in() {
     let redis = RedisServer::start().unwrap();
     let paused = spawn(&redis, "paused", 4, &[]);
     let other = spawn(&redis, "other", 4, &[]);
-    wait_admissions_open(&redis).await;
     let mut sleepers = Vec::new();
     for n in 0..3 {
         sleepers.push(open_call(&paused, n).await);
@@ -314,7 +311,6 @@ async fn a_paused_replica_reregisters_its_calls_and_nothing_new_gets_in() {
 async fn a_call_longer_than_the_state_ttl_keeps_its_state() {
     let redis = RedisServer::start().unwrap();
     let replica = spawn(&redis, "solo", 5, &[("CALL_STATE_TTL_SECS", "2")]);
-    wait_admissions_open(&redis).await;
     let mut call = open_call(&replica, 1).await;
     let key = format!("calls:state:{}", sid(1));
     for _ in 0..10 {
@@ -337,7 +333,6 @@ async fn a_call_longer_than_the_state_ttl_keeps_its_state() {
 async fn sigterm_drains_live_calls_then_exits_zero() {
     let redis = RedisServer::start().unwrap();
     let mut replica = spawn(&redis, "drainer", 5, &[("DRAIN_TIMEOUT_SECS", "30")]);
-    wait_admissions_open(&redis).await;
     let mut call = open_call(&replica, 1).await;
     replica.signal("TERM").unwrap();
     let unready = eventually(CONVERGE, || async {
@@ -370,7 +365,6 @@ async fn sigterm_drains_live_calls_then_exits_zero() {
 async fn drain_timeout_ends_remaining_calls_and_releases_them() {
     let redis = RedisServer::start().unwrap();
     let mut replica = spawn(&redis, "impatient", 5, &[("DRAIN_TIMEOUT_SECS", "1")]);
-    wait_admissions_open(&redis).await;
     let mut call = open_call(&replica, 1).await;
     replica.signal("INT").unwrap();
     assert_eq!(call.close_code(Duration::from_secs(5)).await, Some(1001));

@@ -5,10 +5,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use calls_core::call_sid::CallSid;
+use calls_core::calls::{Calls, CallsConfig};
+use calls_core::events::NoEvents;
 use calls_core::state::{CallState, CallStatus, EndReason};
 use calls_core::store::{
-    Admission, AdmitPolicy, CallStore, LockOutcome, MemoryStore, RedisStore, Refusal, RenewBatch,
-    Renewal, ReplicaHeartbeat, StoreConfig,
+    Admission, AdmitPolicy, CallStore, MemoryStore, RedisStore, Refusal, RenewBatch, Renewal,
+    ReplicaHeartbeat, StoreConfig, StreamAdmission, StreamEnd,
 };
 use testkit::RedisServer;
 
@@ -24,6 +26,47 @@ async fn take(store: &dyn CallStore, call_sid: &CallSid, lease: Duration) -> Adm
         .admit(call_sid, AdmitPolicy::MayTakeSlot, lease, None)
         .await
         .unwrap()
+}
+
+/// Reclaims lapsed slots the way every tick does (a renewal with no call of its own).
+async fn reclaim(store: &dyn CallStore) -> Vec<String> {
+    store
+        .renew(&batch(LEASE, Vec::new()))
+        .await
+        .unwrap()
+        .reclaimed
+}
+
+/// A stream's start for `call_sid` with `token`, as an active state of replica `r1`.
+async fn start(
+    store: &dyn CallStore,
+    call_sid: &CallSid,
+    token: &str,
+    policy: AdmitPolicy,
+    lease: Duration,
+) -> StreamAdmission {
+    let mut fresh = CallState::reserved(call_sid.as_str(), "r1");
+    fresh.status = CallStatus::Active;
+    fresh.stream_sid = Some(format!("MZ{token}"));
+    store
+        .start_stream(call_sid, token, policy, lease, &fresh)
+        .await
+        .unwrap()
+}
+
+/// Whether the store asks for its live calls to re-register now.
+async fn reregister_wanted(store: &dyn CallStore) -> bool {
+    tokio::time::timeout(Duration::from_millis(50), store.reregister_wanted())
+        .await
+        .is_ok()
+}
+
+/// An admission that fails, and its error.
+async fn take_err(store: &dyn CallStore, call_sid: &CallSid) -> calls_core::store::StoreError {
+    store
+        .admit(call_sid, AdmitPolicy::MayTakeSlot, LEASE, None)
+        .await
+        .unwrap_err()
 }
 
 /// A renewal batch from replica `r1` for `calls` (call SID, lock token, state).
@@ -231,7 +274,7 @@ where
     );
     // The refresh extended the short reservation lease to the long one.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(store.reclaim().await.unwrap(), Vec::<String>::new());
+    assert_eq!(reclaim(store).await, Vec::<String>::new());
     let stats = store.stats().await.unwrap();
     assert_eq!(
         (stats.active, stats.started, stats.rejected_max_concurrent),
@@ -257,7 +300,7 @@ where
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(350)).await;
-    assert_eq!(store.reclaim().await.unwrap(), vec![sid(1).to_string()]);
+    assert_eq!(reclaim(store).await, vec![sid(1).to_string()]);
     assert_eq!(store.stats().await.unwrap().active, 0);
 }
 suite!(
@@ -304,7 +347,7 @@ where
     store.release(&sid(2), EndReason::Stop).await.unwrap();
     take(store, &sid(3), Duration::from_millis(100)).await;
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(store.reclaim().await.unwrap(), vec![sid(3).to_string()]);
+    assert_eq!(reclaim(store).await, vec![sid(3).to_string()]);
     assert_eq!(store.stats().await.unwrap().active, 0);
 }
 suite!(lease_lapse, super::lapsed_leases_are_reclaimed);
@@ -316,11 +359,21 @@ where
     let fx = make(config(1), 1).await;
     let store = fx.store();
     let live = sid(1);
-    take(store, &live, Duration::from_millis(200)).await;
-    assert_eq!(
-        store.take_lock(&live, "token-1").await.unwrap(),
-        LockOutcome::Acquired
-    );
+    take(store, &live, LEASE).await;
+    assert!(matches!(
+        start(
+            store,
+            &live,
+            "token-1",
+            AdmitPolicy::ExistingOnly,
+            Duration::from_millis(200)
+        )
+        .await,
+        StreamAdmission::Started {
+            new_slot: false,
+            ..
+        }
+    ));
     let mut state = CallState::reserved(live.as_str(), "r1");
     state.status = CallStatus::Active;
     state.frames_in = 42;
@@ -348,13 +401,14 @@ where
         Admission::Refused(Refusal::AtLimit { active: 2 })
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(store.reclaim().await.unwrap().is_empty());
+    assert!(reclaim(store).await.is_empty());
 
-    // A lock another owner holds is reported and that call's state is not written.
+    // The re-added call's vanished lock was re-taken by its renewal: another stream is refused.
     assert_eq!(
-        store.take_lock(&lost, "token-2").await.unwrap(),
-        LockOutcome::Acquired
+        start(store, &lost, "token-3", AdmitPolicy::MayTakeSlot, LEASE).await,
+        StreamAdmission::LockedBy("token-2".into())
     );
+    // A lock another owner holds is reported and that call's state is not written.
     let mut foreign = batch.clone();
     foreign.calls[0].lock_token = "someone-else".into();
     state.frames_in = 7;
@@ -378,27 +432,81 @@ where
     let fx = make(config(5), 2).await;
     let (a, b) = (fx.stores[0].as_ref(), fx.stores[1].as_ref());
     let call = sid(7);
+    let mut webhook = CallState::reserved(call.as_str(), "r0");
+    webhook.from = Some("+15550100".into());
+    webhook.to = Some("+15550199".into());
+    webhook.account_sid = Some("AC1".into());
+    let reserved = a
+        .admit(&call, AdmitPolicy::MayTakeSlot, LEASE, Some(&webhook))
+        .await
+        .unwrap();
+    assert!(reserved.is_admitted());
+
+    // The start takes lock and slot together and keeps what the webhook wrote.
+    let StreamAdmission::Started {
+        new_slot, state, ..
+    } = start(a, &call, "A", AdmitPolicy::ExistingOnly, LEASE).await
+    else {
+        panic!("the first stream starts");
+    };
+    assert!(!new_slot, "the reservation became the live slot");
+    assert_eq!(state.status, CallStatus::Active);
+    assert_eq!(state.stream_sid.as_deref(), Some("MZA"));
+    assert_eq!(state.created_at, webhook.created_at);
     assert_eq!(
-        a.take_lock(&call, "A").await.unwrap(),
-        LockOutcome::Acquired
+        (state.from.as_deref(), state.to.as_deref()),
+        (Some("+15550100"), Some("+15550199"))
+    );
+    assert_eq!(state.account_sid.as_deref(), Some("AC1"));
+    let state = *state;
+    assert_eq!(b.read_state(&call).await.unwrap(), Some(state.clone()));
+    // The same stream again is re-entrant; another is refused and changes nothing.
+    assert!(matches!(
+        start(a, &call, "A", AdmitPolicy::MayTakeSlot, LEASE).await,
+        StreamAdmission::Started { .. }
+    ));
+    assert_eq!(
+        start(b, &call, "B", AdmitPolicy::MayTakeSlot, LEASE).await,
+        StreamAdmission::LockedBy("A".into())
+    );
+    let mut ended_b = state.clone();
+    ended_b.end(EndReason::Stop);
+    assert_eq!(
+        b.end_stream(&call, "B", &ended_b).await.unwrap(),
+        StreamEnd::LockedBy("A".into())
+    );
+    assert_eq!(b.read_state(&call).await.unwrap(), Some(state.clone()));
+    assert_eq!(b.stats().await.unwrap().active, 1);
+
+    // The owner's end writes the final state, frees the slot and the lock, once.
+    let mut ended = state.clone();
+    ended.frames_in = 9;
+    ended.end(EndReason::Stop);
+    assert_eq!(
+        a.end_stream(&call, "A", &ended).await.unwrap(),
+        StreamEnd::Ended { freed: true }
     );
     assert_eq!(
-        a.take_lock(&call, "A").await.unwrap(),
-        LockOutcome::Acquired
+        a.end_stream(&call, "A", &ended).await.unwrap(),
+        StreamEnd::Ended { freed: false }
     );
+    assert_eq!(a.read_state(&call).await.unwrap(), Some(ended));
+    assert_eq!(a.stats().await.unwrap().active, 0);
+
+    // Lock and slot are free for a new stream; a refused start takes neither.
+    let fx = make(config(1), 1).await;
+    let store = fx.store();
+    assert!(take(store, &sid(1), LEASE).await.is_admitted());
     assert_eq!(
-        b.take_lock(&call, "B").await.unwrap(),
-        LockOutcome::HeldBy("A".into())
+        start(store, &call, "C", AdmitPolicy::MayTakeSlot, LEASE).await,
+        StreamAdmission::Refused(Refusal::AtLimit { active: 1 })
     );
-    assert!(!b.renew_lock(&call, "B").await.unwrap());
-    assert!(!b.release_lock(&call, "B").await.unwrap());
-    assert!(a.renew_lock(&call, "A").await.unwrap());
-    assert!(a.release_lock(&call, "A").await.unwrap());
-    assert!(!a.release_lock(&call, "A").await.unwrap());
-    assert_eq!(
-        b.take_lock(&call, "B").await.unwrap(),
-        LockOutcome::Acquired
-    );
+    assert_eq!(store.read_state(&call).await.unwrap(), None);
+    store.release(&sid(1), EndReason::Stop).await.unwrap();
+    assert!(matches!(
+        start(store, &call, "D", AdmitPolicy::MayTakeSlot, LEASE).await,
+        StreamAdmission::Started { new_slot: true, .. }
+    ));
 }
 suite!(locks, super::lock_has_one_owner);
 
@@ -452,11 +560,7 @@ async fn redis_ttls_follow_the_contract() {
     let fx = redis(redis_config(5), 1).await;
     let server = fx.redis.as_ref().unwrap();
     let call = sid(1);
-    fx.store()
-        .write_state(&CallState::reserved(call.as_str(), "r1"))
-        .await
-        .unwrap();
-    fx.store().take_lock(&call, "t").await.unwrap();
+    start(fx.store(), &call, "t", AdmitPolicy::MayTakeSlot, LEASE).await;
     let state_ttl: i64 = server
         .cli(&["TTL", &format!("calls:state:{call}")])
         .unwrap()
@@ -479,12 +583,7 @@ async fn redis_ttls_follow_the_contract() {
         1,
     )
     .await;
-    custom
-        .store()
-        .write_state(&CallState::reserved(call.as_str(), "r1"))
-        .await
-        .unwrap();
-    custom.store().take_lock(&call, "t").await.unwrap();
+    start(custom.store(), &call, "t", AdmitPolicy::MayTakeSlot, LEASE).await;
     let server = custom.redis.as_ref().unwrap();
     let state_ttl: i64 = server
         .cli(&["TTL", &format!("calls:state:{call}")])
@@ -513,27 +612,50 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
     server
         .cli(&["EXPIRE", &format!("calls:state:{call}"), "5"])
         .unwrap();
-    let mut batch = batch(LEASE, vec![(call.clone(), "t", None)]);
-    batch.heartbeat.id = "calls-2".into();
-    batch.heartbeat_ttl = Duration::from_secs(30);
-    fx.store().renew(&batch).await.unwrap();
+    fx.store()
+        .renew(&batch(LEASE, vec![(call.clone(), "t", None)]))
+        .await
+        .unwrap();
     let ttl: i64 = server
         .cli(&["TTL", &format!("calls:state:{call}")])
         .unwrap()
         .parse()
         .unwrap();
     assert!(ttl > 3500, "state TTL not refreshed: {ttl}");
+
+    // The heartbeat as the lifecycle writes it: its TTL is SPEC's three ticks of this replica.
+    let store: Arc<dyn CallStore> = Arc::new(
+        RedisStore::connect(&server.url(), redis_config(5))
+            .await
+            .unwrap(),
+    );
+    let calls = Calls::new(
+        CallsConfig {
+            replica_id: "calls-2".into(),
+            max_concurrent_calls: 5,
+            reservation: LEASE,
+            call_lease: LEASE,
+            renew_interval: Duration::from_secs(7),
+        },
+        store,
+        Arc::new(NoEvents),
+    );
+    calls.renew(true).await.unwrap();
     let heartbeat: serde_json::Value =
         serde_json::from_str(&server.cli(&["GET", "calls:replica:calls-2"]).unwrap()).unwrap();
     assert_eq!(heartbeat["id"], "calls-2");
-    assert_eq!(heartbeat["calls_active"], 1);
-    assert_eq!(heartbeat["draining"], false);
+    assert_eq!(heartbeat["calls_active"], 0);
+    assert_eq!(heartbeat["draining"], true);
+    assert_eq!(heartbeat["started_at"], calls.started_at());
     let hb_ttl: i64 = server
-        .cli(&["TTL", "calls:replica:calls-2"])
+        .cli(&["PTTL", "calls:replica:calls-2"])
         .unwrap()
         .parse()
         .unwrap();
-    assert!((25..=30).contains(&hb_ttl));
+    assert!(
+        (20_000..=21_000).contains(&hb_ttl),
+        "heartbeat PTTL {hb_ttl}, not three 7 s ticks"
+    );
 }
 
 #[tokio::test]
@@ -542,8 +664,20 @@ async fn redis_restarted_empty_reloads_scripts_and_admission_goes_on() {
     let store = fx.stores[0].clone();
     assert!(take(store.as_ref(), &sid(1), LEASE).await.is_admitted());
     let server = fx.redis.as_mut().unwrap();
+    let hashes = RedisStore::script_hashes();
+    let exists = |server: &RedisServer| {
+        let mut args = vec!["SCRIPT", "EXISTS"];
+        args.extend(hashes.iter().map(String::as_str));
+        server.cli(&args).unwrap()
+    };
+    let all = |bit: &str| vec![bit; hashes.len()].join("\n");
+    assert_eq!(
+        exists(server),
+        all("1"),
+        "every script loaded at the first call"
+    );
     server.restart_empty().unwrap();
-    assert_eq!(server.cli(&["SCRIPT", "EXISTS", "0"]).unwrap(), "0");
+    assert_eq!(exists(server), all("0"), "a restart flushes the scripts");
 
     // The connection manager reconnects; the first call after the restart may see the dropped
     // connection, so allow a couple of attempts within a second.
@@ -572,6 +706,7 @@ async fn redis_restarted_empty_reloads_scripts_and_admission_goes_on() {
     );
     assert_eq!(server.cli(&["GET", "calls:active_count"]).unwrap(), "1");
     assert_ne!(server.cli(&["GET", "calls:epoch"]).unwrap(), "");
+    assert_eq!(exists(server), all("1"), "reloaded after the reconnect");
 }
 
 #[tokio::test]
@@ -587,13 +722,15 @@ async fn redis_data_loss_holds_admissions_until_live_calls_reregister() {
     .await;
     let server = fx.redis.as_ref().unwrap();
     let store = fx.store();
-    // A brand-new dataset counts as recovered data loss too: the first admission waits the holdoff.
+    // A brand-new Redis is not data loss (SPEC §4): the first admission gets in at once.
     assert_eq!(
         take(store, &sid(1), LEASE).await,
-        Admission::Refused(Refusal::Recovering)
+        Admission::Admitted {
+            new: true,
+            active: 1
+        }
     );
-    tokio::time::sleep(holdoff).await;
-    assert!(take(store, &sid(1), LEASE).await.is_admitted());
+    assert!(!reregister_wanted(store).await);
 
     server.cli(&["FLUSHALL"]).unwrap();
     // Before the holdoff ends the live call re-registers through its renewal; newcomers wait.
@@ -601,11 +738,16 @@ async fn redis_data_loss_holds_admissions_until_live_calls_reregister() {
         take(store, &sid(2), LEASE).await,
         Admission::Refused(Refusal::Recovering)
     );
+    assert!(
+        reregister_wanted(store).await,
+        "the loss asks for re-registration now"
+    );
     let batch = batch(LEASE, vec![(sid(1), "t", None)]);
     assert_eq!(
         store.renew(&batch).await.unwrap().readded,
         vec![sid(1).to_string()]
     );
+    assert!(!reregister_wanted(store).await, "asked once");
     tokio::time::sleep(holdoff).await;
     assert!(take(store, &sid(2), LEASE).await.is_admitted());
     assert_eq!(
@@ -673,6 +815,234 @@ async fn redis_unreachable_is_a_timely_unavailable_error() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(ok, "store did not reconnect");
+}
+
+/// Retries `op` through the dropped connection right after a Redis restart (bounded).
+async fn after_restart<T, F, Fut>(mut op: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, calls_core::store::StoreError>>,
+{
+    for _ in 0..100 {
+        match op().await {
+            Ok(value) => return value,
+            Err(err) => {
+                assert!(err.is_unavailable(), "unexpected error {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    panic!("the store did not reconnect within 5 s");
+}
+
+#[tokio::test]
+async fn redis_epoch_replaced_under_a_replica_opens_the_wait() {
+    let holdoff = Duration::from_millis(1500);
+    let fx = redis(
+        StoreConfig {
+            recovery_holdoff: holdoff,
+            ..redis_config(5)
+        },
+        2,
+    )
+    .await;
+    let server = fx.redis.as_ref().unwrap();
+    let (old, newcomer) = (fx.stores[0].as_ref(), fx.stores[1].as_ref());
+    assert!(take(old, &sid(1), LEASE).await.is_admitted());
+    server.cli(&["FLUSHALL"]).unwrap();
+    // A replica that has seen no epoch finds an empty Redis: it cannot tell a first deploy, so it
+    // admits (the residual case, bounded by one tick of the old replicas)...
+    assert!(take(newcomer, &sid(2), LEASE).await.is_admitted());
+    assert!(!reregister_wanted(newcomer).await);
+    // ...and the old replica, finding the epoch replaced, re-registers at once and opens the wait.
+    assert_eq!(
+        take(old, &sid(3), LEASE).await,
+        Admission::Refused(Refusal::Recovering)
+    );
+    assert!(reregister_wanted(old).await);
+    assert_eq!(
+        take(newcomer, &sid(4), LEASE).await,
+        Admission::Refused(Refusal::Recovering),
+        "the wait holds every replica"
+    );
+    tokio::time::sleep(holdoff).await;
+    assert!(take(newcomer, &sid(4), LEASE).await.is_admitted());
+    // Nothing asks again once the new epoch is known.
+    assert!(take(old, &sid(5), LEASE).await.is_admitted());
+    assert!(!reregister_wanted(old).await);
+}
+
+#[tokio::test]
+async fn redis_out_of_reach_longer_than_a_lease_opens_the_wait() {
+    let holdoff = Duration::from_millis(600);
+    let fx = redis(
+        StoreConfig {
+            recovery_holdoff: holdoff,
+            call_lease: Duration::from_secs(1),
+            ..redis_config(5)
+        },
+        1,
+    )
+    .await;
+    let store = fx.store();
+    assert!(take(store, &sid(1), LEASE).await.is_admitted());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        take(store, &sid(2), LEASE).await.is_admitted(),
+        "within a lease"
+    );
+    assert!(!reregister_wanted(store).await);
+    // No contact for longer than a lease: every lease may have lapsed meanwhile.
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let refused = std::time::Instant::now();
+    assert_eq!(
+        take(store, &sid(3), LEASE).await,
+        Admission::Refused(Refusal::Recovering)
+    );
+    assert!(reregister_wanted(store).await);
+    // Polled (each poll is a contact, so no new cut-off): admitted once the wait is over.
+    let mut admitted = false;
+    while refused.elapsed() < Duration::from_secs(5) {
+        if take(store, &sid(3), LEASE).await.is_admitted() {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(admitted, "the wait never ended");
+    assert!(
+        refused.elapsed() >= holdoff - Duration::from_millis(100),
+        "admitted after {:?}, before the wait ended",
+        refused.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn redis_restarted_with_its_data_opens_the_wait() {
+    let holdoff = Duration::from_millis(600);
+    let mut server = RedisServer::start_append_only().unwrap();
+    let store = RedisStore::connect(
+        &server.url(),
+        StoreConfig {
+            recovery_holdoff: holdoff,
+            ..redis_config(5)
+        },
+    )
+    .await
+    .unwrap();
+    assert!(take(&store, &sid(1), LEASE).await.is_admitted());
+    let epoch = server.cli(&["GET", "calls:epoch"]).unwrap();
+    server.stop();
+    server.start_again().unwrap();
+    assert_eq!(
+        server.cli(&["ZCARD", "calls:slots"]).unwrap(),
+        "1",
+        "data kept"
+    );
+    assert_eq!(server.cli(&["GET", "calls:epoch"]).unwrap(), epoch);
+    // Same epoch, short outage; but the run_id changed: writes of Redis' last moments may be gone.
+    let second = sid(2);
+    let admission =
+        after_restart(|| store.admit(&second, AdmitPolicy::MayTakeSlot, LEASE, None)).await;
+    assert_eq!(admission, Admission::Refused(Refusal::Recovering));
+    assert!(reregister_wanted(&store).await);
+    tokio::time::sleep(holdoff).await;
+    assert!(take(&store, &sid(2), LEASE).await.is_admitted());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_hanging_fails_a_burst_together_not_one_timeout_after_another() {
+    let op_timeout = Duration::from_millis(300);
+    let fx = redis(
+        StoreConfig {
+            op_timeout,
+            ..redis_config(100)
+        },
+        1,
+    )
+    .await;
+    let server = fx.redis.as_ref().unwrap();
+    let store = fx.stores[0].clone();
+    assert!(take(store.as_ref(), &sid(1), LEASE).await.is_admitted());
+    let pid = server.pid().unwrap().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, pid.as_str()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    // A stopped redis-server accepts nothing and answers nothing: every call meets the timeout.
+    signal("-STOP");
+    // The first call times out; the next ones must reconnect and reload the scripts first.
+    let err = take_err(store.as_ref(), &sid(2)).await;
+    assert!(err.is_unavailable(), "{err}");
+    let started = std::time::Instant::now();
+    let burst: Vec<_> = (10..60)
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .admit(&sid(n), AdmitPolicy::MayTakeSlot, LEASE, None)
+                    .await
+            })
+        })
+        .collect();
+    for call in burst {
+        let err = call.await.unwrap().unwrap_err();
+        assert!(err.is_unavailable(), "{err}");
+    }
+    let took = started.elapsed();
+    signal("-CONT");
+    // One timeout for the burst's own commands and one for the shared reconnect attempt, not
+    // fifty in a row.
+    assert!(
+        took < Duration::from_secs(5),
+        "50 refusals took {took:?}, one timeout after another"
+    );
+    let back = after_restart(|| store.ping()).await;
+    assert_eq!(back, ());
+}
+
+/// `errorstat_NOSCRIPT` from `INFO errorstats`: how many EVALSHA met a script Redis did not have.
+fn noscript_errors(server: &RedisServer) -> u64 {
+    let info = server.cli(&["INFO", "errorstats"]).unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("errorstat_NOSCRIPT:count="))
+        .map_or(0, |count| count.trim().parse().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_never_meets_noscript_cold_or_after_a_restart() {
+    let mut server = RedisServer::start().unwrap();
+    let store = Arc::new(
+        RedisStore::connect(&server.url(), redis_config(1000))
+            .await
+            .unwrap(),
+    );
+    let burst = |range: std::ops::Range<usize>| {
+        let tasks: Vec<_> = range
+            .map(|n| {
+                let store = store.clone();
+                tokio::spawn(async move { take(store.as_ref(), &sid(n), LEASE).await })
+            })
+            .collect();
+        async move {
+            for task in tasks {
+                assert!(task.await.unwrap().is_admitted());
+            }
+        }
+    };
+    burst(0..300).await;
+    let calls = server.cli(&["INFO", "commandstats"]).unwrap();
+    assert!(calls.contains("cmdstat_evalsha:calls=300"), "{calls}");
+    assert_eq!(noscript_errors(&server), 0);
+
+    server.restart_empty().unwrap();
+    after_restart(|| store.ping()).await;
+    burst(1000..1300).await;
+    assert_eq!(noscript_errors(&server), 0, "scripts reloaded on reconnect");
+    assert_eq!(server.cli(&["GET", "calls:active_count"]).unwrap(), "300");
 }
 
 #[test]

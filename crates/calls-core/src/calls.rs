@@ -11,10 +11,12 @@ use tracing::{info, warn};
 use crate::call_sid::CallSid;
 use crate::events::CallEvents;
 use crate::live_calls::{LiveCall, LiveCalls};
-use crate::state::{CallState, CallStatus, EndReason, MediaFormat, now_rfc3339};
+use crate::state::{
+    CallState, CallStatus, EndReason, MediaFormat, cap_custom_parameters, now_rfc3339,
+};
 use crate::store::{
-    Admission, AdmitPolicy, CallStore, LockOutcome, Refusal, RenewBatch, RenewReport, Renewal,
-    ReplicaHeartbeat, StoreError,
+    Admission, AdmitPolicy, CallStore, Refusal, RenewBatch, RenewReport, Renewal, ReplicaHeartbeat,
+    StoreError, StreamAdmission, StreamEnd,
 };
 
 /// What the lifecycle needs from the service configuration.
@@ -181,9 +183,9 @@ impl Calls {
         }
     }
 
-    /// Takes the call's lock and its slot when its media stream starts: a reservation becomes
-    /// active; a stream without one is admitted now if `policy` allows (a draining replica's
-    /// does not).
+    /// Takes the call's lock and its slot when its media stream starts, and writes its active
+    /// state, in one atomic store step: a reservation becomes active; a stream without one is
+    /// admitted now if `policy` allows (a draining replica's does not).
     pub async fn start_stream(
         &self,
         call_sid: &CallSid,
@@ -191,70 +193,59 @@ impl Calls {
         policy: AdmitPolicy,
     ) -> Result<Arc<LiveCall>, StreamRefusal> {
         let token = self.new_lock_token();
-        match self.store.take_lock(call_sid, &token).await {
-            Ok(LockOutcome::Acquired) => {}
-            Ok(LockOutcome::HeldBy(owner)) => {
+        let (custom_parameters, dropped) = cap_custom_parameters(start.custom_parameters);
+        if !dropped.is_empty() {
+            warn!(%call_sid, ?dropped, "custom parameters over 4 KiB; these were not kept");
+        }
+        // What the webhook stored (created_at, from, to) is kept by the store; a missing, ended
+        // or corrupt stored state is replaced by this one.
+        let mut fresh = CallState::reserved(call_sid.as_str(), &self.config.replica_id);
+        fresh.status = CallStatus::Active;
+        fresh.stream_sid = Some(start.stream_sid);
+        fresh.account_sid = start.account_sid;
+        fresh.media_format = start.media_format;
+        fresh.custom_parameters = custom_parameters;
+        fresh.started_at = Some(now_rfc3339());
+
+        let started = Instant::now();
+        let result = self
+            .store
+            .start_stream(call_sid, &token, policy, self.config.call_lease, &fresh)
+            .await;
+        self.events.admission_time(started.elapsed());
+        let (new_slot, state) = match result {
+            Ok(StreamAdmission::Started {
+                new_slot,
+                state,
+                replaced_corrupt_state,
+                ..
+            }) => {
+                if replaced_corrupt_state {
+                    self.events.store_error("state_decode");
+                    warn!(%call_sid, "stored state unreadable; started a fresh one");
+                }
+                (new_slot, *state)
+            }
+            Ok(StreamAdmission::LockedBy(owner)) => {
                 warn!(%call_sid, %owner, "second stream refused: the call is locked by another stream");
                 return Err(StreamRefusal::LockedElsewhere);
             }
-            Err(err) => {
-                return Err(StreamRefusal::Rejected(self.store_failed(
-                    call_sid,
-                    "take_lock",
-                    &err,
-                )));
+            Ok(StreamAdmission::Refused(Refusal::NoSlotHeld)) => {
+                self.events.refused(RejectReason::Draining);
+                info!(%call_sid, "stream without reservation refused: replica is draining");
+                return Err(StreamRefusal::Rejected(RejectReason::Draining));
             }
-        }
-        let admitted = match self
-            .timed_admit(call_sid, policy, self.config.call_lease, None)
-            .await
-        {
-            Ok(Admission::Admitted { new, .. }) => new,
-            Ok(Admission::Refused(refusal)) => {
-                let reason = match refusal {
-                    Refusal::NoSlotHeld => {
-                        self.events.refused(RejectReason::Draining);
-                        info!(%call_sid, "stream without reservation refused: replica is draining");
-                        RejectReason::Draining
-                    }
-                    other => self.refused(call_sid, other),
-                };
-                self.drop_lock(call_sid, &token).await;
-                return Err(StreamRefusal::Rejected(reason));
+            Ok(StreamAdmission::Refused(refusal)) => {
+                return Err(StreamRefusal::Rejected(self.refused(call_sid, refusal)));
             }
             Err(err) => {
-                let reason = self.store_failed(call_sid, "admit", &err);
-                self.drop_lock(call_sid, &token).await;
-                return Err(StreamRefusal::Rejected(reason));
+                return Err(StreamRefusal::Rejected(
+                    self.store_failed(call_sid, "start", &err),
+                ));
             }
         };
-        if admitted {
+        if new_slot {
             self.events.slot_taken();
-        }
-
-        // The webhook's state carries created_at, from and to; a corrupt or missing one is replaced.
-        let mut state = match self.store.read_state(call_sid).await {
-            Ok(Some(state)) if state.status != CallStatus::Ended => state,
-            Ok(_) => CallState::reserved(call_sid.as_str(), &self.config.replica_id),
-            Err(err) => {
-                self.events.store_error(err.op());
-                warn!(%call_sid, error = %err, "stored state unreadable; starting a fresh one");
-                CallState::reserved(call_sid.as_str(), &self.config.replica_id)
-            }
-        };
-        state.status = CallStatus::Active;
-        state.replica = self.config.replica_id.clone();
-        state.stream_sid = Some(start.stream_sid);
-        if start.account_sid.is_some() {
-            state.account_sid = start.account_sid;
-        }
-        state.media_format = start.media_format;
-        state.custom_parameters = start.custom_parameters;
-        state.started_at = Some(now_rfc3339());
-        if let Err(err) = self.store.write_state(&state).await {
-            // The renewal tick flushes the state again; the call itself is fine.
-            self.events.store_error(err.op());
-            warn!(%call_sid, error = %err, "could not write the active state; the next tick will");
         }
 
         let live = Arc::new(LiveCall::new(call_sid.clone(), token, state));
@@ -265,11 +256,12 @@ impl Calls {
         }
         self.events.stream_started();
         self.events.live_streams(self.live.len());
-        info!(%call_sid, new_slot = admitted, "stream started");
+        info!(%call_sid, new_slot, "stream started");
         Ok(live)
     }
 
-    /// Ends a live stream: final state, slot released exactly once, lock released by its owner.
+    /// Ends a live stream in one atomic store step: final state, slot released exactly once, lock
+    /// released by its owner; a call whose lock another stream took is left to that stream.
     /// Store failures are logged; the slot then lapses with its lease, never lingering.
     pub async fn end_stream(&self, live: &LiveCall, reason: EndReason) {
         let call_sid = &live.call_sid;
@@ -283,12 +275,12 @@ impl Calls {
             return;
         }
         let state = live.ended(reason);
-        if let Err(err) = self.store.write_state(&state).await {
-            self.events.store_error(err.op());
-            warn!(%call_sid, error = %err, "could not write the final state");
-        }
-        match self.store.release(call_sid, reason).await {
-            Ok(freed) => info!(
+        match self
+            .store
+            .end_stream(call_sid, &live.lock_token, &state)
+            .await
+        {
+            Ok(StreamEnd::Ended { freed }) => info!(
                 %call_sid,
                 reason = reason.as_str(),
                 freed,
@@ -296,12 +288,17 @@ impl Calls {
                 frames_out = state.frames_out,
                 "stream ended"
             ),
+            Ok(StreamEnd::LockedBy(owner)) => info!(
+                %call_sid,
+                %owner,
+                reason = reason.as_str(),
+                "stream ended; another stream owns the call now, its slot and state stay with it"
+            ),
             Err(err) => {
                 self.events.store_error(err.op());
-                warn!(%call_sid, error = %err, "could not release the slot; it lapses with its lease");
+                warn!(%call_sid, error = %err, "could not end the call in the store; its slot lapses with its lease");
             }
         }
-        self.drop_lock(call_sid, &live.lock_token).await;
     }
 
     /// Twilio's status callback: a final status releases the call's slot if it still holds one,
@@ -400,6 +397,13 @@ impl Calls {
         Ok(report)
     }
 
+    /// Resolves when the live calls must re-register now, not at the next tick: the store found
+    /// that Redis lost its data or restarted, or that it was out of reach for longer than a lease
+    /// (SPEC §4). The renewal task runs [`Self::renew`] when it does.
+    pub async fn reregister_wanted(&self) {
+        self.store.reregister_wanted().await;
+    }
+
     fn end_live(&self, call_sid: &str, reason: EndReason) {
         if let Ok(call_sid) = CallSid::parse(call_sid)
             && let Some(live) = self.live.get(&call_sid)
@@ -438,7 +442,7 @@ impl Calls {
                 RejectReason::MaxConcurrent
             }
             Refusal::Recovering => {
-                info!(%call_sid, "call refused: Redis lost its data; live calls are re-registering");
+                info!(%call_sid, "call refused: Redis lost its data or was away; live calls are re-registering");
                 RejectReason::Recovering
             }
             Refusal::NoSlotHeld => RejectReason::Draining,
@@ -452,12 +456,5 @@ impl Calls {
         self.events.refused(RejectReason::StoreUnavailable);
         warn!(%call_sid, error = %err, "call refused: state store failed during {what}");
         RejectReason::StoreUnavailable
-    }
-
-    async fn drop_lock(&self, call_sid: &CallSid, token: &str) {
-        if let Err(err) = self.store.release_lock(call_sid, token).await {
-            self.events.store_error(err.op());
-            warn!(%call_sid, error = %err, "could not release the call lock; it expires with its TTL");
-        }
     }
 }

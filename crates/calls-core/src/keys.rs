@@ -9,8 +9,9 @@ pub const ACTIVE_COUNT: &str = "calls:active_count";
 pub const SLOTS: &str = "calls:slots";
 pub const STATS_STARTED: &str = "calls:stats:started";
 pub const STATS_REJECTED_MAX_CONCURRENT: &str = "calls:stats:rejected_max_concurrent";
-/// Set once per Redis dataset; its absence means Redis lost its data. Value: the Redis-time ms at
-/// which admissions (re)open, so live calls can re-register first.
+/// Created by the first script on a brand-new Redis; each replica remembers the value it saw.
+/// Missing or changed under a replica that saw one: Redis lost its data. Value: the Redis-time ms
+/// at which admissions (re)open, so live calls can re-register first (SPEC §4).
 pub const EPOCH: &str = "calls:epoch";
 
 pub fn state(call_sid: &CallSid) -> String {

@@ -7,6 +7,17 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+/// SPEC §4: what a caller can grow is capped, so a state never grows with a call's length: the
+/// last 256 DTMF digits are kept.
+pub const MAX_DTMF_DIGITS: usize = 256;
+/// The last 100 mark names are kept.
+pub const MAX_MARKS: usize = 100;
+/// A stored mark name is cut to this many bytes (at a character boundary): with 64 KiB messages,
+/// 100 marks could otherwise still weigh 6 MiB, written every tick.
+pub const MAX_MARK_NAME_BYTES: usize = 256;
+/// Custom parameters (names plus values, in bytes) kept from a stream's `start`.
+pub const MAX_CUSTOM_PARAMETERS_BYTES: usize = 4096;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallStatus {
@@ -152,6 +163,61 @@ impl CallState {
     }
 }
 
+impl CallState {
+    /// Trims what a caller grows during the call (DTMF digits, marks) to the caps above, keeping
+    /// the most recent. Cheap when nothing is over: it runs after every mark and digit.
+    pub fn cap_growth(&mut self) {
+        if self.dtmf.len() > MAX_DTMF_DIGITS {
+            let excess = self.dtmf.chars().count().saturating_sub(MAX_DTMF_DIGITS);
+            let cut = self
+                .dtmf
+                .char_indices()
+                .nth(excess)
+                .map_or(self.dtmf.len(), |(at, _)| at);
+            self.dtmf.drain(..cut);
+        }
+        if self.marks.len() > MAX_MARKS {
+            let excess = self.marks.len() - MAX_MARKS;
+            self.marks.drain(..excess);
+        }
+        for mark in &mut self.marks {
+            truncate_at_char(mark, MAX_MARK_NAME_BYTES);
+        }
+    }
+}
+
+/// Keeps the custom parameters that fit in [`MAX_CUSTOM_PARAMETERS_BYTES`] (name plus value bytes):
+/// in name order, each parameter that still fits is kept and one that does not is dropped, so a
+/// single oversized value never costs the small ones after it. Returns what was dropped, by name.
+pub fn cap_custom_parameters(
+    parameters: BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, Vec<String>) {
+    let mut budget = MAX_CUSTOM_PARAMETERS_BYTES;
+    let mut kept = BTreeMap::new();
+    let mut dropped = Vec::new();
+    for (name, value) in parameters {
+        let size = name.len() + value.len();
+        if size <= budget {
+            budget -= size;
+            kept.insert(name, value);
+        } else {
+            dropped.push(name);
+        }
+    }
+    (kept, dropped)
+}
+
+fn truncate_at_char(text: &mut String, max_bytes: usize) {
+    if text.len() > max_bytes {
+        let mut cut = max_bytes;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.shrink_to_fit();
+    }
+}
+
 /// Wall-clock time as RFC 3339, for the human-facing timestamps in the state JSON.
 /// Lease arithmetic never uses it: leases run on Redis `TIME`.
 pub fn now_rfc3339() -> String {
@@ -208,6 +274,46 @@ mod tests {
         assert_eq!(state.end_reason, Some(EndReason::Stop));
         let json = serde_json::to_string(&state).unwrap();
         assert!(json.contains("\"end_reason\":\"stop\""));
+    }
+
+    #[test]
+    fn growth_keeps_the_most_recent_digits_and_marks() {
+        let mut state = CallState::reserved("CA1", "r1");
+        for n in 0..10_000 {
+            state.dtmf.push(char::from(b'0' + (n % 10) as u8));
+            state.marks.push(format!("mark-{n}"));
+            state.cap_growth();
+        }
+        assert_eq!(state.dtmf.len(), MAX_DTMF_DIGITS);
+        assert!(state.dtmf.ends_with("6789"));
+        assert_eq!(state.marks.len(), MAX_MARKS);
+        assert_eq!(state.marks[0], "mark-9900");
+        assert_eq!(state.marks[99], "mark-9999");
+
+        state.dtmf = "é".repeat(300);
+        state.marks = vec!["ü".repeat(1000)];
+        state.cap_growth();
+        assert_eq!(state.dtmf.chars().count(), MAX_DTMF_DIGITS);
+        assert!(state.marks[0].len() <= MAX_MARK_NAME_BYTES);
+        assert!(state.marks[0].len() > MAX_MARK_NAME_BYTES - 4);
+        assert!(state.marks[0].chars().all(|c| c == 'ü'));
+    }
+
+    #[test]
+    fn custom_parameters_keep_what_fits_in_name_order() {
+        let mut params = BTreeMap::new();
+        params.insert("CallSid".to_owned(), "CA1".to_owned());
+        params.insert("big".to_owned(), "x".repeat(5000));
+        params.insert("filler".to_owned(), "y".repeat(4070));
+        params.insert("to_number".to_owned(), "+15550100".to_owned());
+        let (kept, dropped) = cap_custom_parameters(params);
+        assert_eq!(dropped, ["big", "to_number"]);
+        assert_eq!(
+            kept.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["CallSid", "filler"]
+        );
+        let size: usize = kept.iter().map(|(k, v)| k.len() + v.len()).sum();
+        assert!(size <= MAX_CUSTOM_PARAMETERS_BYTES);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! # Layout
 //!
-//! - [`RedisServer`]: a private Redis that keeps nothing on disk. Redis is never mocked.
+//! - [`RedisServer`]: a private Redis that keeps nothing on disk, or an append-only file where a
+//!   test restarts it with its data. Redis is never mocked.
 //! - [`ReplicaProcess`]: a replica as a real OS process, for crash, pause and drain tests.
 //! - [`nginx`]: a real nginx rendered from the shipped template.
 //! - [`tls`]: a private CA made per test and a `redis-server` that speaks only TLS.
@@ -28,13 +29,17 @@ enum Endpoint {
     Tcp(u16),
 }
 
-/// A private `redis-server` that keeps nothing on disk. Dropping it kills the process.
+/// A private `redis-server` that keeps nothing on disk (unless started with an append-only file).
+/// Dropping it kills the process.
 pub struct RedisServer {
     dir: tempfile::TempDir,
     endpoint: Endpoint,
     /// `requirepass`: clients must authenticate with it (in `url()` and `cli`).
     password: Option<String>,
     child: Option<Child>,
+    /// Persists every write to an append-only file in `dir` (fsync always), so [`Self::stop`]
+    /// followed by [`Self::start_again`] comes back with its data, as production Redis does.
+    append_only: bool,
 }
 
 impl RedisServer {
@@ -60,6 +65,22 @@ impl RedisServer {
         Self::launch_with(dir, endpoint, Some(password.to_owned()))
     }
 
+    /// Starts a server on a fresh unix socket that keeps an append-only file (`appendfsync
+    /// always`): killed and started again, it comes back with every write it acknowledged.
+    pub fn start_append_only() -> io::Result<Self> {
+        let dir = new_dir()?;
+        let endpoint = Endpoint::Unix(dir.path().join("redis.sock"));
+        let mut server = Self {
+            dir,
+            endpoint,
+            password: None,
+            child: None,
+            append_only: true,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
     fn launch(dir: tempfile::TempDir, endpoint: Endpoint) -> io::Result<Self> {
         Self::launch_with(dir, endpoint, None)
     }
@@ -74,6 +95,7 @@ impl RedisServer {
             endpoint,
             password,
             child: None,
+            append_only: false,
         };
         server.spawn()?;
         Ok(server)
@@ -107,13 +129,21 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same address, empty (it persists nothing).
+    /// Starts the server again on the same address, empty (its append-only file, if any, is
+    /// deleted first).
     pub fn restart_empty(&mut self) -> io::Result<()> {
         self.stop();
+        if self.append_only {
+            let aof = self.dir.path().join("appendonlydir");
+            if aof.exists() {
+                std::fs::remove_dir_all(aof)?;
+            }
+        }
         self.spawn()
     }
 
-    /// Starts a stopped server again on the same address.
+    /// Starts a stopped server again on the same address: empty, or with its data when it keeps
+    /// an append-only file.
     pub fn start_again(&mut self) -> io::Result<()> {
         if self.child.is_some() {
             return Ok(());
@@ -137,11 +167,13 @@ impl RedisServer {
 
     fn spawn(&mut self) -> io::Result<()> {
         let mut cmd = Command::new("redis-server");
-        cmd.arg("--save")
-            .arg("")
-            .arg("--appendonly")
-            .arg("no")
-            .arg("--dir")
+        cmd.arg("--save").arg("").arg("--appendonly");
+        if self.append_only {
+            cmd.arg("yes").arg("--appendfsync").arg("always");
+        } else {
+            cmd.arg("no");
+        }
+        cmd.arg("--dir")
             .arg(self.dir.path())
             .arg("--logfile")
             .arg(self.dir.path().join("redis.log"))

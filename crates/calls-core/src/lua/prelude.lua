@@ -21,15 +21,64 @@ local function sync_count(slots, count_key)
   return n
 end
 
--- A missing epoch means Redis lost its data: admissions reopen only after `holdoff` ms, once live calls
--- have had a renewal tick to re-register. Returns the ms at which admissions open, and whether the
--- epoch was just created.
-local function open_epoch(epoch_key, now, holdoff)
-  local opens = redis.call('GET', epoch_key)
-  if opens then
-    return tonumber(opens) or 0, 0
+-- calls:epoch holds the Redis-time ms at which admissions open; the replica remembers the value it saw
+-- last (`seen`, '' if none). Missing under a replica that has seen one, or changed while no wait is
+-- open, means Redis lost its data: the wait opens (`holdoff` ms) and the replica must re-register its
+-- live calls at once. Missing where this replica has seen none and no slot exists is a brand-new Redis:
+-- admissions open now. `open_wait` (the replica found Redis restarted, or was cut off from it longer
+-- than a lease) opens the wait too. Returns the ms at which admissions open, the epoch as it now
+-- reads, and 1 if the replica must re-register now.
+local function check_epoch(epoch_key, slots, now, seen, open_wait, holdoff, serving)
+  local value = redis.call('GET', epoch_key)
+  local lost = 0
+  if not value then
+    if seen == '' and not serving and redis.call('EXISTS', slots) == 0 then
+      value = tostring(now)
+      redis.call('SET', epoch_key, value)
+    else
+      lost = 1
+      open_wait = true
+    end
+  elseif seen ~= '' and value ~= seen then
+    lost = 1
+    if (tonumber(value) or 0) <= now then
+      open_wait = true
+    end
   end
-  opens = now + holdoff
-  redis.call('SET', epoch_key, opens)
-  return opens, 1
+  local opens = tonumber(value or '') or 0
+  if open_wait and opens < now + holdoff then
+    opens = now + holdoff
+    value = tostring(opens)
+    redis.call('SET', epoch_key, value)
+  end
+  return opens, value, lost
+end
+
+-- Takes a slot for `sid` with the given lease deadline, or refreshes the one it holds. Returns a code
+-- (1 new slot, 2 already held, 0 at limit, -1 recovering, -2 no slot held with policy 'existing') and
+-- the live count.
+local function admit_slot(slots, count_key, started_key, rejected_key, sid, limit, deadline, policy,
+                          now, opens)
+  if redis.call('ZSCORE', slots, sid) then
+    -- The new lease replaces the old one: a stream activating its reservation swaps the long wait
+    -- for its stream for the short live-call lease its replica renews.
+    redis.call('ZADD', slots, 'XX', deadline, sid)
+    return 2, sync_count(slots, count_key)
+  end
+  if policy == 'existing' then
+    return -2, sync_count(slots, count_key)
+  end
+  if now < opens then
+    return -1, sync_count(slots, count_key)
+  end
+  local n = redis.call('ZCARD', slots)
+  if n < limit then
+    redis.call('ZADD', slots, deadline, sid)
+    redis.call('INCR', started_key)
+    redis.call('SET', count_key, n + 1)
+    return 1, n + 1
+  end
+  redis.call('INCR', rejected_key)
+  redis.call('SET', count_key, n)
+  return 0, n
 end

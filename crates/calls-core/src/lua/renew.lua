@@ -3,13 +3,18 @@
 -- their states, write the replica heartbeat.
 -- KEYS: slots, active_count, epoch, heartbeat, then for each call: lock, state
 -- ARGV: lease_ms, lock_ttl_ms, state_ttl_s, recovery_holdoff_ms, heartbeat_json, heartbeat_ttl_ms,
+--       seen_epoch, open_wait (0|1),
 --       then for each call: call_sid, lock_token, state_json ('' keeps the stored state, refreshing its TTL)
 -- A call whose stored state has ended is skipped: it is over, and renewing it would resurrect its slot.
--- Returns {active, readded, lock_lost, reclaimed, epoch_created, ended}.
+-- Returns {active, readded, lock_lost, reclaimed, epoch, ended, data_lost (1|0)}. Data loss found here needs no second
+-- pass: this very script re-adds the batch.
 local slots = KEYS[1]
 local now = now_ms()
+local header = 8
+local calls = (#ARGV - header) / 3
+local _, epoch, data_lost = check_epoch(KEYS[3], slots, now, ARGV[7], ARGV[8] == '1', tonumber(ARGV[4]),
+  calls > 0)
 local expired = reclaim(slots, now)
-local _, epoch_created = open_epoch(KEYS[3], now, tonumber(ARGV[4]))
 local deadline = now + tonumber(ARGV[1])
 local lock_ttl = tonumber(ARGV[2])
 local state_ttl = tonumber(ARGV[3])
@@ -47,9 +52,9 @@ local function renew_lock_and_state(sid, token, state, lock_key, state_key)
   end
 end
 
-local calls = (#ARGV - 6) / 3
 for i = 0, calls - 1 do
-  local sid, token, state = ARGV[7 + 3 * i], ARGV[8 + 3 * i], ARGV[9 + 3 * i]
+  local base = header + 1 + 3 * i
+  local sid, token, state = ARGV[base], ARGV[base + 1], ARGV[base + 2]
   local lock_key, state_key = KEYS[5 + 2 * i], KEYS[6 + 2 * i]
   if has_ended(state_key) then
     -- The call ended (its stream finished after this batch was built, or a final status
@@ -64,4 +69,4 @@ for i = 0, calls - 1 do
 end
 
 redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
-return {sync_count(slots, KEYS[2]), readded, lost, expired, epoch_created, ended}
+return {sync_count(slots, KEYS[2]), readded, lost, expired, epoch, ended, data_lost}

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LockOutcome, Refusal, RenewBatch,
-    RenewReport, StoreConfig, StoreError,
+    Admission, AdmitPolicy, Backend, CallStore, ClusterStats, Refusal, RenewBatch, RenewReport,
+    StoreConfig, StoreError, StreamAdmission, StreamEnd,
 };
 use crate::call_sid::CallSid;
 use crate::state::{CallState, CallStatus, EndReason};
@@ -78,6 +78,44 @@ impl Inner {
     fn active(&self) -> u64 {
         self.slots.len() as u64
     }
+
+    /// The admission rule of `admit_slot` in the Lua prelude, after a reclaim.
+    fn admit(
+        &mut self,
+        call_sid: &str,
+        policy: AdmitPolicy,
+        deadline: Instant,
+        limit: u64,
+    ) -> Admission {
+        if let Some(held) = self.slots.get_mut(call_sid) {
+            // The new lease replaces the old one (a stream activating its reservation).
+            *held = deadline;
+            let active = self.active();
+            return Admission::Admitted { new: false, active };
+        }
+        if policy == AdmitPolicy::ExistingOnly {
+            return Admission::Refused(Refusal::NoSlotHeld);
+        }
+        let active = self.active();
+        if active < limit {
+            self.slots.insert(call_sid.to_owned(), deadline);
+            self.started += 1;
+            return Admission::Admitted {
+                new: true,
+                active: active + 1,
+            };
+        }
+        self.rejected_max_concurrent += 1;
+        Admission::Refused(Refusal::AtLimit { active })
+    }
+
+    /// A live state of the call that has not ended, if one is stored.
+    fn open_state(&self, call_sid: &str, now: Instant) -> Option<&CallState> {
+        self.states
+            .get(call_sid)
+            .filter(|(state, until)| *until > now && state.status != CallStatus::Ended)
+            .map(|(state, _)| state)
+    }
 }
 
 pub struct MemoryStore {
@@ -108,10 +146,6 @@ impl CallStore for MemoryStore {
         Backend::Memory
     }
 
-    fn config(&self) -> &StoreConfig {
-        &self.config
-    }
-
     async fn admit(
         &self,
         call_sid: &CallSid,
@@ -122,33 +156,82 @@ impl CallStore for MemoryStore {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.reclaim(now);
-        let deadline = now + lease;
-        if let Some(held) = inner.slots.get_mut(call_sid.as_str()) {
-            // The new lease replaces the old one (a stream activating its reservation).
-            *held = deadline;
-            let active = inner.active();
-            return Ok(Admission::Admitted { new: false, active });
+        let admission = inner.admit(call_sid.as_str(), policy, now + lease, self.config.limit);
+        if let (Admission::Admitted { new: true, .. }, Some(state)) = (&admission, initial_state) {
+            let until = now + self.config.state_ttl;
+            inner
+                .states
+                .insert(call_sid.to_string(), (state.clone(), until));
         }
-        if policy == AdmitPolicy::ExistingOnly {
-            return Ok(Admission::Refused(Refusal::NoSlotHeld));
+        Ok(admission)
+    }
+
+    async fn start_stream(
+        &self,
+        call_sid: &CallSid,
+        lock_token: &str,
+        policy: AdmitPolicy,
+        lease: Duration,
+        fresh: &CallState,
+    ) -> Result<StreamAdmission, StoreError> {
+        let now = Instant::now();
+        let sid = call_sid.as_str();
+        let mut inner = self.lock();
+        if let Some(owner) = inner.lock_owner(sid, now)
+            && owner != lock_token
+        {
+            return Ok(StreamAdmission::LockedBy(owner.to_owned()));
         }
-        let active = inner.active();
-        if active < self.config.limit {
-            inner.slots.insert(call_sid.to_string(), deadline);
-            inner.started += 1;
-            if let Some(state) = initial_state {
-                let until = now + self.config.state_ttl;
-                inner
-                    .states
-                    .insert(call_sid.to_string(), (state.clone(), until));
+        inner.reclaim(now);
+        let (new_slot, active) = match inner.admit(sid, policy, now + lease, self.config.limit) {
+            Admission::Admitted { new, active } => (new, active),
+            Admission::Refused(refusal) => return Ok(StreamAdmission::Refused(refusal)),
+        };
+        inner.locks.insert(
+            sid.to_owned(),
+            (lock_token.to_owned(), now + self.config.lock_ttl),
+        );
+        let mut state = fresh.clone();
+        if let Some(stored) = inner.open_state(sid, now) {
+            state.created_at.clone_from(&stored.created_at);
+            state.from.clone_from(&stored.from);
+            state.to.clone_from(&stored.to);
+            if state.account_sid.is_none() {
+                state.account_sid.clone_from(&stored.account_sid);
             }
-            return Ok(Admission::Admitted {
-                new: true,
-                active: active + 1,
-            });
         }
-        inner.rejected_max_concurrent += 1;
-        Ok(Admission::Refused(Refusal::AtLimit { active }))
+        inner
+            .states
+            .insert(sid.to_owned(), (state.clone(), now + self.config.state_ttl));
+        Ok(StreamAdmission::Started {
+            new_slot,
+            active,
+            state: Box::new(state),
+            replaced_corrupt_state: false,
+        })
+    }
+
+    async fn end_stream(
+        &self,
+        call_sid: &CallSid,
+        lock_token: &str,
+        final_state: &CallState,
+    ) -> Result<StreamEnd, StoreError> {
+        let now = Instant::now();
+        let sid = call_sid.as_str();
+        let mut inner = self.lock();
+        if let Some(owner) = inner.lock_owner(sid, now)
+            && owner != lock_token
+        {
+            return Ok(StreamEnd::LockedBy(owner.to_owned()));
+        }
+        inner.locks.remove(sid);
+        inner.states.insert(
+            sid.to_owned(),
+            (final_state.clone(), now + self.config.state_ttl),
+        );
+        let freed = inner.slots.remove(sid).is_some();
+        Ok(StreamEnd::Ended { freed })
     }
 
     async fn release(&self, call_sid: &CallSid, reason: EndReason) -> Result<bool, StoreError> {
@@ -211,13 +294,6 @@ impl CallStore for MemoryStore {
         Ok(report)
     }
 
-    async fn reclaim(&self) -> Result<Vec<String>, StoreError> {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        inner.purge_expired(now);
-        Ok(inner.reclaim(now))
-    }
-
     async fn read_state(&self, call_sid: &CallSid) -> Result<Option<CallState>, StoreError> {
         let now = Instant::now();
         Ok(self
@@ -236,44 +312,6 @@ impl CallStore for MemoryStore {
         Ok(())
     }
 
-    async fn take_lock(&self, call_sid: &CallSid, token: &str) -> Result<LockOutcome, StoreError> {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        if let Some(owner) = inner.lock_owner(call_sid.as_str(), now)
-            && owner != token
-        {
-            return Ok(LockOutcome::HeldBy(owner.to_owned()));
-        }
-        inner.locks.insert(
-            call_sid.to_string(),
-            (token.to_owned(), now + self.config.lock_ttl),
-        );
-        Ok(LockOutcome::Acquired)
-    }
-
-    async fn renew_lock(&self, call_sid: &CallSid, token: &str) -> Result<bool, StoreError> {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        if inner.lock_owner(call_sid.as_str(), now) != Some(token) {
-            return Ok(false);
-        }
-        inner.locks.insert(
-            call_sid.to_string(),
-            (token.to_owned(), now + self.config.lock_ttl),
-        );
-        Ok(true)
-    }
-
-    async fn release_lock(&self, call_sid: &CallSid, token: &str) -> Result<bool, StoreError> {
-        let now = Instant::now();
-        let mut inner = self.lock();
-        if inner.lock_owner(call_sid.as_str(), now) != Some(token) {
-            return Ok(false);
-        }
-        inner.locks.remove(call_sid.as_str());
-        Ok(true)
-    }
-
     async fn stats(&self) -> Result<ClusterStats, StoreError> {
         let inner = self.lock();
         Ok(ClusterStats {
@@ -285,5 +323,10 @@ impl CallStore for MemoryStore {
 
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+
+    async fn reregister_wanted(&self) {
+        // In-process state cannot be lost while the process lives.
+        std::future::pending::<()>().await;
     }
 }

@@ -12,6 +12,7 @@ use crate::state::{CallState, EndReason};
 
 pub mod connect;
 pub mod memory;
+pub mod recovery;
 pub mod redis;
 
 pub use self::connect::{ConnectError, RedisTls};
@@ -27,9 +28,13 @@ pub struct StoreConfig {
     pub state_ttl: Duration,
     /// TTL of `calls:lock:{call_sid}`.
     pub lock_ttl: Duration,
-    /// After Redis lost its data, how long new admissions wait so live calls re-register first.
-    /// One renewal tick plus a margin in production; zero turns the wait off.
+    /// After Redis lost its data, restarted, or was out of reach for longer than `call_lease`,
+    /// how long new admissions wait so live calls re-register first. One renewal tick plus a
+    /// margin in production; zero turns the wait off.
     pub recovery_holdoff: Duration,
+    /// `CALL_LEASE_SECS`: a replica that has not reached Redis for longer than this may have lost
+    /// its slots, so on its return it re-registers at once and opens the recovery wait.
+    pub call_lease: Duration,
     /// Upper bound on every single store operation (connect, command, script).
     pub op_timeout: Duration,
     /// `REDIS_TLS_*`: a private CA and a client certificate for `rediss://`; none by default.
@@ -43,6 +48,7 @@ impl Default for StoreConfig {
             state_ttl: Duration::from_secs(3600),
             lock_ttl: Duration::from_secs(60),
             recovery_holdoff: Duration::from_secs(12),
+            call_lease: Duration::from_secs(30),
             op_timeout: Duration::from_secs(2),
             tls: RedisTls::default(),
         }
@@ -86,21 +92,31 @@ pub enum Refusal {
     NoSlotHeld,
 }
 
-impl Refusal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::AtLimit { .. } => "max_concurrent",
-            Self::Recovering => "recovering",
-            Self::NoSlotHeld => "no_reservation",
-        }
-    }
+/// What a stream's start did (see [`CallStore::start_stream`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamAdmission {
+    /// The stream owns the call's lock and a slot; `state` is the active state as written.
+    Started {
+        /// False when the call already held a slot (its webhook's reservation).
+        new_slot: bool,
+        active: u64,
+        state: Box<CallState>,
+        /// The stored state was not valid call-state JSON and was replaced.
+        replaced_corrupt_state: bool,
+    },
+    /// Another stream owns the call's lock (its token, for the log line); nothing changed.
+    LockedBy(String),
+    /// No slot: nothing changed, the lock was not taken.
+    Refused(Refusal),
 }
 
+/// What a stream's end did (see [`CallStore::end_stream`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LockOutcome {
-    Acquired,
-    /// Another owner holds it; the token is reported for the log line.
-    HeldBy(String),
+pub enum StreamEnd {
+    /// The final state is written and the lock released; `freed` says whether a slot was held.
+    Ended { freed: bool },
+    /// Another stream owns the call's lock now (its token): the call lives on there, untouched.
+    LockedBy(String),
 }
 
 /// One live call in a renewal batch.
@@ -186,6 +202,9 @@ pub enum StoreError {
         addr: String,
         timeout: Duration,
     },
+    /// Another operation's attempt to reach Redis, which this one waited for, just failed.
+    #[error("redis {op} at {addr}: not reachable (the connection attempt it waited for failed)")]
+    NotConnected { op: &'static str, addr: String },
     #[error("state of {call_sid} is not valid call-state JSON: {source}")]
     CorruptState {
         call_sid: String,
@@ -204,6 +223,7 @@ impl StoreError {
         match self {
             Self::Redis { op, .. }
             | Self::Timeout { op, .. }
+            | Self::NotConnected { op, .. }
             | Self::UnexpectedReply { op, .. } => op,
             Self::CorruptState { .. } => "state_decode",
             Self::Connect(_) => "connect",
@@ -213,7 +233,7 @@ impl StoreError {
     /// Whether the store itself is unreachable (as opposed to one bad value in it).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Self::Timeout { .. } => true,
+            Self::Timeout { .. } | Self::NotConnected { .. } => true,
             Self::Redis { source, .. } => {
                 source.is_io_error()
                     || source.is_connection_dropped()
@@ -231,8 +251,6 @@ impl StoreError {
 pub trait CallStore: Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
-    fn config(&self) -> &StoreConfig;
-
     /// Reclaims expired slots, then admits `call_sid` with a lease of `lease` (see [`AdmitPolicy`]).
     /// `initial_state`, if given, is written in the same atomic step when a new slot is taken.
     async fn admit(
@@ -243,32 +261,51 @@ pub trait CallStore: Send + Sync + 'static {
         initial_state: Option<&CallState>,
     ) -> Result<Admission, StoreError>;
 
+    /// A media stream's start, atomically: refused while another token holds the call's lock;
+    /// else admitted as [`Self::admit`] would with `policy` and `lease`; only if admitted, the
+    /// lock is taken for `lock_token` and the active state written. That state is `fresh`, except
+    /// that a stored state that has not ended keeps its `created_at`, `from` and `to`, and its
+    /// `account_sid` unless `fresh` has one.
+    async fn start_stream(
+        &self,
+        call_sid: &CallSid,
+        lock_token: &str,
+        policy: AdmitPolicy,
+        lease: Duration,
+        fresh: &CallState,
+    ) -> Result<StreamAdmission, StoreError>;
+
+    /// A media stream's end, atomically: unless another token owns the call's lock, writes
+    /// `final_state` (with a fresh `CALL_STATE_TTL_SECS`), frees the slot if held, and releases the
+    /// lock.
+    async fn end_stream(
+        &self,
+        call_sid: &CallSid,
+        lock_token: &str,
+        final_state: &CallState,
+    ) -> Result<StreamEnd, StoreError>;
+
     /// Frees the call's slot if it holds one (idempotent) and ends its state with `reason` unless
-    /// it already ended. Returns whether a slot was freed.
+    /// it already ended, whoever serves it (a final status callback). Returns whether a slot was
+    /// freed.
     async fn release(&self, call_sid: &CallSid, reason: EndReason) -> Result<bool, StoreError>;
 
     /// One round trip: reclaims expired slots, re-adds and extends every call of the batch, renews
     /// or re-takes their locks, flushes their states, and writes the replica heartbeat.
     async fn renew(&self, batch: &RenewBatch) -> Result<RenewReport, StoreError>;
 
-    /// Reclaims expired slots (ending their states with `lease_expired`); returns them.
-    async fn reclaim(&self) -> Result<Vec<String>, StoreError>;
-
     async fn read_state(&self, call_sid: &CallSid) -> Result<Option<CallState>, StoreError>;
 
     /// Writes the state with a fresh `CALL_STATE_TTL_SECS`.
     async fn write_state(&self, state: &CallState) -> Result<(), StoreError>;
 
-    async fn take_lock(&self, call_sid: &CallSid, token: &str) -> Result<LockOutcome, StoreError>;
-
-    /// Extends the lock if `token` still owns it.
-    async fn renew_lock(&self, call_sid: &CallSid, token: &str) -> Result<bool, StoreError>;
-
-    /// Compare-and-delete: only the owner's token releases it.
-    async fn release_lock(&self, call_sid: &CallSid, token: &str) -> Result<bool, StoreError>;
-
     async fn stats(&self) -> Result<ClusterStats, StoreError>;
 
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Resolves when this replica's live calls must re-register now rather than at the next tick:
+    /// the store found that Redis lost its data or restarted, or that it had been out of reach
+    /// for longer than a lease. The renewal task waits on it beside its interval.
+    async fn reregister_wanted(&self);
 }

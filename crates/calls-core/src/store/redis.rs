@@ -1,16 +1,19 @@
-//! The Redis backend: the key space of SPEC §4 driven by Lua scripts loaded once and called by SHA.
-//! Every call is bounded by `op_timeout`; the connection manager reconnects on its own after a restart.
+//! The Redis backend: the key space of SPEC §4 driven by Lua scripts, loaded at start-up and after
+//! every reconnect and called by SHA; every call is bounded by `op_timeout`.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::{AsyncCommands, Script};
+use tracing::{debug, warn};
 
 use super::connect::{self, StoreConnection};
+use super::recovery::{Began, RecoveryWatch};
 use super::{
-    Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LockOutcome, Refusal, RenewBatch,
-    RenewReport, StoreConfig, StoreError,
+    Admission, AdmitPolicy, Backend, CallStore, ClusterStats, Refusal, RenewBatch, RenewReport,
+    StoreConfig, StoreError, StreamAdmission, StreamEnd,
 };
 use crate::call_sid::CallSid;
 use crate::keys;
@@ -18,29 +21,43 @@ use crate::state::{CallState, EndReason};
 
 const PRELUDE: &str = include_str!("../lua/prelude.lua");
 
-/// The scripts, hashed once at start-up. `Script::invoke_async` runs EVALSHA and, on NOSCRIPT
-/// (a restarted or flushed Redis), loads the source and retries.
+/// Fields of the webhook's state that a stream's start keeps (SPEC §4: the state says who called
+/// and when); `account_sid` too, unless the stream's `start` names one.
+const CARRIED_FROM_WEBHOOK: [&str; 3] = ["created_at", "from", "to"];
+
+/// The scripts, hashed once at start-up and loaded on every fresh connection, so the hot path
+/// never meets NOSCRIPT. `Script::invoke_async` still loads and retries on NOSCRIPT, for a
+/// `SCRIPT FLUSH` behind the replica's back.
 struct Scripts {
     admit: Script,
+    stream_start: Script,
+    stream_end: Script,
     release: Script,
-    reclaim: Script,
     renew: Script,
-    lock_take: Script,
-    lock_renew: Script,
-    lock_release: Script,
+    sources: Vec<String>,
 }
 
 impl Scripts {
-    fn load() -> Self {
-        let with_prelude = |body: &str| Script::new(&format!("{PRELUDE}\n{body}"));
+    fn new() -> Self {
+        let bodies = [
+            include_str!("../lua/admit.lua"),
+            include_str!("../lua/stream_start.lua"),
+            include_str!("../lua/stream_end.lua"),
+            include_str!("../lua/release.lua"),
+            include_str!("../lua/renew.lua"),
+        ];
+        let sources: Vec<String> = bodies
+            .iter()
+            .map(|body| format!("{PRELUDE}\n{body}"))
+            .collect();
+        let script = |i: usize| Script::new(&sources[i]);
         Self {
-            admit: with_prelude(include_str!("../lua/admit.lua")),
-            release: with_prelude(include_str!("../lua/release.lua")),
-            reclaim: with_prelude(include_str!("../lua/reclaim.lua")),
-            renew: with_prelude(include_str!("../lua/renew.lua")),
-            lock_take: Script::new(include_str!("../lua/lock_take.lua")),
-            lock_renew: Script::new(include_str!("../lua/lock_renew.lua")),
-            lock_release: Script::new(include_str!("../lua/lock_release.lua")),
+            admit: script(0),
+            stream_start: script(1),
+            stream_end: script(2),
+            release: script(3),
+            renew: script(4),
+            sources,
         }
     }
 }
@@ -51,6 +68,16 @@ pub struct RedisStore {
     addr: String,
     config: StoreConfig,
     scripts: Scripts,
+    watch: RecoveryWatch,
+    /// False until the scripts are loaded on the current connection; set false again by any error
+    /// that may mean a new connection (the manager reconnects after one), so the next operation
+    /// loads them first.
+    prepared: AtomicBool,
+    preparing: tokio::sync::Mutex<()>,
+    /// Preparations tried so far: an operation that waited for another's attempt, which failed,
+    /// fails with it instead of queueing an attempt of its own (a burst during an outage must
+    /// not wait for hundreds of timeouts in a row).
+    prepare_attempts: AtomicU64,
 }
 
 impl RedisStore {
@@ -78,18 +105,86 @@ impl RedisStore {
         Ok(Self {
             conn,
             addr,
+            watch: RecoveryWatch::new(config.call_lease),
             config,
-            scripts: Scripts::load(),
+            scripts: Scripts::new(),
+            prepared: AtomicBool::new(false),
+            preparing: tokio::sync::Mutex::new(()),
+            prepare_attempts: AtomicU64::new(0),
         })
     }
 
-    /// Runs one store operation under `op_timeout`, naming it in any error.
-    async fn run<T>(
+    /// The SHA1 of every script the store calls, as `SCRIPT EXISTS` takes them.
+    pub fn script_hashes() -> Vec<String> {
+        let scripts = Scripts::new();
+        [
+            &scripts.admit,
+            &scripts.stream_start,
+            &scripts.stream_end,
+            &scripts.release,
+            &scripts.renew,
+        ]
+        .iter()
+        .map(|script| script.get_hash().to_owned())
+        .collect()
+    }
+
+    /// Begins one operation: notes the time since the last contact, and on a fresh connection
+    /// loads the scripts and reads Redis' `run_id` first (once, however many operations wait).
+    async fn link(&self, op: &'static str) -> Result<(Began, StoreConnection), StoreError> {
+        let began = self.watch.begin();
+        if !self.prepared.load(Ordering::Acquire) {
+            let attempts = self.prepare_attempts.load(Ordering::Acquire);
+            let _one_at_a_time = self.preparing.lock().await;
+            if !self.prepared.load(Ordering::Acquire) {
+                if self.prepare_attempts.load(Ordering::Acquire) != attempts {
+                    return Err(StoreError::NotConnected {
+                        op,
+                        addr: self.addr.clone(),
+                    });
+                }
+                self.prepare_attempts.fetch_add(1, Ordering::AcqRel);
+                self.prepare(op).await?;
+                self.prepared.store(true, Ordering::Release);
+            }
+        }
+        Ok((began, self.conn.clone()))
+    }
+
+    /// Loads every script (one pipelined round trip) and records Redis' `run_id`.
+    async fn prepare(&self, op: &'static str) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for source in &self.scripts.sources {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(source).ignore();
+        }
+        self.bounded(op, pipe.query_async::<()>(&mut conn)).await?;
+        let mut info = redis::cmd("INFO");
+        info.arg("server");
+        match self
+            .bounded(op, info.query_async::<String>(&mut conn))
+            .await
+        {
+            Ok(info) => match run_id(&info) {
+                Some(run_id) => self.watch.saw_run_id(run_id),
+                None => debug!("INFO server has no run_id"),
+            },
+            Err(err) if err.is_unavailable() => return Err(err),
+            // A Redis that refuses INFO (renamed by a managed service): restarts are still
+            // noticed through the epoch and the cut-off.
+            Err(err) => debug!(error = %err, "INFO server refused"),
+        }
+        debug!("scripts loaded on a fresh Redis connection");
+        Ok(())
+    }
+
+    /// Runs `fut` under `op_timeout`, naming `op` in any error.
+    async fn bounded<T>(
         &self,
         op: &'static str,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.config.op_timeout, fut).await {
+        let result = match tokio::time::timeout(self.config.op_timeout, fut).await {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(source)) => Err(StoreError::Redis {
                 op,
@@ -101,7 +196,25 @@ impl RedisStore {
                 addr: self.addr.clone(),
                 timeout: self.config.op_timeout,
             }),
+        };
+        if let Err(err) = &result
+            && err.is_unavailable()
+        {
+            self.prepared.store(false, Ordering::Release);
         }
+        result
+    }
+
+    /// Runs one store operation begun by [`Self::link`], recording a successful contact.
+    async fn run<T>(
+        &self,
+        op: &'static str,
+        began: Began,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        let value = self.bounded(op, fut).await?;
+        self.watch.contact_ok(began);
+        Ok(value)
     }
 
     /// Ends the states of calls whose slots lapsed, unless they already ended. Rare (a crashed
@@ -112,8 +225,10 @@ impl RedisStore {
             return Ok(());
         }
         let state_keys: Vec<String> = sids.iter().map(keys::state).collect();
-        let mut conn = self.conn.clone();
-        let blobs: Vec<Option<String>> = self.run("end_states", conn.mget(&state_keys)).await?;
+        let (began, mut conn) = self.link("end_states").await?;
+        let blobs: Vec<Option<String>> = self
+            .run("end_states", began, conn.mget(&state_keys))
+            .await?;
         let mut pipe = redis::pipe();
         let mut writes = 0;
         for (key, blob) in state_keys.iter().zip(blobs) {
@@ -131,9 +246,38 @@ impl RedisStore {
         if writes == 0 {
             return Ok(());
         }
-        self.run("end_states", pipe.query_async::<()>(&mut conn))
+        let (began, mut conn) = self.link("end_states").await?;
+        self.run("end_states", began, pipe.query_async::<()>(&mut conn))
             .await
     }
+
+    /// Records what an epoch-aware script reported and ends the states of the slots it reclaimed.
+    async fn after_admission(
+        &self,
+        ticket: Option<u64>,
+        epoch: &str,
+        data_lost: i64,
+        reclaimed: &[String],
+    ) -> Result<(), StoreError> {
+        self.watch.wait_opened(ticket);
+        self.watch.saw_epoch(epoch, data_lost == 1, false);
+        if !reclaimed.is_empty() {
+            self.end_states(reclaimed, EndReason::LeaseExpired).await?;
+        }
+        Ok(())
+    }
+
+    fn state_ttl_secs(&self) -> u64 {
+        self.config.state_ttl.as_secs().max(1)
+    }
+}
+
+/// `run_id:<40 hex>` from `INFO server`.
+fn run_id(info: &str) -> Option<&str> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("run_id:"))
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
 }
 
 fn encode(state: &CallState) -> String {
@@ -141,14 +285,57 @@ fn encode(state: &CallState) -> String {
     serde_json::to_string(state).unwrap_or_default()
 }
 
+fn policy_arg(policy: AdmitPolicy) -> &'static str {
+    match policy {
+        AdmitPolicy::MayTakeSlot => "take",
+        AdmitPolicy::ExistingOnly => "existing",
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The admission codes `admit.lua` and `stream_start.lua` share (`admit_slot` in the prelude).
+fn admission(op: &'static str, code: i64, active: u64) -> Result<Admission, StoreError> {
+    Ok(match code {
+        1 => Admission::Admitted { new: true, active },
+        2 => Admission::Admitted { new: false, active },
+        0 => Admission::Refused(Refusal::AtLimit { active }),
+        -1 => Admission::Refused(Refusal::Recovering),
+        -2 => Admission::Refused(Refusal::NoSlotHeld),
+        other => {
+            return Err(StoreError::UnexpectedReply {
+                op,
+                detail: format!("code {other}"),
+            });
+        }
+    })
+}
+
+/// The fresh state as the start script takes it: whole, then without the fields a stored state
+/// keeps, then (field, JSON of the fresh value) for each of those fields.
+fn start_state_args(fresh: &CallState) -> (String, String, Vec<(&'static str, String)>) {
+    let whole = encode(fresh);
+    let mut carried: Vec<&'static str> = CARRIED_FROM_WEBHOOK.to_vec();
+    if fresh.account_sid.is_none() {
+        carried.push("account_sid");
+    }
+    let mut value = serde_json::to_value(fresh).unwrap_or_default();
+    let mut defaults = Vec::with_capacity(carried.len());
+    if let Some(object) = value.as_object_mut() {
+        for field in carried {
+            let default = object.remove(field).unwrap_or_default();
+            defaults.push((field, default.to_string()));
+        }
+    }
+    (whole, value.to_string(), defaults)
+}
+
 #[async_trait]
 impl CallStore for RedisStore {
     fn backend(&self) -> Backend {
         Backend::Redis
-    }
-
-    fn config(&self) -> &StoreConfig {
-        &self.config
     }
 
     async fn admit(
@@ -158,7 +345,8 @@ impl CallStore for RedisStore {
         lease: Duration,
         initial_state: Option<&CallState>,
     ) -> Result<Admission, StoreError> {
-        let mut conn = self.conn.clone();
+        let (began, mut conn) = self.link("admit").await?;
+        let ticket = self.watch.wait_ticket();
         let mut invocation = self.scripts.admit.prepare_invoke();
         invocation
             .key(keys::SLOTS)
@@ -169,37 +357,115 @@ impl CallStore for RedisStore {
             .key(keys::state(call_sid))
             .arg(call_sid.as_str())
             .arg(self.config.limit)
-            .arg(lease.as_millis() as u64)
-            .arg(match policy {
-                AdmitPolicy::MayTakeSlot => "take",
-                AdmitPolicy::ExistingOnly => "existing",
-            })
-            .arg(self.config.recovery_holdoff.as_millis() as u64)
+            .arg(millis(lease))
+            .arg(policy_arg(policy))
+            .arg(millis(self.config.recovery_holdoff))
             .arg(initial_state.map(encode).unwrap_or_default())
-            .arg(self.config.state_ttl.as_secs().max(1));
-        let (code, active, reclaimed): (i64, u64, Vec<String>) = self
-            .run("admit", invocation.invoke_async(&mut conn))
+            .arg(self.state_ttl_secs())
+            .arg(self.watch.seen_epoch())
+            .arg(u8::from(ticket.is_some()));
+        let (code, active, reclaimed, epoch, data_lost): (i64, u64, Vec<String>, String, i64) =
+            self.run("admit", began, invocation.invoke_async(&mut conn))
+                .await?;
+        self.after_admission(ticket, &epoch, data_lost, &reclaimed)
             .await?;
-        if !reclaimed.is_empty() {
-            self.end_states(&reclaimed, EndReason::LeaseExpired).await?;
+        admission("admit", code, active)
+    }
+
+    async fn start_stream(
+        &self,
+        call_sid: &CallSid,
+        lock_token: &str,
+        policy: AdmitPolicy,
+        lease: Duration,
+        fresh: &CallState,
+    ) -> Result<StreamAdmission, StoreError> {
+        let (whole, rest, carried) = start_state_args(fresh);
+        let (began, mut conn) = self.link("start_stream").await?;
+        let ticket = self.watch.wait_ticket();
+        let mut invocation = self.scripts.stream_start.prepare_invoke();
+        invocation
+            .key(keys::SLOTS)
+            .key(keys::ACTIVE_COUNT)
+            .key(keys::STATS_STARTED)
+            .key(keys::STATS_REJECTED_MAX_CONCURRENT)
+            .key(keys::EPOCH)
+            .key(keys::state(call_sid))
+            .key(keys::lock(call_sid))
+            .arg(call_sid.as_str())
+            .arg(self.config.limit)
+            .arg(millis(lease))
+            .arg(policy_arg(policy))
+            .arg(millis(self.config.recovery_holdoff))
+            .arg(self.watch.seen_epoch())
+            .arg(u8::from(ticket.is_some()))
+            .arg(lock_token)
+            .arg(millis(self.config.lock_ttl))
+            .arg(self.state_ttl_secs())
+            .arg(&whole)
+            .arg(&rest);
+        for (field, default) in &carried {
+            invocation.arg(*field).arg(default);
         }
-        Ok(match code {
-            1 => Admission::Admitted { new: true, active },
-            2 => Admission::Admitted { new: false, active },
-            0 => Admission::Refused(Refusal::AtLimit { active }),
-            -1 => Admission::Refused(Refusal::Recovering),
-            -2 => Admission::Refused(Refusal::NoSlotHeld),
-            other => {
-                return Err(StoreError::UnexpectedReply {
-                    op: "admit",
-                    detail: format!("code {other}"),
-                });
+        type Reply = (i64, u64, Vec<String>, String, i64, String, String, String);
+        let (code, active, reclaimed, epoch, data_lost, owner, written, source): Reply = self
+            .run("start_stream", began, invocation.invoke_async(&mut conn))
+            .await?;
+        if code == 3 {
+            return Ok(StreamAdmission::LockedBy(owner));
+        }
+        self.after_admission(ticket, &epoch, data_lost, &reclaimed)
+            .await?;
+        let new_slot = match admission("start_stream", code, active)? {
+            Admission::Admitted { new, .. } => new,
+            Admission::Refused(refusal) => return Ok(StreamAdmission::Refused(refusal)),
+        };
+        let state = match serde_json::from_str::<Box<CallState>>(&written) {
+            Ok(state) => state,
+            Err(err) => {
+                // The stored fields spliced in did not read back (a hand-edited state): the
+                // live call goes on with the fresh state, which its next tick writes.
+                warn!(%call_sid, error = %err, "active state written at start does not read back");
+                Box::new(fresh.clone())
             }
+        };
+        Ok(StreamAdmission::Started {
+            new_slot,
+            active,
+            state,
+            replaced_corrupt_state: source == "corrupt",
+        })
+    }
+
+    async fn end_stream(
+        &self,
+        call_sid: &CallSid,
+        lock_token: &str,
+        final_state: &CallState,
+    ) -> Result<StreamEnd, StoreError> {
+        let (began, mut conn) = self.link("end_stream").await?;
+        let mut invocation = self.scripts.stream_end.prepare_invoke();
+        invocation
+            .key(keys::SLOTS)
+            .key(keys::ACTIVE_COUNT)
+            .key(keys::state(call_sid))
+            .key(keys::lock(call_sid))
+            .arg(call_sid.as_str())
+            .arg(lock_token)
+            .arg(encode(final_state))
+            .arg(self.state_ttl_secs());
+        let (freed, owner): (i64, String) = self
+            .run("end_stream", began, invocation.invoke_async(&mut conn))
+            .await?;
+        Ok(if owner.is_empty() {
+            StreamEnd::Ended { freed: freed == 1 }
+        } else {
+            StreamEnd::LockedBy(owner)
         })
     }
 
     async fn release(&self, call_sid: &CallSid, reason: EndReason) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
+        let (began, mut conn) = self.link("release").await?;
         let mut invocation = self.scripts.release.prepare_invoke();
         invocation
             .key(keys::SLOTS)
@@ -207,7 +473,7 @@ impl CallStore for RedisStore {
             .key(keys::state(call_sid))
             .arg(call_sid.as_str());
         let (freed, state_open): (i64, i64) = self
-            .run("release", invocation.invoke_async(&mut conn))
+            .run("release", began, invocation.invoke_async(&mut conn))
             .await?;
         if state_open == 1 {
             self.end_states(&[call_sid.to_string()], reason).await?;
@@ -217,18 +483,22 @@ impl CallStore for RedisStore {
 
     async fn renew(&self, batch: &RenewBatch) -> Result<RenewReport, StoreError> {
         let heartbeat = serde_json::to_string(&batch.heartbeat).unwrap_or_default();
+        let (began, mut conn) = self.link("renew").await?;
+        let ticket = self.watch.wait_ticket();
         let mut invocation = self.scripts.renew.prepare_invoke();
         invocation
             .key(keys::SLOTS)
             .key(keys::ACTIVE_COUNT)
             .key(keys::EPOCH)
             .key(keys::replica(&batch.heartbeat.id))
-            .arg(batch.lease.as_millis() as u64)
-            .arg(self.config.lock_ttl.as_millis() as u64)
-            .arg(self.config.state_ttl.as_secs().max(1))
-            .arg(self.config.recovery_holdoff.as_millis() as u64)
+            .arg(millis(batch.lease))
+            .arg(millis(self.config.lock_ttl))
+            .arg(self.state_ttl_secs())
+            .arg(millis(self.config.recovery_holdoff))
             .arg(heartbeat)
-            .arg(batch.heartbeat_ttl.as_millis() as u64);
+            .arg(millis(batch.heartbeat_ttl))
+            .arg(self.watch.seen_epoch())
+            .arg(u8::from(ticket.is_some()));
         for call in &batch.calls {
             invocation
                 .key(keys::lock(&call.call_sid))
@@ -237,17 +507,21 @@ impl CallStore for RedisStore {
                 .arg(&call.lock_token)
                 .arg(call.state.as_ref().map(encode).unwrap_or_default());
         }
-        let mut conn = self.conn.clone();
-        let (active, readded, lock_lost, reclaimed, _epoch_created, ended): (
+        type Reply = (
             u64,
             Vec<String>,
             Vec<String>,
             Vec<String>,
-            i64,
+            String,
             Vec<String>,
-        ) = self
-            .run("renew", invocation.invoke_async(&mut conn))
+            i64,
+        );
+        let (active, readded, lock_lost, reclaimed, epoch, ended, data_lost): Reply = self
+            .run("renew", began, invocation.invoke_async(&mut conn))
             .await?;
+        self.watch.wait_opened(ticket);
+        // This very script re-added the batch: no second renewal is needed for the loss.
+        self.watch.saw_epoch(&epoch, data_lost == 1, true);
         // A call of this batch that was reclaimed and re-added is live: its state stays as flushed.
         let lapsed: Vec<String> = reclaimed
             .iter()
@@ -264,21 +538,10 @@ impl CallStore for RedisStore {
         })
     }
 
-    async fn reclaim(&self) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.reclaim.prepare_invoke();
-        invocation.key(keys::SLOTS).key(keys::ACTIVE_COUNT);
-        let (_active, reclaimed): (u64, Vec<String>) = self
-            .run("reclaim", invocation.invoke_async(&mut conn))
-            .await?;
-        self.end_states(&reclaimed, EndReason::LeaseExpired).await?;
-        Ok(reclaimed)
-    }
-
     async fn read_state(&self, call_sid: &CallSid) -> Result<Option<CallState>, StoreError> {
-        let mut conn = self.conn.clone();
+        let (began, mut conn) = self.link("read_state").await?;
         let blob: Option<String> = self
-            .run("read_state", conn.get(keys::state(call_sid)))
+            .run("read_state", began, conn.get(keys::state(call_sid)))
             .await?;
         blob.map(|blob| {
             serde_json::from_str(&blob).map_err(|source| StoreError::CorruptState {
@@ -295,63 +558,21 @@ impl CallStore for RedisStore {
                 op: "write_state",
                 detail: e.to_string(),
             })?;
-        let mut conn = self.conn.clone();
+        let (began, mut conn) = self.link("write_state").await?;
         self.run(
             "write_state",
-            conn.set_ex::<_, _, ()>(
-                keys::state(&call_sid),
-                encode(state),
-                self.config.state_ttl.as_secs().max(1),
-            ),
+            began,
+            conn.set_ex::<_, _, ()>(keys::state(&call_sid), encode(state), self.state_ttl_secs()),
         )
         .await
     }
 
-    async fn take_lock(&self, call_sid: &CallSid, token: &str) -> Result<LockOutcome, StoreError> {
-        let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.lock_take.prepare_invoke();
-        invocation
-            .key(keys::lock(call_sid))
-            .arg(token)
-            .arg(self.config.lock_ttl.as_millis() as u64);
-        let owner: String = self
-            .run("take_lock", invocation.invoke_async(&mut conn))
-            .await?;
-        Ok(if owner.is_empty() {
-            LockOutcome::Acquired
-        } else {
-            LockOutcome::HeldBy(owner)
-        })
-    }
-
-    async fn renew_lock(&self, call_sid: &CallSid, token: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.lock_renew.prepare_invoke();
-        invocation
-            .key(keys::lock(call_sid))
-            .arg(token)
-            .arg(self.config.lock_ttl.as_millis() as u64);
-        let renewed: i64 = self
-            .run("renew_lock", invocation.invoke_async(&mut conn))
-            .await?;
-        Ok(renewed == 1)
-    }
-
-    async fn release_lock(&self, call_sid: &CallSid, token: &str) -> Result<bool, StoreError> {
-        let mut conn = self.conn.clone();
-        let mut invocation = self.scripts.lock_release.prepare_invoke();
-        invocation.key(keys::lock(call_sid)).arg(token);
-        let released: i64 = self
-            .run("release_lock", invocation.invoke_async(&mut conn))
-            .await?;
-        Ok(released == 1)
-    }
-
     async fn stats(&self) -> Result<ClusterStats, StoreError> {
-        let mut conn = self.conn.clone();
+        let (began, mut conn) = self.link("stats").await?;
         let (active, started, rejected): (Option<u64>, Option<u64>, Option<u64>) = self
             .run(
                 "stats",
+                began,
                 conn.mget(&[
                     keys::ACTIVE_COUNT,
                     keys::STATS_STARTED,
@@ -367,8 +588,49 @@ impl CallStore for RedisStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let mut conn = self.conn.clone();
-        self.run("ping", redis::cmd("PING").query_async::<()>(&mut conn))
-            .await
+        let (began, mut conn) = self.link("ping").await?;
+        self.run(
+            "ping",
+            began,
+            redis::cmd("PING").query_async::<()>(&mut conn),
+        )
+        .await
+    }
+
+    async fn reregister_wanted(&self) {
+        self.watch.reregister_wanted().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_id_is_read_from_info_server() {
+        let info = "# Server\r\nredis_version:7.0.15\r\nrun_id:abc123\r\ntcp_port:0\r\n";
+        assert_eq!(run_id(info), Some("abc123"));
+        assert_eq!(run_id("# Server\r\nredis_version:7\r\n"), None);
+    }
+
+    #[test]
+    fn start_args_leave_out_exactly_the_carried_fields() {
+        let mut fresh = CallState::reserved("CA1", "r1");
+        fresh.account_sid = Some("AC1".into());
+        let (whole, rest, carried) = start_state_args(&fresh);
+        let rest: serde_json::Value = serde_json::from_str(&rest).unwrap();
+        for field in CARRIED_FROM_WEBHOOK {
+            assert!(rest.get(field).is_none(), "{field} left in");
+        }
+        assert_eq!(rest["account_sid"], "AC1");
+        let names: Vec<&str> = carried.iter().map(|(f, _)| *f).collect();
+        assert_eq!(names, ["created_at", "from", "to"]);
+        assert_eq!(carried[1].1, "null");
+        let whole: CallState = serde_json::from_str(&whole).unwrap();
+        assert_eq!(whole, fresh);
+
+        fresh.account_sid = None;
+        let (_, _, carried) = start_state_args(&fresh);
+        assert_eq!(carried.last().map(|(f, _)| *f), Some("account_sid"));
     }
 }

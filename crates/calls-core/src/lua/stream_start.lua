@@ -1,0 +1,60 @@
+-- A media stream's start in one atomic step: the call's lock, its slot and its active state. Refused
+-- while another stream owns the lock (nothing changes); else admitted like admit.lua (a reservation
+-- becomes the live lease; a stream without one takes a free slot if the policy allows); only then is the
+-- lock taken and the state written, so a refusal leaves nothing behind.
+-- KEYS: slots, active_count, stats_started, stats_rejected_max_concurrent, epoch, state, lock
+-- ARGV: call_sid, limit, lease_ms, policy, recovery_holdoff_ms, seen_epoch, open_wait (0|1),
+--       lock_token, lock_ttl_ms, state_ttl_s,
+--       fresh_json (the state to write when none is stored, or the stored one ended or is corrupt),
+--       rest_json (the same state without the carried fields),
+--       then pairs of (field, default_json): fields the webhook wrote, carried from a stored state.
+-- Returns {code, active, reclaimed, epoch, reregister, owner, written_json, source}: code as
+-- admit_slot's, or 3 when `owner` holds the lock; source 'stored' | 'fresh' | 'corrupt'.
+local slots, count_key, state_key, lock_key = KEYS[1], KEYS[2], KEYS[6], KEYS[7]
+local token = ARGV[8]
+local owner = redis.call('GET', lock_key)
+if owner and owner ~= token then
+  return {3, 0, {}, '', 0, owner, '', ''}
+end
+
+local now = now_ms()
+local opens, epoch, lost = check_epoch(KEYS[5], slots, now, ARGV[6], ARGV[7] == '1',
+  tonumber(ARGV[5]), false)
+local expired = reclaim(slots, now)
+local code, active = admit_slot(slots, count_key, KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]),
+  now + tonumber(ARGV[3]), ARGV[4], now, opens)
+if code ~= 1 and code ~= 2 then
+  return {code, active, expired, epoch, lost, '', '', ''}
+end
+
+redis.call('SET', lock_key, token, 'PX', ARGV[9])
+
+-- The webhook's state carries created_at, from and to; its fields are spliced in as JSON text, since
+-- cjson cannot re-encode a whole state faithfully (an empty list would come back as an object).
+local written, source = ARGV[11], 'fresh'
+local stored = redis.call('GET', state_key)
+if stored then
+  local ok, decoded = pcall(cjson.decode, stored)
+  if not ok or type(decoded) ~= 'table' then
+    source = 'corrupt'
+  elseif decoded['status'] ~= 'ended' then
+    local parts = {}
+    for i = 13, #ARGV - 1, 2 do
+      local field, value = ARGV[i], decoded[ARGV[i]]
+      if type(value) == 'string' then
+        parts[#parts + 1] = cjson.encode(field) .. ':' .. cjson.encode(value)
+      else
+        parts[#parts + 1] = cjson.encode(field) .. ':' .. ARGV[i + 1]
+      end
+    end
+    local rest = ARGV[12]
+    if #parts > 0 then
+      written = '{' .. table.concat(parts, ',') .. ',' .. string.sub(rest, 2)
+    else
+      written = rest
+    end
+    source = 'stored'
+  end
+end
+redis.call('SET', state_key, written, 'EX', ARGV[10])
+return {code, active, expired, epoch, lost, '', written, source}
