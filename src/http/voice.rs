@@ -58,6 +58,7 @@ pub async fn handle(
             xml(StatusCode::OK, body)
         }
         WebhookOutcome::Reject(reason) => reject(&app, reason),
+        WebhookOutcome::Ended => xml(StatusCode::OK, twiml::hangup()),
     }
 }
 

@@ -31,7 +31,10 @@ fn spawn(redis: &RedisServer, id: &str, limit: u64, extra: &[(&str, &str)]) -> R
 /// Redis-time ms at which admissions reopen). A brand-new Redis has none: it admits at once.
 async fn wait_recovery_over(redis: &RedisServer) {
     let opened = eventually(CONVERGE, || async {
-        let opens: u64 = redis_cli(redis, &["GET", "calls:epoch"]).await.parse().ok()?;
+        let opens: u64 = redis_cli(redis, &["GET", "calls:epoch"])
+            .await
+            .parse()
+            .ok()?;
         let time = redis_cli(redis, &["TIME"]).await;
         let mut parts = time.lines();
         let secs: u64 = parts.next()?.parse().ok()?;

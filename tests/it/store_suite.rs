@@ -545,6 +545,43 @@ where
 }
 suite!(state, super::state_round_trips_and_release_ends_it);
 
+async fn a_webhook_after_the_call_ended_takes_no_slot<F>(make: Make<F>)
+where
+    F: std::future::Future<Output = Fixture>,
+{
+    let fx = make(config(5), 1).await;
+    let store = fx.store();
+    let call = sid(4);
+    let state = CallState::reserved(call.as_str(), "r1");
+    let admit = || store.admit(&call, AdmitPolicy::MayTakeSlot, LEASE, Some(&state));
+    assert!(admit().await.unwrap().is_admitted());
+    assert!(store.release(&call, EndReason::Stop).await.unwrap());
+    // The retry finds the final state: no slot, no second `started`, the state stays ended.
+    assert_eq!(admit().await.unwrap(), Admission::Refused(Refusal::Ended));
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.active, stats.started), (0, 1));
+    let kept = store.read_state(&call).await.unwrap().unwrap();
+    assert_eq!(kept.end_reason, Some(EndReason::Stop));
+
+    // A reservation that lapsed (its stream never came) may be tried again.
+    let lapsed = sid(5);
+    let mut lapsed_state = CallState::reserved(lapsed.as_str(), "r1");
+    lapsed_state.end(EndReason::LeaseExpired);
+    store.write_state(&lapsed_state).await.unwrap();
+    let retried = CallState::reserved(lapsed.as_str(), "r1");
+    assert!(
+        store
+            .admit(&lapsed, AdmitPolicy::MayTakeSlot, LEASE, Some(&retried))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+}
+suite!(
+    ended_calls,
+    super::a_webhook_after_the_call_ended_takes_no_slot
+);
+
 // ---- Redis only: TTLs, restarts and garbage in the key space.
 
 fn redis_config(limit: u64) -> StoreConfig {

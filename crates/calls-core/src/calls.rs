@@ -79,6 +79,9 @@ pub enum WebhookOutcome {
         new: bool,
     },
     Reject(RejectReason),
+    /// The call already ended for good (a webhook retried after it finished): no slot, nothing
+    /// to connect; answer with a hang-up.
+    Ended,
 }
 
 /// What a stream's `start` message carries.
@@ -175,6 +178,10 @@ impl Calls {
                 }
                 info!(%call_sid, new, active, "call reserved");
                 WebhookOutcome::Connect { new }
+            }
+            Ok(Admission::Refused(Refusal::Ended)) => {
+                info!(%call_sid, "webhook for a call that already ended; no slot taken");
+                WebhookOutcome::Ended
             }
             Ok(Admission::Refused(refusal)) => {
                 WebhookOutcome::Reject(self.refused(call_sid, refusal))
@@ -445,7 +452,8 @@ impl Calls {
                 info!(%call_sid, "call refused: Redis lost its data or was away; live calls are re-registering");
                 RejectReason::Recovering
             }
-            Refusal::NoSlotHeld => RejectReason::Draining,
+            // Only a webhook's admission can meet these two, and it handles them itself.
+            Refusal::NoSlotHeld | Refusal::Ended => RejectReason::Draining,
         };
         self.events.refused(reason);
         reason

@@ -4,12 +4,17 @@
 -- KEYS: slots, active_count, stats_started, stats_rejected_max_concurrent, epoch, state
 -- ARGV: call_sid, limit, lease_ms, policy ('take' | 'existing'), recovery_holdoff_ms,
 --       state_json ('' = none; written only with a new slot), state_ttl_s, seen_epoch, open_wait (0|1)
--- Returns {code, active, reclaimed, epoch, reregister}: code as admit_slot's.
+-- Returns {code, active, reclaimed, epoch, reregister}: code as admit_slot's, or -3: the call already
+-- ended for good (a webhook retried after its call finished takes no slot and keeps the final state).
 local slots, count_key = KEYS[1], KEYS[2]
 local now = now_ms()
 local opens, epoch, lost = check_epoch(KEYS[5], slots, now, ARGV[8], ARGV[9] == '1',
   tonumber(ARGV[5]), false)
 local expired = reclaim(slots, now)
+if ARGV[6] ~= '' and redis.call('ZSCORE', slots, ARGV[1]) == false
+    and ended_for_good(redis.call('GET', KEYS[6])) then
+  return {-3, sync_count(slots, count_key), expired, epoch, lost}
+end
 local code, active = admit_slot(slots, count_key, KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]),
   now + tonumber(ARGV[3]), ARGV[4], now, opens)
 if code == 1 and ARGV[6] ~= '' then

@@ -54,6 +54,17 @@ local function check_epoch(epoch_key, slots, now, seen, open_wait, holdoff, serv
   return opens, value, lost
 end
 
+-- Whether a stored state says its call ended for good: ended for any reason but a lapsed lease (a
+-- reservation whose stream never came may be retried; a finished call may not take a slot again).
+local function ended_for_good(blob)
+  if not blob then
+    return false
+  end
+  local ok, state = pcall(cjson.decode, blob)
+  return ok and type(state) == 'table' and state.status == 'ended'
+    and state.end_reason ~= 'lease_expired'
+end
+
 -- Takes a slot for `sid` with the given lease deadline, or refreshes the one it holds. Returns a code
 -- (1 new slot, 2 already held, 0 at limit, -1 recovering, -2 no slot held with policy 'existing') and
 -- the live count.

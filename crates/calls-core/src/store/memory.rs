@@ -109,6 +109,15 @@ impl Inner {
         Admission::Refused(Refusal::AtLimit { active })
     }
 
+    /// Whether the call's stored state ended for good (any reason but a lapsed lease).
+    fn ended_for_good(&self, call_sid: &str, now: Instant) -> bool {
+        self.states.get(call_sid).is_some_and(|(state, until)| {
+            *until > now
+                && state.status == CallStatus::Ended
+                && state.end_reason != Some(EndReason::LeaseExpired)
+        })
+    }
+
     /// A live state of the call that has not ended, if one is stored.
     fn open_state(&self, call_sid: &str, now: Instant) -> Option<&CallState> {
         self.states
@@ -156,6 +165,12 @@ impl CallStore for MemoryStore {
         let now = Instant::now();
         let mut inner = self.lock();
         inner.reclaim(now);
+        if initial_state.is_some()
+            && !inner.slots.contains_key(call_sid.as_str())
+            && inner.ended_for_good(call_sid.as_str(), now)
+        {
+            return Ok(Admission::Refused(Refusal::Ended));
+        }
         let admission = inner.admit(call_sid.as_str(), policy, now + lease, self.config.limit);
         if let (Admission::Admitted { new: true, .. }, Some(state)) = (&admission, initial_state) {
             let until = now + self.config.state_ttl;

@@ -90,6 +90,9 @@ pub enum Refusal {
     Recovering,
     /// `ExistingOnly` and the call holds no slot.
     NoSlotHeld,
+    /// A webhook for a call whose state says it ended for good (not a lapsed reservation): it
+    /// takes no slot, so a retry that arrives after the call finished cannot resurrect it.
+    Ended,
 }
 
 /// What a stream's start did (see [`CallStore::start_stream`]).

@@ -304,6 +304,7 @@ fn admission(op: &'static str, code: i64, active: u64) -> Result<Admission, Stor
         0 => Admission::Refused(Refusal::AtLimit { active }),
         -1 => Admission::Refused(Refusal::Recovering),
         -2 => Admission::Refused(Refusal::NoSlotHeld),
+        -3 => Admission::Refused(Refusal::Ended),
         other => {
             return Err(StoreError::UnexpectedReply {
                 op,
