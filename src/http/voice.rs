@@ -40,14 +40,15 @@ pub async fn handle(
     }
     let from = form.get("From");
     let to = form.get("To");
+    let url = stream_url(&app, &headers);
     let call = WebhookCall {
         account_sid: form.get("AccountSid").map(str::to_owned),
         from: from.map(str::to_owned),
         to: to.map(str::to_owned),
+        stream_url: Some(url.clone()),
     };
     match app.calls.admit_webhook(&call_sid, call).await {
         WebhookOutcome::Connect { .. } => {
-            let url = stream_url(&app, &headers);
             // Per-call values travel as <Parameter>s, never in the stream URL's query string
             // (Twilio strips it); `from_number`/`to_number` are the names voice-agent frameworks
             // read from `start.customParameters`.

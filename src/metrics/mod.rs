@@ -16,6 +16,30 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// Why an inbound stream message is dropped (`media_messages_dropped_total{reason}`).
+const MEDIA_DROP_REASONS: [&str; 11] = [
+    "malformed",
+    "unknown_event",
+    "binary_frame",
+    "bad_base64",
+    "media_before_start",
+    "before_start",
+    "duplicate_start",
+    "bad_start",
+    "no_start",
+    "too_large",
+    "slow_consumer",
+];
+
+/// Why a Twilio request is refused before any state changes (`http_requests_rejected_total`).
+const HTTP_REJECT_REASONS: [&str; 5] = [
+    "missing_signature",
+    "bad_signature",
+    "missing_call_sid",
+    "invalid_call_sid",
+    "expected_form_body",
+];
+
 /// One label with a value from a fixed set, e.g. `reason="bad_base64"`.
 pub type Label = [(&'static str, &'static str); 1];
 
@@ -50,6 +74,8 @@ pub struct Metrics {
     pub streams_started: Counter,
     /// Fallback-URL requests answered with the fallback message.
     pub fallbacks_served: Counter,
+    /// Webhooks answered whose stream never came (their reservation lapsed).
+    pub reservations_lapsed: Counter,
     process: process::ProcessMetrics,
 }
 
@@ -88,6 +114,7 @@ impl Metrics {
             max_concurrent: Gauge::default(),
             streams_started: Counter::default(),
             fallbacks_served: Counter::default(),
+            reservations_lapsed: Counter::default(),
             process: process::ProcessMetrics::default(),
             registry: Registry::default(),
         };
@@ -197,6 +224,11 @@ impl Metrics {
             "Fallback-URL requests answered with the fallback message",
             m.fallbacks_served.clone(),
         );
+        reg.register(
+            "calls_reservations_lapsed",
+            "Webhooks answered whose media stream never came (reservation lapsed)",
+            m.reservations_lapsed.clone(),
+        );
         let build_info = Family::<[(&'static str, &'static str); 2], Gauge>::default();
         build_info
             .get_or_create(&[
@@ -217,6 +249,15 @@ impl Metrics {
         }
         for reason in EndReason::ALL {
             at_zero(&m.calls_ended, "reason", reason.as_str());
+        }
+        for op in calls_core::store::OPERATIONS {
+            at_zero(&m.redis_errors, "op", op);
+        }
+        for reason in MEDIA_DROP_REASONS {
+            at_zero(&m.media_dropped, "reason", reason);
+        }
+        for reason in HTTP_REJECT_REASONS {
+            at_zero(&m.http_rejected, "reason", reason);
         }
         Self { registry, ..m }
     }
@@ -290,6 +331,10 @@ impl CallEvents for Metrics {
     fn live_streams(&self, count: usize) {
         self.calls_active
             .set(i64::try_from(count).unwrap_or(i64::MAX));
+    }
+
+    fn reservation_lapsed(&self) {
+        self.reservations_lapsed.inc();
     }
 
     fn stream_ended(&self, reason: EndReason) {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use calls_core::call_sid::CallSid;
 use prosaas_calls::config::StreamTimeouts;
+use testkit::RedisServer;
 use twilio::signature;
 
 use crate::helpers::*;
@@ -161,6 +162,35 @@ async fn labelled_counters_and_build_info_exist_from_start_up() {
             "{reason}"
         );
     }
+    for op in [
+        "admit",
+        "start_stream",
+        "end_stream",
+        "release",
+        "renew",
+        "connect",
+    ] {
+        assert_eq!(
+            value(&format!("redis_errors_total{{op=\"{op}\"}}")),
+            Some(0.0),
+            "{op}"
+        );
+    }
+    for reason in [
+        "malformed",
+        "bad_base64",
+        "binary_frame",
+        "too_large",
+        "slow_consumer",
+    ] {
+        let series = format!("media_messages_dropped_total{{reason=\"{reason}\"}}");
+        assert_eq!(value(&series), Some(0.0), "{reason}");
+    }
+    assert_eq!(
+        value("http_requests_rejected_total{reason=\"bad_signature\"}"),
+        Some(0.0)
+    );
+    assert_eq!(value("calls_reservations_lapsed_total"), Some(0.0));
     assert_eq!(value("calls_max_concurrent"), Some(7.0));
     let build = text
         .lines()
@@ -177,4 +207,52 @@ async fn labelled_counters_and_build_info_exist_from_start_up() {
     tokio::time::timeout(Duration::from_secs(30), replica.stop())
         .await
         .expect("stops");
+}
+
+/// A webhook answered whose stream never comes is counted and its state keeps the stream URL
+/// Twilio was given (the classic misconfiguration: a wrong `PUBLIC_URL`).
+async fn lapsed_reservation_is_counted(redis: Option<&RedisServer>) {
+    let mut config = raw(redis, 5);
+    config.reservation_secs = Some("0.5".into());
+    let replica = Replica::start(config, StreamTimeouts::default()).await;
+    let (status, _) = voice(&replica, &sid(1)).await;
+    assert_eq!(status, 200);
+    let lapsed = eventually(Duration::from_secs(20), || async {
+        let text = get_text(&replica.url("/metrics")).await.1;
+        metric_value(&text, "calls_reservations_lapsed_total").filter(|v| *v >= 1.0)
+    })
+    .await;
+    assert_eq!(lapsed, Some(1.0), "the lapsed reservation is counted once");
+    let state = replica
+        .app
+        .calls
+        .store()
+        .read_state(&CallSid::parse(&sid(1)).unwrap())
+        .await
+        .unwrap()
+        .expect("state kept");
+    assert_eq!(
+        state.end_reason,
+        Some(calls_core::state::EndReason::LeaseExpired)
+    );
+    let url = state.stream_url.expect("the stream URL given is kept");
+    assert!(url.ends_with("/twilio/stream"), "{url}");
+    // It is no stream that ended: calls_ended_total does not count it.
+    let text = get_text(&replica.url("/metrics")).await.1;
+    assert_eq!(
+        metric_value(&text, "calls_ended_total{reason=\"lease_expired\"}"),
+        Some(0.0)
+    );
+    replica.stop().await;
+}
+
+#[tokio::test]
+async fn a_reservation_whose_stream_never_came_is_counted_in_process() {
+    lapsed_reservation_is_counted(None).await;
+}
+
+#[tokio::test]
+async fn a_reservation_whose_stream_never_came_is_counted_with_redis() {
+    let redis = RedisServer::start().unwrap();
+    lapsed_reservation_is_counted(Some(&redis)).await;
 }

@@ -40,6 +40,8 @@ pub struct WebhookCall {
     pub account_sid: Option<String>,
     pub from: Option<String>,
     pub to: Option<String>,
+    /// The stream URL the answer gives Twilio, kept to report a stream that never comes.
+    pub stream_url: Option<String>,
 }
 
 /// Why a call was turned away; each maps to the configured reject mode (webhook) or close code 1013.
@@ -163,6 +165,7 @@ impl Calls {
         state.account_sid = call.account_sid;
         state.from = call.from;
         state.to = call.to;
+        state.stream_url = call.stream_url;
         let admission = self
             .timed_admit(
                 call_sid,
@@ -379,6 +382,15 @@ impl Calls {
         };
         self.events
             .renewed(&report, self.config.max_concurrent_calls);
+        for lapsed in &report.lapsed_reservations {
+            self.events.reservation_lapsed();
+            warn!(
+                call_sid = %lapsed.call_sid,
+                stream_url = lapsed.stream_url.as_deref().unwrap_or("unknown"),
+                "webhook answered but its media stream never came; the reservation lapsed \
+                 (is PUBLIC_URL right, and does the proxy pass WebSocket upgrades?)"
+            );
+        }
         for call_sid in &report.readded {
             warn!(%call_sid, "live call had lost its slot (reclaimed or Redis data lost); re-registered");
         }

@@ -22,6 +22,8 @@ pub trait CallEvents: Send + Sync + 'static {
     fn stream_started(&self) {}
     /// The number of streams live on this replica changed.
     fn live_streams(&self, _count: usize) {}
+    /// A webhook was answered but its stream never came; the reservation lapsed.
+    fn reservation_lapsed(&self) {}
     /// A live stream ended, for `reason`.
     fn stream_ended(&self, _reason: EndReason) {}
     /// A renewal tick finished; `limit` is the configured cap, for the over-limit check.

@@ -102,6 +102,10 @@ pub struct CallState {
     pub to: Option<String>,
     pub status: CallStatus,
     pub replica: String,
+    /// The stream URL the webhook's TwiML gave, so a reservation whose stream never came can be
+    /// reported with the URL Twilio could not open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_url: Option<String>,
     pub created_at: String,
     #[serde(default)]
     pub started_at: Option<String>,
@@ -136,6 +140,7 @@ impl CallState {
             to: None,
             status: CallStatus::Reserved,
             replica: replica.to_owned(),
+            stream_url: None,
             created_at: now_rfc3339(),
             started_at: None,
             ended_at: None,

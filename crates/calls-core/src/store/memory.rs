@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    Admission, AdmitPolicy, Backend, CallStore, ClusterStats, Refusal, RenewBatch, RenewReport,
-    StoreConfig, StoreError, StreamAdmission, StreamEnd,
+    Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
+    RenewBatch, RenewReport, StoreConfig, StoreError, StreamAdmission, StreamEnd,
 };
 use crate::call_sid::CallSid;
 use crate::state::{CallState, CallStatus, EndReason};
@@ -24,6 +24,8 @@ struct Inner {
     locks: HashMap<String, (String, Instant)>,
     /// call SID -> (state, expiry).
     states: HashMap<String, (CallState, Instant)>,
+    /// Reservations whose stream never came, reclaimed since the last renewal reported them.
+    lapsed: Vec<LapsedReservation>,
 }
 
 impl Inner {
@@ -38,6 +40,12 @@ impl Inner {
         expired.sort();
         for sid in &expired {
             self.slots.remove(sid);
+            if let Some((state, until)) = self.states.get(sid)
+                && *until > now
+                && state.status == CallStatus::Reserved
+            {
+                self.lapsed.push(LapsedReservation::of(state));
+            }
             self.end_state(sid, EndReason::LeaseExpired, now);
         }
         expired
@@ -109,15 +117,6 @@ impl Inner {
         Admission::Refused(Refusal::AtLimit { active })
     }
 
-    /// Whether the call's stored state ended for good (any reason but a lapsed lease).
-    fn ended_for_good(&self, call_sid: &str, now: Instant) -> bool {
-        self.states.get(call_sid).is_some_and(|(state, until)| {
-            *until > now
-                && state.status == CallStatus::Ended
-                && state.end_reason != Some(EndReason::LeaseExpired)
-        })
-    }
-
     /// A live state of the call that has not ended, if one is stored.
     fn open_state(&self, call_sid: &str, now: Instant) -> Option<&CallState> {
         self.states
@@ -167,7 +166,7 @@ impl CallStore for MemoryStore {
         inner.reclaim(now);
         if initial_state.is_some()
             && !inner.slots.contains_key(call_sid.as_str())
-            && inner.ended_for_good(call_sid.as_str(), now)
+            && inner.has_ended(call_sid.as_str(), now)
         {
             return Ok(Admission::Refused(Refusal::Ended));
         }
@@ -263,7 +262,10 @@ impl CallStore for MemoryStore {
         inner.purge_expired(now);
         let reclaimed = inner.reclaim(now);
         let deadline = now + batch.lease;
-        let mut report = RenewReport::default();
+        let mut report = RenewReport {
+            lapsed_reservations: std::mem::take(&mut inner.lapsed),
+            ..RenewReport::default()
+        };
         for call in &batch.calls {
             let sid = call.call_sid.as_str();
             if inner.has_ended(sid, now) {

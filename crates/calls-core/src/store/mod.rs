@@ -163,6 +163,43 @@ pub struct RenewReport {
     /// Calls of this batch whose state had ended for good (stream finished meanwhile, final status
     /// callback): not renewed, so a released slot is never resurrected.
     pub ended: Vec<String>,
+    /// Reservations whose stream never came, reclaimed since the last renewal by any script this
+    /// replica ran (a webhook's admission reclaims too).
+    pub lapsed_reservations: Vec<LapsedReservation>,
+}
+
+/// Every operation a store error can name (`StoreError::op`), for the `redis_errors_total{op}`
+/// series that exist at zero from start-up.
+pub const OPERATIONS: [&str; 12] = [
+    "admit",
+    "start_stream",
+    "end_stream",
+    "release",
+    "renew",
+    "read_state",
+    "write_state",
+    "end_states",
+    "stats",
+    "ping",
+    "connect",
+    "state_decode",
+];
+
+/// A webhook answered whose stream never arrived: the classic misconfiguration (a wrong
+/// `PUBLIC_URL`, a proxy that drops upgrades), so the stream URL that was given is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LapsedReservation {
+    pub call_sid: String,
+    pub stream_url: Option<String>,
+}
+
+impl LapsedReservation {
+    pub fn of(state: &CallState) -> Self {
+        Self {
+            call_sid: state.call_sid.clone(),
+            stream_url: state.stream_url.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,12 +13,12 @@ use tracing::{debug, warn};
 use super::connect::{self, StoreConnection};
 use super::recovery::{Began, RecoveryWatch};
 use super::{
-    Admission, AdmitPolicy, Backend, CallStore, ClusterStats, Refusal, RenewBatch, RenewReport,
-    StoreConfig, StoreError, StreamAdmission, StreamEnd,
+    Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
+    RenewBatch, RenewReport, StoreConfig, StoreError, StreamAdmission, StreamEnd,
 };
 use crate::call_sid::CallSid;
 use crate::keys;
-use crate::state::{CallState, EndReason};
+use crate::state::{CallState, CallStatus, EndReason};
 
 const PRELUDE: &str = include_str!("../lua/prelude.lua");
 
@@ -78,6 +79,8 @@ pub struct RedisStore {
     /// fails with it instead of queueing an attempt of its own (a burst during an outage must
     /// not wait for hundreds of timeouts in a row).
     prepare_attempts: AtomicU64,
+    /// Reservations whose stream never came, found by any script's reclaim since the last renewal.
+    lapsed: Mutex<Vec<LapsedReservation>>,
 }
 
 impl RedisStore {
@@ -111,6 +114,7 @@ impl RedisStore {
             prepared: AtomicBool::new(false),
             preparing: tokio::sync::Mutex::new(()),
             prepare_attempts: AtomicU64::new(0),
+            lapsed: Mutex::new(Vec::new()),
         })
     }
 
@@ -237,6 +241,9 @@ impl RedisStore {
             let Ok(mut state) = serde_json::from_str::<CallState>(&blob) else {
                 continue;
             };
+            if reason == EndReason::LeaseExpired && state.status == CallStatus::Reserved {
+                lock(&self.lapsed).push(LapsedReservation::of(&state));
+            }
             if state.end(reason) {
                 let json = encode(&state);
                 pipe.cmd("SET").arg(key).arg(json).arg("KEEPTTL").ignore();
@@ -278,6 +285,12 @@ fn run_id(info: &str) -> Option<&str> {
         .find_map(|line| line.strip_prefix("run_id:"))
         .map(str::trim)
         .filter(|id| !id.is_empty())
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn encode(state: &CallState) -> String {
@@ -536,6 +549,7 @@ impl CallStore for RedisStore {
             lock_lost,
             reclaimed,
             ended,
+            lapsed_reservations: std::mem::take(&mut *lock(&self.lapsed)),
         })
     }
 
