@@ -136,8 +136,10 @@ async fn redis_back_with_its_data_after_longer_than_a_lease_over_admits_nobody()
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     redis.start_again().unwrap();
+    // The lapsed slots themselves may already be reclaimed by the first script that reaches the
+    // restarted Redis; the totals no script deletes show the data came back.
     assert_eq!(
-        redis.cli(&["ZCARD", "calls:slots"]).unwrap(),
+        redis.cli(&["GET", "calls:stats:started"]).unwrap(),
         "4",
         "Redis came back with its data (append-only file)"
     );

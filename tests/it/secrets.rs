@@ -276,14 +276,26 @@ async fn an_unreachable_or_refusing_redis_is_explained_without_a_secret() {
     let (ready_status, ready_body, metrics_status, metrics, prometheus) =
         ops_answers(&unreachable).await;
     assert_eq!(ready_status, 503);
-    assert_eq!(
-        ready_body,
-        "not ready: state store unreachable (connection refused)\n"
+    // The client retries a refused connection with a back-off; on a loaded machine that can
+    // outlast /readyz's 1 s bound, which then says so. Either way a class, never the client's text.
+    assert!(
+        [
+            "not ready: state store unreachable (connection refused)\n",
+            "not ready: state store did not answer within 1 s\n",
+        ]
+        .contains(&ready_body.as_str()),
+        "{ready_body:?}"
     );
     assert_eq!(metrics_status, 503);
-    assert_eq!(
-        metrics["error"],
-        "state store unreachable (connection refused)"
+    assert!(
+        [
+            "state store unreachable (connection refused)",
+            "state store unreachable (connection failed)",
+            "state store unreachable (no answer in time)",
+        ]
+        .contains(&metrics["error"].as_str().unwrap_or_default()),
+        "{}",
+        metrics["error"]
     );
     assert_no_secret("/readyz", &ready_body);
     assert_no_secret("/metrics.json", &metrics.to_string());
