@@ -36,7 +36,7 @@ pub struct Target {
     #[arg(long, env = "DEFAULT_TENANT_LIMIT")]
     pub default_tenant_limit: Option<String>,
     /// JSON for scripts instead of tables
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub json: bool,
 }
 
