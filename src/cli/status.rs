@@ -112,11 +112,7 @@ fn render(status: &ClusterStatus, limit: Option<u64>) -> String {
     let mut tenants = table(&["TENANT NEAR ITS CAP", "ACTIVE", "LIMIT", "USE"]);
     for (tenant, usage) in near {
         let cap = usage.limit.unwrap_or_default();
-        let share = if cap == 0 {
-            100
-        } else {
-            usage.active * 100 / cap
-        };
+        let share = (usage.active * 100).checked_div(cap).unwrap_or(100);
         let use_text = if usage.active >= cap {
             format!("{share}% AT CAP")
         } else {
