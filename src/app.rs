@@ -6,7 +6,7 @@ use std::sync::Arc;
 use calls_core::calls::{Calls, CallsConfig};
 use calls_core::store::{CallStore, MemoryStore, RedisStore, RedisTls, StoreConfig, StoreError};
 
-use crate::config::Config;
+use crate::config::{Config, TenantKey};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 
@@ -19,7 +19,7 @@ pub struct App {
 
 impl App {
     pub fn new(config: Config, store: Arc<dyn CallStore>) -> Arc<Self> {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::with_tenant_series(config.tenant_metrics));
         metrics
             .max_concurrent
             .set(i64::try_from(config.max_concurrent_calls).unwrap_or(i64::MAX));
@@ -50,6 +50,11 @@ fn calls_config(config: &Config) -> CallsConfig {
         reservation: config.reservation,
         call_lease: config.call_lease,
         renew_interval: config.renew_interval,
+        tenant_key: match config.tenant_key {
+            TenantKey::None => calls_core::tenant::TenantKey::None,
+            TenantKey::AccountSid => calls_core::tenant::TenantKey::AccountSid,
+            TenantKey::To => calls_core::tenant::TenantKey::To,
+        },
     }
 }
 
@@ -67,6 +72,7 @@ pub fn build_store(config: &Config) -> Result<Arc<dyn CallStore>, StoreError> {
         recovery_holdoff: config.recovery_holdoff(),
         op_timeout: config.store_op_timeout,
         call_lease: config.call_lease,
+        default_tenant_limit: config.default_tenant_limit,
         tls: config
             .redis
             .as_ref()

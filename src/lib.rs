@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`config`]: every environment variable and flag, parsed and checked at once.
+//! - [`cli`]: the operator's command line (`status`, `calls`, `tenants`) over a cluster view.
 //! - [`app`]: one replica's shared state (config, the core's `Calls`, metrics, lifecycle).
 //! - [`lifecycle`]: draining flag, stream tracker and the drain-deadline token.
 //! - [`http`]: the routes of the contract, thin handlers over `calls-core`.
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod http;
 pub mod lifecycle;

@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use prosaas_calls::app::{App, build_store};
 use prosaas_calls::config::{Config, LogFormat, RawConfig};
-use prosaas_calls::{media_handler, server};
+use prosaas_calls::{cli, media_handler, server};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -29,9 +29,22 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+// Parsed once at start-up; boxing the big variant would buy nothing.
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Run one replica (the default).
     Serve(RawConfig),
+    /// The cluster at a glance: limit, live calls, refusals, replicas, tenants near their caps.
+    Status(cli::Target),
+    /// Live calls: call SID, tenant, replica, status, age.
+    Calls(cli::Target),
+    /// Per-tenant caps: list, set TENANT N, unset TENANT.
+    Tenants {
+        #[command(flatten)]
+        target: cli::Target,
+        #[command(subcommand)]
+        command: cli::tenants::TenantsCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -39,6 +52,13 @@ fn main() -> ExitCode {
     let raw = match cli.command {
         Some(Command::Serve(raw)) => raw,
         None => cli.serve,
+        Some(Command::Status(target)) => {
+            return operator(cli::status::run(&target));
+        }
+        Some(Command::Calls(target)) => return operator(cli::calls::run(&target)),
+        Some(Command::Tenants { target, command }) => {
+            return operator(cli::tenants::run(&target, &command));
+        }
     };
     // Exit 2 (the contract's code for a bad configuration), before logging or binding anything.
     let (config, warnings) = match Config::from_raw(&raw) {
@@ -70,6 +90,23 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs an operator command: its output on stdout, a clear error on stderr and exit 1.
+fn operator(command: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+        .and_then(|runtime| runtime.block_on(command));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("prosaas-calls: {err:#}");
             ExitCode::FAILURE
         }
     }

@@ -11,7 +11,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use calls_core::store::{ClusterStats, StoreError};
+use calls_core::store::{ClusterStats, StoreError, TenantsUsage};
+use calls_core::tenant::TenantKey;
 
 use crate::app::App;
 
@@ -100,11 +101,20 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-/// Reads the cluster figures and mirrors them into the Prometheus gauges.
-async fn cluster_stats(app: &App) -> Result<ClusterStats, String> {
-    match app.calls.store().stats().await {
-        Ok(stats) => {
+/// Reads the cluster figures (with the tenants' where tenants are on) in one round trip and
+/// mirrors them into the Prometheus gauges.
+async fn cluster_stats(app: &App) -> Result<(ClusterStats, Option<TenantsUsage>), String> {
+    let tenants_on = app.calls.config().tenant_key != TenantKey::None;
+    match app.calls.store().snapshot(tenants_on).await {
+        Ok((stats, tenants)) => {
             let m = &app.metrics;
+            m.cluster_rejected_tenant_limit.inner().store(
+                stats.rejected_tenant_limit,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            if tenants_on {
+                m.set_tenants(&tenants);
+            }
             m.cluster_active.set(stats.active as i64);
             m.cluster_started
                 .inner()
@@ -113,7 +123,7 @@ async fn cluster_stats(app: &App) -> Result<ClusterStats, String> {
                 stats.rejected_max_concurrent,
                 std::sync::atomic::Ordering::Relaxed,
             );
-            Ok(stats)
+            Ok((stats, tenants_on.then_some(tenants)))
         }
         Err(err) => {
             app.metrics.redis_error(err.op());
@@ -128,18 +138,25 @@ pub async fn metrics_json(State(app): State<Arc<App>>) -> Response {
         "calls_active": app.calls.live().len(),
         "calls_started": app.metrics.calls_started.get(),
         "calls_rejected_max_concurrent": app.metrics.calls_rejected_max_concurrent.get(),
+        "calls_rejected_tenant_limit": app.metrics.calls_rejected_tenant_limit.get(),
         "draining": app.is_draining(),
     });
     match cluster_stats(&app).await {
-        Ok(stats) => Json(json!({
-            "calls_active": stats.active,
-            "calls_started": stats.started,
-            "calls_rejected_max_concurrent": stats.rejected_max_concurrent,
-            "max_concurrent_calls": app.config.max_concurrent_calls,
-            "state_backend": app.calls.store().backend().as_str(),
-            "replica": replica,
-        }))
-        .into_response(),
+        Ok((stats, tenants)) => {
+            let mut body = json!({
+                "calls_active": stats.active,
+                "calls_started": stats.started,
+                "calls_rejected_max_concurrent": stats.rejected_max_concurrent,
+                "calls_rejected_tenant_limit": stats.rejected_tenant_limit,
+                "max_concurrent_calls": app.config.max_concurrent_calls,
+                "state_backend": app.calls.store().backend().as_str(),
+                "replica": replica,
+            });
+            if let Some(tenants) = tenants {
+                body["tenants"] = json!(tenants);
+            }
+            Json(body).into_response()
+        }
         Err(error) => (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({

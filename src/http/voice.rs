@@ -109,6 +109,7 @@ pub(super) fn fallback_twiml(app: &App) -> Response {
 fn refusal_text(reason: RejectReason) -> &'static str {
     match reason {
         RejectReason::MaxConcurrent => "all lines are busy\n",
+        RejectReason::TenantLimit => "all of this account's lines are busy (tenant limit)\n",
         RejectReason::Draining => "this replica is draining\n",
         RejectReason::Recovering => {
             "the state store lost its data; live calls are re-registering\n"

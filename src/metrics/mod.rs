@@ -8,7 +8,7 @@ use std::time::Duration;
 use calls_core::calls::RejectReason;
 use calls_core::events::CallEvents;
 use calls_core::state::EndReason;
-use calls_core::store::RenewReport;
+use calls_core::store::{RenewReport, TenantsUsage};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,6 +42,17 @@ const HTTP_REJECT_REASONS: [&str; 5] = [
 
 /// One label with a value from a fixed set, e.g. `reason="bad_base64"`.
 pub type Label = [(&'static str, &'static str); 1];
+/// `tenant="AC…"`: only with `TENANT_METRICS=1`, since tenants can be many.
+pub type TenantLabel = [(&'static str, String); 1];
+
+/// Per-tenant series (`TENANT_METRICS=1`), refreshed from the cluster at each scrape.
+#[derive(Default)]
+pub struct TenantSeries {
+    /// Live slots per tenant, reservations included (`calls:tenant:{tenant}:slots`).
+    pub active: Family<TenantLabel, Gauge>,
+    /// The cap in force per tenant; a tenant with none has no series.
+    pub limit: Family<TenantLabel, Gauge>,
+}
 
 pub struct Metrics {
     registry: Registry,
@@ -50,12 +61,17 @@ pub struct Metrics {
     /// Slots this replica took (webhook reservations and streams admitted without one).
     pub calls_started: Counter,
     pub calls_rejected_max_concurrent: Counter,
+    /// Calls this replica refused under the global cap but at their tenant's (SPEC §10).
+    pub calls_rejected_tenant_limit: Counter,
     /// Every refusal by reason: max_concurrent, recovering, draining, store_unavailable, …
     pub calls_rejected: Family<Label, Counter>,
     pub calls_ended: Family<Label, Counter>,
     pub cluster_active: Gauge,
     pub cluster_started: Counter,
     pub cluster_rejected_max_concurrent: Counter,
+    pub cluster_rejected_tenant_limit: Counter,
+    /// `Some` with `TENANT_METRICS=1`.
+    pub tenants: Option<TenantSeries>,
     pub admission_duration: Histogram,
     pub redis_errors: Family<Label, Counter>,
     pub frames_in: Counter,
@@ -87,16 +103,24 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_tenant_series(false)
+    }
+
+    /// `tenant_series`: `TENANT_METRICS=1`, per-tenant labelled series.
+    pub fn with_tenant_series(tenant_series: bool) -> Self {
         let mut registry = Registry::default();
         let m = Self {
             calls_active: Gauge::default(),
             calls_started: Counter::default(),
             calls_rejected_max_concurrent: Counter::default(),
+            calls_rejected_tenant_limit: Counter::default(),
             calls_rejected: Family::default(),
             calls_ended: Family::default(),
             cluster_active: Gauge::default(),
             cluster_started: Counter::default(),
             cluster_rejected_max_concurrent: Counter::default(),
+            cluster_rejected_tenant_limit: Counter::default(),
+            tenants: tenant_series.then(TenantSeries::default),
             // 100 µs .. ~3.3 s: loopback Redis answers in well under a millisecond; the tail shows
             // a struggling or remote Redis.
             admission_duration: Histogram::new(
@@ -135,6 +159,11 @@ impl Metrics {
             m.calls_rejected_max_concurrent.clone(),
         );
         reg.register(
+            "calls_rejected_tenant_limit",
+            "Calls this replica refused under the global cap but at their tenant's cap",
+            m.calls_rejected_tenant_limit.clone(),
+        );
+        reg.register(
             "calls_rejected",
             "Calls this replica refused, by reason",
             m.calls_rejected.clone(),
@@ -159,6 +188,23 @@ impl Metrics {
             "Calls refused at the limit cluster-wide (calls:stats:rejected_max_concurrent)",
             m.cluster_rejected_max_concurrent.clone(),
         );
+        reg.register(
+            "calls_cluster_rejected_tenant_limit",
+            "Calls refused at their tenant's cap cluster-wide (calls:stats:rejected_tenant_limit)",
+            m.cluster_rejected_tenant_limit.clone(),
+        );
+        if let Some(tenants) = &m.tenants {
+            reg.register(
+                "calls_tenant_active",
+                "Live slots per tenant, reservations included (TENANT_METRICS=1)",
+                tenants.active.clone(),
+            );
+            reg.register(
+                "calls_tenant_limit",
+                "The cap in force per tenant (TENANT_METRICS=1)",
+                tenants.limit.clone(),
+            );
+        }
         reg.register(
             "calls_admission_duration_seconds",
             "Time to admit or refuse a call in the state store",
@@ -288,6 +334,27 @@ impl Metrics {
             .inc();
     }
 
+    /// Mirrors the cluster's per-tenant figures into the tenant series, if they are on; a tenant
+    /// gone since the last scrape loses its series.
+    pub fn set_tenants(&self, usage: &TenantsUsage) {
+        let Some(series) = &self.tenants else { return };
+        series.active.clear();
+        series.limit.clear();
+        for (tenant, entry) in usage {
+            let label = [("tenant", tenant.clone())];
+            series
+                .active
+                .get_or_create(&label)
+                .set(i64::try_from(entry.active).unwrap_or(i64::MAX));
+            if let Some(limit) = entry.limit {
+                series
+                    .limit
+                    .get_or_create(&label)
+                    .set(i64::try_from(limit).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
     /// Prometheus text exposition of everything registered.
     pub fn render(&self) -> String {
         self.process.refresh();
@@ -310,9 +377,11 @@ impl CallEvents for Metrics {
     }
 
     fn refused(&self, reason: RejectReason) {
-        if reason == RejectReason::MaxConcurrent {
-            self.calls_rejected_max_concurrent.inc();
-        }
+        match reason {
+            RejectReason::MaxConcurrent => self.calls_rejected_max_concurrent.inc(),
+            RejectReason::TenantLimit => self.calls_rejected_tenant_limit.inc(),
+            _ => 0,
+        };
         self.rejected(reason.as_str());
     }
 

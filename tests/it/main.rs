@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod cli;
 mod cluster_nginx;
 mod cluster_script;
 mod operations;
@@ -19,6 +20,7 @@ mod stream_bad_input;
 mod stream_contract;
 mod stream_drain;
 mod stream_endings;
+mod tenants;
 mod tls_front;
 mod twilio_e2e;
 mod twilio_setup;

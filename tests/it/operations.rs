@@ -36,6 +36,7 @@ async fn metrics_json_has_exactly_the_contract_fields() {
         [
             "calls_active",
             "calls_rejected_max_concurrent",
+            "calls_rejected_tenant_limit",
             "calls_started",
             "max_concurrent_calls",
             "replica",
@@ -46,6 +47,7 @@ async fn metrics_json_has_exactly_the_contract_fields() {
     assert_eq!(json["calls_started"], 2);
     assert_eq!(json["calls_rejected_max_concurrent"], 1);
     assert_eq!(json["max_concurrent_calls"], 2);
+    assert_eq!(json["calls_rejected_tenant_limit"], 0);
     assert_eq!(json["state_backend"], "redis");
     let r = &json["replica"];
     assert_eq!(r["id"], replica.app.config.replica_id.as_str());
@@ -71,6 +73,9 @@ async fn prometheus_text_names_every_documented_metric() {
         "calls_cluster_active ",
         "calls_cluster_started_total ",
         "calls_cluster_rejected_max_concurrent_total ",
+        "calls_rejected_tenant_limit_total ",
+        "calls_cluster_rejected_tenant_limit_total ",
+        "calls_rejected_total{reason=\"tenant_limit\"} 0",
         "calls_admission_duration_seconds_bucket",
         "calls_admission_duration_seconds_count ",
         "websocket_sockets_open ",

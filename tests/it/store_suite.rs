@@ -78,6 +78,8 @@ fn batch(lease: Duration, calls: Vec<(CallSid, &str, Option<CallState>)>) -> Ren
             started_at: "2026-11-25T00:00:00Z".into(),
             calls_active: calls.len() as u64,
             draining: false,
+            max_concurrent_calls: 5,
+            renew_interval_ms: 1000,
         },
         calls: calls
             .into_iter()
@@ -673,6 +675,7 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
             reservation: LEASE,
             call_lease: LEASE,
             renew_interval: Duration::from_secs(7),
+            tenant_key: Default::default(),
         },
         store,
         Arc::new(NoEvents),

@@ -18,6 +18,7 @@ use crate::store::{
     Admission, AdmitPolicy, CallStore, Refusal, RenewBatch, RenewReport, Renewal, ReplicaHeartbeat,
     StoreError, StreamAdmission, StreamEnd,
 };
+use crate::tenant::TenantKey;
 
 /// What the lifecycle needs from the service configuration.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct CallsConfig {
     pub call_lease: Duration,
     /// `RENEW_INTERVAL_SECS`: the heartbeat lives three of these.
     pub renew_interval: Duration,
+    /// `TENANT_KEY`: which field names a call's tenant (its cap is the store's business).
+    pub tenant_key: TenantKey,
 }
 
 /// What the voice webhook tells us about a call.
@@ -48,6 +51,8 @@ pub struct WebhookCall {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
     MaxConcurrent,
+    /// Under the global cap, but the call's tenant is at its own (SPEC §10).
+    TenantLimit,
     Draining,
     /// Redis lost its data moments ago; live calls are re-registering.
     Recovering,
@@ -57,8 +62,9 @@ pub enum RejectReason {
 
 impl RejectReason {
     /// Every reason, for metrics that must exist at zero from start-up.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::MaxConcurrent,
+        Self::TenantLimit,
         Self::Draining,
         Self::Recovering,
         Self::StoreUnavailable,
@@ -67,6 +73,7 @@ impl RejectReason {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::MaxConcurrent => "max_concurrent",
+            Self::TenantLimit => "tenant_limit",
             Self::Draining => "draining",
             Self::Recovering => "recovering",
             Self::StoreUnavailable => "store_unavailable",
@@ -162,6 +169,7 @@ impl Calls {
     /// same atomic step. A retried webhook finds its slot and takes no second one.
     pub async fn admit_webhook(&self, call_sid: &CallSid, call: WebhookCall) -> WebhookOutcome {
         let mut state = CallState::reserved(call_sid.as_str(), &self.config.replica_id);
+        state.tenant = self.config.tenant_key.of_webhook(&call);
         state.account_sid = call.account_sid;
         state.from = call.from;
         state.to = call.to;
@@ -187,7 +195,7 @@ impl Calls {
                 WebhookOutcome::Ended
             }
             Ok(Admission::Refused(refusal)) => {
-                WebhookOutcome::Reject(self.refused(call_sid, refusal))
+                WebhookOutcome::Reject(self.refused(call_sid, refusal, state.tenant.as_deref()))
             }
             Err(err) => WebhookOutcome::Reject(self.store_failed(call_sid, "admit", &err)),
         }
@@ -203,6 +211,8 @@ impl Calls {
         policy: AdmitPolicy,
     ) -> Result<Arc<LiveCall>, StreamRefusal> {
         let token = self.new_lock_token();
+        // Taken only by a stream without a reservation; a reserved call keeps its webhook's.
+        let tenant = self.config.tenant_key.of_stream(&start);
         let (custom_parameters, dropped) = cap_custom_parameters(start.custom_parameters);
         if !dropped.is_empty() {
             warn!(%call_sid, ?dropped, "custom parameters over 4 KiB; these were not kept");
@@ -216,6 +226,7 @@ impl Calls {
         fresh.media_format = start.media_format;
         fresh.custom_parameters = custom_parameters;
         fresh.started_at = Some(now_rfc3339());
+        fresh.tenant = tenant;
 
         let started = Instant::now();
         let result = self
@@ -246,7 +257,11 @@ impl Calls {
                 return Err(StreamRefusal::Rejected(RejectReason::Draining));
             }
             Ok(StreamAdmission::Refused(refusal)) => {
-                return Err(StreamRefusal::Rejected(self.refused(call_sid, refusal)));
+                return Err(StreamRefusal::Rejected(self.refused(
+                    call_sid,
+                    refusal,
+                    fresh.tenant.as_deref(),
+                )));
             }
             Err(err) => {
                 return Err(StreamRefusal::Rejected(
@@ -360,6 +375,9 @@ impl Calls {
                 started_at: self.started_at.clone(),
                 calls_active: calls.len() as u64,
                 draining,
+                max_concurrent_calls: self.config.max_concurrent_calls,
+                renew_interval_ms: u64::try_from(self.config.renew_interval.as_millis())
+                    .unwrap_or(u64::MAX),
             },
             heartbeat_ttl: self.config.renew_interval * 3,
         };
@@ -454,11 +472,15 @@ impl Calls {
         result
     }
 
-    fn refused(&self, call_sid: &CallSid, refusal: Refusal) -> RejectReason {
+    fn refused(&self, call_sid: &CallSid, refusal: Refusal, tenant: Option<&str>) -> RejectReason {
         let reason = match refusal {
             Refusal::AtLimit { active } => {
                 info!(%call_sid, active, limit = self.config.max_concurrent_calls, "call refused: every slot is taken");
                 RejectReason::MaxConcurrent
+            }
+            Refusal::TenantAtLimit { active } => {
+                info!(%call_sid, tenant, active, "call refused: its tenant is at its cap");
+                RejectReason::TenantLimit
             }
             Refusal::Recovering => {
                 info!(%call_sid, "call refused: Redis lost its data or was away; live calls are re-registering");

@@ -13,6 +13,18 @@ pub const STATS_REJECTED_MAX_CONCURRENT: &str = "calls:stats:rejected_max_concur
 /// Missing or changed under a replica that saw one: Redis lost its data. Value: the Redis-time ms
 /// at which admissions (re)open, so live calls can re-register first (SPEC §4).
 pub const EPOCH: &str = "calls:epoch";
+/// Hash tenant → integer: per-tenant caps, set at run time (SPEC §10).
+pub const TENANT_LIMITS: &str = "calls:tenant_limits";
+pub const STATS_REJECTED_TENANT_LIMIT: &str = "calls:stats:rejected_tenant_limit";
+/// Hash call SID → tenant, one field per slot of a call that has a tenant: how a reclaim, which
+/// finds only call SIDs in `calls:slots`, knows which tenant set to remove each from. Kept by the
+/// same scripts that keep `calls:slots`, so it always names exactly the tenant-owned slots.
+pub const SLOT_TENANT: &str = "calls:slot_tenant";
+/// Heartbeats are found by `SCAN MATCH` with this pattern (the command line; never `KEYS`).
+pub const REPLICA_PATTERN: &str = "calls:replica:*";
+
+const TENANT_SLOTS_PREFIX: &str = "calls:tenant:";
+const TENANT_SLOTS_SUFFIX: &str = ":slots";
 
 pub fn state(call_sid: &CallSid) -> String {
     format!("calls:state:{call_sid}")
@@ -26,6 +38,24 @@ pub fn replica(replica_id: &str) -> String {
     format!("calls:replica:{replica_id}")
 }
 
+/// A tenant's live slots: a sorted set like `calls:slots` (member call SID, score lease deadline).
+pub fn tenant_slots(tenant: &str) -> String {
+    format!("{TENANT_SLOTS_PREFIX}{tenant}{TENANT_SLOTS_SUFFIX}")
+}
+
+/// Lua definitions prepended to every script, so the scripts build the keys they can only know
+/// at run time (the tenant set of a slot a reclaim finds) from this file's spelling, not their own.
+pub fn lua_key_header() -> String {
+    format!(
+        "local SLOT_TENANT_KEY = '{SLOT_TENANT}'\n\
+         local TENANT_LIMITS_KEY = '{TENANT_LIMITS}'\n\
+         local REJECTED_TENANT_LIMIT_KEY = '{STATS_REJECTED_TENANT_LIMIT}'\n\
+         local function tenant_slots_key(tenant)\n  \
+           return '{TENANT_SLOTS_PREFIX}' .. tenant .. '{TENANT_SLOTS_SUFFIX}'\n\
+         end\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,5 +66,7 @@ mod tests {
         assert_eq!(state(&sid), "calls:state:CA123");
         assert_eq!(lock(&sid), "calls:lock:CA123");
         assert_eq!(replica("calls-2"), "calls:replica:calls-2");
+        assert_eq!(tenant_slots("AC9"), "calls:tenant:AC9:slots");
+        assert!(lua_key_header().contains("'calls:tenant:' .. tenant .. ':slots'"));
     }
 }

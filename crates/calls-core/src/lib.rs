@@ -11,6 +11,7 @@
 //!   decides when live calls re-register at once and new admissions wait (SPEC §4).
 //! - [`live_calls`]: the streams live on this replica, with lock-free per-frame counters.
 //! - [`calls`]: the call lifecycle as [`calls::Calls`]: admit, start, end, status, renew.
+//! - [`tenant`]: which tenant a call belongs to (`TENANT_KEY`, SPEC §10).
 //! - [`events`]: what the lifecycle reports (refusals, store errors, timings) to whoever counts it.
 
 #![forbid(unsafe_code)]
@@ -22,3 +23,4 @@ pub mod keys;
 pub mod live_calls;
 pub mod state;
 pub mod store;
+pub mod tenant;

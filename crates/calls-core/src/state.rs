@@ -127,6 +127,10 @@ pub struct CallState {
     pub dtmf: String,
     #[serde(default)]
     pub marks: Vec<String>,
+    /// The tenant the call belongs to (SPEC §10), `None` without `TENANT_KEY` or when the webhook
+    /// or stream named none: such a call has only the global cap.
+    #[serde(default)]
+    pub tenant: Option<String>,
 }
 
 impl CallState {
@@ -152,6 +156,7 @@ impl CallState {
             bytes_in: 0,
             dtmf: String::new(),
             marks: Vec::new(),
+            tenant: None,
         }
     }
 

@@ -3,7 +3,8 @@
 -- rejected_max_concurrent).
 -- KEYS: slots, active_count, stats_started, stats_rejected_max_concurrent, epoch, state
 -- ARGV: call_sid, limit, lease_ms, policy ('take' | 'existing'), recovery_holdoff_ms,
---       state_json ('' = none; written only with a new slot), state_ttl_s, seen_epoch, open_wait (0|1)
+--       state_json ('' = none; written only with a new slot), state_ttl_s, seen_epoch, open_wait (0|1),
+--       tenant ('' = none), default_tenant_limit ('' = none)
 -- Returns {code, active, reclaimed, epoch, reregister}: code as admit_slot's, or -3: the call already
 -- ended for good (a webhook retried after its call finished takes no slot and keeps the final state).
 local slots, count_key = KEYS[1], KEYS[2]
@@ -16,7 +17,7 @@ if ARGV[6] ~= '' and redis.call('ZSCORE', slots, ARGV[1]) == false
   return {-3, sync_count(slots, count_key), expired, epoch, lost}
 end
 local code, active = admit_slot(slots, count_key, KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]),
-  now + tonumber(ARGV[3]), ARGV[4], now, opens)
+  now + tonumber(ARGV[3]), ARGV[4], now, opens, ARGV[10], ARGV[11])
 if code == 1 and ARGV[6] ~= '' then
   redis.call('SET', KEYS[6], ARGV[6], 'EX', ARGV[7])
 end

@@ -5,11 +5,53 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Removes every slot whose lease deadline has passed; returns their call SIDs.
+-- Tenants (SPEC §10). The slot of a call with a tenant is mirrored in calls:tenant:{tenant}:slots
+-- (same member, same score) and named in calls:slot_tenant by every step that adds, extends or
+-- removes a slot, so a tenant's count (ZCARD of its set) is exact whenever the global one is. The
+-- key names come from keys.rs (lua_key_header, prepended before this prelude).
+
+-- The tenant a held slot was admitted under, or false.
+local function slot_tenant(sid)
+  return redis.call('HGET', SLOT_TENANT_KEY, sid)
+end
+
+-- Mirrors a slot added or extended in calls:slots (`flag`: nil or 'GT', as that ZADD had).
+local function tenant_slot_set(sid, tenant, deadline, flag)
+  local key = tenant_slots_key(tenant)
+  if flag then
+    redis.call('ZADD', key, flag, deadline, sid)
+  else
+    redis.call('ZADD', key, deadline, sid)
+  end
+  redis.call('HSET', SLOT_TENANT_KEY, sid, tenant)
+end
+
+-- Mirrors a slot removed from calls:slots; a call without a tenant, or a second removal, changes nothing.
+local function tenant_slot_remove(sid)
+  local tenant = slot_tenant(sid)
+  if tenant then
+    redis.call('ZREM', tenant_slots_key(tenant), sid)
+    redis.call('HDEL', SLOT_TENANT_KEY, sid)
+  end
+end
+
+-- The cap in force for `tenant`: its own in calls:tenant_limits, else `default` ('' = none).
+local function tenant_limit(tenant, default)
+  local own = tonumber(redis.call('HGET', TENANT_LIMITS_KEY, tenant) or '')
+  if own then
+    return own
+  end
+  return tonumber(default)
+end
+
+-- Removes every slot whose lease deadline has passed (and its tenant's mirror); returns their call SIDs.
 local function reclaim(slots, now)
   local expired = redis.call('ZRANGEBYSCORE', slots, '-inf', now)
   if #expired > 0 then
     redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+    for _, sid in ipairs(expired) do
+      tenant_slot_remove(sid)
+    end
   end
   return expired
 end
@@ -66,14 +108,20 @@ local function ended_for_good(blob)
 end
 
 -- Takes a slot for `sid` with the given lease deadline, or refreshes the one it holds. Returns a code
--- (1 new slot, 2 already held, 0 at limit, -1 recovering, -2 no slot held with policy 'existing') and
--- the live count.
+-- (1 new slot, 2 already held, 0 at limit, -1 recovering, -2 no slot held with policy 'existing',
+-- 4 under the global cap but at its tenant's) and the live count. `tenant` ('' = none) and
+-- `tenant_default` ('' = none) are checked in this same step: the global cap first, then the tenant's.
 local function admit_slot(slots, count_key, started_key, rejected_key, sid, limit, deadline, policy,
-                          now, opens)
+                          now, opens, tenant, tenant_default)
   if redis.call('ZSCORE', slots, sid) then
     -- The new lease replaces the old one: a stream activating its reservation swaps the long wait
     -- for its stream for the short live-call lease its replica renews.
     redis.call('ZADD', slots, 'XX', deadline, sid)
+    -- The slot keeps the tenant it was admitted under.
+    local held_by = slot_tenant(sid)
+    if held_by then
+      tenant_slot_set(sid, held_by, deadline)
+    end
     return 2, sync_count(slots, count_key)
   end
   if policy == 'existing' then
@@ -83,13 +131,24 @@ local function admit_slot(slots, count_key, started_key, rejected_key, sid, limi
     return -1, sync_count(slots, count_key)
   end
   local n = redis.call('ZCARD', slots)
-  if n < limit then
-    redis.call('ZADD', slots, deadline, sid)
-    redis.call('INCR', started_key)
-    redis.call('SET', count_key, n + 1)
-    return 1, n + 1
+  if n >= limit then
+    redis.call('INCR', rejected_key)
+    redis.call('SET', count_key, n)
+    return 0, n
   end
-  redis.call('INCR', rejected_key)
-  redis.call('SET', count_key, n)
-  return 0, n
+  if tenant ~= '' then
+    local cap = tenant_limit(tenant, tenant_default)
+    if cap and redis.call('ZCARD', tenant_slots_key(tenant)) >= cap then
+      redis.call('INCR', REJECTED_TENANT_LIMIT_KEY)
+      redis.call('SET', count_key, n)
+      return 4, n
+    end
+  end
+  redis.call('ZADD', slots, deadline, sid)
+  if tenant ~= '' then
+    tenant_slot_set(sid, tenant, deadline)
+  end
+  redis.call('INCR', started_key)
+  redis.call('SET', count_key, n + 1)
+  return 1, n + 1
 end

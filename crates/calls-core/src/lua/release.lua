@@ -6,6 +6,7 @@
 -- come back as an object), and a stream's end has usually written its final state already, so the
 -- common release is this one round trip.
 local removed = redis.call('ZREM', KEYS[1], ARGV[1])
+tenant_slot_remove(ARGV[1])
 sync_count(KEYS[1], KEYS[2])
 local state_open = 0
 local stored = redis.call('GET', KEYS[3])

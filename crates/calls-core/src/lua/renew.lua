@@ -4,14 +4,16 @@
 -- KEYS: slots, active_count, epoch, heartbeat, then for each call: lock, state
 -- ARGV: lease_ms, lock_ttl_ms, state_ttl_s, recovery_holdoff_ms, heartbeat_json, heartbeat_ttl_ms,
 --       seen_epoch, open_wait (0|1),
---       then for each call: call_sid, lock_token, state_json ('' keeps the stored state, refreshing its TTL)
+--       then for each call: call_sid, lock_token, state_json ('' keeps the stored state, refreshing its TTL),
+--       tenant ('' = none; re-registers the call in its tenant's set too)
 -- A call whose stored state has ended is skipped: it is over, and renewing it would resurrect its slot.
--- Returns {active, readded, lock_lost, reclaimed, epoch, ended, data_lost (1|0)}. Data loss found here needs no second
+-- Returns {active, readded, lock_lost, reclaimed, epoch, ended, data_lost (1|0), tenant_limits (HGETALL)}. Data loss found here needs no second
 -- pass: this very script re-adds the batch.
 local slots = KEYS[1]
 local now = now_ms()
 local header = 8
-local calls = (#ARGV - header) / 3
+local stride = 4
+local calls = (#ARGV - header) / stride
 local _, epoch, data_lost = check_epoch(KEYS[3], slots, now, ARGV[7], ARGV[8] == '1', tonumber(ARGV[4]),
   calls > 0)
 local expired = reclaim(slots, now)
@@ -53,8 +55,8 @@ local function renew_lock_and_state(sid, token, state, lock_key, state_key)
 end
 
 for i = 0, calls - 1 do
-  local base = header + 1 + 3 * i
-  local sid, token, state = ARGV[base], ARGV[base + 1], ARGV[base + 2]
+  local base = header + 1 + stride * i
+  local sid, token, state, tenant = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
   local lock_key, state_key = KEYS[5 + 2 * i], KEYS[6 + 2 * i]
   if has_ended(state_key) then
     -- The call ended (its stream finished after this batch was built, or a final status
@@ -64,9 +66,16 @@ for i = 0, calls - 1 do
     if redis.call('ZADD', slots, 'GT', deadline, sid) == 1 then
       readded[#readded + 1] = sid
     end
+    -- Its tenant's set follows, whatever that tenant's count: the tenant the slot was admitted
+    -- under, else (re-registering after a reclaim or a data loss) the call's own.
+    local held_by = slot_tenant(sid) or (tenant ~= '' and tenant)
+    if held_by then
+      tenant_slot_set(sid, held_by, deadline, 'GT')
+    end
     renew_lock_and_state(sid, token, state, lock_key, state_key)
   end
 end
 
 redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
-return {sync_count(slots, KEYS[2]), readded, lost, expired, epoch, ended, data_lost}
+return {sync_count(slots, KEYS[2]), readded, lost, expired, epoch, ended, data_lost,
+  redis.call('HGETALL', TENANT_LIMITS_KEY)}

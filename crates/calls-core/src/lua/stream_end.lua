@@ -12,5 +12,6 @@ if owner then
 end
 redis.call('SET', KEYS[3], ARGV[3], 'EX', ARGV[4])
 local freed = redis.call('ZREM', KEYS[1], ARGV[1])
+tenant_slot_remove(ARGV[1])
 sync_count(KEYS[1], KEYS[2])
 return {freed, ''}

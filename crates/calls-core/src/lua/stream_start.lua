@@ -7,6 +7,7 @@
 --       lock_token, lock_ttl_ms, state_ttl_s,
 --       fresh_json (the state to write when none is stored, or the stored one ended or is corrupt),
 --       rest_json (the same state without the carried fields),
+--       tenant ('' = none), default_tenant_limit ('' = none) (a reservation keeps the tenant it took),
 --       then pairs of (field, default_json): fields the webhook wrote, carried from a stored state.
 -- Returns {code, active, reclaimed, epoch, reregister, owner, written_json, source}: code as
 -- admit_slot's, or 3 when `owner` holds the lock; source 'stored' | 'fresh' | 'corrupt'.
@@ -22,7 +23,7 @@ local opens, epoch, lost = check_epoch(KEYS[5], slots, now, ARGV[6], ARGV[7] == 
   tonumber(ARGV[5]), false)
 local expired = reclaim(slots, now)
 local code, active = admit_slot(slots, count_key, KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]),
-  now + tonumber(ARGV[3]), ARGV[4], now, opens)
+  now + tonumber(ARGV[3]), ARGV[4], now, opens, ARGV[13], ARGV[14])
 if code ~= 1 and code ~= 2 then
   return {code, active, expired, epoch, lost, '', '', ''}
 end
@@ -39,7 +40,7 @@ if stored then
     source = 'corrupt'
   elseif decoded['status'] ~= 'ended' then
     local parts = {}
-    for i = 13, #ARGV - 1, 2 do
+    for i = 15, #ARGV - 1, 2 do
       local field, value = ARGV[i], decoded[ARGV[i]]
       if type(value) == 'string' then
         parts[#parts + 1] = cjson.encode(field) .. ':' .. cjson.encode(value)

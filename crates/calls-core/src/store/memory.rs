@@ -1,7 +1,7 @@
 //! The in-process backend: one replica, no Redis, the same rules as the Redis scripts.
 //! Used by `cargo run` without `REDIS_URL`; state dies with the process.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,8 @@ use async_trait::async_trait;
 
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
-    RenewBatch, RenewReport, StoreConfig, StoreError, StreamAdmission, StreamEnd,
+    RenewBatch, RenewReport, StoreConfig, StoreError, StreamAdmission, StreamEnd, TenantsUsage,
+    tenants_usage,
 };
 use crate::call_sid::CallSid;
 use crate::state::{CallState, CallStatus, EndReason};
@@ -20,6 +21,11 @@ struct Inner {
     slots: HashMap<String, Instant>,
     started: u64,
     rejected_max_concurrent: u64,
+    rejected_tenant_limit: u64,
+    /// call SID -> tenant, for every slot of a call with a tenant (as `calls:slot_tenant`).
+    slot_tenant: HashMap<String, String>,
+    /// tenant -> its own cap (as `calls:tenant_limits`).
+    tenant_limits: BTreeMap<String, u64>,
     /// call SID -> (owner token, expiry).
     locks: HashMap<String, (String, Instant)>,
     /// call SID -> (state, expiry).
@@ -46,6 +52,7 @@ impl Inner {
             {
                 self.lapsed.push(LapsedReservation::of(state));
             }
+            self.slot_tenant.remove(sid);
             self.end_state(sid, EndReason::LeaseExpired, now);
         }
         expired
@@ -87,13 +94,26 @@ impl Inner {
         self.slots.len() as u64
     }
 
-    /// The admission rule of `admit_slot` in the Lua prelude, after a reclaim.
+    /// Frees the call's slot, if held, with its tenant's; returns whether one was held.
+    fn free(&mut self, call_sid: &str) -> bool {
+        self.slot_tenant.remove(call_sid);
+        self.slots.remove(call_sid).is_some()
+    }
+
+    /// Live slots of `tenant`, reservations included.
+    fn tenant_active(&self, tenant: &str) -> u64 {
+        self.slot_tenant.values().filter(|t| *t == tenant).count() as u64
+    }
+
+    /// The admission rule of `admit_slot` in the Lua prelude, after a reclaim: the global cap
+    /// first, then the tenant's (its own, else `default_tenant_limit`).
     fn admit(
         &mut self,
         call_sid: &str,
         policy: AdmitPolicy,
         deadline: Instant,
-        limit: u64,
+        config: &StoreConfig,
+        tenant: Option<&str>,
     ) -> Admission {
         if let Some(held) = self.slots.get_mut(call_sid) {
             // The new lease replaces the old one (a stream activating its reservation).
@@ -105,16 +125,29 @@ impl Inner {
             return Admission::Refused(Refusal::NoSlotHeld);
         }
         let active = self.active();
-        if active < limit {
-            self.slots.insert(call_sid.to_owned(), deadline);
-            self.started += 1;
-            return Admission::Admitted {
-                new: true,
-                active: active + 1,
-            };
+        if active >= config.limit {
+            self.rejected_max_concurrent += 1;
+            return Admission::Refused(Refusal::AtLimit { active });
         }
-        self.rejected_max_concurrent += 1;
-        Admission::Refused(Refusal::AtLimit { active })
+        if let Some(tenant) = tenant {
+            let cap = self
+                .tenant_limits
+                .get(tenant)
+                .copied()
+                .or(config.default_tenant_limit);
+            if cap.is_some_and(|cap| self.tenant_active(tenant) >= cap) {
+                self.rejected_tenant_limit += 1;
+                return Admission::Refused(Refusal::TenantAtLimit { active });
+            }
+            self.slot_tenant
+                .insert(call_sid.to_owned(), tenant.to_owned());
+        }
+        self.slots.insert(call_sid.to_owned(), deadline);
+        self.started += 1;
+        Admission::Admitted {
+            new: true,
+            active: active + 1,
+        }
     }
 
     /// A live state of the call that has not ended, if one is stored.
@@ -170,7 +203,8 @@ impl CallStore for MemoryStore {
         {
             return Ok(Admission::Refused(Refusal::Ended));
         }
-        let admission = inner.admit(call_sid.as_str(), policy, now + lease, self.config.limit);
+        let tenant = initial_state.and_then(|state| state.tenant.as_deref());
+        let admission = inner.admit(call_sid.as_str(), policy, now + lease, &self.config, tenant);
         if let (Admission::Admitted { new: true, .. }, Some(state)) = (&admission, initial_state) {
             let until = now + self.config.state_ttl;
             inner
@@ -197,7 +231,8 @@ impl CallStore for MemoryStore {
             return Ok(StreamAdmission::LockedBy(owner.to_owned()));
         }
         inner.reclaim(now);
-        let (new_slot, active) = match inner.admit(sid, policy, now + lease, self.config.limit) {
+        let tenant = fresh.tenant.as_deref();
+        let (new_slot, active) = match inner.admit(sid, policy, now + lease, &self.config, tenant) {
             Admission::Admitted { new, active } => (new, active),
             Admission::Refused(refusal) => return Ok(StreamAdmission::Refused(refusal)),
         };
@@ -212,6 +247,9 @@ impl CallStore for MemoryStore {
             state.to.clone_from(&stored.to);
             if state.account_sid.is_none() {
                 state.account_sid.clone_from(&stored.account_sid);
+            }
+            if stored.tenant.is_some() {
+                state.tenant.clone_from(&stored.tenant);
             }
         }
         inner
@@ -244,14 +282,14 @@ impl CallStore for MemoryStore {
             sid.to_owned(),
             (final_state.clone(), now + self.config.state_ttl),
         );
-        let freed = inner.slots.remove(sid).is_some();
+        let freed = inner.free(sid);
         Ok(StreamEnd::Ended { freed })
     }
 
     async fn release(&self, call_sid: &CallSid, reason: EndReason) -> Result<bool, StoreError> {
         let now = Instant::now();
         let mut inner = self.lock();
-        let freed = inner.slots.remove(call_sid.as_str()).is_some();
+        let freed = inner.free(call_sid.as_str());
         inner.end_state(call_sid.as_str(), reason, now);
         Ok(freed)
     }
@@ -278,6 +316,12 @@ impl CallStore for MemoryStore {
                     inner.slots.insert(sid.to_owned(), deadline);
                     report.readded.push(sid.to_owned());
                 }
+            }
+            // A slot keeps the tenant it was admitted under; a re-added one takes the call's.
+            if let Some(tenant) = call.tenant()
+                && !inner.slot_tenant.contains_key(sid)
+            {
+                inner.slot_tenant.insert(sid.to_owned(), tenant.to_owned());
             }
             let owns = inner
                 .lock_owner(sid, now)
@@ -335,7 +379,38 @@ impl CallStore for MemoryStore {
             active: inner.active(),
             started: inner.started,
             rejected_max_concurrent: inner.rejected_max_concurrent,
+            rejected_tenant_limit: inner.rejected_tenant_limit,
         })
+    }
+
+    async fn snapshot(
+        &self,
+        with_tenants: bool,
+    ) -> Result<(ClusterStats, TenantsUsage), StoreError> {
+        let stats = self.stats().await?;
+        if !with_tenants {
+            return Ok((stats, TenantsUsage::new()));
+        }
+        let inner = self.lock();
+        let usage = tenants_usage(
+            inner.slot_tenant.values().map(String::as_str),
+            &inner.tenant_limits,
+            self.config.default_tenant_limit,
+        );
+        Ok((stats, usage))
+    }
+
+    async fn tenant_limits(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        Ok(self.lock().tenant_limits.clone())
+    }
+
+    async fn set_tenant_limit(&self, tenant: &str, limit: Option<u64>) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        match limit {
+            Some(limit) => inner.tenant_limits.insert(tenant.to_owned(), limit),
+            None => inner.tenant_limits.remove(tenant),
+        };
+        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -1,6 +1,7 @@
 //! The call-state store: slots with leases, per-call locks and state, and cluster stats, behind one trait.
 //! `memory` is the embedded single-replica default; `redis` is the cluster backend of SPEC §4.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,6 +11,7 @@ use thiserror::Error;
 use crate::call_sid::CallSid;
 use crate::state::{CallState, EndReason};
 
+pub mod cluster;
 pub mod connect;
 pub mod memory;
 pub mod recovery;
@@ -39,6 +41,9 @@ pub struct StoreConfig {
     pub op_timeout: Duration,
     /// `REDIS_TLS_*`: a private CA and a client certificate for `rediss://`; none by default.
     pub tls: RedisTls,
+    /// `DEFAULT_TENANT_LIMIT`: the cap of a tenant without its own entry in `calls:tenant_limits`;
+    /// `None`: such a tenant has only the global cap.
+    pub default_tenant_limit: Option<u64>,
 }
 
 impl Default for StoreConfig {
@@ -51,6 +56,7 @@ impl Default for StoreConfig {
             call_lease: Duration::from_secs(30),
             op_timeout: Duration::from_secs(2),
             tls: RedisTls::default(),
+            default_tenant_limit: None,
         }
     }
 }
@@ -86,6 +92,9 @@ impl Admission {
 pub enum Refusal {
     /// Every slot is taken; counted in `calls:stats:rejected_max_concurrent`.
     AtLimit { active: u64 },
+    /// Under the global cap, but the call's tenant holds all the slots its cap allows; counted in
+    /// `calls:stats:rejected_tenant_limit` (SPEC §10).
+    TenantAtLimit { active: u64 },
     /// Redis lost its data moments ago; live calls are still re-registering.
     Recovering,
     /// `ExistingOnly` and the call holds no slot.
@@ -128,7 +137,17 @@ pub struct Renewal {
     pub call_sid: CallSid,
     pub lock_token: String,
     /// The call's current state, flushed (with its TTL refreshed) if this replica owns the lock.
+    /// Its `tenant` is the tenant set the call re-registers in if its slot was lost.
     pub state: Option<CallState>,
+}
+
+impl Renewal {
+    /// The call's tenant, from its state.
+    pub fn tenant(&self) -> Option<&str> {
+        self.state
+            .as_ref()
+            .and_then(|state| state.tenant.as_deref())
+    }
 }
 
 /// The heartbeat a replica writes on every tick (`calls:replica:{id}`).
@@ -138,6 +157,13 @@ pub struct ReplicaHeartbeat {
     pub started_at: String,
     pub calls_active: u64,
     pub draining: bool,
+    /// This replica's `MAX_CONCURRENT_CALLS`: the command line shows replicas that disagree.
+    #[serde(default)]
+    pub max_concurrent_calls: u64,
+    /// This replica's renewal tick in ms: the heartbeat lives three of them, so its age is three
+    /// ticks minus its remaining TTL (Redis' clock only), and one older than two ticks is stale.
+    #[serde(default)]
+    pub renew_interval_ms: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -207,6 +233,37 @@ pub struct ClusterStats {
     pub active: u64,
     pub started: u64,
     pub rejected_max_concurrent: u64,
+    pub rejected_tenant_limit: u64,
+}
+
+/// One tenant's use of its cap (SPEC §6 `tenants`): live slots, reservations included, and the cap
+/// in force (its own, else the default, else none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantUsage {
+    pub active: u64,
+    pub limit: Option<u64>,
+}
+
+/// Every tenant with live slots or a limit of its own.
+pub type TenantsUsage = BTreeMap<String, TenantUsage>;
+
+/// Builds [`TenantsUsage`] from each live slot's tenant and the stored limits.
+pub fn tenants_usage<'a>(
+    slot_tenants: impl IntoIterator<Item = &'a str>,
+    limits: &BTreeMap<String, u64>,
+    default_limit: Option<u64>,
+) -> TenantsUsage {
+    let mut usage = TenantsUsage::new();
+    for tenant in slot_tenants {
+        usage.entry(tenant.to_owned()).or_default().active += 1;
+    }
+    for tenant in limits.keys() {
+        usage.entry(tenant.clone()).or_default();
+    }
+    for (tenant, entry) in &mut usage {
+        entry.limit = limits.get(tenant).copied().or(default_limit);
+    }
+    usage
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -340,6 +397,18 @@ pub trait CallStore: Send + Sync + 'static {
     async fn write_state(&self, state: &CallState) -> Result<(), StoreError>;
 
     async fn stats(&self) -> Result<ClusterStats, StoreError>;
+
+    /// The cluster stats and, with `with_tenants`, every tenant's use of its cap, in one round trip.
+    async fn snapshot(
+        &self,
+        with_tenants: bool,
+    ) -> Result<(ClusterStats, TenantsUsage), StoreError>;
+
+    /// The per-tenant caps as stored (`calls:tenant_limits`), without the default.
+    async fn tenant_limits(&self) -> Result<BTreeMap<String, u64>, StoreError>;
+
+    /// Sets (`Some`) or removes (`None`) a tenant's own cap; honoured from the next admission.
+    async fn set_tenant_limit(&self, tenant: &str, limit: Option<u64>) -> Result<(), StoreError>;
 
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -1,9 +1,10 @@
 //! The Redis backend: the key space of SPEC §4 driven by Lua scripts, loaded at start-up and after
 //! every reconnect and called by SHA; every call is bounded by `op_timeout`.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -14,7 +15,8 @@ use super::connect::{self, StoreConnection};
 use super::recovery::{Began, RecoveryWatch};
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
-    RenewBatch, RenewReport, StoreConfig, StoreError, StreamAdmission, StreamEnd,
+    RenewBatch, RenewReport, StoreConfig, StoreError, StreamAdmission, StreamEnd, TenantsUsage,
+    tenants_usage,
 };
 use crate::call_sid::CallSid;
 use crate::keys;
@@ -23,8 +25,9 @@ use crate::state::{CallState, CallStatus, EndReason};
 const PRELUDE: &str = include_str!("../lua/prelude.lua");
 
 /// Fields of the webhook's state that a stream's start keeps (SPEC §4: the state says who called
-/// and when); `account_sid` too, unless the stream's `start` names one.
-const CARRIED_FROM_WEBHOOK: [&str; 3] = ["created_at", "from", "to"];
+/// and when, and the tenant its slot was taken for); `account_sid` too, unless the stream's
+/// `start` names one.
+const CARRIED_FROM_WEBHOOK: [&str; 4] = ["created_at", "from", "to", "tenant"];
 
 /// The scripts, hashed once at start-up and loaded on every fresh connection, so the hot path
 /// never meets NOSCRIPT. `Script::invoke_async` still loads and retries on NOSCRIPT, for a
@@ -47,9 +50,10 @@ impl Scripts {
             include_str!("../lua/release.lua"),
             include_str!("../lua/renew.lua"),
         ];
+        let header = keys::lua_key_header();
         let sources: Vec<String> = bodies
             .iter()
-            .map(|body| format!("{PRELUDE}\n{body}"))
+            .map(|body| format!("{header}\n{PRELUDE}\n{body}"))
             .collect();
         let script = |i: usize| Script::new(&sources[i]);
         Self {
@@ -81,6 +85,11 @@ pub struct RedisStore {
     prepare_attempts: AtomicU64,
     /// Reservations whose stream never came, found by any script's reclaim since the last renewal.
     lapsed: Mutex<Vec<LapsedReservation>>,
+    /// The tenant caps as the last renewal read them: configuration this replica writes back
+    /// (never over a newer value) when it finds Redis lost its data (SPEC §10).
+    known_limits: Mutex<BTreeMap<String, u64>>,
+    /// Set when a script found Redis lost its data; the next renewal writes the caps back first.
+    limits_lost: AtomicBool,
 }
 
 impl RedisStore {
@@ -115,6 +124,8 @@ impl RedisStore {
             preparing: tokio::sync::Mutex::new(()),
             prepare_attempts: AtomicU64::new(0),
             lapsed: Mutex::new(Vec::new()),
+            known_limits: Mutex::new(BTreeMap::new()),
+            limits_lost: AtomicBool::new(false),
         })
     }
 
@@ -268,14 +279,97 @@ impl RedisStore {
     ) -> Result<(), StoreError> {
         self.watch.wait_opened(ticket);
         self.watch.saw_epoch(epoch, data_lost == 1, false);
+        if data_lost == 1 {
+            self.limits_lost.store(true, Ordering::Release);
+        }
         if !reclaimed.is_empty() {
             self.end_states(reclaimed, EndReason::LeaseExpired).await?;
         }
         Ok(())
     }
 
+    /// Writes the caps this replica knew back with `HSETNX` (a cap set since the loss wins), after
+    /// Redis lost its data. Rare: one extra round trip.
+    async fn restore_limits(&self, known: &BTreeMap<String, u64>) -> Result<(), StoreError> {
+        if known.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for (tenant, limit) in known {
+            pipe.hset_nx(keys::TENANT_LIMITS, tenant, *limit).ignore();
+        }
+        let (began, mut conn) = self.link("restore_limits").await?;
+        self.run("restore_limits", began, pipe.query_async::<()>(&mut conn))
+            .await?;
+        warn!(
+            tenants = known.len(),
+            "tenant limits written back after Redis lost its data"
+        );
+        Ok(())
+    }
+
+    /// Keeps the tenant caps a renewal read. After a data loss (found by this renewal or by an
+    /// earlier script) the caps known before it are written back first, and what Redis holds now
+    /// (a cap set since the loss) wins over them.
+    async fn after_renewal_limits(
+        &self,
+        data_lost: bool,
+        read: BTreeMap<String, u64>,
+    ) -> Result<(), StoreError> {
+        if data_lost {
+            self.limits_lost.store(true, Ordering::Release);
+        }
+        if !self.limits_lost.swap(false, Ordering::AcqRel) {
+            *self.known_limits() = read;
+            return Ok(());
+        }
+        let known = self.known_limits().clone();
+        if let Err(err) = self.restore_limits(&known).await {
+            self.limits_lost.store(true, Ordering::Release);
+            return Err(err);
+        }
+        let mut merged = known;
+        merged.extend(read);
+        *self.known_limits() = merged;
+        Ok(())
+    }
+
+    fn known_limits(&self) -> MutexGuard<'_, BTreeMap<String, u64>> {
+        // Each critical section is one assignment or clone: a poisoned map is still whole.
+        lock(&self.known_limits)
+    }
+
+    /// The tenant argument of the admission scripts, and the default cap (`''`: none).
+    fn tenant_args(&self, tenant: Option<&str>) -> (String, String) {
+        (
+            tenant.unwrap_or_default().to_owned(),
+            self.config
+                .default_tenant_limit
+                .map(|limit| limit.to_string())
+                .unwrap_or_default(),
+        )
+    }
+
     fn state_ttl_secs(&self) -> u64 {
         self.config.state_ttl.as_secs().max(1)
+    }
+}
+
+const STATS_KEYS: [&str; 4] = [
+    keys::ACTIVE_COUNT,
+    keys::STATS_STARTED,
+    keys::STATS_REJECTED_MAX_CONCURRENT,
+    keys::STATS_REJECTED_TENANT_LIMIT,
+];
+
+type StatsReply = (Option<u64>, Option<u64>, Option<u64>, Option<u64>);
+
+fn cluster_stats((active, started, rejected, tenant): StatsReply) -> ClusterStats {
+    ClusterStats {
+        active: active.unwrap_or(0),
+        started: started.unwrap_or(0),
+        rejected_max_concurrent: rejected.unwrap_or(0),
+        rejected_tenant_limit: tenant.unwrap_or(0),
     }
 }
 
@@ -288,9 +382,7 @@ fn run_id(info: &str) -> Option<&str> {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn encode(state: &CallState) -> String {
@@ -318,6 +410,7 @@ fn admission(op: &'static str, code: i64, active: u64) -> Result<Admission, Stor
         -1 => Admission::Refused(Refusal::Recovering),
         -2 => Admission::Refused(Refusal::NoSlotHeld),
         -3 => Admission::Refused(Refusal::Ended),
+        4 => Admission::Refused(Refusal::TenantAtLimit { active }),
         other => {
             return Err(StoreError::UnexpectedReply {
                 op,
@@ -359,6 +452,8 @@ impl CallStore for RedisStore {
         lease: Duration,
         initial_state: Option<&CallState>,
     ) -> Result<Admission, StoreError> {
+        let (tenant, default_limit) =
+            self.tenant_args(initial_state.and_then(|state| state.tenant.as_deref()));
         let (began, mut conn) = self.link("admit").await?;
         let ticket = self.watch.wait_ticket();
         let mut invocation = self.scripts.admit.prepare_invoke();
@@ -377,7 +472,9 @@ impl CallStore for RedisStore {
             .arg(initial_state.map(encode).unwrap_or_default())
             .arg(self.state_ttl_secs())
             .arg(self.watch.seen_epoch())
-            .arg(u8::from(ticket.is_some()));
+            .arg(u8::from(ticket.is_some()))
+            .arg(&tenant)
+            .arg(&default_limit);
         let (code, active, reclaimed, epoch, data_lost): (i64, u64, Vec<String>, String, i64) =
             self.run("admit", began, invocation.invoke_async(&mut conn))
                 .await?;
@@ -395,6 +492,7 @@ impl CallStore for RedisStore {
         fresh: &CallState,
     ) -> Result<StreamAdmission, StoreError> {
         let (whole, rest, carried) = start_state_args(fresh);
+        let (tenant, default_limit) = self.tenant_args(fresh.tenant.as_deref());
         let (began, mut conn) = self.link("start_stream").await?;
         let ticket = self.watch.wait_ticket();
         let mut invocation = self.scripts.stream_start.prepare_invoke();
@@ -417,7 +515,9 @@ impl CallStore for RedisStore {
             .arg(millis(self.config.lock_ttl))
             .arg(self.state_ttl_secs())
             .arg(&whole)
-            .arg(&rest);
+            .arg(&rest)
+            .arg(&tenant)
+            .arg(&default_limit);
         for (field, default) in &carried {
             invocation.arg(*field).arg(default);
         }
@@ -519,7 +619,8 @@ impl CallStore for RedisStore {
                 .key(keys::state(&call.call_sid))
                 .arg(call.call_sid.as_str())
                 .arg(&call.lock_token)
-                .arg(call.state.as_ref().map(encode).unwrap_or_default());
+                .arg(call.state.as_ref().map(encode).unwrap_or_default())
+                .arg(call.tenant().unwrap_or_default());
         }
         type Reply = (
             u64,
@@ -529,13 +630,15 @@ impl CallStore for RedisStore {
             String,
             Vec<String>,
             i64,
+            BTreeMap<String, u64>,
         );
-        let (active, readded, lock_lost, reclaimed, epoch, ended, data_lost): Reply = self
+        let (active, readded, lock_lost, reclaimed, epoch, ended, data_lost, limits): Reply = self
             .run("renew", began, invocation.invoke_async(&mut conn))
             .await?;
         self.watch.wait_opened(ticket);
         // This very script re-added the batch: no second renewal is needed for the loss.
         self.watch.saw_epoch(&epoch, data_lost == 1, true);
+        self.after_renewal_limits(data_lost == 1, limits).await?;
         // A call of this batch that was reclaimed and re-added is live: its state stays as flushed.
         let lapsed: Vec<String> = reclaimed
             .iter()
@@ -584,22 +687,51 @@ impl CallStore for RedisStore {
 
     async fn stats(&self) -> Result<ClusterStats, StoreError> {
         let (began, mut conn) = self.link("stats").await?;
-        let (active, started, rejected): (Option<u64>, Option<u64>, Option<u64>) = self
-            .run(
-                "stats",
-                began,
-                conn.mget(&[
-                    keys::ACTIVE_COUNT,
-                    keys::STATS_STARTED,
-                    keys::STATS_REJECTED_MAX_CONCURRENT,
-                ]),
-            )
-            .await?;
-        Ok(ClusterStats {
-            active: active.unwrap_or(0),
-            started: started.unwrap_or(0),
-            rejected_max_concurrent: rejected.unwrap_or(0),
-        })
+        let figures: StatsReply = self.run("stats", began, conn.mget(&STATS_KEYS)).await?;
+        Ok(cluster_stats(figures))
+    }
+
+    async fn snapshot(
+        &self,
+        with_tenants: bool,
+    ) -> Result<(ClusterStats, TenantsUsage), StoreError> {
+        if !with_tenants {
+            return Ok((self.stats().await?, TenantsUsage::new()));
+        }
+        let (began, mut conn) = self.link("stats").await?;
+        let mut pipe = redis::pipe();
+        pipe.mget(&STATS_KEYS)
+            .hvals(keys::SLOT_TENANT)
+            .hgetall(keys::TENANT_LIMITS);
+        let (figures, slot_tenants, limits): (StatsReply, Vec<String>, BTreeMap<String, u64>) =
+            self.run("stats", began, pipe.query_async(&mut conn))
+                .await?;
+        let usage = tenants_usage(
+            slot_tenants.iter().map(String::as_str),
+            &limits,
+            self.config.default_tenant_limit,
+        );
+        Ok((cluster_stats(figures), usage))
+    }
+
+    async fn tenant_limits(&self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let (began, mut conn) = self.link("tenant_limits").await?;
+        self.run("tenant_limits", began, conn.hgetall(keys::TENANT_LIMITS))
+            .await
+    }
+
+    async fn set_tenant_limit(&self, tenant: &str, limit: Option<u64>) -> Result<(), StoreError> {
+        let (began, mut conn) = self.link("tenant_limits").await?;
+        let write = async {
+            match limit {
+                Some(limit) => {
+                    conn.hset::<_, _, _, ()>(keys::TENANT_LIMITS, tenant, limit)
+                        .await
+                }
+                None => conn.hdel::<_, _, ()>(keys::TENANT_LIMITS, tenant).await,
+            }
+        };
+        self.run("tenant_limits", began, write).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -639,7 +771,7 @@ mod tests {
         }
         assert_eq!(rest["account_sid"], "AC1");
         let names: Vec<&str> = carried.iter().map(|(f, _)| *f).collect();
-        assert_eq!(names, ["created_at", "from", "to"]);
+        assert_eq!(names, ["created_at", "from", "to", "tenant"]);
         assert_eq!(carried[1].1, "null");
         let whole: CallState = serde_json::from_str(&whole).unwrap();
         assert_eq!(whole, fresh);

@@ -1,0 +1,310 @@
+//! A read-mostly view of the whole cluster for the operator's command line (SPEC §11): heartbeats,
+//! live slots with their states, stats and tenant caps, read with SCAN and MGET (never KEYS).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use super::connect::{self, RedisTls, StoreConnection};
+use super::{ClusterStats, ReplicaHeartbeat, StoreError, TenantsUsage, tenants_usage};
+use crate::keys;
+use crate::state::CallState;
+
+/// States are read in batches of this many keys per MGET, so a large cluster never builds one
+/// huge reply.
+const MGET_BATCH: usize = 500;
+
+/// One replica as its heartbeat shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplicaView {
+    #[serde(flatten)]
+    pub heartbeat: ReplicaHeartbeat,
+    /// Since the heartbeat was written, by Redis' clock; `None` for a heartbeat written by a
+    /// replica that does not say its tick.
+    pub heartbeat_age_ms: Option<u64>,
+    /// Older than two ticks: the replica missed a renewal (paused, overloaded, or dying).
+    pub stale: bool,
+}
+
+/// One live slot and what its state says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LiveSlot {
+    pub call_sid: String,
+    pub tenant: Option<String>,
+    pub replica: Option<String>,
+    /// `reserved` or `active` (or what the state says; `None` without a state).
+    pub status: Option<String>,
+    pub created_at: Option<String>,
+    /// Since `created_at`, by Redis' clock.
+    pub age_secs: Option<u64>,
+    /// Until the slot's lease lapses.
+    pub lease_left_ms: i64,
+}
+
+/// What `prosaas-calls status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterStatus {
+    pub stats: ClusterStats,
+    pub replicas: Vec<ReplicaView>,
+    pub tenants: TenantsUsage,
+}
+
+pub struct ClusterView {
+    conn: StoreConnection,
+    addr: String,
+    timeout: Duration,
+    default_tenant_limit: Option<u64>,
+}
+
+impl ClusterView {
+    /// Nothing is dialled until the first read. `default_tenant_limit`: `DEFAULT_TENANT_LIMIT`,
+    /// the cap shown for tenants without their own.
+    ///
+    /// # Errors
+    ///
+    /// A URL or TLS setting the client cannot use; the message never repeats credentials.
+    pub fn new(
+        url: &str,
+        tls: &RedisTls,
+        timeout: Duration,
+        default_tenant_limit: Option<u64>,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            conn: connect::connect_lazy(url, tls, timeout)?,
+            addr: connect::address_of(url),
+            timeout,
+            default_tenant_limit,
+        })
+    }
+
+    /// Redis' clock in ms: every age is measured on it, never on this machine's.
+    async fn now_ms(&self) -> Result<u64, StoreError> {
+        let mut conn = self.conn.clone();
+        let (secs, micros): (u64, u64) = self
+            .bounded("time", redis::cmd("TIME").query_async(&mut conn))
+            .await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+
+    pub async fn status(&self) -> Result<ClusterStatus, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.mget(&[
+            keys::ACTIVE_COUNT,
+            keys::STATS_STARTED,
+            keys::STATS_REJECTED_MAX_CONCURRENT,
+            keys::STATS_REJECTED_TENANT_LIMIT,
+        ])
+        .hvals(keys::SLOT_TENANT)
+        .hgetall(keys::TENANT_LIMITS);
+        type Reply = (
+            (Option<u64>, Option<u64>, Option<u64>, Option<u64>),
+            Vec<String>,
+            BTreeMap<String, u64>,
+        );
+        let ((active, started, rejected, tenant_rejected), slot_tenants, limits): Reply =
+            self.bounded("status", pipe.query_async(&mut conn)).await?;
+        let stats = ClusterStats {
+            active: active.unwrap_or(0),
+            started: started.unwrap_or(0),
+            rejected_max_concurrent: rejected.unwrap_or(0),
+            rejected_tenant_limit: tenant_rejected.unwrap_or(0),
+        };
+        let tenants = tenants_usage(
+            slot_tenants.iter().map(String::as_str),
+            &limits,
+            self.default_tenant_limit,
+        );
+        Ok(ClusterStatus {
+            stats,
+            replicas: self.replicas().await?,
+            tenants,
+        })
+    }
+
+    /// Every replica whose heartbeat has not expired, by id.
+    pub async fn replicas(&self) -> Result<Vec<ReplicaView>, StoreError> {
+        let names = self.scan(keys::REPLICA_PATTERN).await?;
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        for name in &names {
+            pipe.get(name).pttl(name);
+        }
+        let replies: Vec<redis::Value> = self
+            .bounded("replicas", pipe.query_async(&mut conn))
+            .await?;
+        let mut replicas = Vec::with_capacity(names.len());
+        for pair in replies.chunks(2) {
+            let (Ok(Some(blob)), Ok(ttl)) = (
+                redis::from_redis_value::<Option<String>>(pair[0].clone()),
+                redis::from_redis_value::<i64>(pair[1].clone()),
+            ) else {
+                continue;
+            };
+            // A heartbeat that is not ours (hand-written, a newer format) is skipped, not fatal.
+            let Ok(heartbeat) = serde_json::from_str::<ReplicaHeartbeat>(&blob) else {
+                continue;
+            };
+            let tick = heartbeat.renew_interval_ms;
+            let age = (tick > 0 && ttl >= 0)
+                .then(|| (3 * tick).saturating_sub(u64::try_from(ttl).unwrap_or(0)));
+            replicas.push(ReplicaView {
+                stale: age.is_some_and(|age| age > 2 * tick),
+                heartbeat_age_ms: age,
+                heartbeat,
+            });
+        }
+        replicas.sort_by(|a, b| a.heartbeat.id.cmp(&b.heartbeat.id));
+        Ok(replicas)
+    }
+
+    /// Every live slot (reservations included), oldest first.
+    pub async fn calls(&self) -> Result<Vec<LiveSlot>, StoreError> {
+        let now = self.now_ms().await?;
+        let mut conn = self.conn.clone();
+        let slots: Vec<(String, f64)> = self
+            .bounded("calls", conn.zrange_withscores(keys::SLOTS, 0, -1))
+            .await?;
+        let mut live = Vec::with_capacity(slots.len());
+        for batch in slots.chunks(MGET_BATCH) {
+            let state_keys: Vec<String> = batch
+                .iter()
+                .filter_map(|(sid, _)| crate::call_sid::CallSid::parse(sid).ok())
+                .map(|sid| keys::state(&sid))
+                .collect();
+            let blobs: Vec<Option<String>> = if state_keys.is_empty() {
+                Vec::new()
+            } else {
+                self.bounded("calls", conn.mget(&state_keys)).await?
+            };
+            let mut blobs = blobs.into_iter();
+            for (sid, deadline) in batch {
+                let state = if crate::call_sid::CallSid::parse(sid).is_ok() {
+                    blobs
+                        .next()
+                        .flatten()
+                        .and_then(|blob| serde_json::from_str::<CallState>(&blob).ok())
+                } else {
+                    None
+                };
+                live.push(slot_view(sid, *deadline, state, now));
+            }
+        }
+        live.sort_by(|a, b| {
+            b.age_secs
+                .cmp(&a.age_secs)
+                .then(a.call_sid.cmp(&b.call_sid))
+        });
+        Ok(live)
+    }
+
+    /// Every tenant with live slots or a cap of its own.
+    pub async fn tenants(&self) -> Result<TenantsUsage, StoreError> {
+        Ok(self.status().await?.tenants)
+    }
+
+    /// Sets (`Some`) or removes (`None`) a tenant's own cap: honoured from the next admission.
+    pub async fn set_tenant_limit(
+        &self,
+        tenant: &str,
+        limit: Option<u64>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn.clone();
+        match limit {
+            Some(limit) => {
+                self.bounded(
+                    "tenants",
+                    conn.hset::<_, _, _, ()>(keys::TENANT_LIMITS, tenant, limit),
+                )
+                .await
+            }
+            None => {
+                self.bounded(
+                    "tenants",
+                    conn.hdel::<_, _, ()>(keys::TENANT_LIMITS, tenant),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Every key matching `pattern`, by SCAN (a cursor loop: never blocks Redis like KEYS).
+    async fn scan(&self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.conn.clone();
+        let mut cursor: u64 = 0;
+        let mut found = Vec::new();
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000);
+            let (next, batch): (u64, Vec<String>) =
+                self.bounded("scan", cmd.query_async(&mut conn)).await?;
+            found.extend(batch);
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        found.sort();
+        found.dedup();
+        Ok(found)
+    }
+
+    async fn bounded<T>(
+        &self,
+        op: &'static str,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StoreError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(StoreError::Redis {
+                op,
+                addr: self.addr.clone(),
+                source,
+            }),
+            Err(_) => Err(StoreError::Timeout {
+                op,
+                addr: self.addr.clone(),
+                timeout: self.timeout,
+            }),
+        }
+    }
+}
+
+fn slot_view(sid: &str, deadline: f64, state: Option<CallState>, now_ms: u64) -> LiveSlot {
+    // Scores are whole ms of Redis time, far below f64's exact-integer range.
+    #[allow(clippy::cast_possible_truncation)]
+    let lease_left_ms = deadline as i64 - i64::try_from(now_ms).unwrap_or(i64::MAX);
+    let age_secs = state
+        .as_ref()
+        .and_then(|state| OffsetDateTime::parse(&state.created_at, &Rfc3339).ok())
+        .map(|created| {
+            let created_ms = created.unix_timestamp_nanos() / 1_000_000;
+            let age = (i128::from(now_ms) - created_ms).max(0) / 1000;
+            u64::try_from(age).unwrap_or(0)
+        });
+    LiveSlot {
+        call_sid: sid.to_owned(),
+        tenant: state.as_ref().and_then(|s| s.tenant.clone()),
+        replica: state.as_ref().map(|s| s.replica.clone()),
+        status: state.as_ref().and_then(|s| {
+            serde_json::to_value(s.status)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+        }),
+        created_at: state.as_ref().map(|s| s.created_at.clone()),
+        age_secs,
+        lease_left_ms,
+    }
+}

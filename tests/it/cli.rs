@@ -1,0 +1,150 @@
+//! The operator's command line (SPEC §11) as an operator runs it: the built binary against a real
+//! Redis with live calls, both the tables and `--json`, and a clear exit 1 when Redis fails.
+
+use std::path::Path;
+
+use crate::helpers::*;
+use serde_json::Value;
+use testkit::{RedisServer, ReplicaProcess};
+
+fn binary() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_prosaas-calls"))
+}
+
+fn run(url: &str, args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(binary())
+        .args(args)
+        .env("REDIS_URL", url)
+        .env_remove("DEFAULT_TENANT_LIMIT")
+        .output()
+        .expect("the binary runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn tenant_webhook(replica: &ReplicaProcess, n: usize, tenant: &str) -> u16 {
+    post_form(
+        &replica.url("/twilio/voice"),
+        &[("CallSid", sid(n).as_str()), ("AccountSid", tenant)],
+        None,
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_calls_and_tenants_show_a_live_cluster() {
+    let redis = RedisServer::start().unwrap();
+    let env = [
+        ("REDIS_URL", redis.url()),
+        ("MAX_CONCURRENT_CALLS", "20".to_string()),
+        ("TENANT_KEY", "account_sid".to_string()),
+        ("RESERVATION_SECS", "600".to_string()),
+        ("RENEW_INTERVAL_SECS", "1".to_string()),
+    ];
+    let a = ReplicaProcess::spawn(binary(), "cli-a", &env).unwrap();
+    let _b = ReplicaProcess::spawn(binary(), "cli-b", &env).unwrap();
+    let url = redis.url();
+    assert_eq!(run(&url, &["tenants", "set", "ACacme", "2"]).0, 0);
+    assert_eq!(tenant_webhook(&a, 1, "ACacme").await, 200);
+    assert_eq!(tenant_webhook(&a, 2, "ACacme").await, 200);
+    assert_eq!(tenant_webhook(&a, 3, "ACacme").await, 503);
+    assert_eq!(tenant_webhook(&a, 4, "ACglobex").await, 200);
+    // Both heartbeats are written within a tick.
+    let beats = eventually(std::time::Duration::from_secs(10), || async {
+        let (_, out, _) = run(&url, &["status", "--json"]);
+        let status: Value = serde_json::from_str(&out).ok()?;
+        (status["replicas"].as_array()?.len() == 2).then_some(status)
+    })
+    .await
+    .expect("two heartbeats");
+    assert_eq!(beats["max_concurrent_calls"], 20);
+    assert_eq!(beats["calls_active"], 3);
+    assert_eq!(beats["calls_rejected_tenant_limit"], 1);
+    assert_eq!(beats["tenants"]["ACacme"]["active"], 2);
+    assert_eq!(beats["tenants"]["ACacme"]["limit"], 2);
+    assert_eq!(beats["replicas"][0]["id"], "cli-a");
+    assert_eq!(beats["replicas"][0]["stale"], false);
+
+    let (code, table, _) = run(&url, &["status"]);
+    assert_eq!(code, 0);
+    assert!(table.contains("Live calls 3 of 20"), "{table}");
+    assert!(
+        table.contains("cli-a") && table.contains("cli-b"),
+        "{table}"
+    );
+    assert!(
+        table.contains("ACacme") && table.contains("AT CAP"),
+        "{table}"
+    );
+    assert!(
+        !table.contains("ACglobex"),
+        "only tenants near their caps: {table}"
+    );
+
+    let (code, out, _) = run(&url, &["calls", "--json"]);
+    assert_eq!(code, 0);
+    let calls: Value = serde_json::from_str(&out).unwrap();
+    let calls = calls.as_array().unwrap();
+    assert_eq!(calls.len(), 3);
+    assert!(
+        calls
+            .iter()
+            .all(|c| c["status"] == "reserved" && c["replica"] == "cli-a")
+    );
+    let (_, table, _) = run(&url, &["calls"]);
+    assert!(
+        table.contains(&sid(4)) && table.contains("ACglobex"),
+        "{table}"
+    );
+    assert!(table.contains("3 live calls"), "{table}");
+
+    let (_, out, _) = run(&url, &["tenants", "list", "--json"]);
+    let tenants: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        tenants["ACglobex"],
+        serde_json::json!({"active": 1, "limit": null})
+    );
+    assert_eq!(run(&url, &["tenants", "unset", "ACacme"]).0, 0);
+    let (_, table, _) = run(&url, &["tenants", "list"]);
+    assert!(
+        table.contains("ACacme") && !table.contains("AT CAP"),
+        "{table}"
+    );
+}
+
+#[test]
+fn an_unreachable_or_refusing_redis_exits_1_without_the_password() {
+    let port = testkit::free_port().unwrap();
+    let (code, out, err) = run(&format!("redis://:hunter2@127.0.0.1:{port}/0"), &["status"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains("prosaas-calls:") && err.contains(&port.to_string()),
+        "{err}"
+    );
+    assert!(
+        !err.contains("hunter2") && !out.contains("hunter2"),
+        "{err}"
+    );
+
+    let redis = RedisServer::start_tcp_with_password("s3cret").unwrap();
+    let wrong = redis.url().replace("s3cret", "wrong-pass");
+    let (code, _, err) = run(&wrong, &["calls"]);
+    assert_eq!(code, 1);
+    assert!(
+        !err.contains("wrong-pass") && !err.contains("s3cret"),
+        "{err}"
+    );
+    assert!(
+        err.to_lowercase().contains("auth") || err.contains("WRONGPASS"),
+        "{err}"
+    );
+
+    let (code, _, err) = run("", &["tenants", "list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("REDIS_URL is not set"), "{err}");
+}
