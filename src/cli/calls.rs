@@ -12,7 +12,7 @@ pub async fn run(target: &Target) -> anyhow::Result<()> {
         return print_json(&calls);
     }
     if calls.is_empty() {
-        println!("No live calls.");
+        super::emit("No live calls.\n")?;
         return Ok(());
     }
     let mut rows = table(&[
@@ -37,7 +37,7 @@ pub async fn run(target: &Target) -> anyhow::Result<()> {
             },
         ]);
     }
-    println!("{rows}");
-    println!("{} live calls", calls.len());
+    super::emit(&format!("{rows}\n"))?;
+    super::emit(&format!("{} live calls\n", calls.len()))?;
     Ok(())
 }

@@ -99,8 +99,24 @@ pub fn age(secs: u64) -> String {
 ///
 /// Never in practice: every value printed is plain data.
 pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
+    emit(&format!("{}\n", serde_json::to_string_pretty(value)?))
+}
+
+/// Writes `text` to stdout. A reader that went away (`prosaas-calls calls | head`) is no error:
+/// the command stops quietly instead of panicking as `println!` would.
+///
+/// # Errors
+///
+/// Any other write error.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(err) if err.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(err).context("writing to stdout")
+        }
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ pub async fn run(target: &Target) -> anyhow::Result<()> {
             "tenants": status.tenants,
         }));
     }
-    print!("{}", render(&status, limit));
+    super::emit(&render(&status, limit))?;
     Ok(())
 }
 

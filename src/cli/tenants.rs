@@ -29,7 +29,7 @@ pub async fn run(target: &Target, command: &TenantsCommand) -> anyhow::Result<()
                 return print_json(&tenants);
             }
             if tenants.is_empty() {
-                println!("No tenant has live calls or a cap.");
+                super::emit("No tenant has live calls or a cap.\n")?;
                 return Ok(());
             }
             let mut rows = table(&["TENANT", "ACTIVE", "LIMIT", "USE"]);
@@ -45,7 +45,7 @@ pub async fn run(target: &Target, command: &TenantsCommand) -> anyhow::Result<()
                 };
                 rows.add_row(vec![tenant.clone(), usage.active.to_string(), limit, share]);
             }
-            println!("{rows}");
+            super::emit(&format!("{rows}\n"))?;
         }
         TenantsCommand::Set { tenant, limit } => {
             check_tenant(tenant)?;
@@ -78,8 +78,12 @@ fn report(target: &Target, tenant: &str, limit: Option<u64>, what: &str) -> anyh
         return print_json(&json!({"tenant": tenant, "limit": limit}));
     }
     match limit {
-        Some(limit) => println!("{tenant}: cap {what} to {limit}, from the next admission"),
-        None => println!("{tenant}: own cap {what}; DEFAULT_TENANT_LIMIT applies, if set"),
+        Some(limit) => super::emit(&format!(
+            "{tenant}: cap {what} to {limit}, from the next admission\n"
+        ))?,
+        None => super::emit(&format!(
+            "{tenant}: own cap {what}; DEFAULT_TENANT_LIMIT applies, if set\n"
+        ))?,
     }
     Ok(())
 }

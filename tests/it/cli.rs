@@ -148,3 +148,27 @@ fn an_unreachable_or_refusing_redis_exits_1_without_the_password() {
     assert_eq!(code, 1);
     assert!(err.contains("REDIS_URL is not set"), "{err}");
 }
+
+#[test]
+fn a_reader_that_goes_away_is_no_panic() {
+    let redis = RedisServer::start().unwrap();
+    for args in [
+        ["status"].as_slice(),
+        &["tenants", "list"],
+        &["calls", "--json"],
+    ] {
+        let mut child = std::process::Command::new(binary())
+            .args(args)
+            .env("REDIS_URL", redis.url())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the binary runs");
+        // `prosaas-calls … | head -0`: the reader closes before anything is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().expect("it exits");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(out.status.success(), "{args:?}: {:?} {stderr}", out.status);
+    }
+}
