@@ -584,6 +584,91 @@ suite!(
     super::a_webhook_after_the_call_ended_takes_no_slot
 );
 
+/// A webhook's admission for `call_sid` in `tenant`, as the core makes it (the tenant travels in
+/// the initial state).
+async fn take_for(
+    store: &dyn CallStore,
+    call_sid: &CallSid,
+    tenant: &str,
+    lease: Duration,
+) -> Admission {
+    let mut state = CallState::reserved(call_sid.as_str(), "r1");
+    state.tenant = Some(tenant.to_owned());
+    store
+        .admit(call_sid, AdmitPolicy::MayTakeSlot, lease, Some(&state))
+        .await
+        .unwrap()
+}
+
+async fn tenant_caps_stand_beside_the_global_one<F>(make: Make<F>)
+where
+    F: std::future::Future<Output = Fixture>,
+{
+    let fx = make(
+        StoreConfig {
+            default_tenant_limit: Some(3),
+            ..config(10)
+        },
+        1,
+    )
+    .await;
+    let store = fx.store();
+    store.set_tenant_limit("acme", Some(2)).await.unwrap();
+    let acme: Vec<CallSid> = (100..104).map(sid).collect();
+    let beta: Vec<CallSid> = (200..205).map(sid).collect();
+
+    // acme's own cap is 2; beta has the default, 3. Neither reaches the global 10.
+    assert!(take_for(store, &acme[0], "acme", LEASE).await.is_admitted());
+    assert!(take_for(store, &acme[1], "acme", LEASE).await.is_admitted());
+    assert!(matches!(
+        take_for(store, &acme[2], "acme", LEASE).await,
+        Admission::Refused(Refusal::TenantAtLimit { .. })
+    ));
+    // A retried webhook of an admitted call still gets in: it holds its slot.
+    assert!(take_for(store, &acme[1], "acme", LEASE).await.is_admitted());
+    for call in &beta[..3] {
+        assert!(take_for(store, call, "beta", LEASE).await.is_admitted());
+    }
+    assert!(!take_for(store, &beta[3], "beta", LEASE).await.is_admitted());
+    let (stats, tenants) = store.snapshot(true).await.unwrap();
+    assert_eq!(
+        (
+            stats.active,
+            stats.rejected_tenant_limit,
+            stats.rejected_max_concurrent
+        ),
+        (5, 2, 0)
+    );
+    assert_eq!(
+        (tenants["acme"].active, tenants["acme"].limit),
+        (2, Some(2))
+    );
+    assert_eq!(
+        (tenants["beta"].active, tenants["beta"].limit),
+        (3, Some(3))
+    );
+
+    // A release frees the tenant's slot exactly once; a second release changes nothing.
+    assert!(store.release(&acme[0], EndReason::Stop).await.unwrap());
+    assert!(!store.release(&acme[0], EndReason::Stop).await.unwrap());
+    assert!(take_for(store, &acme[3], "acme", LEASE).await.is_admitted());
+    assert!(!take_for(store, &acme[2], "acme", LEASE).await.is_admitted());
+
+    // A raised cap is honoured from the next admission; a lapsed slot leaves its tenant too.
+    store.set_tenant_limit("acme", Some(3)).await.unwrap();
+    assert!(
+        take_for(store, &acme[2], "acme", Duration::from_millis(50))
+            .await
+            .is_admitted()
+    );
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    reclaim(store).await;
+    let (stats, tenants) = store.snapshot(true).await.unwrap();
+    assert_eq!(stats.active, 5);
+    assert_eq!(tenants["acme"].active, 2);
+}
+suite!(tenant_caps, super::tenant_caps_stand_beside_the_global_one);
+
 // ---- Redis only: TTLs, restarts and garbage in the key space.
 
 fn redis_config(limit: u64) -> StoreConfig {
