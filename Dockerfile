@@ -1,4 +1,4 @@
-# The prosaas-calls image: one replica per container, configured by environment (SPEC §2), drained
+# The prosaas-calls image: one replica per container, configured by environment (docs/reference.md), drained
 # on SIGTERM. Built in two stages: a Rust builder, then a slim Debian runtime with a non-root user.
 
 # rust-version in Cargo.toml (and the highest of the locked dependencies) is 1.88.
@@ -24,6 +24,10 @@ RUN for dir in . crates/twilio crates/calls-core crates/sim crates/testkit; do \
     && cargo build --release --locked -p prosaas-calls \
     && rm -rf src crates tests
 
+# The commit `prosaas_calls_build_info` reports: the build context has no .git, so pass it
+# (`--build-arg PROSAAS_CALLS_COMMIT=$(git rev-parse --short=12 HEAD)`); build.rs reads it.
+ARG PROSAAS_CALLS_COMMIT=unknown
+COPY build.rs ./
 COPY src ./src
 COPY crates ./crates
 COPY tests ./tests
