@@ -50,6 +50,13 @@ pub struct Metrics {
     pub streams_started: Counter,
     /// Fallback-URL requests answered with the fallback message.
     pub fallbacks_served: Counter,
+    /// `bridge` mode (SPEC §8): the agent's handshake time, successful ones.
+    pub bridge_connect_duration: Histogram,
+    pub bridge_failures: Family<Label, Counter>,
+    /// Messages relayed, `direction="to_agent"` or `"to_twilio"`.
+    pub bridge_messages: Family<Label, Counter>,
+    pub bridge_dropped: Family<Label, Counter>,
+    pub bridges_open: Gauge,
     process: process::ProcessMetrics,
 }
 
@@ -88,6 +95,15 @@ impl Metrics {
             max_concurrent: Gauge::default(),
             streams_started: Counter::default(),
             fallbacks_served: Counter::default(),
+            // 1 ms .. ~16 s: a local agent accepts in a millisecond; the tail reaches past any
+            // BRIDGE_CONNECT_TIMEOUT_SECS worth setting.
+            bridge_connect_duration: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15),
+            ),
+            bridge_failures: Family::default(),
+            bridge_messages: Family::default(),
+            bridge_dropped: Family::default(),
+            bridges_open: Gauge::default(),
             process: process::ProcessMetrics::default(),
             registry: Registry::default(),
         };
@@ -197,6 +213,31 @@ impl Metrics {
             "Fallback-URL requests answered with the fallback message",
             m.fallbacks_served.clone(),
         );
+        reg.register(
+            "bridge_connect_duration_seconds",
+            "Time for the voice agent to accept its WebSocket (bridge mode)",
+            m.bridge_connect_duration.clone(),
+        );
+        reg.register(
+            "bridge_failures",
+            "Bridges to the voice agent that failed, by reason",
+            m.bridge_failures.clone(),
+        );
+        reg.register(
+            "bridge_messages",
+            "Messages relayed between Twilio and the voice agent, by direction",
+            m.bridge_messages.clone(),
+        );
+        reg.register(
+            "bridge_messages_dropped",
+            "Messages from the voice agent dropped instead of reaching Twilio, by reason",
+            m.bridge_dropped.clone(),
+        );
+        reg.register(
+            "bridges_open",
+            "Voice-agent sockets open on this replica",
+            m.bridges_open.clone(),
+        );
         let build_info = Family::<[(&'static str, &'static str); 2], Gauge>::default();
         build_info
             .get_or_create(&[
@@ -218,6 +259,15 @@ impl Metrics {
         for reason in EndReason::ALL {
             at_zero(&m.calls_ended, "reason", reason.as_str());
         }
+        for reason in crate::bridge::FAILURE_REASONS {
+            at_zero(&m.bridge_failures, "reason", reason);
+        }
+        for direction in crate::bridge::DIRECTIONS {
+            at_zero(&m.bridge_messages, "direction", direction);
+        }
+        for reason in crate::bridge::DROP_REASONS {
+            at_zero(&m.bridge_dropped, "reason", reason);
+        }
         Self { registry, ..m }
     }
 
@@ -233,6 +283,18 @@ impl Metrics {
 
     pub fn rejected(&self, reason: &'static str) {
         self.calls_rejected
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    pub fn bridge_failed(&self, reason: &'static str) {
+        self.bridge_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    pub fn bridge_dropped(&self, reason: &'static str) {
+        self.bridge_dropped
             .get_or_create(&[("reason", reason)])
             .inc();
     }
