@@ -110,9 +110,15 @@ mod tests {
     fn anything_else_is_refused_with_its_reason() {
         assert_eq!(parse("hello"), Err(Refused::NotJson));
         assert_eq!(parse(r#"{"event":"media""#), Err(Refused::NotJson));
-        assert_eq!(parse(r#"{"event":"transcript","text":"hi"}"#), Err(Refused::UnknownEvent));
+        assert_eq!(
+            parse(r#"{"event":"transcript","text":"hi"}"#),
+            Err(Refused::UnknownEvent)
+        );
         assert_eq!(parse(r#"{"event":"media"}"#), Err(Refused::BadMessage));
-        assert_eq!(parse(r#"{"event":"mark","mark":{}}"#), Err(Refused::BadMessage));
+        assert_eq!(
+            parse(r#"{"event":"mark","mark":{}}"#),
+            Err(Refused::BadMessage)
+        );
         assert_eq!(parse(r#"{"text":"no event"}"#), Err(Refused::BadMessage));
         assert_eq!(parse("[1,2]"), Err(Refused::BadMessage));
     }

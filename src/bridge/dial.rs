@@ -56,14 +56,14 @@ impl DialError {
 
 /// The agent's URL for one call: `BRIDGE_URL` with its placeholders filled from the call's state.
 pub fn render_url(config: &BridgeConfig, state: &CallState) -> String {
-    let tenant = state.custom_parameters.get("tenant").map(String::as_str);
     config.url.render(|placeholder| {
         match placeholder {
             Placeholder::CallSid => Some(state.call_sid.as_str()),
             Placeholder::AccountSid => state.account_sid.as_deref(),
             Placeholder::From => state.from.as_deref(),
             Placeholder::To => state.to.as_deref(),
-            Placeholder::Tenant => tenant,
+            // Tenants (SPEC §10) are not in the call's state yet: empty, as for any unknown value.
+            Placeholder::Tenant => None,
         }
         .unwrap_or("")
     })
@@ -124,9 +124,5 @@ static TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .expect("ring supports TLS 1.2 and 1.3");
-    Arc::new(
-        builder
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    Arc::new(builder.with_root_certificates(roots).with_no_client_auth())
 });

@@ -50,7 +50,10 @@ pub(crate) async fn serve<S: TwilioSocket>(
         // Config::from_raw sets `bridge` exactly when MEDIA_HANDLER=bridge.
         return Ending::new(
             calls_core::state::EndReason::Error,
-            Some((crate::session::ending::close::INTERNAL, "bridge not configured")),
+            Some((
+                crate::session::ending::close::INTERNAL,
+                "bridge not configured",
+            )),
         );
     };
     let url = dial::render_url(config, &live.snapshot());
@@ -61,7 +64,8 @@ pub(crate) async fn serve<S: TwilioSocket>(
         stream_sid,
         opening,
         config.connect_timeout,
-        dial::dial(config, &url),
+        // Boxed: the TLS handshake's state is large, and lives only until the agent answers.
+        Box::pin(dial::dial(config, &url)),
     )
     .await
 }

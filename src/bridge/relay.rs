@@ -32,8 +32,8 @@ use twilio::payload;
 use super::agent_message::{self, AgentMessage};
 use super::dial::DialError;
 use crate::app::App;
-use crate::session::ending::{Ending, close, ended_from_outside, is_too_large};
 use crate::session::MAX_MESSAGE_BYTES;
+use crate::session::ending::{Ending, close, ended_from_outside, is_too_large};
 
 /// Messages queued each way once the agent is connected: a few frames of slack, no more.
 pub const QUEUE_MESSAGES: usize = 64;
@@ -174,10 +174,7 @@ where
     tokio::pin!(ended);
 
     let dialled = Instant::now();
-    let mut agent = match relay
-        .dial(twilio, &mut ended, connect_timeout, dial)
-        .await
-    {
+    let mut agent = match relay.dial(twilio, &mut ended, connect_timeout, dial).await {
         Ok(agent) => agent,
         Err(ending) => {
             relay.flush_counters();
@@ -279,7 +276,7 @@ impl Relay<'_> {
                     }
                 }
                 message = twilio.next(), if self.to_agent.len() < cap => {
-                    match self.from_twilio(message) {
+                    match self.read_twilio(message) {
                         FromTwilio::Forward(frame) => self.to_agent.push_back(frame),
                         FromTwilio::Ignore => {}
                         // Nothing reached the agent: the dial is dropped with the call.
@@ -334,7 +331,7 @@ impl Relay<'_> {
             match event {
                 Event::Twilio(message) => {
                     last_heard = Instant::now();
-                    match self.from_twilio(message) {
+                    match self.read_twilio(message) {
                         FromTwilio::Forward(frame) => self.to_agent.push_back(frame),
                         FromTwilio::Ignore => {}
                         FromTwilio::End(ending) => {
@@ -344,7 +341,7 @@ impl Relay<'_> {
                     }
                 }
                 Event::Agent(message) => {
-                    if let Some(ending) = self.from_agent(message) {
+                    if let Some(ending) = self.read_agent(message) {
                         if ending.reason == EndReason::AgentHangup {
                             // The agent's last words reach the caller before the stream closes.
                             self.drain_to_twilio(twilio).await;
@@ -430,10 +427,7 @@ impl Relay<'_> {
             Err(()) => return Poll::Ready(Event::TwilioWriteFailed),
         }
         // One timer watches whichever write has waited longest.
-        let oldest = match (
-            p.agent_writer.waiting_since,
-            p.twilio_writer.waiting_since,
-        ) {
+        let oldest = match (p.agent_writer.waiting_since, p.twilio_writer.waiting_since) {
             (Some(a), Some(t)) => Some(a.min(t)),
             (a, t) => a.or(t),
         };
@@ -446,8 +440,7 @@ impl Relay<'_> {
             if p.stall_timer.as_mut().poll(cx).is_ready() {
                 *p.stall_armed = false;
                 let now = Instant::now();
-                if p
-                    .agent_writer
+                if p.agent_writer
                     .waiting_since
                     .is_some_and(|s| now >= s + p.stall)
                 {
@@ -484,7 +477,7 @@ impl Relay<'_> {
 
     /// Reads one of Twilio's messages: every text frame goes to the agent as it came; the ones
     /// the call's state tracks are counted on the way.
-    fn from_twilio(&mut self, message: Option<Result<TwilioMessage, axum::Error>>) -> FromTwilio {
+    fn read_twilio(&mut self, message: Option<Result<TwilioMessage, axum::Error>>) -> FromTwilio {
         let text = match message {
             None | Some(Ok(TwilioMessage::Close(_))) => {
                 return FromTwilio::End(Ending::new(EndReason::Disconnected, None));
@@ -531,7 +524,10 @@ impl Relay<'_> {
 
     /// Reads one of the agent's messages: `media`, `mark` and `clear` are queued for Twilio with
     /// the call's `streamSid`; the rest is dropped and counted. `Some` ends the call.
-    fn from_agent(&mut self, message: Option<Result<AgentFrame, tungstenite::Error>>) -> Option<Ending> {
+    fn read_agent(
+        &mut self,
+        message: Option<Result<AgentFrame, tungstenite::Error>>,
+    ) -> Option<Ending> {
         let text = match message {
             Some(Ok(AgentFrame::Text(text))) => text,
             Some(Ok(AgentFrame::Binary(_))) => {

@@ -95,8 +95,15 @@ impl<S: MessageSocket> Session<S> {
         // cost more than parsing the frame. The loop's one log line names the call itself.
         let ending = match opening {
             Some(opening) => {
-                crate::bridge::serve(&self.app, &mut self.socket, &live, &stream_sid, opening)
-                    .await
+                // Boxed: an echo call's future stays as small as it was without the bridge.
+                Box::pin(crate::bridge::serve(
+                    &self.app,
+                    &mut self.socket,
+                    &live,
+                    &stream_sid,
+                    opening,
+                ))
+                .await
             }
             None => self.live(&live, &stream_sid).await,
         };

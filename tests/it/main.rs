@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod bridge;
 mod cluster_nginx;
 mod cluster_script;
 mod operations;

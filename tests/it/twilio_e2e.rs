@@ -23,7 +23,8 @@ async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
     let (status, twiml) = voice(replica, &call).await;
     assert_eq!(status, 200, "{twiml}");
     assert!(
-        twiml.contains("<Connect action=\"http://") && twiml.contains("/twilio/after-stream\"><Stream url=\"ws://"),
+        twiml.contains("<Connect action=\"http://")
+            && twiml.contains("/twilio/after-stream\"><Stream url=\"ws://"),
         "{twiml}"
     );
     let url = stream_url_of(&twiml);

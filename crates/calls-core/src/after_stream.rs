@@ -122,7 +122,10 @@ mod tests {
                 "{reason:?}"
             );
         }
-        assert_eq!(decide_after_stream(Some(&ended(EndReason::Other))), CallOver);
+        assert_eq!(
+            decide_after_stream(Some(&ended(EndReason::Other))),
+            CallOver
+        );
         assert_eq!(
             decide_after_stream(Some(&ended(EndReason::AgentHangup))),
             CallOver

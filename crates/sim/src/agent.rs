@@ -100,7 +100,11 @@ impl Agent {
     /// # Errors
     ///
     /// The listener could not be bound.
-    pub async fn start(listen: SocketAddr, behaviour: Behaviour, record: bool) -> std::io::Result<Self> {
+    pub async fn start(
+        listen: SocketAddr,
+        behaviour: Behaviour,
+        record: bool,
+    ) -> std::io::Result<Self> {
         let listener = TcpListener::bind(listen).await?;
         let addr = listener.local_addr()?;
         let sessions: Arc<Mutex<Vec<Arc<Mutex<Received>>>>> = Arc::default();
@@ -136,7 +140,9 @@ impl Agent {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 async fn accept_loop(
@@ -171,8 +177,10 @@ fn media(payload: &str) -> Message {
 
 fn mark(name: &str) -> Message {
     Message::Text(
-        format!(r#"{{"event":"mark","streamSid":"{AGENT_STREAM_SID}","mark":{{"name":"{name}"}}}}"#)
-            .into(),
+        format!(
+            r#"{{"event":"mark","streamSid":"{AGENT_STREAM_SID}","mark":{{"name":"{name}"}}}}"#
+        )
+        .into(),
     )
 }
 
@@ -204,7 +212,11 @@ async fn serve(tcp: TcpStream, behaviour: Behaviour, record: bool, received: Arc
         _ => None,
     };
     let handshake_record = received.clone();
-    let callback = move |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+    // tungstenite's callback signature fixes the error type; it is built once per handshake.
+    #[allow(clippy::result_large_err)]
+    let callback = move |request: &Request,
+                         response: Response|
+          -> Result<Response, ErrorResponse> {
         let mut r = lock(&handshake_record);
         r.path_and_query = request
             .uri()
@@ -214,7 +226,12 @@ async fn serve(tcp: TcpStream, behaviour: Behaviour, record: bool, received: Arc
         r.headers = request
             .headers()
             .iter()
-            .map(|(n, v)| (n.as_str().to_owned(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            .map(|(n, v)| {
+                (
+                    n.as_str().to_owned(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
             .collect();
         if let Some(status) = refuse {
             let mut refusal = ErrorResponse::new(Some("refused by the test agent".to_owned()));
@@ -239,7 +256,8 @@ async fn serve(tcp: TcpStream, behaviour: Behaviour, record: bool, received: Arc
             Message::Text(text) => text.as_str().to_owned(),
             Message::Binary(bytes) => format!("<binary {} bytes>", bytes.len()),
             Message::Close(frame) => {
-                lock(&received).close_code = Some(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
+                lock(&received).close_code =
+                    Some(frame.as_ref().map_or(1005, |f| u16::from(f.code)));
                 continue;
             }
             _ => continue,
