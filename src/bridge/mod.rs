@@ -4,6 +4,8 @@
 pub mod agent_message;
 pub mod dial;
 pub mod relay;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
