@@ -438,6 +438,8 @@ struct Echoes<'a> {
     t0: Instant,
     /// `(chunk, microseconds since t0)`, indexed by chunk; chunk 0 marks a free slot.
     sent: Box<[(u32, u32)]>,
+    /// The highest chunk echoed so far: an echo below it came back out of order.
+    last_echoed: u32,
 }
 
 static MEDIA_EVENT: std::sync::LazyLock<memmem::Finder<'static>> =
@@ -453,6 +455,7 @@ impl<'a> Echoes<'a> {
             stats,
             t0: Instant::now(),
             sent: vec![(0, 0); SENT_RING].into_boxed_slice(),
+            last_echoed: 0,
         }
     }
 
@@ -490,6 +493,10 @@ impl<'a> Echoes<'a> {
         }
         let sent_at = slot.1;
         slot.0 = 0;
+        if chunk < self.last_echoed {
+            self.stats.echoes_reordered.inc();
+        }
+        self.last_echoed = self.last_echoed.max(chunk);
         let latency = self.micros(now).saturating_sub(sent_at);
         self.stats.echo_latency.record(u64::from(latency));
         self.stats.frames_echoed.inc();
