@@ -107,14 +107,15 @@ async fn attempt(
     let mut rng = Rng::new(seed);
     let call_sid = rng.sid("CA");
     let stream_sid = rng.sid("MZ");
+    let (from, to) = ("+15005550006", "+15005550001");
     let stream_url = if plan.stream_only {
         plan.target.default_stream_url()
     } else {
         let ids = CallIds {
             call_sid: &call_sid,
             account_sid: &plan.account_sid,
-            from: "+15005550006",
-            to: "+15005550001",
+            from,
+            to,
         };
         match webhook::post_voice(&plan.target, &ids).await? {
             Answer::Connect(url) => url,
@@ -134,6 +135,7 @@ async fn attempt(
         call_sid: &call_sid,
         stream_sid: &stream_sid,
         account_sid: &plan.account_sid,
+        numbers: (!plan.stream_only).then_some((from, to)),
     };
     let mut call = Call::new(plan, stats, &ids, rng.bytes(), early);
     stats.streaming.inc();
