@@ -254,6 +254,7 @@ impl Relay<'_> {
             .saturating_add(QUEUE_MESSAGES);
         let dial = timeout(connect_timeout, dial);
         tokio::pin!(dial);
+        let mut watching = true;
         loop {
             tokio::select! {
                 biased;
@@ -270,10 +271,12 @@ impl Relay<'_> {
                         Some((close::NORMAL, "voice agent unreachable")),
                     ));
                 }
-                signal = &mut *ended => {
+                signal = &mut *ended, if watching => {
                     if signal.is_ok() {
                         return Err(ended_from_outside(self.live));
                     }
+                    // The watcher is gone without a signal (it cannot be, while we hold it).
+                    watching = false;
                 }
                 message = twilio.next(), if self.to_agent.len() < cap => {
                     match self.read_twilio(message) {
