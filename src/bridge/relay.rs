@@ -338,7 +338,7 @@ impl Relay<'_> {
                         FromTwilio::Forward(frame) => self.to_agent.push_back(frame),
                         FromTwilio::Ignore => {}
                         FromTwilio::End(ending) => {
-                            self.finish_agent(agent).await;
+                            self.finish_agent(agent, twilio).await;
                             return ending;
                         }
                     }
@@ -355,7 +355,7 @@ impl Relay<'_> {
                 }
                 Event::AgentWriteFailed => return self.lost("write_failed"),
                 Event::TwilioWriteFailed => {
-                    self.finish_agent(agent).await;
+                    self.finish_agent(agent, twilio).await;
                     return Ending::new(EndReason::Disconnected, None);
                 }
                 Event::AgentStalled => {
@@ -369,7 +369,7 @@ impl Relay<'_> {
                 Event::TwilioStalled => {
                     self.app.metrics.dropped("slow_consumer");
                     warn!(call_sid = %self.live.call_sid, ?stall, "peer stopped reading; closing");
-                    self.finish_agent(agent).await;
+                    self.finish_agent(agent, twilio).await;
                     return Ending::new(
                         EndReason::SlowConsumer,
                         Some((close::POLICY, "slow consumer")),
@@ -382,7 +382,7 @@ impl Relay<'_> {
                 }
                 Event::Idle => {
                     if last_heard.elapsed() >= idle_timeout {
-                        self.finish_agent(agent).await;
+                        self.finish_agent(agent, twilio).await;
                         return Ending::new(
                             EndReason::IdleTimeout,
                             Some((close::NORMAL, "idle timeout")),
@@ -391,7 +391,7 @@ impl Relay<'_> {
                     idle.as_mut().reset(last_heard + idle_timeout);
                 }
                 Event::EndedOutside => {
-                    self.finish_agent(agent).await;
+                    self.finish_agent(agent, twilio).await;
                     return ended_from_outside(self.live);
                 }
             }
@@ -603,8 +603,14 @@ impl Relay<'_> {
     }
 
     /// The call is over on Twilio's side: the agent gets what is queued, Twilio's `stop` (or one
-    /// of ours), and a close with 1000; all bounded, since the agent may be the slow one.
-    async fn finish_agent<A: AgentSocket>(&mut self, agent: &mut A) {
+    /// of ours), and a close with 1000. Until the agent's close answers ours, what it sent before
+    /// it saw the `stop` still goes to Twilio, so the last frames are not lost. All bounded, since
+    /// the agent may be the slow one.
+    async fn finish_agent<A: AgentSocket, S: TwilioSocket>(
+        &mut self,
+        agent: &mut A,
+        twilio: &mut S,
+    ) {
         if !self.stop_forwarded {
             self.stop_forwarded = true;
             let stop = serde_json::json!({
@@ -616,7 +622,7 @@ impl Relay<'_> {
                 .push_back(AgentFrame::Text(stop.to_string().into()));
         }
         let queued = std::mem::take(&mut self.to_agent);
-        let sent = queued.len() as u64;
+        self.to_agent_count += queued.len() as u64;
         let _ = timeout(FINISH_TIMEOUT, async {
             let mut all = futures_util::stream::iter(queued.into_iter().map(Ok));
             agent.send_all(&mut all).await?;
@@ -626,16 +632,20 @@ impl Relay<'_> {
                     reason: "call ended".into(),
                 })))
                 .await?;
-            // The agent's close answers ours; what it sent meanwhile is dropped.
+            self.drain_to_twilio(twilio).await;
+            // The agent's close answers ours; its messages until then still reach Twilio (a
+            // socket Twilio already closed just fails those writes).
             while let Some(Ok(message)) = agent.next().await {
                 if matches!(message, AgentFrame::Close(_)) {
                     break;
+                }
+                if self.read_agent(Some(Ok(message))).is_none() {
+                    self.drain_to_twilio(twilio).await;
                 }
             }
             Ok::<(), tungstenite::Error>(())
         })
         .await;
-        self.to_agent_count += sent;
     }
 
     /// Sends what is queued for Twilio before the stream closes, bounded by the write stall.

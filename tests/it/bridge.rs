@@ -568,3 +568,29 @@ impl TwilioStream {
         assert_eq!(payload_of(&echo), FRAME_B64.as_str());
     }
 }
+
+#[tokio::test]
+async fn the_last_frames_before_stop_still_come_back() {
+    let redis = RedisServer::start().unwrap();
+    let agent = agent(Behaviour::Echo).await;
+    let replica = Replica::start(bridged(&redis, &agent.url("/")), StreamTimeouts::default()).await;
+    let mut stream = call(&replica, 1).await;
+    send_opening(&mut stream, 1).await;
+    stream.echo_round_through_agent().await;
+    // A burst and the caller's `stop` right behind it: the echoes still in flight at the agent
+    // when the `stop` arrives reach Twilio before its socket goes.
+    let payloads: Vec<String> = (1..=20)
+        .map(|i| tagged_payload(&format!("last-{i}")))
+        .collect();
+    for (i, payload) in payloads.iter().enumerate() {
+        stream.media(i as u64 + 2, payload).await;
+    }
+    stream.stop(&sid(1)).await;
+    let mut back = Vec::new();
+    while let Some(message) = stream.recv_json(WAIT).await {
+        back.push(payload_of(&message).to_owned());
+    }
+    assert_eq!(back, payloads, "every frame, in order");
+    released_once(&replica, &redis, 1, EndReason::Stop).await;
+    replica.stop().await;
+}
