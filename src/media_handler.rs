@@ -1,5 +1,5 @@
-//! What is done with a caller's audio, behind one small trait: `echo` and `silent` ship here, and a
-//! voice-agent pipeline plugs in the same way without touching admission, state or the socket loop.
+//! What is done with a caller's audio, behind one small trait: `echo` and `silent` ship here. The
+//! voice-agent bridge relays whole messages, not frames, so the session hands it the socket (`bridge`).
 
 use crate::config::MediaHandlerKind;
 
@@ -133,19 +133,6 @@ impl MediaHandler for Silent {
     }
 }
 
-/// A `MEDIA_HANDLER` this build has no handler for; checked once at start-up.
-#[derive(Debug, thiserror::Error)]
-#[error("MEDIA_HANDLER={0} is not available in this build")]
-pub struct Unavailable(&'static str);
-
-/// Whether this build can serve `kind`; start-up refuses a handler it lacks, so no call meets
-/// one. Every handler ships today; the check stays for builds that leave one out.
-pub fn check_available(kind: MediaHandlerKind) -> Result<(), Unavailable> {
-    match kind {
-        MediaHandlerKind::Echo | MediaHandlerKind::Silent | MediaHandlerKind::Bridge => Ok(()),
-    }
-}
-
 pub fn new_handler(kind: MediaHandlerKind) -> Box<dyn MediaHandler> {
     match kind {
         MediaHandlerKind::Echo => Box::new(Echo),
@@ -214,17 +201,6 @@ mod tests {
                 Outbound::Mark("name with spaces"),
             ]
         );
-    }
-
-    #[test]
-    fn every_handler_is_available() {
-        for kind in [
-            MediaHandlerKind::Echo,
-            MediaHandlerKind::Silent,
-            MediaHandlerKind::Bridge,
-        ] {
-            assert!(check_available(kind).is_ok());
-        }
     }
 
     #[test]
