@@ -10,6 +10,7 @@
 //! - [`http`]: the routes of the contract, thin handlers over `calls-core`.
 //! - [`session`]: one Media Streams WebSocket, generic over a sink and stream of messages.
 //! - [`media_handler`]: what is done with caller audio (`echo`, `silent`).
+//! - [`bridge`]: `MEDIA_HANDLER=bridge`, each call relayed to a voice agent.
 //! - [`renewal`]: the periodic tick task.
 //! - [`metrics`]: the Prometheus registry, fed by the core's events.
 //! - [`server`]: the accept loop, and the drain on SIGTERM/SIGINT.
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod bridge;
 pub mod cli;
 pub mod config;
 pub mod http;

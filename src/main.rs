@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use prosaas_calls::app::{App, build_store};
 use prosaas_calls::config::{Config, LogFormat, RawConfig};
-use prosaas_calls::{cli, media_handler, server};
+use prosaas_calls::{cli, server};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
@@ -71,10 +71,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(unavailable) = media_handler::check_available(config.media_handler) {
-        eprintln!("prosaas-calls: invalid configuration:\n  {unavailable}");
-        return ExitCode::from(2);
-    }
     init_logging(config.log_format);
     for warning in warnings {
         warn!("{warning}");

@@ -1,5 +1,5 @@
-//! What is done with a caller's audio, behind one small trait: `echo` and `silent` ship here, and a
-//! voice-agent pipeline plugs in the same way without touching admission, state or the socket loop.
+//! What is done with a caller's audio, behind one small trait: `echo` and `silent` ship here. The
+//! voice-agent bridge relays whole messages, not frames, so the session hands it the socket (`bridge`).
 
 use crate::config::MediaHandlerKind;
 
@@ -133,25 +133,10 @@ impl MediaHandler for Silent {
     }
 }
 
-/// A `MEDIA_HANDLER` this build has no handler for; checked once at start-up.
-#[derive(Debug, thiserror::Error)]
-#[error("MEDIA_HANDLER={0} is not available in this build")]
-pub struct Unavailable(&'static str);
-
-/// Whether this build can serve `kind`; start-up refuses a handler it lacks, so no call meets
-/// one.
-pub fn check_available(kind: MediaHandlerKind) -> Result<(), Unavailable> {
-    match kind {
-        MediaHandlerKind::Echo | MediaHandlerKind::Silent => Ok(()),
-        MediaHandlerKind::Bridge => Err(Unavailable(kind.as_str())),
-    }
-}
-
 pub fn new_handler(kind: MediaHandlerKind) -> Box<dyn MediaHandler> {
     match kind {
         MediaHandlerKind::Echo => Box::new(Echo),
-        // `check_available` stopped start-up for Bridge, so no stream gets here with it; a
-        // replica built in-process without that check takes the audio and sends nothing.
+        // A bridged call never reaches the per-frame loop (the session hands it to `bridge`).
         MediaHandlerKind::Silent | MediaHandlerKind::Bridge => Box::new(Silent),
     }
 }
@@ -215,17 +200,6 @@ mod tests {
                 Outbound::Media("0123456789"),
                 Outbound::Mark("name with spaces"),
             ]
-        );
-    }
-
-    #[test]
-    fn bridge_is_refused_at_start_up_until_a_handler_exists() {
-        assert!(check_available(MediaHandlerKind::Echo).is_ok());
-        assert!(check_available(MediaHandlerKind::Silent).is_ok());
-        let err = check_available(MediaHandlerKind::Bridge).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "MEDIA_HANDLER=bridge is not available in this build"
         );
     }
 

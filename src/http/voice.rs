@@ -12,7 +12,7 @@ use calls_core::calls::{RejectReason, WebhookCall, WebhookOutcome};
 use tracing::info;
 use twilio::twiml;
 
-use super::{TwilioRequest, stream_url, twilio_call_form};
+use super::{TwilioRequest, after_stream_url, stream_url, twilio_call_form};
 use crate::app::App;
 use crate::config::RejectMode;
 
@@ -49,13 +49,17 @@ pub async fn handle(
     };
     match app.calls.admit_webhook(&call_sid, call).await {
         WebhookOutcome::Connect { .. } => {
+            let action = after_stream_url(&app, &headers);
             // Per-call values travel as <Parameter>s, never in the stream URL's query string
             // (Twilio strips it); `from_number`/`to_number` are the names voice-agent frameworks
-            // read from `start.customParameters`.
-            let mut parameters = vec![("CallSid", call_sid.as_str())];
-            parameters.extend(from.map(|v| ("from_number", v)));
-            parameters.extend(to.map(|v| ("to_number", v)));
-            let body = twiml::connect_stream(&url, &parameters);
+            // read from `start.customParameters`. The action tells Twilio to ask what comes next
+            // once the stream closes (SPEC §9).
+            let parameters = twiml::StreamParameters {
+                from_number: from,
+                to_number: to,
+                ..twiml::StreamParameters::new(call_sid.as_str())
+            };
+            let body = twiml::connect(&action, &url, &parameters);
             xml(StatusCode::OK, body)
         }
         WebhookOutcome::Reject(reason) => reject(&app, reason),

@@ -92,6 +92,13 @@ pub struct Metrics {
     pub fallbacks_served: Counter,
     /// Webhooks answered whose stream never came (their reservation lapsed).
     pub reservations_lapsed: Counter,
+    /// `bridge` mode (SPEC §8): the agent's handshake time, successful ones.
+    pub bridge_connect_duration: Histogram,
+    pub bridge_failures: Family<Label, Counter>,
+    /// Messages relayed, `direction="to_agent"` or `"to_twilio"`.
+    pub bridge_messages: Family<Label, Counter>,
+    pub bridge_dropped: Family<Label, Counter>,
+    pub bridges_open: Gauge,
     process: process::ProcessMetrics,
 }
 
@@ -139,6 +146,15 @@ impl Metrics {
             streams_started: Counter::default(),
             fallbacks_served: Counter::default(),
             reservations_lapsed: Counter::default(),
+            // 1 ms .. ~16 s: a local agent accepts in a millisecond; the tail reaches past any
+            // BRIDGE_CONNECT_TIMEOUT_SECS worth setting.
+            bridge_connect_duration: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.001, 2.0, 15),
+            ),
+            bridge_failures: Family::default(),
+            bridge_messages: Family::default(),
+            bridge_dropped: Family::default(),
+            bridges_open: Gauge::default(),
             process: process::ProcessMetrics::default(),
             registry: Registry::default(),
         };
@@ -275,6 +291,31 @@ impl Metrics {
             "Webhooks answered whose media stream never came (reservation lapsed)",
             m.reservations_lapsed.clone(),
         );
+        reg.register(
+            "bridge_connect_duration_seconds",
+            "Time for the voice agent to accept its WebSocket (bridge mode)",
+            m.bridge_connect_duration.clone(),
+        );
+        reg.register(
+            "bridge_failures",
+            "Bridges to the voice agent that failed, by reason",
+            m.bridge_failures.clone(),
+        );
+        reg.register(
+            "bridge_messages",
+            "Messages relayed between Twilio and the voice agent, by direction",
+            m.bridge_messages.clone(),
+        );
+        reg.register(
+            "bridge_messages_dropped",
+            "Messages from the voice agent dropped instead of reaching Twilio, by reason",
+            m.bridge_dropped.clone(),
+        );
+        reg.register(
+            "bridges_open",
+            "Voice-agent sockets open on this replica",
+            m.bridges_open.clone(),
+        );
         let build_info = Family::<[(&'static str, &'static str); 2], Gauge>::default();
         build_info
             .get_or_create(&[
@@ -305,6 +346,15 @@ impl Metrics {
         for reason in HTTP_REJECT_REASONS {
             at_zero(&m.http_rejected, "reason", reason);
         }
+        for reason in crate::bridge::FAILURE_REASONS {
+            at_zero(&m.bridge_failures, "reason", reason);
+        }
+        for direction in crate::bridge::DIRECTIONS {
+            at_zero(&m.bridge_messages, "direction", direction);
+        }
+        for reason in crate::bridge::DROP_REASONS {
+            at_zero(&m.bridge_dropped, "reason", reason);
+        }
         Self { registry, ..m }
     }
 
@@ -320,6 +370,18 @@ impl Metrics {
 
     pub fn rejected(&self, reason: &'static str) {
         self.calls_rejected
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    pub fn bridge_failed(&self, reason: &'static str) {
+        self.bridge_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    }
+
+    pub fn bridge_dropped(&self, reason: &'static str) {
+        self.bridge_dropped
             .get_or_create(&[("reason", reason)])
             .inc();
     }

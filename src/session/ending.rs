@@ -4,16 +4,17 @@
 use calls_core::live_calls::LiveCall;
 use calls_core::state::EndReason;
 
-pub(super) mod close {
+pub(crate) mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
+    pub const INTERNAL: u16 = 1011;
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// How the live phase ended: the reason recorded in state, and the close frame to send (if any).
-pub(super) struct Ending {
+pub(crate) struct Ending {
     pub reason: EndReason,
     pub close: Option<(u16, &'static str)>,
 }
@@ -29,7 +30,7 @@ impl Ending {
 
 /// The ending of a stream told to stop by someone else: the call core (a final status callback,
 /// the lock taken by another stream) names its reason; otherwise it is the drain deadline.
-pub(super) fn ended_from_outside(live: &LiveCall) -> Ending {
+pub(crate) fn ended_from_outside(live: &LiveCall) -> Ending {
     match live.ended_by() {
         Some(EndReason::StatusCallback) => Ending::new(
             EndReason::StatusCallback,
@@ -42,7 +43,7 @@ pub(super) fn ended_from_outside(live: &LiveCall) -> Ending {
 
 /// Whether a read failed because a message exceeded `MAX_MESSAGE_BYTES`: tungstenite's capacity
 /// error, somewhere in the chain axum wraps it in.
-pub(super) fn is_too_large(err: &axum::Error) -> bool {
+pub(crate) fn is_too_large(err: &axum::Error) -> bool {
     use std::error::Error as _;
     let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
     while let Some(inner) = source {

@@ -27,9 +27,11 @@ use twilio::messages::{self, Inbound};
 use twilio::payload;
 
 use crate::app::App;
+use crate::bridge::relay::Opening;
+use crate::config::MediaHandlerKind;
 use crate::media_handler::{MediaFrame, Outbound, Outbox, new_handler};
 
-mod ending;
+pub(crate) mod ending;
 #[cfg(test)]
 mod tests;
 
@@ -86,12 +88,25 @@ struct Session<S> {
 
 impl<S: MessageSocket> Session<S> {
     async fn run(&mut self) {
-        let Some((live, stream_sid)) = self.await_start().await else {
+        let Some((live, stream_sid, opening)) = self.await_start().await else {
             return;
         };
         // The per-frame loop runs outside the call's span: entering and leaving it on every poll
         // cost more than parsing the frame. The loop's one log line names the call itself.
-        let ending = self.live(&live, &stream_sid).await;
+        let ending = match opening {
+            Some(opening) => {
+                // Boxed: an echo call's future stays as small as it was without the bridge.
+                Box::pin(crate::bridge::serve(
+                    &self.app,
+                    &mut self.socket,
+                    &live,
+                    &stream_sid,
+                    opening,
+                ))
+                .await
+            }
+            None => self.live(&live, &stream_sid).await,
+        };
         let span = info_span!("call", call_sid = %live.call_sid);
         async {
             self.app.calls.end_stream(&live, ending.reason).await;
@@ -104,7 +119,10 @@ impl<S: MessageSocket> Session<S> {
     }
 
     /// Reads until a valid `start` arrives and the call is admitted, or the socket must close.
-    async fn await_start(&mut self) -> Option<(Arc<LiveCall>, String)> {
+    /// In bridge mode it also keeps `connected` and `start` as Twilio wrote them, for the agent.
+    async fn await_start(&mut self) -> Option<(Arc<LiveCall>, String, Option<Opening>)> {
+        let bridging = self.app.config.media_handler == MediaHandlerKind::Bridge;
+        let mut connected = None;
         let deadline = Instant::now() + self.app.config.stream_timeouts.start;
         let stop = self.app.lifecycle.stop_streams.clone();
         loop {
@@ -142,7 +160,12 @@ impl<S: MessageSocket> Session<S> {
             };
             let start = match messages::parse(&text) {
                 Ok(Inbound::Start(start)) => start,
-                Ok(Inbound::Connected(_)) => continue,
+                Ok(Inbound::Connected(_)) => {
+                    if bridging {
+                        connected = Some(text.clone());
+                    }
+                    continue;
+                }
                 Ok(Inbound::Stop(_)) => return None,
                 Ok(Inbound::Media(_)) => {
                     self.app.metrics.dropped("media_before_start");
@@ -181,6 +204,12 @@ impl<S: MessageSocket> Session<S> {
                 }),
                 custom_parameters: start.custom_parameters,
             };
+            let opening = bridging.then(|| Opening {
+                connected: connected.take(),
+                start: text.clone(),
+                call_sid: call_sid.as_str().to_owned(),
+                account_sid: request.account_sid.clone(),
+            });
             let policy = if self.app.is_draining() {
                 AdmitPolicy::ExistingOnly
             } else {
@@ -192,7 +221,7 @@ impl<S: MessageSocket> Session<S> {
                 .start_stream(&call_sid, request, policy)
                 .await
             {
-                Ok(live) => Some((live, stream_sid)),
+                Ok(live) => Some((live, stream_sid, opening)),
                 Err(StreamRefusal::LockedElsewhere) => {
                     self.close(close::POLICY, "call is streaming elsewhere")
                         .await;

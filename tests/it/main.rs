@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod bridge;
 mod cli;
 mod cluster_nginx;
 mod cluster_script;

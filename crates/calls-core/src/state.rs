@@ -42,13 +42,21 @@ pub enum EndReason {
     SlowConsumer,
     MessageTooLarge,
     Error,
+    /// The voice agent closed its socket (1000 or 1001): the call is over (SPEC §8).
+    AgentHangup,
+    /// The voice agent could not be reached (refused, DNS, TLS, not 101, timeout).
+    BridgeConnectFailed,
+    /// The voice agent's socket was lost or errored mid-call.
+    BridgeLost,
+    /// The voice agent stopped reading (a write waited 5 s).
+    BridgeStalled,
     #[serde(other)]
     Other,
 }
 
 impl EndReason {
     /// Every reason a replica records, for metrics that must exist at zero from start-up.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 15] = [
         Self::Stop,
         Self::StatusCallback,
         Self::Disconnected,
@@ -60,6 +68,10 @@ impl EndReason {
         Self::SlowConsumer,
         Self::MessageTooLarge,
         Self::Error,
+        Self::AgentHangup,
+        Self::BridgeConnectFailed,
+        Self::BridgeLost,
+        Self::BridgeStalled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -75,6 +87,10 @@ impl EndReason {
             Self::SlowConsumer => "slow_consumer",
             Self::MessageTooLarge => "message_too_large",
             Self::Error => "error",
+            Self::AgentHangup => "agent_hangup",
+            Self::BridgeConnectFailed => "bridge_connect_failed",
+            Self::BridgeLost => "bridge_lost",
+            Self::BridgeStalled => "bridge_stalled",
             Self::Other => "other",
         }
     }

@@ -107,14 +107,15 @@ async fn attempt(
     let mut rng = Rng::new(seed);
     let call_sid = rng.sid("CA");
     let stream_sid = rng.sid("MZ");
+    let (from, to) = ("+15005550006", "+15005550001");
     let stream_url = if plan.stream_only {
         plan.target.default_stream_url()
     } else {
         let ids = CallIds {
             call_sid: &call_sid,
             account_sid: &plan.account_sid,
-            from: "+15005550006",
-            to: "+15005550001",
+            from,
+            to,
         };
         match webhook::post_voice(&plan.target, &ids).await? {
             Answer::Connect(url) => url,
@@ -134,6 +135,7 @@ async fn attempt(
         call_sid: &call_sid,
         stream_sid: &stream_sid,
         account_sid: &plan.account_sid,
+        numbers: (!plan.stream_only).then_some((from, to)),
     };
     let mut call = Call::new(plan, stats, &ids, rng.bytes(), early);
     stats.streaming.inc();
@@ -438,6 +440,8 @@ struct Echoes<'a> {
     t0: Instant,
     /// `(chunk, microseconds since t0)`, indexed by chunk; chunk 0 marks a free slot.
     sent: Box<[(u32, u32)]>,
+    /// The highest chunk echoed so far: an echo below it came back out of order.
+    last_echoed: u32,
 }
 
 static MEDIA_EVENT: std::sync::LazyLock<memmem::Finder<'static>> =
@@ -453,6 +457,7 @@ impl<'a> Echoes<'a> {
             stats,
             t0: Instant::now(),
             sent: vec![(0, 0); SENT_RING].into_boxed_slice(),
+            last_echoed: 0,
         }
     }
 
@@ -490,6 +495,10 @@ impl<'a> Echoes<'a> {
         }
         let sent_at = slot.1;
         slot.0 = 0;
+        if chunk < self.last_echoed {
+            self.stats.echoes_reordered.inc();
+        }
+        self.last_echoed = self.last_echoed.max(chunk);
         let latency = self.micros(now).saturating_sub(sent_at);
         self.stats.echo_latency.record(u64::from(latency));
         self.stats.frames_echoed.inc();

@@ -159,9 +159,17 @@ pub struct StartIds<'a> {
     pub call_sid: &'a str,
     pub stream_sid: &'a str,
     pub account_sid: &'a str,
+    /// `(from, to)` as the webhook gave them: the TwiML's `<Parameter>`s `from_number` and
+    /// `to_number` (SPEC §5), which Twilio hands on in `customParameters`.
+    pub numbers: Option<(&'a str, &'a str)>,
 }
 
 pub fn start(ids: &StartIds<'_>) -> String {
+    let mut parameters = json!({"CallSid": ids.call_sid});
+    if let Some((from, to)) = ids.numbers {
+        parameters["from_number"] = from.into();
+        parameters["to_number"] = to.into();
+    }
     json!({
         "event": "start",
         "sequenceNumber": "1",
@@ -171,7 +179,7 @@ pub fn start(ids: &StartIds<'_>) -> String {
             "callSid": ids.call_sid,
             "tracks": ["inbound"],
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            "customParameters": {"CallSid": ids.call_sid}
+            "customParameters": parameters
         },
         "streamSid": ids.stream_sid
     })

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use prosaas_calls_sim::agent::{Agent, Behaviour};
 use prosaas_calls_sim::call::CallPlan;
 use prosaas_calls_sim::procfs;
 use prosaas_calls_sim::rng::Rng;
@@ -21,6 +22,12 @@ use prosaas_calls_sim::target::Target;
     about = "Simulate Twilio voice calls (webhook, Media Stream, 20 ms audio) against a loopback server"
 )]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Bridge mode: also run an echo voice agent on this address (host:port), in this process;
+    /// start the server with MEDIA_HANDLER=bridge and BRIDGE_URL=ws://<this address>/.
+    #[arg(long)]
+    agent_listen: Option<std::net::SocketAddr>,
     /// The server: http://host:port on the loopback range (nothing else is accepted).
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     target: String,
@@ -85,6 +92,48 @@ struct Cli {
     max_loss_percent: f64,
 }
 
+#[derive(clap::Subcommand)]
+enum Command {
+    /// Run only the echo voice agent (the far side of MEDIA_HANDLER=bridge) until interrupted.
+    Agent {
+        /// Where to listen, host:port.
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: std::net::SocketAddr,
+        /// Runtime threads: 1 is a current-thread runtime.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+}
+
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    match threads {
+        0 | 1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    }
+    .context("starting the runtime")
+}
+
+/// `prosaas-calls-sim agent`: the echo agent alone, as its own process (so a benchmark can tell
+/// its CPU from the simulator's).
+fn run_agent(listen: std::net::SocketAddr, threads: usize) -> anyhow::Result<ExitCode> {
+    procfs::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
+    runtime(threads)?.block_on(async {
+        let agent = Agent::start(listen, Behaviour::Echo, false)
+            .await
+            .with_context(|| format!("listening on {listen}"))?;
+        eprintln!("prosaas-calls-sim: echo agent on ws://{}/", agent.addr());
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
 fn seconds(text: &str) -> Result<Duration, String> {
     match seconds_or_zero(text)? {
         d if d.is_zero() => Err("must be more than 0".into()),
@@ -114,6 +163,9 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(Command::Agent { listen, threads }) = cli.command {
+        return run_agent(listen, threads);
+    }
     if cli.calls == 0 {
         bail!("--calls must be at least 1");
     }
@@ -155,17 +207,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         server_pid: cli.server_pid,
         seed,
     };
-    let runtime = match cli.threads {
-        0 | 1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-    }
-    .context("starting the runtime")?;
-    let report = runtime.block_on(run::run(config));
+    let runtime = runtime(cli.threads)?;
+    let report = runtime.block_on(async {
+        // Kept alive for the whole run; its sessions end with their sockets.
+        let _agent = match cli.agent_listen {
+            Some(listen) => Some(
+                Agent::start(listen, Behaviour::Echo, false)
+                    .await
+                    .with_context(|| format!("starting the echo agent on {listen}"))?,
+            ),
+            None => None,
+        };
+        anyhow::Ok(run::run(config).await)
+    })?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

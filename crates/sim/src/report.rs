@@ -59,6 +59,8 @@ pub struct Frames {
     /// Written more than 5 ms behind schedule: the simulator fell behind.
     pub late: u64,
     pub echoes_unmatched: u64,
+    /// Echoes that came back after a later frame's echo.
+    pub echoes_reordered: u64,
     pub other_messages: u64,
 }
 
@@ -176,6 +178,7 @@ impl Report {
                 lost: echo_mode.then(|| sent.saturating_sub(echoed)),
                 late: stats.frames_late.get(),
                 echoes_unmatched: stats.echoes_unmatched.get(),
+                echoes_reordered: stats.echoes_reordered.get(),
                 other_messages: stats.other_messages.get(),
             },
             echo_mode,
@@ -285,12 +288,12 @@ impl Report {
                 f.late
             ),
         );
-        if f.echoes_unmatched + f.other_messages > 0 {
+        if f.echoes_unmatched + f.echoes_reordered + f.other_messages > 0 {
             row(
                 "  other",
                 format!(
-                    "unmatched echoes {}  other messages {}",
-                    f.echoes_unmatched, f.other_messages
+                    "unmatched echoes {}  reordered echoes {}  other messages {}",
+                    f.echoes_unmatched, f.echoes_reordered, f.other_messages
                 ),
             );
         }
@@ -412,6 +415,7 @@ mod tests {
                 lost: Some(sent - echoed),
                 late: 0,
                 echoes_unmatched: 0,
+                echoes_reordered: 0,
                 other_messages: 0,
             },
             echo_mode: true,

@@ -27,6 +27,8 @@ pub struct Stats {
     pub frames_echoed: Counter,
     /// Echoes that name a chunk this call never sent or already saw echoed.
     pub echoes_unmatched: Counter,
+    /// Echoes that came back after a later frame's echo (a relay that reorders).
+    pub echoes_reordered: Counter,
     /// Frames written more than `LATE_AFTER` behind their schedule.
     pub frames_late: Counter,
     pub marks_sent: Counter,

@@ -1,0 +1,159 @@
+//! Dialling the voice agent (SPEC §8): the rendered `BRIDGE_URL`, `BRIDGE_HEADERS` on the handshake
+//! and nothing of Twilio's, TCP_NODELAY, rustls with ring for wss://, sized like Twilio's socket.
+
+use std::sync::{Arc, LazyLock};
+
+use calls_core::state::CallState;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use crate::config::{BridgeConfig, Placeholder};
+
+/// The agent's side of a bridged call.
+pub type AgentSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Same read buffer as Twilio's socket (src/http/stream.rs): agent frames are the same size.
+const READ_BUFFER_BYTES: usize = 2048;
+const WRITE_BUFFER_BYTES: usize = 0;
+/// What may queue in the socket for an agent that stopped reading; the relay's own queue is
+/// bounded too, and a write that waits 5 s ends the bridge.
+const MAX_WRITE_BUFFER_BYTES: usize = 64 * 1024;
+/// Messages over 64 KiB are dropped (and counted) by the relay, so it must be able to read them
+/// whole; beyond this the socket fails and the bridge is lost.
+pub const MAX_AGENT_MESSAGE_BYTES: usize = 1024 * 1024;
+
+/// Why the agent could not be reached; each is a `bridge_failures_total{reason}` label.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("the agent did not accept within the connect timeout")]
+    Timeout,
+    #[error("connection refused")]
+    Refused,
+    #[error("could not connect: {0}")]
+    Connect(std::io::Error),
+    #[error("TLS failed: {0}")]
+    Tls(String),
+    #[error("the agent answered HTTP {0}, not 101")]
+    Rejected(u16),
+    #[error("WebSocket handshake failed: {0}")]
+    Handshake(String),
+}
+
+impl DialError {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Timeout => "connect_timeout",
+            Self::Refused => "connect_refused",
+            Self::Connect(_) => "connect_error",
+            Self::Tls(_) => "tls",
+            Self::Rejected(_) => "handshake_rejected",
+            Self::Handshake(_) => "handshake",
+        }
+    }
+}
+
+/// The agent's URL for one call: `BRIDGE_URL` with its placeholders filled from the call's state.
+pub fn render_url(config: &BridgeConfig, state: &CallState) -> String {
+    config.url.render(|placeholder| {
+        match placeholder {
+            Placeholder::CallSid => Some(state.call_sid.as_str()),
+            Placeholder::AccountSid => state.account_sid.as_deref(),
+            Placeholder::From => state.from.as_deref(),
+            Placeholder::To => state.to.as_deref(),
+            // Empty without TENANT_KEY, as for any unknown value.
+            Placeholder::Tenant => state.tenant.as_deref(),
+        }
+        .unwrap_or("")
+    })
+}
+
+/// Opens the agent's WebSocket. The handshake carries `BRIDGE_HEADERS` and what the WebSocket
+/// client itself writes, nothing else: Twilio's signature and credentials never go upstream.
+/// The caller bounds it with `BRIDGE_CONNECT_TIMEOUT_SECS`.
+pub async fn dial(config: &BridgeConfig, url: &str) -> Result<AgentSocket, DialError> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|err| DialError::Handshake(err.to_string()))?;
+    for (name, value) in &config.headers {
+        request
+            .headers_mut()
+            .insert(name.clone(), value.expose().clone());
+    }
+    let socket_config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
+        .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
+        .max_message_size(Some(MAX_AGENT_MESSAGE_BYTES))
+        .max_frame_size(Some(MAX_AGENT_MESSAGE_BYTES));
+    let connector = Connector::Rustls(TLS.clone());
+    // TCP_NODELAY: each 20 ms frame must leave at once, not wait for the previous one's ACK.
+    let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        Some(socket_config),
+        true,
+        Some(connector),
+    )
+    .await
+    .map_err(classify)?;
+    Ok(socket)
+}
+
+fn classify(err: tungstenite::Error) -> DialError {
+    match err {
+        tungstenite::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
+            DialError::Refused
+        }
+        tungstenite::Error::Io(io) => DialError::Connect(io),
+        tungstenite::Error::Tls(tls) => DialError::Tls(tls.to_string()),
+        tungstenite::Error::Http(response) => DialError::Rejected(response.status().as_u16()),
+        other => DialError::Handshake(other.to_string()),
+    }
+}
+
+/// wss:// agents are checked against the public web roots, with ring as the one crypto provider
+/// (as the Redis client): the build carries no second TLS stack.
+static TLS: LazyLock<Arc<rustls::ClientConfig>> = LazyLock::new(|| {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // ring implements every safe default protocol version, so this builder step cannot fail.
+    #[allow(clippy::expect_used)]
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("ring supports TLS 1.2 and 1.3");
+    Arc::new(builder.with_root_certificates(roots).with_no_client_auth())
+});
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use calls_core::state::CallState;
+
+    use super::*;
+    use crate::config::BridgeUrl;
+
+    #[test]
+    fn placeholders_take_the_calls_values_percent_encoded() {
+        let config = BridgeConfig {
+            url: BridgeUrl::parse("wss://agent.example/{tenant}/{call_sid}?from={from}&to={to}")
+                .unwrap(),
+            headers: Vec::new(),
+            connect_timeout: Duration::from_secs(5),
+        };
+        let mut state = CallState::reserved("CA1", "r1");
+        state.from = Some("+15550001".into());
+        assert_eq!(
+            render_url(&config, &state),
+            "wss://agent.example//CA1?from=%2B15550001&to="
+        );
+        state.tenant = Some("AC 9".into());
+        assert_eq!(
+            render_url(&config, &state),
+            "wss://agent.example/AC%209/CA1?from=%2B15550001&to="
+        );
+    }
+}
