@@ -50,6 +50,7 @@ fn calls_config(config: &Config) -> CallsConfig {
         reservation: config.reservation,
         call_lease: config.call_lease,
         renew_interval: config.renew_interval,
+        resume_limit: config.resume_limit,
     }
 }
 

@@ -15,6 +15,7 @@ use twilio::{signature, twiml};
 
 use crate::app::App;
 
+mod after_stream;
 mod fallback;
 mod ops;
 mod status;
@@ -33,6 +34,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/twilio/fallback",
             get(fallback::handle).post(fallback::handle),
+        )
+        .route(
+            twiml::AFTER_STREAM_PATH,
+            get(after_stream::handle).post(after_stream::handle),
         )
         .route("/twilio/stream", get(stream::handle))
         .route("/metrics.json", get(ops::metrics_json))
@@ -211,6 +216,25 @@ pub fn stream_url(app: &App, headers: &HeaderMap) -> String {
     {
         return url;
     }
+    let (https, host) = forwarded_origin(headers);
+    let scheme = if https { "wss" } else { "ws" };
+    format!("{scheme}://{host}{}", twiml::STREAM_PATH)
+}
+
+/// The `<Connect action>` URL (`https://…/twilio/after-stream`), built like [`stream_url`].
+pub fn after_stream_url(app: &App, headers: &HeaderMap) -> String {
+    if let Some(base) = app.config.public_url.as_deref()
+        && let Ok(url) = twiml::after_stream_url(base)
+    {
+        return url;
+    }
+    let (https, host) = forwarded_origin(headers);
+    let scheme = if https { "https" } else { "http" };
+    format!("{scheme}://{host}{}", twiml::AFTER_STREAM_PATH)
+}
+
+/// Whether the request came in over https, and its host, as nginx forwards them (else `Host`).
+fn forwarded_origin(headers: &HeaderMap) -> (bool, &str) {
     let header = |name: &str| {
         headers
             .get(name)
@@ -223,10 +247,5 @@ pub fn stream_url(app: &App, headers: &HeaderMap) -> String {
     let host = header("x-forwarded-host")
         .or_else(|| header("host"))
         .unwrap_or("localhost");
-    let scheme = if proto.eq_ignore_ascii_case("https") {
-        "wss"
-    } else {
-        "ws"
-    };
-    format!("{scheme}://{host}/twilio/stream")
+    (proto.eq_ignore_ascii_case("https"), host)
 }

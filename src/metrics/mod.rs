@@ -16,6 +16,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+/// The label values of `calls_after_stream_total{answer}`.
+pub const AFTER_STREAM_ANSWERS: [&str; 3] = ["hangup", "fallback", "continue"];
+
 /// One label with a value from a fixed set, e.g. `reason="bad_base64"`.
 pub type Label = [(&'static str, &'static str); 1];
 
@@ -50,6 +53,10 @@ pub struct Metrics {
     pub streams_started: Counter,
     /// Fallback-URL requests answered with the fallback message.
     pub fallbacks_served: Counter,
+    /// Streams that took over a call continued after its stream was lost (SPEC §9).
+    pub calls_resumed: Counter,
+    /// After-stream answers by kind: `hangup`, `fallback`, `continue`.
+    pub after_stream: Family<Label, Counter>,
     process: process::ProcessMetrics,
 }
 
@@ -88,6 +95,8 @@ impl Metrics {
             max_concurrent: Gauge::default(),
             streams_started: Counter::default(),
             fallbacks_served: Counter::default(),
+            calls_resumed: Counter::default(),
+            after_stream: Family::default(),
             process: process::ProcessMetrics::default(),
             registry: Registry::default(),
         };
@@ -197,6 +206,16 @@ impl Metrics {
             "Fallback-URL requests answered with the fallback message",
             m.fallbacks_served.clone(),
         );
+        reg.register(
+            "calls_resumed",
+            "Calls continued on a new stream of this replica after their stream was lost",
+            m.calls_resumed.clone(),
+        );
+        reg.register(
+            "calls_after_stream",
+            "After-stream answers by kind: hangup, fallback, continue",
+            m.after_stream.clone(),
+        );
         let build_info = Family::<[(&'static str, &'static str); 2], Gauge>::default();
         build_info
             .get_or_create(&[
@@ -217,6 +236,9 @@ impl Metrics {
         }
         for reason in EndReason::ALL {
             at_zero(&m.calls_ended, "reason", reason.as_str());
+        }
+        for answer in AFTER_STREAM_ANSWERS {
+            at_zero(&m.after_stream, "answer", answer);
         }
         Self { registry, ..m }
     }
@@ -285,6 +307,10 @@ impl CallEvents for Metrics {
 
     fn stream_started(&self) {
         self.streams_started.inc();
+    }
+
+    fn resumed(&self) {
+        self.calls_resumed.inc();
     }
 
     fn live_streams(&self, count: usize) {

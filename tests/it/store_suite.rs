@@ -49,7 +49,7 @@ async fn start(
     fresh.status = CallStatus::Active;
     fresh.stream_sid = Some(format!("MZ{token}"));
     store
-        .start_stream(call_sid, token, policy, lease, &fresh)
+        .start_stream(call_sid, token, policy, lease, &fresh, None)
         .await
         .unwrap()
 }
@@ -78,6 +78,7 @@ fn batch(lease: Duration, calls: Vec<(CallSid, &str, Option<CallState>)>) -> Ren
             started_at: "2026-11-25T00:00:00Z".into(),
             calls_active: calls.len() as u64,
             draining: false,
+            max_concurrent_calls: 5,
         },
         calls: calls
             .into_iter()
@@ -673,6 +674,7 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
             reservation: LEASE,
             call_lease: LEASE,
             renew_interval: Duration::from_secs(7),
+            resume_limit: 2,
         },
         store,
         Arc::new(NoEvents),
@@ -683,6 +685,7 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
     assert_eq!(heartbeat["id"], "calls-2");
     assert_eq!(heartbeat["calls_active"], 0);
     assert_eq!(heartbeat["draining"], true);
+    assert_eq!(heartbeat["max_concurrent_calls"], 5);
     assert_eq!(heartbeat["started_at"], calls.started_at());
     let hb_ttl: i64 = server
         .cli(&["PTTL", "calls:replica:calls-2"])

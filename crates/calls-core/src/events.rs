@@ -22,6 +22,8 @@ pub trait CallEvents: Send + Sync + 'static {
     fn stream_started(&self) {}
     /// The number of streams live on this replica changed.
     fn live_streams(&self, _count: usize) {}
+    /// A stream took over a call continued after its stream was lost (SPEC §9).
+    fn resumed(&self) {}
     /// A live stream ended, for `reason`.
     fn stream_ended(&self, _reason: EndReason) {}
     /// A renewal tick finished; `limit` is the configured cap, for the over-limit check.

@@ -7,13 +7,30 @@
 --       lock_token, lock_ttl_ms, state_ttl_s,
 --       fresh_json (the state to write when none is stored, or the stored one ended or is corrupt),
 --       rest_json (the same state without the carried fields),
+--       resumed (the stream's `resumed` parameter, '' if none: SPEC §9 continuation),
 --       then pairs of (field, default_json): fields the webhook wrote, carried from a stored state.
 -- Returns {code, active, reclaimed, epoch, reregister, owner, written_json, source}: code as
--- admit_slot's, or 3 when `owner` holds the lock; source 'stored' | 'fresh' | 'corrupt'.
+-- admit_slot's, or 3 when `owner` holds the lock (or the `resumed` matches no grant), or 4 when the
+-- stream took the call over with its grant; source 'stored' | 'fresh' | 'corrupt'.
 local slots, count_key, state_key, lock_key = KEYS[1], KEYS[2], KEYS[6], KEYS[7]
 local token = ARGV[8]
 local owner = redis.call('GET', lock_key)
-if owner and owner ~= token then
+
+-- Continuation (SPEC §9): a stream whose `resumed` matches the grant the after-stream answer recorded
+-- takes the call over: it replaces the old lock (whose socket is gone) and takes the slot back even
+-- above the limit. A `resumed` that matches no grant is refused like any second stream.
+local resumed = ARGV[13]
+local takeover = false
+if resumed ~= '' then
+  local ok, granted = pcall(cjson.decode, redis.call('GET', state_key) or '')
+  if not (ok and type(granted) == 'table' and type(granted['resume_grant']) == 'number'
+      and tostring(granted['resume_grant']) == resumed) then
+    return {3, 0, {}, '', 0, owner or 'no matching resume grant', '', ''}
+  end
+  takeover = true
+end
+
+if owner and owner ~= token and not takeover then
   return {3, 0, {}, '', 0, owner, '', ''}
 end
 
@@ -21,9 +38,16 @@ local now = now_ms()
 local opens, epoch, lost = check_epoch(KEYS[5], slots, now, ARGV[6], ARGV[7] == '1',
   tonumber(ARGV[5]), false)
 local expired = reclaim(slots, now)
-local code, active = admit_slot(slots, count_key, KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]),
-  now + tonumber(ARGV[3]), ARGV[4], now, opens)
-if code ~= 1 and code ~= 2 then
+local code, active
+if takeover then
+  -- A live call is never dropped by the limiter; nor is it counted as started again.
+  redis.call('ZADD', slots, now + tonumber(ARGV[3]), ARGV[1])
+  code, active = 4, sync_count(slots, count_key)
+else
+  code, active = admit_slot(slots, count_key, KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]),
+    now + tonumber(ARGV[3]), ARGV[4], now, opens)
+end
+if code ~= 1 and code ~= 2 and code ~= 4 then
   return {code, active, expired, epoch, lost, '', '', ''}
 end
 
@@ -37,9 +61,10 @@ if stored then
   local ok, decoded = pcall(cjson.decode, stored)
   if not ok or type(decoded) ~= 'table' then
     source = 'corrupt'
-  elseif decoded['status'] ~= 'ended' then
+  elseif decoded['status'] ~= 'ended' or takeover then
+    -- A continued call keeps who called and when, even from the ended state of its lost stream.
     local parts = {}
-    for i = 13, #ARGV - 1, 2 do
+    for i = 14, #ARGV - 1, 2 do
       local field, value = ARGV[i], decoded[ARGV[i]]
       if type(value) == 'string' then
         parts[#parts + 1] = cjson.encode(field) .. ':' .. cjson.encode(value)

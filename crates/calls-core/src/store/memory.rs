@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, Refusal, RenewBatch, RenewReport,
-    StoreConfig, StoreError, StreamAdmission, StreamEnd,
+    ResumeGrant, StoreConfig, StoreError, StreamAdmission, StreamEnd, next_grant,
 };
 use crate::call_sid::CallSid;
 use crate::state::{CallState, CallStatus, EndReason};
@@ -127,6 +127,9 @@ impl Inner {
     }
 }
 
+/// The owner named when a `resumed` stream carries no grant the state records.
+const NO_GRANT: &str = "no matching resume grant";
+
 pub struct MemoryStore {
     inner: Mutex<Inner>,
     config: StoreConfig,
@@ -188,26 +191,50 @@ impl CallStore for MemoryStore {
         policy: AdmitPolicy,
         lease: Duration,
         fresh: &CallState,
+        resumed: Option<u32>,
     ) -> Result<StreamAdmission, StoreError> {
         let now = Instant::now();
         let sid = call_sid.as_str();
         let mut inner = self.lock();
-        if let Some(owner) = inner.lock_owner(sid, now)
+        // SPEC §9: a `resumed` stream takes the call over only with the grant the state records.
+        let stored = inner
+            .states
+            .get(sid)
+            .filter(|(_, until)| *until > now)
+            .map(|(state, _)| state);
+        let took_over = match resumed {
+            Some(n) if stored.and_then(|s| s.resume_grant) == Some(n) => true,
+            Some(_) => return Ok(StreamAdmission::LockedBy(NO_GRANT.to_owned())),
+            None => false,
+        };
+        if !took_over
+            && let Some(owner) = inner.lock_owner(sid, now)
             && owner != lock_token
         {
             return Ok(StreamAdmission::LockedBy(owner.to_owned()));
         }
         inner.reclaim(now);
-        let (new_slot, active) = match inner.admit(sid, policy, now + lease, self.config.limit) {
-            Admission::Admitted { new, active } => (new, active),
-            Admission::Refused(refusal) => return Ok(StreamAdmission::Refused(refusal)),
+        let (new_slot, active) = if took_over {
+            // A live call is never dropped by the limiter: its slot comes back whatever the count.
+            inner.slots.insert(sid.to_owned(), now + lease);
+            (false, inner.active())
+        } else {
+            match inner.admit(sid, policy, now + lease, self.config.limit) {
+                Admission::Admitted { new, active } => (new, active),
+                Admission::Refused(refusal) => return Ok(StreamAdmission::Refused(refusal)),
+            }
         };
         inner.locks.insert(
             sid.to_owned(),
             (lock_token.to_owned(), now + self.config.lock_ttl),
         );
         let mut state = fresh.clone();
-        if let Some(stored) = inner.open_state(sid, now) {
+        let carried = if took_over {
+            inner.states.get(sid).map(|(state, _)| state)
+        } else {
+            inner.open_state(sid, now)
+        };
+        if let Some(stored) = carried {
             state.created_at.clone_from(&stored.created_at);
             state.from.clone_from(&stored.from);
             state.to.clone_from(&stored.to);
@@ -223,7 +250,35 @@ impl CallStore for MemoryStore {
             active,
             state: Box::new(state),
             replaced_corrupt_state: false,
+            took_over,
         })
+    }
+
+    async fn grant_resume(
+        &self,
+        call_sid: &CallSid,
+        limit: u32,
+    ) -> Result<ResumeGrant, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let stored = inner
+            .states
+            .get(call_sid.as_str())
+            .filter(|(_, until)| *until > now)
+            .map(|(state, _)| state);
+        match next_grant(stored, limit) {
+            Ok((granted, resumed)) => {
+                let until = now + self.config.state_ttl;
+                inner.states.insert(call_sid.to_string(), (granted, until));
+                Ok(ResumeGrant::Granted { resumed })
+            }
+            Err(answer) => Ok(answer),
+        }
+    }
+
+    async fn live_replicas(&self, _except: &str) -> Result<u64, StoreError> {
+        // In-process state is one replica's alone: there is never another to hand calls to.
+        Ok(0)
     }
 
     async fn end_stream(

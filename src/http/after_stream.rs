@@ -1,0 +1,77 @@
+//! `POST|GET /twilio/after-stream`: Twilio's `<Connect action>` request once a stream has closed
+//! (SPEC §9). Any replica answers from the call's state: hang up, the fallback, or a continuation.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{OriginalUri, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tracing::info;
+
+use calls_core::calls::{AfterStream, is_final_status};
+use twilio::twiml;
+
+use super::voice::{connect, fallback_twiml, xml};
+use super::{TwilioRequest, twilio_call_form};
+use crate::app::App;
+
+pub async fn handle(
+    State(app): State<Arc<App>>,
+    method: Method,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request = TwilioRequest {
+        method: &method,
+        headers: &headers,
+        uri: &uri,
+        body: &body,
+    };
+    let (form, call_sid) = match twilio_call_form(&app, &request) {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused.into_response(),
+    };
+    // A call Twilio already reports over needs no continuation, whatever its state says: its
+    // stream's own ending may not be recorded yet when the caller hung up.
+    if let Some(status) = form.get("CallStatus")
+        && is_final_status(status)
+    {
+        info!(%call_sid, call_status = status, "after-stream for a finished call; hanging up");
+        app.metrics
+            .after_stream
+            .get_or_create(&[("answer", "hangup")])
+            .inc();
+        return xml(StatusCode::OK, twiml::hangup());
+    }
+    match app.calls.after_stream(&call_sid).await {
+        AfterStream::Hangup => {
+            app.metrics
+                .after_stream
+                .get_or_create(&[("answer", "hangup")])
+                .inc();
+            xml(StatusCode::OK, twiml::hangup())
+        }
+        AfterStream::Fallback => {
+            app.metrics
+                .after_stream
+                .get_or_create(&[("answer", "fallback")])
+                .inc();
+            fallback_twiml(&app)
+        }
+        AfterStream::Continue { resumed, from, to } => {
+            app.metrics
+                .after_stream
+                .get_or_create(&[("answer", "continue")])
+                .inc();
+            let parameters = twiml::StreamParameters {
+                call_sid: call_sid.as_str(),
+                from_number: from.as_deref(),
+                to_number: to.as_deref(),
+                resumed: Some(resumed),
+            };
+            connect(&app, &headers, &parameters)
+        }
+    }
+}
