@@ -5,6 +5,7 @@ mod helpers;
 
 mod cluster_nginx;
 mod cluster_script;
+mod continuity;
 mod operations;
 mod recovery;
 mod redis_tls;

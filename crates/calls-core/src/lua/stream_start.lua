@@ -19,12 +19,14 @@ local owner = redis.call('GET', lock_key)
 -- Continuation (SPEC §9): a stream whose `resumed` matches the grant the after-stream answer recorded
 -- takes the call over: it replaces the old lock (whose socket is gone) and takes the slot back even
 -- above the limit. A `resumed` that matches no grant is refused like any second stream.
+-- A grant not yet taken reserves the call for its continuation: a stream without it is refused too.
 local resumed = ARGV[13]
 local takeover = false
-if resumed ~= '' then
-  local ok, granted = pcall(cjson.decode, redis.call('GET', state_key) or '')
-  if not (ok and type(granted) == 'table' and type(granted['resume_grant']) == 'number'
-      and tostring(granted['resume_grant']) == resumed) then
+local ok, granted = pcall(cjson.decode, redis.call('GET', state_key) or '')
+local grant = ok and type(granted) == 'table' and type(granted['resume_grant']) == 'number'
+  and tostring(granted['resume_grant']) or nil
+if resumed ~= '' or grant then
+  if grant == nil or grant ~= resumed then
     return {3, 0, {}, '', 0, owner or 'no matching resume grant', '', ''}
   end
   takeover = true

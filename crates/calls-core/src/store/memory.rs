@@ -118,6 +118,22 @@ impl Inner {
         })
     }
 
+    /// `state` with the stored state's pending continuation grant kept (SPEC §9): the old
+    /// stream's last writes must not take it from the new stream (`keep_grant` in the prelude).
+    fn keep_grant(&self, call_sid: &str, now: Instant, state: &CallState) -> CallState {
+        let mut state = state.clone();
+        if let Some(grant) = self
+            .states
+            .get(call_sid)
+            .filter(|(_, until)| *until > now)
+            .and_then(|(stored, _)| stored.resume_grant)
+        {
+            state.resumes = grant;
+            state.resume_grant = Some(grant);
+        }
+        state
+    }
+
     /// A live state of the call that has not ended, if one is stored.
     fn open_state(&self, call_sid: &str, now: Instant) -> Option<&CallState> {
         self.states
@@ -202,10 +218,12 @@ impl CallStore for MemoryStore {
             .get(sid)
             .filter(|(_, until)| *until > now)
             .map(|(state, _)| state);
-        let took_over = match resumed {
-            Some(n) if stored.and_then(|s| s.resume_grant) == Some(n) => true,
-            Some(_) => return Ok(StreamAdmission::LockedBy(NO_GRANT.to_owned())),
-            None => false,
+        // A grant not yet taken reserves the call for its continuation: no other stream gets it.
+        let grant = stored.and_then(|s| s.resume_grant);
+        let took_over = match (resumed, grant) {
+            (None, None) => false,
+            (Some(n), Some(g)) if n == g => true,
+            _ => return Ok(StreamAdmission::LockedBy(NO_GRANT.to_owned())),
         };
         if !took_over
             && let Some(owner) = inner.lock_owner(sid, now)
@@ -296,10 +314,10 @@ impl CallStore for MemoryStore {
             return Ok(StreamEnd::LockedBy(owner.to_owned()));
         }
         inner.locks.remove(sid);
-        inner.states.insert(
-            sid.to_owned(),
-            (final_state.clone(), now + self.config.state_ttl),
-        );
+        let state = inner.keep_grant(sid, now, final_state);
+        inner
+            .states
+            .insert(sid.to_owned(), (state, now + self.config.state_ttl));
         let freed = inner.slots.remove(sid).is_some();
         Ok(StreamEnd::Ended { freed })
     }
@@ -346,9 +364,8 @@ impl CallStore for MemoryStore {
             let state_until = now + self.config.state_ttl;
             match (&call.state, inner.states.get_mut(sid)) {
                 (Some(state), _) => {
-                    inner
-                        .states
-                        .insert(sid.to_owned(), (state.clone(), state_until));
+                    let state = inner.keep_grant(sid, now, state);
+                    inner.states.insert(sid.to_owned(), (state, state_until));
                 }
                 (None, Some((_, until))) => *until = state_until,
                 (None, None) => {}
