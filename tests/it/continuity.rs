@@ -117,7 +117,10 @@ async fn after_stream_hangs_up_falls_back_or_continues_by_the_state() {
     // The socket drops (no stop): the state says `disconnected` and the call is continued.
     drop(first);
     let ended = ended_state(&replica, &call).await;
-    assert_eq!(ended.end_reason.map(|r| r.as_str()), Some("disconnected"));
+    assert_eq!(
+        ended.end_reason.map(calls_core::state::EndReason::as_str),
+        Some("disconnected")
+    );
     assert_eq!(active_count(&redis).await, 0);
     // Meanwhile another call takes the only slot.
     let (status, _) = voice(&replica, &sid(2)).await;
@@ -274,11 +277,6 @@ fn sim_run(target: Target, calls: u64, ramp: Duration, duration: Duration, seed:
         server_pid: None,
         seed,
     }
-}
-
-async fn json_of(url: &str) -> Value {
-    let (_, body) = get_text(url).await;
-    serde_json::from_str(&body).unwrap_or(Value::Null)
 }
 
 /// Live calls by the replica their state names, from Redis as an operator reads it.
@@ -643,7 +641,6 @@ async fn a_rolling_restart_refuses_and_drops_nobody() {
         steady.continuity.continued,
         arriving.continuity.continued,
     );
-    let _ = json_of;
 }
 
 /// A base port whose 13 ports scripts/cluster uses (BASE..BASE+12) were all free a moment ago.

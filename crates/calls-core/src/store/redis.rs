@@ -496,7 +496,7 @@ impl CallStore for RedisStore {
                 1 => return Ok(ResumeGrant::Granted { resumed }),
                 -1 => return Ok(ResumeGrant::LimitReached),
                 _ => {
-                    debug!(%call_sid, "state changed while granting a continuation; deciding again")
+                    debug!(%call_sid, "state changed while granting a continuation; deciding again");
                 }
             }
         }
