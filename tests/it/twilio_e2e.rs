@@ -22,7 +22,11 @@ async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
     let call = sid(1);
     let (status, twiml) = voice(replica, &call).await;
     assert_eq!(status, 200, "{twiml}");
-    assert!(twiml.contains("<Connect><Stream url=\"ws://"), "{twiml}");
+    // SPEC §9: the `<Connect action>` leads to the after-stream answer once the stream closes.
+    assert!(
+        twiml.contains("<Connect action=\"http://") && twiml.contains("<Stream url=\"ws://"),
+        "{twiml}"
+    );
     let url = stream_url_of(&twiml);
     assert!(
         url.ends_with("/twilio/stream") && !url.contains('?'),
