@@ -657,3 +657,73 @@ fn free_base() -> u16 {
     }
     panic!("no run of 13 free loopback ports found");
 }
+
+/// SPEC §7 on two in-process replicas sharing Redis: while another replica is live, a draining one
+/// still admits webhooks and answers a new stream's upgrade with 503 (nginx passes it on); once it
+/// is the last one, it refuses webhooks with the reject mode and takes streams itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_replica_admits_webhooks_and_passes_streams_on_while_another_is_live() {
+    let redis = RedisServer::start().expect("redis-server");
+    let start = |id: &str| {
+        let mut raw = raw(Some(&redis), 10);
+        raw.replica_id = Some(id.into());
+        raw.drain_timeout_secs = Some("30".into());
+        Replica::start(raw, StreamTimeouts::default())
+    };
+    let draining = start("draining").await;
+    let other = start("other").await;
+    // A live call keeps the drain going for the whole test.
+    let mut held = live_call(&draining, 1).await;
+    let heartbeat = eventually(Duration::from_secs(10), || async {
+        let beat = redis_cli(&redis, &["GET", "calls:replica:other"]).await;
+        (!beat.is_empty()).then_some(beat)
+    })
+    .await
+    .expect("the other replica's heartbeat");
+    let beat: Value = serde_json::from_str(&heartbeat).unwrap();
+    assert_eq!(beat["max_concurrent_calls"], 10, "{beat}");
+    draining.begin_drain();
+    eventually(Duration::from_secs(5), || async {
+        draining.app.is_draining().then_some(())
+    })
+    .await
+    .expect("draining");
+
+    let (status, twiml) = voice(&draining, &sid(2)).await;
+    assert_eq!(
+        status, 200,
+        "admitted while another replica is live: {twiml}"
+    );
+    let upgrade = tokio_tungstenite::connect_async(stream_url_of(&twiml)).await;
+    match upgrade {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status().as_u16(), 503);
+        }
+        other => panic!("expected a 503'd upgrade, got {:?}", other.map(|_| ())),
+    }
+    // The call's stream goes to the live replica instead.
+    let mut moved = TwilioStream::connect(&other.url("/twilio/stream").replace("http", "ws")).await;
+    moved.connected().await;
+    moved.start(&sid(2)).await;
+    moved.echo_round(1).await;
+    moved.stop(&sid(2)).await;
+
+    // The other replica leaves: its heartbeat lapses (or says draining) and the draining one is
+    // the last: webhooks get the reject mode, streams are taken here.
+    other.stop().await;
+    let refused = eventually(Duration::from_secs(10), || async {
+        let (status, _) = voice(&draining, &sid(3)).await;
+        (status == 503).then_some(())
+    })
+    .await;
+    assert!(refused.is_some(), "the last replica refuses while draining");
+    let mut last =
+        TwilioStream::connect(&draining.url("/twilio/stream").replace("http", "ws")).await;
+    last.connected().await;
+    last.start(&sid(1_000)).await;
+    // No reservation and draining: refused at `start` (1013), but the upgrade itself was taken.
+    assert_eq!(last.close_code(Duration::from_secs(5)).await, Some(1013));
+    held.echo_round(1).await;
+    held.stop(&sid(1)).await;
+    draining.wait_stopped(Duration::from_secs(40)).await;
+}
