@@ -727,3 +727,40 @@ async fn a_draining_replica_admits_webhooks_and_passes_streams_on_while_another_
     held.stop(&sid(1)).await;
     draining.wait_stopped(Duration::from_secs(40)).await;
 }
+
+/// At the drain deadline a live call's stream is closed with 1001, its state already saying
+/// `drain_timeout` when the close arrives (so the after-stream never reads a stale state), and the
+/// after-stream answer continues it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_cut_by_the_drain_deadline_is_continued() {
+    let redis = RedisServer::start().expect("redis-server");
+    let mut raw = raw(Some(&redis), 10);
+    raw.drain_timeout_secs = Some("1".into());
+    let draining = Replica::start(raw, StreamTimeouts::default()).await;
+    let mut stream = live_call(&draining, 1).await;
+    let store = draining.app.clone();
+    draining.begin_drain();
+    assert_eq!(stream.close_code(Duration::from_secs(10)).await, Some(1001));
+    let sid1 = calls_core::call_sid::CallSid::parse(&sid(1)).unwrap();
+    let at_close = store
+        .calls
+        .store()
+        .read_state(&sid1)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        at_close
+            .end_reason
+            .map(calls_core::state::EndReason::as_str),
+        Some("drain_timeout"),
+        "recorded before the socket was closed"
+    );
+    // The drained replica is gone; another answers the after-stream from the state.
+    draining.wait_stopped(Duration::from_secs(15)).await;
+    let other = Replica::start(raw(Some(&redis), 10), StreamTimeouts::default()).await;
+    let (status, answer) = after_stream(&other.url(""), &sid(1), "in-progress").await;
+    assert_eq!(status, 200);
+    assert_eq!(parameters_of(&answer)["resumed"], "1", "{answer}");
+    other.stop().await;
+}

@@ -159,6 +159,12 @@ impl MemoryStore {
         }
     }
 
+    /// A lapsed lease, as a dead replica's slot becomes: for the continuation tests.
+    #[cfg(test)]
+    fn slots_for_test_remove(&self, call_sid: &CallSid) {
+        self.lock().slots.remove(call_sid.as_str());
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // No operation panics while holding the guard, but a poisoned map is still consistent:
         // every mutation is a single insert or remove.
@@ -415,5 +421,122 @@ impl CallStore for MemoryStore {
     async fn reregister_wanted(&self) {
         // In-process state cannot be lost while the process lives.
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::CallStatus;
+
+    fn sid(n: u32) -> CallSid {
+        CallSid::parse(&format!("CA{n:032x}")).unwrap()
+    }
+
+    fn active_state(call_sid: &CallSid) -> CallState {
+        let mut state = CallState::reserved(call_sid.as_str(), "r1");
+        state.status = CallStatus::Active;
+        state
+    }
+
+    async fn start(
+        store: &MemoryStore,
+        call_sid: &CallSid,
+        token: &str,
+        resumed: Option<u32>,
+    ) -> StreamAdmission {
+        let mut fresh = active_state(call_sid);
+        fresh.resumes = resumed.unwrap_or(0);
+        store
+            .start_stream(
+                call_sid,
+                token,
+                AdmitPolicy::MayTakeSlot,
+                Duration::from_secs(30),
+                &fresh,
+                resumed,
+            )
+            .await
+            .unwrap()
+    }
+
+    /// SPEC §9 in the in-process store, as the Redis scripts do it: a grant is counted against the
+    /// limit, taken once by the stream that carries it (lock replaced, slot back above the limit),
+    /// and no other stream gets the call.
+    #[tokio::test]
+    async fn a_grant_takes_the_call_over_once_even_above_the_limit() {
+        let store = MemoryStore::new(StoreConfig {
+            limit: 1,
+            ..StoreConfig::default()
+        });
+        let call = sid(1);
+        assert!(matches!(
+            start(&store, &call, "old", None).await,
+            StreamAdmission::Started { .. }
+        ));
+        // Its replica died: the lock stays, the state says active. Another call fills the limit.
+        store.slots_for_test_remove(&call);
+        let other = sid(2);
+        assert!(matches!(
+            start(&store, &other, "t2", None).await,
+            StreamAdmission::Started { .. }
+        ));
+        assert_eq!(
+            store.grant_resume(&call, 1).await.unwrap(),
+            ResumeGrant::Granted { resumed: 1 }
+        );
+        // Without the grant, or with a wrong one: refused, nothing changes.
+        for resumed in [None, Some(2)] {
+            assert!(matches!(
+                start(&store, &call, "forged", resumed).await,
+                StreamAdmission::LockedBy(_)
+            ));
+        }
+        // The old stream's last write keeps the grant.
+        let mut last = active_state(&call);
+        last.end(EndReason::Disconnected);
+        assert!(matches!(
+            store.end_stream(&call, "old", &last).await.unwrap(),
+            StreamEnd::Ended { .. }
+        ));
+        match start(&store, &call, "new", Some(1)).await {
+            StreamAdmission::Started {
+                took_over,
+                new_slot,
+                active,
+                state,
+                ..
+            } => {
+                assert!(took_over && !new_slot);
+                assert_eq!(active, 2, "above the limit of 1");
+                assert_eq!((state.resumes, state.resume_grant), (1, None));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Spent: a replay is refused; the limit is reached: the next loss gets no grant.
+        assert!(matches!(
+            start(&store, &call, "replay", Some(1)).await,
+            StreamAdmission::LockedBy(_)
+        ));
+        let mut ended = active_state(&call);
+        ended.resumes = 1;
+        ended.end(EndReason::DrainTimeout);
+        store.end_stream(&call, "new", &ended).await.unwrap();
+        assert_eq!(
+            store.grant_resume(&call, 1).await.unwrap(),
+            ResumeGrant::LimitReached
+        );
+        // A call that ended for good, or that was never seen, is not continued.
+        let mut stopped = active_state(&other);
+        stopped.end(EndReason::Stop);
+        store.end_stream(&other, "t2", &stopped).await.unwrap();
+        assert!(matches!(
+            store.grant_resume(&other, 5).await.unwrap(),
+            ResumeGrant::NotContinuable(Some(_))
+        ));
+        assert_eq!(
+            store.grant_resume(&sid(3), 5).await.unwrap(),
+            ResumeGrant::NotContinuable(None)
+        );
     }
 }
