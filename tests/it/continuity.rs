@@ -734,9 +734,9 @@ async fn a_draining_replica_admits_webhooks_and_passes_streams_on_while_another_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_cut_by_the_drain_deadline_is_continued() {
     let redis = RedisServer::start().expect("redis-server");
-    let mut raw = raw(Some(&redis), 10);
-    raw.drain_timeout_secs = Some("1".into());
-    let draining = Replica::start(raw, StreamTimeouts::default()).await;
+    let mut config = raw(Some(&redis), 10);
+    config.drain_timeout_secs = Some("1".into());
+    let draining = Replica::start(config, StreamTimeouts::default()).await;
     let mut stream = live_call(&draining, 1).await;
     let store = draining.app.clone();
     draining.begin_drain();
