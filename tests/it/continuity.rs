@@ -764,3 +764,50 @@ async fn a_call_cut_by_the_drain_deadline_is_continued() {
     assert_eq!(parameters_of(&answer)["resumed"], "1", "{answer}");
     other.stop().await;
 }
+
+/// With `TWILIO_AUTH_TOKEN`, the after-stream request is checked like every Twilio request: signed
+/// over the action URL the TwiML gave (built from `PUBLIC_URL`), else 403 and no state changes.
+#[tokio::test]
+async fn the_after_stream_request_must_be_signed_over_its_action_url() {
+    let mut config = raw(None, 5);
+    config.twilio_auth_token = Some("continuity-secret".into());
+    config.public_url = Some("https://calls.example.com".into());
+    let replica = Replica::start(config, StreamTimeouts::default()).await;
+    let signed = Target::new(
+        &replica.url(""),
+        Some("https://calls.example.com"),
+        Some("continuity-secret".into()),
+    )
+    .unwrap();
+    let unsigned = Target::new(&replica.url(""), None, None).unwrap();
+    let call_sid = sid(9);
+    let ids = prosaas_calls_sim::webhook::CallIds {
+        call_sid: &call_sid,
+        account_sid: "AC0123456789abcdef0123456789abcdef",
+        from: "+15005550006",
+        to: "+15005550001",
+    };
+    let (_, connect) = prosaas_calls_sim::webhook::request_voice(&signed, &ids)
+        .await
+        .unwrap();
+    let action = connect.unwrap().action_url.unwrap();
+    assert_eq!(action, "https://calls.example.com/twilio/after-stream");
+    // The call is still reserved (its stream never came): the signed request continues it.
+    match prosaas_calls_sim::webhook::post_action(&unsigned, &action, &ids).await {
+        Err(prosaas_calls_sim::error::SimError::WebhookStatus(403)) => {}
+        other => panic!("unsigned after-stream: {other:?}"),
+    }
+    assert_eq!(
+        state(&replica, &call_sid).await.resumes,
+        0,
+        "nothing changed"
+    );
+    match prosaas_calls_sim::webhook::post_action(&signed, &action, &ids).await {
+        Ok(prosaas_calls_sim::webhook::AfterStream::Continue(next)) => {
+            assert_eq!(next.stream_url, "wss://calls.example.com/twilio/stream");
+            assert!(next.parameters.contains(&("resumed".into(), "1".into())));
+        }
+        other => panic!("signed after-stream: {other:?}"),
+    }
+    replica.stop().await;
+}
