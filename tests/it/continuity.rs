@@ -526,8 +526,15 @@ async fn a_rolling_restart_refuses_and_drops_nobody() {
 
     // Steady calls outlast the whole roll (three drains 11 s apart); new calls arrive at about one
     // per second through it.
-    let steady_calls = 12;
-    let arriving_calls = 36;
+    // `CONTINUITY_ROLL_STEADY` and `CONTINUITY_ROLL_ARRIVING` raise them toward the issue's scale.
+    let from_env = |name: &str, default: u64| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let steady_calls = from_env("CONTINUITY_ROLL_STEADY", 12);
+    let arriving_calls = from_env("CONTINUITY_ROLL_ARRIVING", 36);
     let steady = tokio::spawn(run::run(sim_run(
         Target::new(&public, None, None).unwrap(),
         steady_calls,
@@ -634,7 +641,7 @@ async fn a_rolling_restart_refuses_and_drops_nobody() {
     let (p50, p99, max) = gap_ms(&steady);
     eprintln!(
         "rolling restart of 3 replicas in {roll_took:?} under {steady_calls} steady calls and \
-         {arriving_calls} arriving at ~1/s: refused {} dropped {}; continued {} (steady) + {} \
+         {arriving_calls} arriving over 32 s: refused {} dropped {}; continued {} (steady) + {} \
          (arriving); audio gap p50 {p50:.0} ms p99 {p99:.0} ms max {max:.0} ms",
         steady.calls.rejected + arriving.calls.rejected,
         steady.calls.failed + arriving.calls.failed,
