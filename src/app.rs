@@ -55,6 +55,7 @@ fn calls_config(config: &Config) -> CallsConfig {
             TenantKey::AccountSid => calls_core::tenant::TenantKey::AccountSid,
             TenantKey::To => calls_core::tenant::TenantKey::To,
         },
+        resume_limit: config.resume_limit,
     }
 }
 

@@ -1,5 +1,5 @@
-//! `POST|GET /twilio/after-stream`: Twilio's `<Connect action>` request once a call's stream has
-//! closed (SPEC §9). Answered from the call's stored state, so any replica gives the same answer.
+//! `POST|GET /twilio/after-stream`: Twilio's `<Connect action>` request once a stream has closed
+//! (SPEC §9). Any replica answers from the call's state: hang up, the fallback, or a continuation.
 
 use std::sync::Arc;
 
@@ -7,11 +7,12 @@ use axum::body::Bytes;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use tracing::info;
 
-use calls_core::after_stream::AfterStream;
+use calls_core::calls::{AfterStream, is_final_status};
 use twilio::twiml;
 
-use super::voice::{fallback_twiml, xml};
+use super::voice::{connect, fallback_twiml, xml};
 use super::{TwilioRequest, twilio_call_form};
 use crate::app::App;
 
@@ -28,17 +29,49 @@ pub async fn handle(
         uri: &uri,
         body: &body,
     };
-    let (_, call_sid) = match twilio_call_form(&app, &request) {
+    let (form, call_sid) = match twilio_call_form(&app, &request) {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
+    // A call Twilio already reports over needs no continuation, whatever its state says: its
+    // stream's own ending may not be recorded yet when the caller hung up.
+    if let Some(status) = form.get("CallStatus")
+        && is_final_status(status)
+    {
+        info!(%call_sid, call_status = status, "after-stream for a finished call; hanging up");
+        app.metrics
+            .after_stream
+            .get_or_create(&[("answer", "hangup")])
+            .inc();
+        return xml(StatusCode::OK, twiml::hangup());
+    }
     match app.calls.after_stream(&call_sid).await {
-        AfterStream::Hangup => xml(StatusCode::OK, twiml::hangup()),
-        // Continuations are not granted yet (`Calls::after_stream` never answers Continue); were
-        // one to come, the fallback is still an answer the caller can hear.
-        AfterStream::Fallback | AfterStream::Continue { .. } => {
-            app.metrics.fallbacks_served.inc();
+        AfterStream::Hangup => {
+            app.metrics
+                .after_stream
+                .get_or_create(&[("answer", "hangup")])
+                .inc();
+            xml(StatusCode::OK, twiml::hangup())
+        }
+        AfterStream::Fallback => {
+            app.metrics
+                .after_stream
+                .get_or_create(&[("answer", "fallback")])
+                .inc();
             fallback_twiml(&app)
+        }
+        AfterStream::Continue { resumed, from, to } => {
+            app.metrics
+                .after_stream
+                .get_or_create(&[("answer", "continue")])
+                .inc();
+            let parameters = twiml::StreamParameters {
+                call_sid: call_sid.as_str(),
+                from_number: from.as_deref(),
+                to_number: to.as_deref(),
+                resumed: Some(resumed),
+            };
+            connect(&app, &headers, &parameters)
         }
     }
 }

@@ -36,7 +36,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(fallback::handle).post(fallback::handle),
         )
         .route(
-            "/twilio/after-stream",
+            twiml::AFTER_STREAM_PATH,
             get(after_stream::handle).post(after_stream::handle),
         )
         .route("/twilio/stream", get(stream::handle))
@@ -221,8 +221,7 @@ pub fn stream_url(app: &App, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}{}", twiml::STREAM_PATH)
 }
 
-/// The `<Connect action>` URL (`https://…/twilio/after-stream`, SPEC §9), built like the stream
-/// URL: from `PUBLIC_URL`, else from the forwarded headers.
+/// The `<Connect action>` URL (`https://…/twilio/after-stream`), built like [`stream_url`].
 pub fn after_stream_url(app: &App, headers: &HeaderMap) -> String {
     if let Some(base) = app.config.public_url.as_deref()
         && let Ok(url) = twiml::after_stream_url(base)
@@ -234,7 +233,7 @@ pub fn after_stream_url(app: &App, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}{}", twiml::AFTER_STREAM_PATH)
 }
 
-/// Whether the request came over https, and its host, as nginx forwards them (or `Host`).
+/// Whether the request came in over https, and its host, as nginx forwards them (else `Host`).
 fn forwarded_origin(headers: &HeaderMap) -> (bool, &str) {
     let header = |name: &str| {
         headers

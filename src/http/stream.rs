@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{OriginalUri, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::{check_signature, stream_url};
 use crate::app::App;
+use crate::lifecycle::NewStream;
 use crate::session::{self, MAX_MESSAGE_BYTES};
 
 /// A media message is ~400 bytes on the wire. tungstenite zero-fills the free part of its read
@@ -31,6 +32,22 @@ pub async fn handle(
     let url = stream_url(&app, &headers);
     if let Err(refused) = check_signature(&app, &headers, &uri, &url, &[]) {
         return refused.into_response();
+    }
+    // SPEC §7: a draining replica passes a new stream to a live one (nginx retries a 503'd
+    // upgrade on the next upstream) and hosts it only when no other replica can.
+    if app.lifecycle.new_stream(&app.calls).await == NewStream::PassOn {
+        app.metrics.http_rejected("stream_passed_on");
+        tracing::info!("stream upgrade passed on: this replica is draining and another is live");
+        let mut response = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "this replica is draining\n",
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        return response;
     }
     // Tracked from the 101 on, not from when the upgrade completes: the drain must not find the
     // tracker empty while an upgraded socket is on its way to its session.

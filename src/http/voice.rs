@@ -1,5 +1,5 @@
-//! `POST /twilio/voice`: admit the call as a reservation and answer the stream TwiML, or the reject
-//! mode when it cannot be admitted.
+//! `POST /twilio/voice`: admit the call as a reservation and answer the stream TwiML (with its
+//! `<Connect action>`, SPEC §9), or the reject mode when it cannot be admitted.
 
 use std::sync::Arc;
 
@@ -33,9 +33,11 @@ pub async fn handle(
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
-    if app.is_draining() {
+    // SPEC §7: admission is cluster-wide and the stream URL leads back through nginx, so a
+    // draining replica admits like any other while a live one exists to take the stream.
+    if app.is_draining() && !app.lifecycle.others_live(&app.calls).await {
         app.metrics.rejected(RejectReason::Draining.as_str());
-        info!(%call_sid, "call refused: replica is draining");
+        info!(%call_sid, "call refused: replica is draining and no other replica is live");
         return reject(&app, RejectReason::Draining);
     }
     let from = form.get("From");
@@ -49,22 +51,34 @@ pub async fn handle(
     };
     match app.calls.admit_webhook(&call_sid, call).await {
         WebhookOutcome::Connect { .. } => {
-            let action = after_stream_url(&app, &headers);
             // Per-call values travel as <Parameter>s, never in the stream URL's query string
             // (Twilio strips it); `from_number`/`to_number` are the names voice-agent frameworks
-            // read from `start.customParameters`. The action tells Twilio to ask what comes next
-            // once the stream closes (SPEC §9).
+            // read from `start.customParameters`.
             let parameters = twiml::StreamParameters {
+                call_sid: call_sid.as_str(),
                 from_number: from,
                 to_number: to,
-                ..twiml::StreamParameters::new(call_sid.as_str())
+                resumed: None,
             };
-            let body = twiml::connect(&action, &url, &parameters);
-            xml(StatusCode::OK, body)
+            connect(&app, &headers, &parameters)
         }
         WebhookOutcome::Reject(reason) => reject(&app, reason),
         WebhookOutcome::Ended => xml(StatusCode::OK, twiml::hangup()),
     }
+}
+
+/// `<Connect action><Stream>`: the first stream of a call, or its continuation (SPEC §9).
+pub(super) fn connect(
+    app: &App,
+    headers: &HeaderMap,
+    parameters: &twiml::StreamParameters<'_>,
+) -> Response {
+    let body = twiml::connect(
+        &after_stream_url(app, headers),
+        &stream_url(app, headers),
+        parameters,
+    );
+    xml(StatusCode::OK, body)
 }
 
 pub(super) fn xml(status: StatusCode, body: String) -> Response {

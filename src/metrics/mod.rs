@@ -39,6 +39,8 @@ const HTTP_REJECT_REASONS: [&str; 5] = [
     "invalid_call_sid",
     "expected_form_body",
 ];
+/// The label values of `calls_after_stream_total{answer}`.
+pub const AFTER_STREAM_ANSWERS: [&str; 3] = ["hangup", "fallback", "continue"];
 
 /// One label with a value from a fixed set, e.g. `reason="bad_base64"`.
 pub type Label = [(&'static str, &'static str); 1];
@@ -99,6 +101,10 @@ pub struct Metrics {
     pub bridge_messages: Family<Label, Counter>,
     pub bridge_dropped: Family<Label, Counter>,
     pub bridges_open: Gauge,
+    /// Streams that took over a call continued after its stream was lost (SPEC §9).
+    pub calls_resumed: Counter,
+    /// After-stream answers by kind: `hangup`, `fallback`, `continue`.
+    pub after_stream: Family<Label, Counter>,
     process: process::ProcessMetrics,
 }
 
@@ -155,6 +161,8 @@ impl Metrics {
             bridge_messages: Family::default(),
             bridge_dropped: Family::default(),
             bridges_open: Gauge::default(),
+            calls_resumed: Counter::default(),
+            after_stream: Family::default(),
             process: process::ProcessMetrics::default(),
             registry: Registry::default(),
         };
@@ -316,6 +324,16 @@ impl Metrics {
             "Voice-agent sockets open on this replica",
             m.bridges_open.clone(),
         );
+        reg.register(
+            "calls_resumed",
+            "Calls continued on a new stream of this replica after their stream was lost",
+            m.calls_resumed.clone(),
+        );
+        reg.register(
+            "calls_after_stream",
+            "After-stream answers by kind: hangup, fallback, continue",
+            m.after_stream.clone(),
+        );
         let build_info = Family::<[(&'static str, &'static str); 2], Gauge>::default();
         build_info
             .get_or_create(&[
@@ -354,6 +372,9 @@ impl Metrics {
         }
         for reason in crate::bridge::DROP_REASONS {
             at_zero(&m.bridge_dropped, "reason", reason);
+        }
+        for answer in AFTER_STREAM_ANSWERS {
+            at_zero(&m.after_stream, "answer", answer);
         }
         Self { registry, ..m }
     }
@@ -457,6 +478,10 @@ impl CallEvents for Metrics {
 
     fn stream_started(&self) {
         self.streams_started.inc();
+    }
+
+    fn resumed(&self) {
+        self.calls_resumed.inc();
     }
 
     fn live_streams(&self, count: usize) {

@@ -7,6 +7,7 @@ mod bridge;
 mod cli;
 mod cluster_nginx;
 mod cluster_script;
+mod continuity;
 mod operations;
 mod recovery;
 mod redis_tls;

@@ -49,7 +49,7 @@ async fn start(
     fresh.status = CallStatus::Active;
     fresh.stream_sid = Some(format!("MZ{token}"));
     store
-        .start_stream(call_sid, token, policy, lease, &fresh)
+        .start_stream(call_sid, token, policy, lease, &fresh, None)
         .await
         .unwrap()
 }
@@ -761,6 +761,7 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
             call_lease: LEASE,
             renew_interval: Duration::from_secs(7),
             tenant_key: Default::default(),
+            resume_limit: 2,
         },
         store,
         Arc::new(NoEvents),
@@ -771,6 +772,7 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
     assert_eq!(heartbeat["id"], "calls-2");
     assert_eq!(heartbeat["calls_active"], 0);
     assert_eq!(heartbeat["draining"], true);
+    assert_eq!(heartbeat["max_concurrent_calls"], 5);
     assert_eq!(heartbeat["started_at"], calls.started_at());
     let hb_ttl: i64 = server
         .cli(&["PTTL", "calls:replica:calls-2"])

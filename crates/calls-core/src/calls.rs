@@ -12,11 +12,11 @@ use crate::call_sid::CallSid;
 use crate::events::CallEvents;
 use crate::live_calls::{LiveCall, LiveCalls};
 use crate::state::{
-    CallState, CallStatus, EndReason, MediaFormat, cap_custom_parameters, now_rfc3339,
+    CallState, CallStatus, Disposition, EndReason, MediaFormat, cap_custom_parameters, now_rfc3339,
 };
 use crate::store::{
     Admission, AdmitPolicy, CallStore, Refusal, RenewBatch, RenewReport, Renewal, ReplicaHeartbeat,
-    StoreError, StreamAdmission, StreamEnd,
+    ResumeGrant, StoreError, StreamAdmission, StreamEnd,
 };
 use crate::tenant::TenantKey;
 
@@ -35,6 +35,31 @@ pub struct CallsConfig {
     pub renew_interval: Duration,
     /// `TENANT_KEY`: which field names a call's tenant (its cap is the store's business).
     pub tenant_key: TenantKey,
+    /// `RESUME_LIMIT`: continuations granted per call after its stream was lost (SPEC §9).
+    pub resume_limit: u32,
+}
+
+/// The `customParameters` name a continued stream's grant travels under (SPEC §9).
+pub const RESUMED_PARAMETER: &str = "resumed";
+
+/// What the caller hears once a stream has closed (SPEC §9), as `/twilio/after-stream` answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterStream {
+    /// The call is over: `<Hangup/>`.
+    Hangup,
+    /// The fallback message (and redirect).
+    Fallback,
+    /// A new stream, carrying `resumed` and the call's numbers as the first one did.
+    Continue {
+        resumed: u32,
+        from: Option<String>,
+        to: Option<String>,
+    },
+}
+
+/// Whether a Twilio `CallStatus` says the call is over.
+pub fn is_final_status(call_status: &str) -> bool {
+    FINAL_STATUSES.contains(&call_status)
 }
 
 /// What the voice webhook tells us about a call.
@@ -213,6 +238,11 @@ impl Calls {
         let token = self.new_lock_token();
         // Taken only by a stream without a reservation; a reserved call keeps its webhook's.
         let tenant = self.config.tenant_key.of_stream(&start);
+        // A continued stream names its grant; one whose value is no number matches no grant.
+        let resumed = start
+            .custom_parameters
+            .get(RESUMED_PARAMETER)
+            .map(|value| value.parse::<u32>().unwrap_or(0));
         let (custom_parameters, dropped) = cap_custom_parameters(start.custom_parameters);
         if !dropped.is_empty() {
             warn!(%call_sid, ?dropped, "custom parameters over 4 KiB; these were not kept");
@@ -227,25 +257,40 @@ impl Calls {
         fresh.custom_parameters = custom_parameters;
         fresh.started_at = Some(now_rfc3339());
         fresh.tenant = tenant;
+        // The store takes the call over only if `resumed` is the grant it recorded, which also
+        // counted it: the state then says so.
+        fresh.resumes = resumed.unwrap_or(0);
 
         let started = Instant::now();
         let result = self
             .store
-            .start_stream(call_sid, &token, policy, self.config.call_lease, &fresh)
+            .start_stream(
+                call_sid,
+                &token,
+                policy,
+                self.config.call_lease,
+                &fresh,
+                resumed,
+            )
             .await;
         self.events.admission_time(started.elapsed());
-        let (new_slot, state) = match result {
+        let (new_slot, state, took_over) = match result {
             Ok(StreamAdmission::Started {
                 new_slot,
                 state,
                 replaced_corrupt_state,
+                took_over,
                 ..
             }) => {
                 if replaced_corrupt_state {
                     self.events.store_error("state_decode");
                     warn!(%call_sid, "stored state unreadable; started a fresh one");
                 }
-                (new_slot, *state)
+                (new_slot, *state, took_over)
+            }
+            Ok(StreamAdmission::LockedBy(owner)) if resumed.is_some() => {
+                warn!(%call_sid, %owner, ?resumed, "continued stream refused: its resumed parameter matches no grant");
+                return Err(StreamRefusal::LockedElsewhere);
             }
             Ok(StreamAdmission::LockedBy(owner)) => {
                 warn!(%call_sid, %owner, "second stream refused: the call is locked by another stream");
@@ -274,14 +319,25 @@ impl Calls {
         }
 
         let live = Arc::new(LiveCall::new(call_sid.clone(), token, state));
-        if !self.live.insert(live.clone()) {
+        if took_over {
+            // The lost stream may still be live here (its socket gone, not yet noticed): it ends
+            // as `lock_lost`, leaving the call to this one.
+            if let Some(old) = self.live.replace(live.clone()) {
+                old.end_from_outside(EndReason::LockLost);
+            }
+            self.events.resumed();
+        } else if !self.live.insert(live.clone()) {
             // Same replica, same call, lock re-entered with a fresh token: cannot happen, since
             // tokens are unique per stream; refuse rather than double-serve.
             return Err(StreamRefusal::LockedElsewhere);
         }
         self.events.stream_started();
         self.events.live_streams(self.live.len());
-        info!(%call_sid, new_slot, "stream started");
+        if took_over {
+            info!(%call_sid, resumed, "stream started: the call continues here");
+        } else {
+            info!(%call_sid, new_slot, "stream started");
+        }
         Ok(live)
     }
 
@@ -290,7 +346,7 @@ impl Calls {
     /// Store failures are logged; the slot then lapses with its lease, never lingering.
     pub async fn end_stream(&self, live: &LiveCall, reason: EndReason) {
         let call_sid = &live.call_sid;
-        self.live.remove(call_sid);
+        self.live.remove(call_sid, &live.lock_token);
         self.events.live_streams(self.live.len());
         self.events.stream_ended(reason);
         if reason == EndReason::LockLost {
@@ -324,6 +380,63 @@ impl Calls {
                 warn!(%call_sid, error = %err, "could not end the call in the store; its slot lapses with its lease");
             }
         }
+    }
+
+    /// SPEC §9: what the caller hears once a stream of the call has closed, decided from the
+    /// call's stored state; a continuation's grant is recorded (and counted) in the state before
+    /// it is answered. A store that cannot answer gets the fallback: the caller hears a message,
+    /// never dead air, and no grant could be recorded for a new stream to take.
+    pub async fn after_stream(&self, call_sid: &CallSid) -> AfterStream {
+        match self
+            .store
+            .grant_resume(call_sid, self.config.resume_limit)
+            .await
+        {
+            Ok(ResumeGrant::Granted { resumed }) => {
+                let state = self.store.read_state(call_sid).await.ok().flatten();
+                info!(%call_sid, resumed, limit = self.config.resume_limit, "stream lost while the call goes on; continuing it");
+                AfterStream::Continue {
+                    resumed,
+                    from: state.as_ref().and_then(|s| s.from.clone()),
+                    to: state.and_then(|s| s.to),
+                }
+            }
+            Ok(ResumeGrant::LimitReached) => {
+                info!(%call_sid, limit = self.config.resume_limit, "stream lost, no continuation left; fallback");
+                AfterStream::Fallback
+            }
+            Ok(ResumeGrant::NotContinuable(state)) => {
+                let reason = state
+                    .as_ref()
+                    .and_then(|s| s.end_reason)
+                    .map_or("unknown", EndReason::as_str);
+                match state.map(|s| s.disposition()) {
+                    Some(Disposition::Fallback) => {
+                        info!(%call_sid, reason, "stream ended by its agent failing; fallback");
+                        AfterStream::Fallback
+                    }
+                    _ => {
+                        info!(%call_sid, reason, "stream ended with its call; hanging up");
+                        AfterStream::Hangup
+                    }
+                }
+            }
+            Err(err) => {
+                self.events.store_error(err.op());
+                warn!(%call_sid, error = %err, "after-stream: state store failed; fallback");
+                AfterStream::Fallback
+            }
+        }
+    }
+
+    /// Whether another replica is alive and not draining (a fresh heartbeat), so a draining
+    /// replica can leave new streams to it (SPEC §7).
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    pub async fn other_live_replicas(&self) -> Result<u64, StoreError> {
+        self.store.live_replicas(&self.config.replica_id).await
     }
 
     /// Twilio's status callback: a final status releases the call's slot if it still holds one,

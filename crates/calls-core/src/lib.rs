@@ -11,13 +11,11 @@
 //!   decides when live calls re-register at once and new admissions wait (SPEC §4).
 //! - [`live_calls`]: the streams live on this replica, with lock-free per-frame counters.
 //! - [`calls`]: the call lifecycle as [`calls::Calls`]: admit, start, end, status, renew.
-//! - [`after_stream`]: what a call whose stream closed hears next (SPEC §9).
 //! - [`tenant`]: which tenant a call belongs to (`TENANT_KEY`, SPEC §10).
 //! - [`events`]: what the lifecycle reports (refusals, store errors, timings) to whoever counts it.
 
 #![forbid(unsafe_code)]
 
-pub mod after_stream;
 pub mod call_sid;
 pub mod calls;
 pub mod events;

@@ -115,9 +115,22 @@ impl LiveCalls {
         true
     }
 
-    pub fn remove(&self, call_sid: &CallSid) {
+    /// Puts `call` in place of a stream of the same call live here, returning the one it
+    /// replaced: a continuation that took the call over from a stream this replica still serves.
+    pub fn replace(&self, call: Arc<LiveCall>) -> Option<Arc<LiveCall>> {
+        self.lock().insert(call.call_sid.clone(), call)
+    }
+
+    /// Forgets the call's stream if it is the one holding `lock_token`: a stream replaced by a
+    /// continuation must not forget its successor.
+    pub fn remove(&self, call_sid: &CallSid, lock_token: &str) {
         let mut calls = self.lock();
-        calls.remove(call_sid);
+        if calls
+            .get(call_sid)
+            .is_some_and(|live| live.lock_token == lock_token)
+        {
+            calls.remove(call_sid);
+        }
         if calls.is_empty() {
             self.emptied.notify_waiters();
         }

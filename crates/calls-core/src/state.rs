@@ -96,6 +96,39 @@ impl EndReason {
     }
 }
 
+/// What SPEC §9 makes of a stream's ending, before the continuation limit is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// The call is over (its caller or agent ended it, bad input, or nothing is known).
+    Hangup,
+    /// The voice agent failed: the caller hears the fallback.
+    Fallback,
+    /// The stream was lost while the call goes on: continue it on a new stream, if allowed.
+    Continue,
+}
+
+impl CallState {
+    /// SPEC §9: what the after-stream answer does for a call whose stored state is this one. A
+    /// state still `reserved` or `active` means its replica died before recording an ending.
+    pub fn disposition(&self) -> Disposition {
+        if self.status != CallStatus::Ended {
+            return Disposition::Continue;
+        }
+        match self.end_reason {
+            Some(
+                EndReason::LeaseExpired
+                | EndReason::Disconnected
+                | EndReason::DrainTimeout
+                | EndReason::LockLost,
+            ) => Disposition::Continue,
+            Some(
+                EndReason::BridgeConnectFailed | EndReason::BridgeLost | EndReason::BridgeStalled,
+            ) => Disposition::Fallback,
+            _ => Disposition::Hangup,
+        }
+    }
+}
+
 /// Twilio's `start.mediaFormat`, kept in Twilio's own field names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
@@ -147,6 +180,13 @@ pub struct CallState {
     /// or stream named none: such a call has only the global cap.
     #[serde(default)]
     pub tenant: Option<String>,
+    /// Continuations granted so far (SPEC §9): at most `RESUME_LIMIT`.
+    #[serde(default)]
+    pub resumes: u32,
+    /// The continuation granted by the after-stream answer and not yet taken by its stream: the
+    /// `resumed` parameter a new stream's `start` must carry to take the call over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume_grant: Option<u32>,
 }
 
 impl CallState {
@@ -173,6 +213,8 @@ impl CallState {
             dtmf: String::new(),
             marks: Vec::new(),
             tenant: None,
+            resumes: 0,
+            resume_grant: None,
         }
     }
 
@@ -284,6 +326,7 @@ mod tests {
             "bytes_in",
             "dtmf",
             "marks",
+            "resumes",
         ] {
             assert!(v.get(field).is_some(), "missing {field}");
         }
@@ -340,6 +383,46 @@ mod tests {
         );
         let size: usize = kept.iter().map(|(k, v)| k.len() + v.len()).sum();
         assert!(size <= MAX_CUSTOM_PARAMETERS_BYTES);
+    }
+
+    #[test]
+    fn disposition_follows_spec_9() {
+        let mut state = CallState::reserved("CA1", "r1");
+        assert_eq!(state.disposition(), Disposition::Continue);
+        state.status = CallStatus::Active;
+        assert_eq!(state.disposition(), Disposition::Continue);
+        let cases = [
+            (EndReason::Stop, Disposition::Hangup),
+            (EndReason::StatusCallback, Disposition::Hangup),
+            (EndReason::AgentHangup, Disposition::Hangup),
+            (EndReason::IdleTimeout, Disposition::Hangup),
+            (EndReason::StartTimeout, Disposition::Hangup),
+            (EndReason::SlowConsumer, Disposition::Hangup),
+            (EndReason::MessageTooLarge, Disposition::Hangup),
+            (EndReason::Error, Disposition::Hangup),
+            (EndReason::Other, Disposition::Hangup),
+            (EndReason::BridgeConnectFailed, Disposition::Fallback),
+            (EndReason::BridgeLost, Disposition::Fallback),
+            (EndReason::BridgeStalled, Disposition::Fallback),
+            (EndReason::LeaseExpired, Disposition::Continue),
+            (EndReason::Disconnected, Disposition::Continue),
+            (EndReason::DrainTimeout, Disposition::Continue),
+            (EndReason::LockLost, Disposition::Continue),
+        ];
+        for (reason, expected) in cases {
+            let mut ended = state.clone();
+            ended.end(reason);
+            assert_eq!(ended.disposition(), expected, "{}", reason.as_str());
+        }
+    }
+
+    #[test]
+    fn reasons_are_snake_case_and_all_listed() {
+        for reason in EndReason::ALL {
+            let json = serde_json::to_value(reason).unwrap();
+            assert_eq!(json, reason.as_str());
+        }
+        assert!(EndReason::ALL.contains(&EndReason::BridgeStalled));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! One simulated call from ringing to hang-up: voice webhook, stream handshake, `connected` and
 //! `start`, a 20 ms media frame on a fixed schedule, `stop` and close, every echo matched to the
-//! instant its frame was sent.
+//! instant its frame was sent; a stream lost mid-call is followed through `<Connect action>` as
+//! Twilio does (SPEC §9), and the silence until the next echo measured.
 
 use std::io;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use super::frames::{self, MediaFrame, StartIds};
 use super::rng::Rng;
 use super::stats::Stats;
 use super::target::Target;
-use super::webhook::{self, Answer, CallIds};
+use super::webhook::{self, AfterStream, Answer, CallIds, Connect};
 use super::ws::{self, opcode};
 
 /// Twilio sends 20 ms of audio per message.
@@ -32,6 +33,8 @@ const MAX_SERVER_FRAME: usize = 64 * 1024;
 const MAX_PENDING: usize = 256 * 1024;
 /// Close code the server uses to refuse a stream over the limit (SPEC §5).
 const TRY_AGAIN_LATER: u16 = 1013;
+/// Streams one call may open in all: the server's `RESUME_LIMIT` bounds continuations long before.
+const MAX_STREAMS_PER_CALL: usize = 16;
 
 /// What every call of a run shares.
 pub struct CallPlan {
@@ -57,6 +60,20 @@ impl CallPlan {
 enum Outcome {
     Completed,
     Refused,
+    /// The call ended before its planned duration: a lost stream answered with the fallback or a
+    /// hang-up (counted in `ended_early`).
+    EndedEarly,
+}
+
+/// How one stream of a call ended.
+enum StreamEnd {
+    Done(Outcome),
+    /// The server closed or lost the stream without our `stop`, at `at`; `next` is the first
+    /// chunk not yet sent.
+    Lost {
+        next: u32,
+        at: Instant,
+    },
 }
 
 /// Runs one call to its end and records what happened in `stats`.
@@ -65,7 +82,7 @@ pub async fn run(plan: &CallPlan, stats: &Stats, seed: u64) {
     let mut settled = Settled::new(stats);
     match attempt(plan, stats, seed, &mut settled).await {
         Ok(Outcome::Completed) => stats.completed.inc(),
-        Ok(Outcome::Refused) => {}
+        Ok(Outcome::Refused | Outcome::EndedEarly) => {}
         Err(err) => {
             stats.failed.inc();
             stats.error(err.kind());
@@ -106,43 +123,100 @@ async fn attempt(
 ) -> Result<Outcome, SimError> {
     let mut rng = Rng::new(seed);
     let call_sid = rng.sid("CA");
-    let stream_sid = rng.sid("MZ");
-    let (from, to) = ("+15005550006", "+15005550001");
-    let stream_url = if plan.stream_only {
-        plan.target.default_stream_url()
+    let ids = CallIds {
+        call_sid: &call_sid,
+        account_sid: &plan.account_sid,
+        from: "+15005550006",
+        to: "+15005550001",
+    };
+    let mut connect = if plan.stream_only {
+        Connect {
+            stream_url: plan.target.default_stream_url(),
+            ..Connect::default()
+        }
     } else {
-        let ids = CallIds {
-            call_sid: &call_sid,
-            account_sid: &plan.account_sid,
-            from,
-            to,
-        };
-        match webhook::post_voice(&plan.target, &ids).await? {
-            Answer::Connect(url) => url,
-            Answer::Rejected(refusal) => {
+        match webhook::request_voice(&plan.target, &ids).await? {
+            (Answer::Connect(url), connect) => connect.unwrap_or(Connect {
+                stream_url: url,
+                ..Connect::default()
+            }),
+            (Answer::Rejected(refusal), _) => {
                 stats.rejected(refusal);
                 return Ok(Outcome::Refused);
             }
         }
     };
-    let request = plan
-        .target
-        .stream_request(&stream_url)
-        .map_err(|why| SimError::BadStreamUrl(stream_url.clone(), why))?;
-    let (mut sock, early) = ws::connect(&plan.target, &request, &mut rng).await?;
-    stats.admitted.inc();
-    let ids = StartIds {
-        call_sid: &call_sid,
-        stream_sid: &stream_sid,
-        account_sid: &plan.account_sid,
-        numbers: (!plan.stream_only).then_some((from, to)),
-    };
-    let mut call = Call::new(plan, stats, &ids, rng.bytes(), early);
-    stats.streaming.inc();
-    settled.now();
-    let result = call.stream(&mut sock, &ids).await;
-    stats.streaming.dec();
+    let mut t0: Option<Instant> = None;
+    let mut next = 1u32;
+    let mut lost_at: Option<Instant> = None;
+    let mut streaming = None;
+    let result = async {
+        for _ in 0..MAX_STREAMS_PER_CALL {
+            let stream_sid = rng.sid("MZ");
+            let request = plan
+                .target
+                .stream_request(&connect.stream_url)
+                .map_err(|why| SimError::BadStreamUrl(connect.stream_url.clone(), why))?;
+            let (mut sock, early) = ws::connect(&plan.target, &request, &mut rng).await?;
+            if streaming.is_none() {
+                stats.admitted.inc();
+                stats.streaming.inc();
+                streaming = Some(StreamingGuard(stats));
+                settled.now();
+            }
+            let start_ids = StartIds {
+                call_sid: &call_sid,
+                stream_sid: &stream_sid,
+                account_sid: &plan.account_sid,
+            };
+            let mut call = Call::new(plan, stats, &start_ids, rng.bytes(), early);
+            call.echoes.gap_since = lost_at;
+            let start = frames::start(&start_ids, &connect.parameters);
+            let began = *t0.get_or_insert_with(Instant::now);
+            let (at, first) = match call
+                .stream(&mut sock, &start_ids, &start, began, next)
+                .await?
+            {
+                StreamEnd::Done(outcome) => return Ok(outcome),
+                StreamEnd::Lost { next, at } => (at, next),
+            };
+            next = first;
+            let Some(action) = connect.action_url.clone() else {
+                return Err(SimError::Eof);
+            };
+            stats.streams_lost.inc();
+            lost_at = Some(at);
+            match webhook::post_action(&plan.target, &action, &ids).await? {
+                AfterStream::Continue(more) => {
+                    stats.continued.inc();
+                    connect = more;
+                }
+                AfterStream::Fallback => {
+                    stats.after_stream_fallback.inc();
+                    stats.ended_early.inc();
+                    return Ok(Outcome::EndedEarly);
+                }
+                AfterStream::Hangup => {
+                    stats.after_stream_hangup.inc();
+                    stats.ended_early.inc();
+                    return Ok(Outcome::EndedEarly);
+                }
+            }
+        }
+        Err(SimError::Protocol("too many streams for one call"))
+    }
+    .await;
+    drop(streaming);
     result
+}
+
+/// Counts the call as streaming from its first stream to its end, however it ends.
+struct StreamingGuard<'a>(&'a Stats);
+
+impl Drop for StreamingGuard<'_> {
+    fn drop(&mut self) {
+        self.0.streaming.dec();
+    }
 }
 
 /// A streaming call's state, apart from its socket.
@@ -178,26 +252,74 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// Streams from chunk `first` on the call's schedule (which began at `t0`) to the call's end,
+    /// or until the server closes or loses the stream.
     async fn stream(
         &mut self,
         sock: &mut TcpStream,
         ids: &StartIds<'_>,
-    ) -> Result<Outcome, SimError> {
+        start: &str,
+        t0: Instant,
+        first: u32,
+    ) -> Result<StreamEnd, SimError> {
         let (mut rd, wr) = sock.split();
         let wr = wr.as_ref();
-        let hello = [frames::connected(), frames::start(ids)];
+        let hello = [frames::connected(), start.to_owned()];
         for text in &hello {
             queue(&mut self.pending, wr, &frames::text_frame(text, self.mask))?;
         }
 
         let frames_total = self.plan.frames();
         let midpoint = (frames_total / 2).max(1);
-        let t0 = Instant::now();
         self.echoes.t0 = t0;
         let due = |chunk: u32| t0 + FRAME_INTERVAL * (chunk - 1);
-        let mut next = 1u32;
-        let sleep = sleep_until(t0);
+        // Audio due while no stream was open is gone, as it is on a real call: a continued
+        // stream picks up the schedule where it stands now.
+        let mut next = first;
+        let now = Instant::now();
+        while next > 1 && next <= frames_total && due(next) + FRAME_INTERVAL < now {
+            self.stats.frames_skipped.inc();
+            next += 1;
+        }
+        let sleep = sleep_until(due(next));
         tokio::pin!(sleep);
+        match self
+            .frames(&mut rd, wr, ids, &due, &mut next, midpoint, &mut sleep)
+            .await
+        {
+            Ok(Some(outcome)) => return Ok(StreamEnd::Done(outcome)),
+            Ok(None) => {}
+            Err(SimError::Eof | SimError::ClosedEarly(_)) => {
+                return Ok(StreamEnd::Lost {
+                    next,
+                    at: Instant::now(),
+                });
+            }
+            Err(SimError::Io { source, .. }) if is_reset(&source) => {
+                return Ok(StreamEnd::Lost {
+                    next,
+                    at: Instant::now(),
+                });
+            }
+            Err(err) => return Err(err),
+        }
+        self.hang_up(&mut rd, wr, ids).await.map(StreamEnd::Done)
+    }
+
+    /// Sends every frame on schedule while reading what comes back. `Ok(None)`: all sent, time to
+    /// hang up; `Ok(Some)`: the stream was refused.
+    #[allow(clippy::too_many_arguments)]
+    async fn frames(
+        &mut self,
+        rd: &mut tokio::net::tcp::ReadHalf<'_>,
+        wr: &TcpStream,
+        ids: &StartIds<'_>,
+        due: &impl Fn(u32) -> Instant,
+        next: &mut u32,
+        midpoint: u32,
+        sleep: &mut std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> Result<Option<Outcome>, SimError> {
+        let frames_total = self.plan.frames();
         // Deadlines come from `t0`, never from the previous send, so pacing cannot drift; a tick
         // that fires late sends every frame that is due at once (a burst), as Twilio would.
         loop {
@@ -212,7 +334,7 @@ impl<'a> Call<'a> {
                         return match code {
                             TRY_AGAIN_LATER => {
                                 self.stats.rejected_stream.inc();
-                                Ok(Outcome::Refused)
+                                Ok(Some(Outcome::Refused))
                             }
                             code => Err(SimError::ClosedEarly(code)),
                         };
@@ -222,31 +344,30 @@ impl<'a> Call<'a> {
                     ready.map_err(SimError::io("stream"))?;
                     flush(&mut self.pending, wr)?;
                 }
-                () = &mut sleep => {
-                    if next > frames_total {
-                        break;
+                () = sleep.as_mut() => {
+                    if *next > frames_total {
+                        return Ok(None);
                     }
                     let now = Instant::now();
-                    while next <= frames_total && due(next) <= now {
-                        if now - due(next) > LATE_AFTER {
+                    while *next <= frames_total && due(*next) <= now {
+                        if now - due(*next) > LATE_AFTER {
                             self.stats.frames_late.inc();
                         }
                         self.sequence += 1;
-                        let wire = self.media.frame(self.sequence, next);
+                        let wire = self.media.frame(self.sequence, *next);
                         queue(&mut self.pending, wr, wire)?;
-                        self.echoes.sent(next, now);
+                        self.echoes.sent(*next, now);
                         self.stats.frames_sent.inc();
-                        if next == midpoint {
+                        if *next == midpoint {
                             self.extras(wr, ids.stream_sid)?;
                         }
-                        next += 1;
+                        *next += 1;
                     }
                     // One slot after the last frame the call hangs up.
-                    sleep.as_mut().reset(due(next));
+                    sleep.as_mut().reset(due(*next));
                 }
             }
         }
-        self.hang_up(&mut rd, wr, ids).await
     }
 
     /// Twilio's optional messages, once mid-call.
@@ -442,6 +563,8 @@ struct Echoes<'a> {
     sent: Box<[(u32, u32)]>,
     /// The highest chunk echoed so far: an echo below it came back out of order.
     last_echoed: u32,
+    /// On a continued stream: when the lost one went, until the first echo ends the silence.
+    gap_since: Option<Instant>,
 }
 
 static MEDIA_EVENT: std::sync::LazyLock<memmem::Finder<'static>> =
@@ -458,6 +581,7 @@ impl<'a> Echoes<'a> {
             t0: Instant::now(),
             sent: vec![(0, 0); SENT_RING].into_boxed_slice(),
             last_echoed: 0,
+            gap_since: None,
         }
     }
 
@@ -499,6 +623,12 @@ impl<'a> Echoes<'a> {
             self.stats.echoes_reordered.inc();
         }
         self.last_echoed = self.last_echoed.max(chunk);
+        if let Some(since) = self.gap_since.take() {
+            let gap = now.saturating_duration_since(since).as_micros();
+            self.stats
+                .resume_gap
+                .record(u64::try_from(gap).unwrap_or(u64::MAX));
+        }
         let latency = self.micros(now).saturating_sub(sent_at);
         self.stats.echo_latency.record(u64::from(latency));
         self.stats.frames_echoed.inc();

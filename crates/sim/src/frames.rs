@@ -159,17 +159,20 @@ pub struct StartIds<'a> {
     pub call_sid: &'a str,
     pub stream_sid: &'a str,
     pub account_sid: &'a str,
-    /// `(from, to)` as the webhook gave them: the TwiML's `<Parameter>`s `from_number` and
-    /// `to_number` (SPEC §5), which Twilio hands on in `customParameters`.
-    pub numbers: Option<(&'a str, &'a str)>,
 }
 
-pub fn start(ids: &StartIds<'_>) -> String {
-    let mut parameters = json!({"CallSid": ids.call_sid});
-    if let Some((from, to)) = ids.numbers {
-        parameters["from_number"] = from.into();
-        parameters["to_number"] = to.into();
-    }
+/// Twilio's `start`: `customParameters` are the TwiML's `<Parameter>`s as given (`CallSid`,
+/// `from_number`, `to_number`, `resumed`, …), or just the call SID for a stream opened without a
+/// webhook.
+pub fn start(ids: &StartIds<'_>, parameters: &[(String, String)]) -> String {
+    let parameters: serde_json::Map<String, serde_json::Value> = if parameters.is_empty() {
+        std::iter::once(("CallSid".to_owned(), ids.call_sid.into())).collect()
+    } else {
+        parameters
+            .iter()
+            .map(|(name, value)| (name.clone(), value.as_str().into()))
+            .collect()
+    };
     json!({
         "event": "start",
         "sequenceNumber": "1",

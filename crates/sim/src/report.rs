@@ -24,6 +24,32 @@ pub struct Report {
     pub marks: Marks,
     pub window: Option<Window>,
     pub errors: BTreeMap<String, u64>,
+    /// Streams lost mid-call and what `<Connect action>` made of them (SPEC §9).
+    pub continuity: Continuity,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Continuity {
+    /// Streams the server closed or lost without our `stop`, with the call still planned to go on.
+    pub streams_lost: u64,
+    /// Answered with a new stream.
+    pub continued: u64,
+    pub fallback: u64,
+    pub hangup: u64,
+    /// Calls that ended before their planned duration.
+    pub ended_early: u64,
+    /// Frames due while no stream was open: the silence a caller heard, in 20 ms frames.
+    pub frames_skipped: u64,
+    /// From a loss to the first echo on the continued stream, in microseconds.
+    pub resume_gap_us: Option<Gap>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Gap {
+    pub count: u64,
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -197,6 +223,20 @@ impl Report {
             },
             window,
             errors: stats.errors(),
+            continuity: Continuity {
+                streams_lost: stats.streams_lost.get(),
+                continued: stats.continued.get(),
+                fallback: stats.after_stream_fallback.get(),
+                hangup: stats.after_stream_hangup.get(),
+                ended_early: stats.ended_early.get(),
+                frames_skipped: stats.frames_skipped.get(),
+                resume_gap_us: (stats.resume_gap.count() > 0).then(|| Gap {
+                    count: stats.resume_gap.count(),
+                    p50: stats.resume_gap.quantile(0.50).unwrap_or_default(),
+                    p99: stats.resume_gap.quantile(0.99).unwrap_or_default(),
+                    max: stats.resume_gap.max(),
+                }),
+            },
         }
     }
 
@@ -212,6 +252,12 @@ impl Report {
             failures.push(format!(
                 "{} of {} calls failed",
                 self.calls.failed, self.calls.launched
+            ));
+        }
+        if self.continuity.ended_early > 0 {
+            failures.push(format!(
+                "{} calls ended early: a lost stream was answered with the fallback or a hang-up",
+                self.continuity.ended_early
             ));
         }
         if self.calls.rejected > 0 && !allow_rejected {
@@ -277,6 +323,33 @@ impl Report {
                 .map(|(k, n)| format!("{k} {n}"))
                 .collect();
             row("  rejected by", by.join("  "));
+        }
+        let k = &self.continuity;
+        if k.streams_lost > 0 {
+            row(
+                "streams lost",
+                format!(
+                    "{}  continued {}  fallback {}  hangup {}  ended early {}  frames skipped {}",
+                    k.streams_lost,
+                    k.continued,
+                    k.fallback,
+                    k.hangup,
+                    k.ended_early,
+                    k.frames_skipped
+                ),
+            );
+        }
+        if let Some(gap) = &k.resume_gap_us {
+            row(
+                "  audio gap",
+                format!(
+                    "p50 {:.0} ms  p99 {:.0} ms  max {:.0} ms  ({} continued streams)",
+                    gap.p50 as f64 / 1000.0,
+                    gap.p99 as f64 / 1000.0,
+                    gap.max as f64 / 1000.0,
+                    gap.count
+                ),
+            );
         }
         row(
             "frames",
@@ -427,6 +500,15 @@ mod tests {
             },
             window: None,
             errors: BTreeMap::new(),
+            continuity: Continuity {
+                streams_lost: 0,
+                continued: 0,
+                fallback: 0,
+                hangup: 0,
+                ended_early: 0,
+                frames_skipped: 0,
+                resume_gap_us: None,
+            },
         }
     }
 

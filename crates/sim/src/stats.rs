@@ -37,6 +37,19 @@ pub struct Stats {
     /// Other messages from the server (`clear`, unknown events, binary frames).
     pub other_messages: Counter,
     pub echo_latency: Histogram,
+    /// Streams the server closed (or lost) without our `stop`, while the call had time left.
+    pub streams_lost: Counter,
+    /// `<Connect action>` answers that continued the call on a new stream (SPEC §9).
+    pub continued: Counter,
+    /// `<Connect action>` answers with the fallback, and with `<Hangup/>`.
+    pub after_stream_fallback: Counter,
+    pub after_stream_hangup: Counter,
+    /// Calls that ended before their planned duration (a lost stream not continued).
+    pub ended_early: Counter,
+    /// Frames due while no stream was open (between a loss and its continuation): never sent.
+    pub frames_skipped: Counter,
+    /// From a stream's loss to the first echo on its continuation, in microseconds.
+    pub resume_gap: Histogram,
     errors: Mutex<BTreeMap<String, u64>>,
 }
 

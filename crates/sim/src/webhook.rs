@@ -1,5 +1,5 @@
-//! The voice webhook as Twilio sends it (a signed form POST on a fresh connection), and what its
-//! answer means: a stream to open, a refusal in one of the reject modes, or a failure.
+//! The voice webhook and the `<Connect action>` request as Twilio sends them (signed form POSTs on
+//! fresh connections), and what their answers mean: a stream to open, a refusal, a hang-up.
 
 use std::time::Duration;
 
@@ -51,13 +51,37 @@ impl Refusal {
     }
 }
 
-pub async fn post_voice(target: &Target, call: &CallIds<'_>) -> Result<Answer, SimError> {
-    timeout(WEBHOOK_TIMEOUT, exchange(target, call))
-        .await
-        .map_err(|_| SimError::Timeout("webhook"))?
+/// A `<Connect><Stream>` answer in full: what a continuation needs to be followed like Twilio does.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Connect {
+    /// The `<Stream url>`, entities decoded.
+    pub stream_url: String,
+    /// The `<Connect action>`, if the answer named one (SPEC §9).
+    pub action_url: Option<String>,
+    /// The `<Parameter>`s, which the stream's `start` carries as `customParameters`.
+    pub parameters: Vec<(String, String)>,
 }
 
-async fn exchange(target: &Target, call: &CallIds<'_>) -> Result<Answer, SimError> {
+/// What the `<Connect action>` request answered (SPEC §9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterStream {
+    /// A new stream for the same call.
+    Continue(Connect),
+    /// `<Say>` (then `<Redirect>` or `<Hangup/>`): the fallback.
+    Fallback,
+    /// `<Hangup/>` alone.
+    Hangup,
+}
+
+pub async fn post_voice(target: &Target, call: &CallIds<'_>) -> Result<Answer, SimError> {
+    Ok(request_voice(target, call).await?.0)
+}
+
+/// The voice webhook's answer, and the whole `<Connect>` when it connects.
+pub async fn request_voice(
+    target: &Target,
+    call: &CallIds<'_>,
+) -> Result<(Answer, Option<Connect>), SimError> {
     let params = [
         ("CallSid", call.call_sid),
         ("AccountSid", call.account_sid),
@@ -67,16 +91,76 @@ async fn exchange(target: &Target, call: &CallIds<'_>) -> Result<Answer, SimErro
         ("Direction", "inbound"),
         ("ApiVersion", "2010-04-01"),
     ];
+    let url = target.voice_url();
+    let (status, body) = timeout(WEBHOOK_TIMEOUT, exchange(target, &url, &params))
+        .await
+        .map_err(|_| SimError::Timeout("webhook"))??;
+    let answer = classify(status, &body)?;
+    let connect = matches!(answer, Answer::Connect(_))
+        .then(|| connect_of(&body))
+        .flatten();
+    Ok((answer, connect))
+}
+
+/// Twilio's request of the `<Connect action>` URL once a stream closed with the call still up.
+pub async fn post_action(
+    target: &Target,
+    action_url: &str,
+    call: &CallIds<'_>,
+) -> Result<AfterStream, SimError> {
+    let params = [
+        ("CallSid", call.call_sid),
+        ("AccountSid", call.account_sid),
+        ("From", call.from),
+        ("To", call.to),
+        ("CallStatus", "in-progress"),
+        ("Direction", "inbound"),
+        ("ApiVersion", "2010-04-01"),
+    ];
+    let (status, body) = timeout(WEBHOOK_TIMEOUT, exchange(target, action_url, &params))
+        .await
+        .map_err(|_| SimError::Timeout("after_stream"))??;
+    classify_after_stream(status, &body)
+}
+
+fn classify_after_stream(status: u16, body: &str) -> Result<AfterStream, SimError> {
+    if status != 200 {
+        return Err(SimError::WebhookStatus(status));
+    }
+    if let Some(connect) = connect_of(body) {
+        return Ok(AfterStream::Continue(connect));
+    }
+    if body.contains("<Say") || body.contains("<Redirect") {
+        return Ok(AfterStream::Fallback);
+    }
+    if body.contains("<Hangup") {
+        return Ok(AfterStream::Hangup);
+    }
+    Err(SimError::BadTwiml)
+}
+
+/// Posts `params` to `url` (signed over it as given), connected to the target whatever its host.
+async fn exchange(
+    target: &Target,
+    url: &str,
+    params: &[(&str, &str)],
+) -> Result<(u16, String), SimError> {
+    let path = url::Url::parse(url)
+        .map(|u| match u.query() {
+            Some(query) => format!("{}?{query}", u.path()),
+            None => u.path().to_owned(),
+        })
+        .map_err(|_| SimError::BadStreamUrl(url.to_owned(), "not an absolute URL".into()))?;
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(params)
         .finish();
     let mut request = format!(
-        "POST /twilio/voice HTTP/1.1\r\nHost: {}\r\nUser-Agent: TwilioProxy/1.1 (prosaas-calls-sim)\r\n\
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nUser-Agent: TwilioProxy/1.1 (prosaas-calls-sim)\r\n\
          Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n",
         target.authority,
         body.len()
     );
-    if let Some(sig) = target.sign(&target.voice_url(), &params) {
+    if let Some(sig) = target.sign(url, params) {
         request.push_str(&format!("X-Twilio-Signature: {sig}\r\n"));
     }
     request.push_str("\r\n");
@@ -102,8 +186,7 @@ async fn exchange(target: &Target, call: &CallIds<'_>) -> Result<Answer, SimErro
         }
         response.extend_from_slice(&chunk[..n]);
     }
-    let (status, body) = parse_response(&response)?;
-    classify(status, &body)
+    parse_response(&response)
 }
 
 /// Status code and body of a complete HTTP/1.1 response (fixed length, chunked, or until close).
@@ -168,9 +251,38 @@ fn classify(status: u16, body: &str) -> Result<Answer, SimError> {
 
 /// The `url` attribute of the first `<Stream>`, XML entities decoded.
 pub fn stream_url_of(twiml: &str) -> Option<String> {
-    let start = twiml.find("<Stream")?;
+    attribute_of(twiml, "<Stream", "url")
+}
+
+/// The whole `<Connect>`: stream URL, action URL and `<Parameter>`s.
+pub fn connect_of(twiml: &str) -> Option<Connect> {
+    let stream_url = stream_url_of(twiml)?;
+    let action_url = attribute_of(twiml, "<Connect", "action");
+    let mut parameters = Vec::new();
+    let mut rest = twiml;
+    while let Some(at) = rest.find("<Parameter") {
+        rest = &rest[at..];
+        if let (Some(name), Some(value)) = (
+            attribute_of(rest, "<Parameter", "name"),
+            attribute_of(rest, "<Parameter", "value"),
+        ) {
+            parameters.push((name, value));
+        }
+        rest = &rest["<Parameter".len()..];
+    }
+    Some(Connect {
+        stream_url,
+        action_url,
+        parameters,
+    })
+}
+
+/// Attribute `name` of the first `element` tag (`<Stream`), XML entities decoded.
+fn attribute_of(twiml: &str, element: &str, name: &str) -> Option<String> {
+    let start = twiml.find(element)?;
     let tag = &twiml[start..start + twiml[start..].find('>')?];
-    let attr = tag.find("url=")? + 4;
+    let key = format!(" {name}=");
+    let attr = tag.find(&key)? + key.len();
     let quote = tag[attr..]
         .chars()
         .next()
@@ -238,6 +350,48 @@ mod tests {
             classify(200, &xml).unwrap(),
             Answer::Connect(url.to_owned())
         );
+    }
+
+    #[test]
+    fn reads_the_whole_connect_and_the_after_stream_answers() {
+        let parameters = twiml::StreamParameters {
+            call_sid: "CA1",
+            from_number: Some("+1&2"),
+            to_number: None,
+            resumed: Some(2),
+        };
+        let xml = twiml::connect(
+            "http://h/twilio/after-stream",
+            "ws://h/twilio/stream",
+            &parameters,
+        );
+        let connect = connect_of(&xml).unwrap();
+        assert_eq!(connect.stream_url, "ws://h/twilio/stream");
+        assert_eq!(
+            connect.action_url.as_deref(),
+            Some("http://h/twilio/after-stream")
+        );
+        assert_eq!(
+            connect.parameters,
+            [
+                ("CallSid".to_owned(), "CA1".to_owned()),
+                ("from_number".to_owned(), "+1&2".to_owned()),
+                ("resumed".to_owned(), "2".to_owned()),
+            ]
+        );
+        assert_eq!(
+            classify_after_stream(200, &xml).unwrap(),
+            AfterStream::Continue(connect)
+        );
+        assert_eq!(
+            classify_after_stream(200, &twiml::fallback("sorry", None)).unwrap(),
+            AfterStream::Fallback
+        );
+        assert_eq!(
+            classify_after_stream(200, &twiml::hangup()).unwrap(),
+            AfterStream::Hangup
+        );
+        assert!(classify_after_stream(403, "").is_err());
     }
 
     #[test]

@@ -152,3 +152,23 @@ local function admit_slot(slots, count_key, started_key, rejected_key, sid, limi
   redis.call('SET', count_key, n + 1)
   return 1, n + 1
 end
+
+-- SPEC §9: a continuation granted by the after-stream answer must survive the old stream's last writes
+-- (its end, or a tick of a replica that has not yet noticed its socket is gone), or the new stream
+-- would find no grant. Returns `json` (a state as a replica wrote it, which never carries a grant)
+-- with the stored state's pending grant and count spliced in; unchanged when none is pending. The
+-- replica's JSON has exactly one top-level `"resumes":N` (strings escape their quotes), so the
+-- splice is a text edit: cjson cannot re-encode a whole state faithfully.
+local function keep_grant(state_key, json)
+  local stored = redis.call('GET', state_key)
+  if not stored then
+    return json
+  end
+  local ok, decoded = pcall(cjson.decode, stored)
+  if not (ok and type(decoded) == 'table' and type(decoded['resume_grant']) == 'number') then
+    return json
+  end
+  local grant = string.format('%d', decoded['resume_grant'])
+  local kept = string.gsub(json, '"resumes":%d+', '"resumes":' .. grant .. ',"resume_grant":' .. grant, 1)
+  return kept
+end

@@ -48,7 +48,8 @@ local function renew_lock_and_state(sid, token, state, lock_key, state_key)
     return
   end
   if state ~= '' then
-    redis.call('SET', state_key, state, 'EX', state_ttl)
+    -- A continuation granted meanwhile (SPEC §9) stays until its stream takes the call.
+    redis.call('SET', state_key, keep_grant(state_key, state), 'EX', state_ttl)
   else
     redis.call('EXPIRE', state_key, state_ttl)
   end

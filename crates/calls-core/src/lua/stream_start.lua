@@ -8,13 +8,32 @@
 --       fresh_json (the state to write when none is stored, or the stored one ended or is corrupt),
 --       rest_json (the same state without the carried fields),
 --       tenant ('' = none), default_tenant_limit ('' = none) (a reservation keeps the tenant it took),
+--       resumed (the stream's `resumed` parameter, '' if none: SPEC §9 continuation),
 --       then pairs of (field, default_json): fields the webhook wrote, carried from a stored state.
 -- Returns {code, active, reclaimed, epoch, reregister, owner, written_json, source}: code as
--- admit_slot's, or 3 when `owner` holds the lock; source 'stored' | 'fresh' | 'corrupt'.
+-- admit_slot's, or 3 when `owner` holds the lock (or the `resumed` matches no grant), or 4 when the
+-- stream took the call over with its grant; source 'stored' | 'fresh' | 'corrupt'.
 local slots, count_key, state_key, lock_key = KEYS[1], KEYS[2], KEYS[6], KEYS[7]
 local token = ARGV[8]
 local owner = redis.call('GET', lock_key)
-if owner and owner ~= token then
+
+-- Continuation (SPEC §9): a stream whose `resumed` matches the grant the after-stream answer recorded
+-- takes the call over: it replaces the old lock (whose socket is gone) and takes the slot back even
+-- above the limit. A `resumed` that matches no grant is refused like any second stream.
+-- A grant not yet taken reserves the call for its continuation: a stream without it is refused too.
+local resumed = ARGV[15]
+local takeover = false
+local ok, granted = pcall(cjson.decode, redis.call('GET', state_key) or '')
+local grant = ok and type(granted) == 'table' and type(granted['resume_grant']) == 'number'
+  and tostring(granted['resume_grant']) or nil
+if resumed ~= '' or grant then
+  if grant == nil or grant ~= resumed then
+    return {3, 0, {}, '', 0, owner or 'no matching resume grant', '', ''}
+  end
+  takeover = true
+end
+
+if owner and owner ~= token and not takeover then
   return {3, 0, {}, '', 0, owner, '', ''}
 end
 
@@ -22,9 +41,29 @@ local now = now_ms()
 local opens, epoch, lost = check_epoch(KEYS[5], slots, now, ARGV[6], ARGV[7] == '1',
   tonumber(ARGV[5]), false)
 local expired = reclaim(slots, now)
-local code, active = admit_slot(slots, count_key, KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]),
-  now + tonumber(ARGV[3]), ARGV[4], now, opens, ARGV[13], ARGV[14])
-if code ~= 1 and code ~= 2 then
+local code, active
+if takeover then
+  -- A live call is never dropped by the limiter; nor is it counted as started again. Its tenant's
+  -- set takes the slot back too: the tenant the call was admitted for (its slot's, else its
+  -- state's), else this stream's.
+  local deadline = now + tonumber(ARGV[3])
+  redis.call('ZADD', slots, deadline, ARGV[1])
+  local tenant = slot_tenant(ARGV[1])
+  if not tenant and type(granted['tenant']) == 'string' then
+    tenant = granted['tenant']
+  end
+  if not tenant and ARGV[13] ~= '' then
+    tenant = ARGV[13]
+  end
+  if tenant then
+    tenant_slot_set(ARGV[1], tenant, deadline)
+  end
+  code, active = 4, sync_count(slots, count_key)
+else
+  code, active = admit_slot(slots, count_key, KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]),
+    now + tonumber(ARGV[3]), ARGV[4], now, opens, ARGV[13], ARGV[14])
+end
+if code ~= 1 and code ~= 2 and code ~= 4 then
   return {code, active, expired, epoch, lost, '', '', ''}
 end
 
@@ -38,9 +77,10 @@ if stored then
   local ok, decoded = pcall(cjson.decode, stored)
   if not ok or type(decoded) ~= 'table' then
     source = 'corrupt'
-  elseif decoded['status'] ~= 'ended' then
+  elseif decoded['status'] ~= 'ended' or takeover then
+    -- A continued call keeps who called and when, even from the ended state of its lost stream.
     local parts = {}
-    for i = 15, #ARGV - 1, 2 do
+    for i = 16, #ARGV - 1, 2 do
       local field, value = ARGV[i], decoded[ARGV[i]]
       if type(value) == 'string' then
         parts[#parts + 1] = cjson.encode(field) .. ':' .. cjson.encode(value)

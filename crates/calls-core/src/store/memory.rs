@@ -9,8 +9,8 @@ use async_trait::async_trait;
 
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
-    RenewBatch, RenewReport, StoreConfig, StoreError, StreamAdmission, StreamEnd, TenantsUsage,
-    tenants_usage,
+    RenewBatch, RenewReport, ResumeGrant, StoreConfig, StoreError, StreamAdmission, StreamEnd,
+    TenantsUsage, next_grant, tenants_usage,
 };
 use crate::call_sid::CallSid;
 use crate::state::{CallState, CallStatus, EndReason};
@@ -150,6 +150,22 @@ impl Inner {
         }
     }
 
+    /// `state` with the stored state's pending continuation grant kept (SPEC §9): the old
+    /// stream's last writes must not take it from the new stream (`keep_grant` in the prelude).
+    fn keep_grant(&self, call_sid: &str, now: Instant, state: &CallState) -> CallState {
+        let mut state = state.clone();
+        if let Some(grant) = self
+            .states
+            .get(call_sid)
+            .filter(|(_, until)| *until > now)
+            .and_then(|(stored, _)| stored.resume_grant)
+        {
+            state.resumes = grant;
+            state.resume_grant = Some(grant);
+        }
+        state
+    }
+
     /// A live state of the call that has not ended, if one is stored.
     fn open_state(&self, call_sid: &str, now: Instant) -> Option<&CallState> {
         self.states
@@ -158,6 +174,9 @@ impl Inner {
             .map(|(state, _)| state)
     }
 }
+
+/// The owner named when a `resumed` stream carries no grant the state records.
+const NO_GRANT: &str = "no matching resume grant";
 
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -170,6 +189,12 @@ impl MemoryStore {
             inner: Mutex::new(Inner::default()),
             config,
         }
+    }
+
+    /// A lapsed lease, as a dead replica's slot becomes: for the continuation tests.
+    #[cfg(test)]
+    fn slots_for_test_remove(&self, call_sid: &CallSid) {
+        self.lock().slots.remove(call_sid.as_str());
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -221,27 +246,62 @@ impl CallStore for MemoryStore {
         policy: AdmitPolicy,
         lease: Duration,
         fresh: &CallState,
+        resumed: Option<u32>,
     ) -> Result<StreamAdmission, StoreError> {
         let now = Instant::now();
         let sid = call_sid.as_str();
         let mut inner = self.lock();
-        if let Some(owner) = inner.lock_owner(sid, now)
+        // SPEC §9: a `resumed` stream takes the call over only with the grant the state records.
+        let stored = inner
+            .states
+            .get(sid)
+            .filter(|(_, until)| *until > now)
+            .map(|(state, _)| state);
+        // A grant not yet taken reserves the call for its continuation: no other stream gets it.
+        let grant = stored.and_then(|s| s.resume_grant);
+        let took_over = match (resumed, grant) {
+            (None, None) => false,
+            (Some(n), Some(g)) if n == g => true,
+            _ => return Ok(StreamAdmission::LockedBy(NO_GRANT.to_owned())),
+        };
+        if !took_over
+            && let Some(owner) = inner.lock_owner(sid, now)
             && owner != lock_token
         {
             return Ok(StreamAdmission::LockedBy(owner.to_owned()));
         }
         inner.reclaim(now);
         let tenant = fresh.tenant.as_deref();
-        let (new_slot, active) = match inner.admit(sid, policy, now + lease, &self.config, tenant) {
-            Admission::Admitted { new, active } => (new, active),
-            Admission::Refused(refusal) => return Ok(StreamAdmission::Refused(refusal)),
+        let (new_slot, active) = if took_over {
+            // A live call is never dropped by the limiter: its slot comes back whatever the count,
+            // in the tenant it was admitted for (its state's), else this stream's.
+            inner.slots.insert(sid.to_owned(), now + lease);
+            let admitted_for = inner
+                .states
+                .get(sid)
+                .and_then(|(state, _)| state.tenant.clone())
+                .or_else(|| tenant.map(str::to_owned));
+            if let Some(admitted_for) = admitted_for {
+                inner.slot_tenant.insert(sid.to_owned(), admitted_for);
+            }
+            (false, inner.active())
+        } else {
+            match inner.admit(sid, policy, now + lease, &self.config, tenant) {
+                Admission::Admitted { new, active } => (new, active),
+                Admission::Refused(refusal) => return Ok(StreamAdmission::Refused(refusal)),
+            }
         };
         inner.locks.insert(
             sid.to_owned(),
             (lock_token.to_owned(), now + self.config.lock_ttl),
         );
         let mut state = fresh.clone();
-        if let Some(stored) = inner.open_state(sid, now) {
+        let carried = if took_over {
+            inner.states.get(sid).map(|(state, _)| state)
+        } else {
+            inner.open_state(sid, now)
+        };
+        if let Some(stored) = carried {
             state.created_at.clone_from(&stored.created_at);
             state.from.clone_from(&stored.from);
             state.to.clone_from(&stored.to);
@@ -260,7 +320,35 @@ impl CallStore for MemoryStore {
             active,
             state: Box::new(state),
             replaced_corrupt_state: false,
+            took_over,
         })
+    }
+
+    async fn grant_resume(
+        &self,
+        call_sid: &CallSid,
+        limit: u32,
+    ) -> Result<ResumeGrant, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        let stored = inner
+            .states
+            .get(call_sid.as_str())
+            .filter(|(_, until)| *until > now)
+            .map(|(state, _)| state);
+        match next_grant(stored, limit) {
+            Ok((granted, resumed)) => {
+                let until = now + self.config.state_ttl;
+                inner.states.insert(call_sid.to_string(), (granted, until));
+                Ok(ResumeGrant::Granted { resumed })
+            }
+            Err(answer) => Ok(answer),
+        }
+    }
+
+    async fn live_replicas(&self, _except: &str) -> Result<u64, StoreError> {
+        // In-process state is one replica's alone: there is never another to hand calls to.
+        Ok(0)
     }
 
     async fn end_stream(
@@ -278,10 +366,10 @@ impl CallStore for MemoryStore {
             return Ok(StreamEnd::LockedBy(owner.to_owned()));
         }
         inner.locks.remove(sid);
-        inner.states.insert(
-            sid.to_owned(),
-            (final_state.clone(), now + self.config.state_ttl),
-        );
+        let state = inner.keep_grant(sid, now, final_state);
+        inner
+            .states
+            .insert(sid.to_owned(), (state, now + self.config.state_ttl));
         let freed = inner.free(sid);
         Ok(StreamEnd::Ended { freed })
     }
@@ -337,9 +425,8 @@ impl CallStore for MemoryStore {
             let state_until = now + self.config.state_ttl;
             match (&call.state, inner.states.get_mut(sid)) {
                 (Some(state), _) => {
-                    inner
-                        .states
-                        .insert(sid.to_owned(), (state.clone(), state_until));
+                    let state = inner.keep_grant(sid, now, state);
+                    inner.states.insert(sid.to_owned(), (state, state_until));
                 }
                 (None, Some((_, until))) => *until = state_until,
                 (None, None) => {}
@@ -420,5 +507,122 @@ impl CallStore for MemoryStore {
     async fn reregister_wanted(&self) {
         // In-process state cannot be lost while the process lives.
         std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::CallStatus;
+
+    fn sid(n: u32) -> CallSid {
+        CallSid::parse(&format!("CA{n:032x}")).unwrap()
+    }
+
+    fn active_state(call_sid: &CallSid) -> CallState {
+        let mut state = CallState::reserved(call_sid.as_str(), "r1");
+        state.status = CallStatus::Active;
+        state
+    }
+
+    async fn start(
+        store: &MemoryStore,
+        call_sid: &CallSid,
+        token: &str,
+        resumed: Option<u32>,
+    ) -> StreamAdmission {
+        let mut fresh = active_state(call_sid);
+        fresh.resumes = resumed.unwrap_or(0);
+        store
+            .start_stream(
+                call_sid,
+                token,
+                AdmitPolicy::MayTakeSlot,
+                Duration::from_secs(30),
+                &fresh,
+                resumed,
+            )
+            .await
+            .unwrap()
+    }
+
+    /// SPEC §9 in the in-process store, as the Redis scripts do it: a grant is counted against the
+    /// limit, taken once by the stream that carries it (lock replaced, slot back above the limit),
+    /// and no other stream gets the call.
+    #[tokio::test]
+    async fn a_grant_takes_the_call_over_once_even_above_the_limit() {
+        let store = MemoryStore::new(StoreConfig {
+            limit: 1,
+            ..StoreConfig::default()
+        });
+        let call = sid(1);
+        assert!(matches!(
+            start(&store, &call, "old", None).await,
+            StreamAdmission::Started { .. }
+        ));
+        // Its replica died: the lock stays, the state says active. Another call fills the limit.
+        store.slots_for_test_remove(&call);
+        let other = sid(2);
+        assert!(matches!(
+            start(&store, &other, "t2", None).await,
+            StreamAdmission::Started { .. }
+        ));
+        assert_eq!(
+            store.grant_resume(&call, 1).await.unwrap(),
+            ResumeGrant::Granted { resumed: 1 }
+        );
+        // Without the grant, or with a wrong one: refused, nothing changes.
+        for resumed in [None, Some(2)] {
+            assert!(matches!(
+                start(&store, &call, "forged", resumed).await,
+                StreamAdmission::LockedBy(_)
+            ));
+        }
+        // The old stream's last write keeps the grant.
+        let mut last = active_state(&call);
+        last.end(EndReason::Disconnected);
+        assert!(matches!(
+            store.end_stream(&call, "old", &last).await.unwrap(),
+            StreamEnd::Ended { .. }
+        ));
+        match start(&store, &call, "new", Some(1)).await {
+            StreamAdmission::Started {
+                took_over,
+                new_slot,
+                active,
+                state,
+                ..
+            } => {
+                assert!(took_over && !new_slot);
+                assert_eq!(active, 2, "above the limit of 1");
+                assert_eq!((state.resumes, state.resume_grant), (1, None));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Spent: a replay is refused; the limit is reached: the next loss gets no grant.
+        assert!(matches!(
+            start(&store, &call, "replay", Some(1)).await,
+            StreamAdmission::LockedBy(_)
+        ));
+        let mut ended = active_state(&call);
+        ended.resumes = 1;
+        ended.end(EndReason::DrainTimeout);
+        store.end_stream(&call, "new", &ended).await.unwrap();
+        assert_eq!(
+            store.grant_resume(&call, 1).await.unwrap(),
+            ResumeGrant::LimitReached
+        );
+        // A call that ended for good, or that was never seen, is not continued.
+        let mut stopped = active_state(&other);
+        stopped.end(EndReason::Stop);
+        store.end_stream(&other, "t2", &stopped).await.unwrap();
+        assert!(matches!(
+            store.grant_resume(&other, 5).await.unwrap(),
+            ResumeGrant::NotContinuable(Some(_))
+        ));
+        assert_eq!(
+            store.grant_resume(&sid(3), 5).await.unwrap(),
+            ResumeGrant::NotContinuable(None)
+        );
     }
 }

@@ -115,6 +115,9 @@ pub enum StreamAdmission {
         state: Box<CallState>,
         /// The stored state was not valid call-state JSON and was replaced.
         replaced_corrupt_state: bool,
+        /// The stream carried the continuation the after-stream answer granted (SPEC §9) and
+        /// took the call over: the old lock replaced, the slot taken back whatever the count.
+        took_over: bool,
     },
     /// Another stream owns the call's lock (its token, for the log line); nothing changed.
     LockedBy(String),
@@ -164,6 +167,17 @@ pub struct ReplicaHeartbeat {
     /// ticks minus its remaining TTL (Redis' clock only), and one older than two ticks is stale.
     #[serde(default)]
     pub renew_interval_ms: u64,
+}
+
+/// What a continuation request found (see [`CallStore::grant_resume`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ResumeGrant {
+    /// The grant `resumed` is recorded in the call's state (and counted in its `resumes`).
+    Granted { resumed: u32 },
+    /// The call may be continued, but it already had `RESUME_LIMIT` continuations.
+    LimitReached,
+    /// The state (as read, `None` if missing) does not allow a continuation (SPEC §9).
+    NotContinuable(Option<Box<CallState>>),
 }
 
 #[derive(Debug, Clone)]
@@ -342,6 +356,30 @@ impl StoreError {
     }
 }
 
+/// The grant rule both backends apply to a stored state: `Ok` with the state to write (the next
+/// grant recorded and counted), or `Err` with the answer when nothing is to be written.
+pub(crate) fn next_grant(
+    stored: Option<&CallState>,
+    limit: u32,
+) -> Result<(CallState, u32), ResumeGrant> {
+    let Some(state) = stored else {
+        return Err(ResumeGrant::NotContinuable(None));
+    };
+    if state.disposition() != crate::state::Disposition::Continue {
+        return Err(ResumeGrant::NotContinuable(Some(Box::new(state.clone()))));
+    }
+    if state.resumes >= limit {
+        return Err(ResumeGrant::LimitReached);
+    }
+    // A grant not taken (its stream never came) is replaced: every answer counts one resume, so
+    // a call whose new streams keep failing reaches the limit and the fallback.
+    let resumed = state.resumes + 1;
+    let mut granted = state.clone();
+    granted.resumes = resumed;
+    granted.resume_grant = Some(resumed);
+    Ok((granted, resumed))
+}
+
 /// Everything the service needs from shared state. Every operation is atomic on its own; admit,
 /// release and renew keep `active == number of slots` at every step.
 #[async_trait]
@@ -363,6 +401,11 @@ pub trait CallStore: Send + Sync + 'static {
     /// lock is taken for `lock_token` and the active state written. That state is `fresh`, except
     /// that a stored state that has not ended keeps its `created_at`, `from` and `to`, and its
     /// `account_sid` unless `fresh` has one.
+    ///
+    /// `resumed` is the stream's `resumed` parameter (SPEC §9): if it matches the grant recorded
+    /// in the stored state, the stream takes the call over whoever holds the lock, and takes its
+    /// slot back even above the limit, carrying the stored fields even from an ended state; a
+    /// `resumed` that matches no grant is refused as a second stream.
     async fn start_stream(
         &self,
         call_sid: &CallSid,
@@ -370,7 +413,16 @@ pub trait CallStore: Send + Sync + 'static {
         policy: AdmitPolicy,
         lease: Duration,
         fresh: &CallState,
+        resumed: Option<u32>,
     ) -> Result<StreamAdmission, StoreError>;
+
+    /// SPEC §9, atomically: if the stored state allows a continuation and counts fewer than
+    /// `limit` resumes, records the next grant (`resumes + 1`) in it and counts it.
+    async fn grant_resume(&self, call_sid: &CallSid, limit: u32)
+    -> Result<ResumeGrant, StoreError>;
+
+    /// How many other replicas (not `except`) have a fresh heartbeat that is not draining.
+    async fn live_replicas(&self, except: &str) -> Result<u64, StoreError>;
 
     /// A media stream's end, atomically: unless another token owns the call's lock, writes
     /// `final_state` (with a fresh `CALL_STATE_TTL_SECS`), frees the slot if held, and releases the

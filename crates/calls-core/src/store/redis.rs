@@ -15,14 +15,20 @@ use super::connect::{self, StoreConnection};
 use super::recovery::{Began, RecoveryWatch};
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
-    RenewBatch, RenewReport, StoreConfig, StoreError, StreamAdmission, StreamEnd, TenantsUsage,
-    tenants_usage,
+    RenewBatch, RenewReport, ReplicaHeartbeat, ResumeGrant, StoreConfig, StoreError,
+    StreamAdmission, StreamEnd, TenantsUsage, next_grant, tenants_usage,
 };
 use crate::call_sid::CallSid;
 use crate::keys;
 use crate::state::{CallState, CallStatus, EndReason};
 
 const PRELUDE: &str = include_str!("../lua/prelude.lua");
+
+/// What `stream_start.lua` answers when the stream took the call over with its grant (SPEC §9).
+const TOOK_OVER: i64 = 4;
+
+/// How many times a continuation grant is decided again when the state changed under it.
+const GRANT_ATTEMPTS: usize = 5;
 
 /// Fields of the webhook's state that a stream's start keeps (SPEC §4: the state says who called
 /// and when, and the tenant its slot was taken for); `account_sid` too, unless the stream's
@@ -38,6 +44,7 @@ struct Scripts {
     stream_end: Script,
     release: Script,
     renew: Script,
+    grant: Script,
     sources: Vec<String>,
 }
 
@@ -49,6 +56,7 @@ impl Scripts {
             include_str!("../lua/stream_end.lua"),
             include_str!("../lua/release.lua"),
             include_str!("../lua/renew.lua"),
+            include_str!("../lua/grant.lua"),
         ];
         let header = keys::lua_key_header();
         let sources: Vec<String> = bodies
@@ -62,6 +70,7 @@ impl Scripts {
             stream_end: script(2),
             release: script(3),
             renew: script(4),
+            grant: script(5),
             sources,
         }
     }
@@ -138,6 +147,7 @@ impl RedisStore {
             &scripts.stream_end,
             &scripts.release,
             &scripts.renew,
+            &scripts.grant,
         ]
         .iter()
         .map(|script| script.get_hash().to_owned())
@@ -490,6 +500,7 @@ impl CallStore for RedisStore {
         policy: AdmitPolicy,
         lease: Duration,
         fresh: &CallState,
+        resumed: Option<u32>,
     ) -> Result<StreamAdmission, StoreError> {
         let (whole, rest, carried) = start_state_args(fresh);
         let (tenant, default_limit) = self.tenant_args(fresh.tenant.as_deref());
@@ -517,7 +528,8 @@ impl CallStore for RedisStore {
             .arg(&whole)
             .arg(&rest)
             .arg(&tenant)
-            .arg(&default_limit);
+            .arg(&default_limit)
+            .arg(resumed.map(|n| n.to_string()).unwrap_or_default());
         for (field, default) in &carried {
             invocation.arg(*field).arg(default);
         }
@@ -528,11 +540,22 @@ impl CallStore for RedisStore {
         if code == 3 {
             return Ok(StreamAdmission::LockedBy(owner));
         }
+        let took_over = code == TOOK_OVER;
+        // A call taken over may have lost its lapsed slot in this very script: it is live again,
+        // so its fresh state must not be ended as `lease_expired`.
+        let reclaimed: Vec<String> = reclaimed
+            .into_iter()
+            .filter(|sid| !took_over || sid != call_sid.as_str())
+            .collect();
         self.after_admission(ticket, &epoch, data_lost, &reclaimed)
             .await?;
-        let new_slot = match admission("start_stream", code, active)? {
-            Admission::Admitted { new, .. } => new,
-            Admission::Refused(refusal) => return Ok(StreamAdmission::Refused(refusal)),
+        let new_slot = if took_over {
+            false
+        } else {
+            match admission("start_stream", code, active)? {
+                Admission::Admitted { new, .. } => new,
+                Admission::Refused(refusal) => return Ok(StreamAdmission::Refused(refusal)),
+            }
         };
         let state = match serde_json::from_str::<Box<CallState>>(&written) {
             Ok(state) => state,
@@ -548,7 +571,96 @@ impl CallStore for RedisStore {
             active,
             state,
             replaced_corrupt_state: source == "corrupt",
+            took_over,
         })
+    }
+
+    async fn grant_resume(
+        &self,
+        call_sid: &CallSid,
+        limit: u32,
+    ) -> Result<ResumeGrant, StoreError> {
+        // Compare-and-set: the grant is decided on the state as read and written only if it is
+        // still that state; a stream ending or a tick flushing in between makes us decide again.
+        for _ in 0..GRANT_ATTEMPTS {
+            let (began, mut conn) = self.link("grant_resume").await?;
+            let blob: Option<String> = self
+                .run("grant_resume", began, conn.get(keys::state(call_sid)))
+                .await?;
+            let stored = blob
+                .as_deref()
+                .and_then(|blob| serde_json::from_str::<CallState>(blob).ok());
+            let (granted, resumed) = match next_grant(stored.as_ref(), limit) {
+                Ok(next) => next,
+                Err(answer) => return Ok(answer),
+            };
+            let (began, mut conn) = self.link("grant_resume").await?;
+            let mut invocation = self.scripts.grant.prepare_invoke();
+            invocation
+                .key(keys::state(call_sid))
+                .arg(blob.unwrap_or_default())
+                .arg(encode(&granted))
+                .arg(self.state_ttl_secs())
+                .arg(limit);
+            let written: i64 = self
+                .run("grant_resume", began, invocation.invoke_async(&mut conn))
+                .await?;
+            match written {
+                1 => return Ok(ResumeGrant::Granted { resumed }),
+                -1 => return Ok(ResumeGrant::LimitReached),
+                _ => {
+                    debug!(%call_sid, "state changed while granting a continuation; deciding again");
+                }
+            }
+        }
+        Err(StoreError::UnexpectedReply {
+            op: "grant_resume",
+            detail: format!("state kept changing over {GRANT_ATTEMPTS} attempts"),
+        })
+    }
+
+    async fn live_replicas(&self, except: &str) -> Result<u64, StoreError> {
+        // Heartbeats live three ticks: every key found is a replica that ticked recently.
+        // Asked only while draining, and cached by the caller: a SCAN of the key space is fine.
+        let (began, mut conn) = self.link("live_replicas").await?;
+        let pattern = keys::replica("*");
+        let found: Vec<String> = self
+            .run("live_replicas", began, async {
+                let mut found = Vec::new();
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await?;
+                    found.extend(keys);
+                    if next == 0 {
+                        return Ok(found);
+                    }
+                    cursor = next;
+                }
+            })
+            .await?;
+        let others: Vec<String> = found
+            .into_iter()
+            .filter(|key| *key != keys::replica(except))
+            .collect();
+        if others.is_empty() {
+            return Ok(0);
+        }
+        let (began, mut conn) = self.link("live_replicas").await?;
+        let beats: Vec<Option<String>> =
+            self.run("live_replicas", began, conn.mget(&others)).await?;
+        Ok(beats
+            .iter()
+            .flatten()
+            .filter_map(|beat| serde_json::from_str::<ReplicaHeartbeat>(beat).ok())
+            .filter(|beat| !beat.draining)
+            .count() as u64)
     }
 
     async fn end_stream(
