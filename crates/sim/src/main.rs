@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -79,6 +80,10 @@ struct Cli {
     /// Refusals are expected (a run over the limit): they do not fail the run.
     #[arg(long)]
     allow_rejected: bool,
+    /// Fire this many voice webhooks at once (each on a fresh connection, released together) and
+    /// report their latency; no stream is opened, and --calls, --ramp and --duration are ignored.
+    #[arg(long)]
+    burst: Option<u64>,
     /// Largest share of sent frames, in percent, that may go unechoed (echo mode) before the run
     /// fails.
     #[arg(long, default_value_t = 0.1)]
@@ -155,6 +160,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         server_pid: cli.server_pid,
         seed,
     };
+    let burst = cli.burst;
     let runtime = match cli.threads {
         0 | 1 => tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -165,6 +171,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .build(),
     }
     .context("starting the runtime")?;
+    if let Some(webhooks) = burst {
+        if webhooks == 0 {
+            bail!("--burst must be at least 1");
+        }
+        let report = runtime.block_on(run::burst(Arc::new(config.plan), webhooks, seed));
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(gate(&report.failures(cli.allow_rejected)));
+    }
     let report = runtime.block_on(run::run(config));
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -172,13 +190,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         print!("{}", report.table());
     }
     // Exit 1 when the run should fail a deploy gate; the reasons go to stderr.
-    let failures = report.failures(cli.allow_rejected, cli.max_loss_percent);
-    for failure in &failures {
+    Ok(gate(
+        &report.failures(cli.allow_rejected, cli.max_loss_percent),
+    ))
+}
+
+/// Exit 1 when the run should fail a deploy gate; the reasons go to stderr.
+fn gate(failures: &[String]) -> ExitCode {
+    for failure in failures {
         eprintln!("prosaas-calls-sim: FAILED: {failure}");
     }
-    Ok(if failures.is_empty() {
+    if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }
