@@ -5,6 +5,7 @@ mod helpers;
 
 mod cluster_nginx;
 mod cluster_script;
+mod crash_cycles;
 mod operations;
 mod recovery;
 mod redis_tls;
