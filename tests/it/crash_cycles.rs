@@ -47,7 +47,10 @@ async fn open_call(replica: &ReplicaProcess, n: usize) -> TwilioStream {
 /// Keys matching `pattern` whose TTL is -1 (none): a leak, since every call key must expire.
 async fn keys_without_ttl(redis: &RedisServer, pattern: &str) -> Vec<String> {
     let mut leaked = Vec::new();
-    for key in redis_cli(redis, &["--scan", "--pattern", pattern]).await.lines() {
+    for key in redis_cli(redis, &["--scan", "--pattern", pattern])
+        .await
+        .lines()
+    {
         if redis_cli(redis, &["TTL", key]).await == "-1" {
             leaked.push(key.to_owned());
         }
