@@ -36,7 +36,8 @@ async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:9000".into());
     let echo = args.next().as_deref() != Some("silent");
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    // The server's listen backlog (src/main.rs LISTEN_BACKLOG), so a burst meets the same queue.
+    let listener = listen(addr.parse().map_err(std::io::Error::other)?)?;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -129,4 +130,16 @@ fn status(code: StatusCode) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::new()));
     *response.status_mut() = code;
     response
+}
+
+/// As the server listens: backlog 4096 instead of tokio's 128.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }

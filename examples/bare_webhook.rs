@@ -21,7 +21,8 @@ async fn main() -> std::io::Result<()> {
     let addr = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "127.0.0.1:9001".into());
-    let listener = tokio::net::TcpListener::bind(&addr).await?;
+    // The server's listen backlog (src/main.rs LISTEN_BACKLOG), so a burst meets the same queue.
+    let listener = listen(addr.parse().map_err(std::io::Error::other)?)?;
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -66,4 +67,16 @@ async fn voice(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallib
         HeaderValue::from_static("text/xml; charset=utf-8"),
     );
     Ok(response)
+}
+
+/// As the server listens: backlog 4096 instead of tokio's 128.
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
