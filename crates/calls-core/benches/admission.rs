@@ -306,8 +306,7 @@ async fn lua_client(
                 held.take();
                 report.admitted += 1;
                 report.max_reported = report.max_reported.max(active);
-                stream(&store, &call, client, seq).await?;
-                held.give_back();
+                stream(&store, &call, client, seq, &held).await?;
             }
             Admission::Refused(Refusal::AtLimit { active }) => {
                 report.max_reported = report.max_reported.max(active);
@@ -319,8 +318,15 @@ async fn lua_client(
 }
 
 /// The admitted call's stream: its start activates the reservation (no second slot), its end
-/// frees the slot and the lock.
-async fn stream(store: &RedisStore, call: &CallSid, client: usize, seq: u64) -> Result<()> {
+/// frees the slot and the lock. `held` is lowered before the end is sent: once Redis frees the
+/// slot another client may take it, and the bench's own count must never run ahead of Redis'.
+async fn stream(
+    store: &RedisStore,
+    call: &CallSid,
+    client: usize,
+    seq: u64,
+    held: &Held,
+) -> Result<()> {
     let token = format!("{REPLICA}:{client}:{seq}");
     let mut fresh = CallState::reserved(call.as_str(), REPLICA);
     fresh.status = CallStatus::Active;
@@ -342,6 +348,7 @@ async fn stream(store: &RedisStore, call: &CallSid, client: usize, seq: u64) -> 
     };
     state.frames_in = 500;
     state.end(EndReason::Stop);
+    held.give_back();
     match store
         .end_stream(call, &token, &state)
         .await
