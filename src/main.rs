@@ -108,14 +108,31 @@ fn operator(command: impl std::future::Future<Output = anyhow::Result<()>>) -> E
     }
 }
 
+/// Calls that ring together send their webhooks together. tokio's `bind` listens with a backlog
+/// of 128: a burst of 500 webhooks overflowed it, and every SYN the kernel dropped cost its caller
+/// a 1 s retransmit (p99 ~1,040 ms against ~25-40 ms without; docs/benchmarks.md, webhook
+/// burst). The kernel caps this at `net.core.somaxconn` (4096 by default since Linux 5.4).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As tokio's `bind` does: a restarted replica can listen again while old sockets linger.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     // Only ring is compiled in; installing it explicitly keeps rediss:// independent of how
     // rustls picks a default provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
     log_start_up(&config);
     let store = build_store(&config).context("state store")?;
-    let listener = tokio::net::TcpListener::bind(config.listen_addr)
-        .await
+    let listener = listen(config.listen_addr)
         .with_context(|| format!("cannot listen on {}", config.listen_addr))?;
     info!(
         addr = %listener.local_addr()?,

@@ -8,6 +8,7 @@ mod cli;
 mod cluster_nginx;
 mod cluster_script;
 mod continuity;
+mod crash_cycles;
 mod operations;
 mod recovery;
 mod redis_tls;

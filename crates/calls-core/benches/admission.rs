@@ -1,5 +1,7 @@
-//! The admission benchmark: the Lua admit/release path against the original design's WATCH/MULTI
-//! counter, on a private redis-server, measuring throughput, latency, commands and over-admission.
+//! The admission benchmark: a call's store steps as production runs them (webhook admit with its
+//! state, stream start, stream end: three EVALSHA) against the original design's WATCH/MULTI counter,
+//! on a private redis-server, measuring throughput, latency, commands per call and over-admission
+//! (seen by a separate watcher connection sampling the live count, not by the clients).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -11,8 +13,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use calls_core::call_sid::CallSid;
 use calls_core::keys;
-use calls_core::state::EndReason;
-use calls_core::store::{Admission, AdmitPolicy, CallStore, RedisStore, Refusal, StoreConfig};
+use calls_core::state::{CallState, CallStatus, EndReason};
+use calls_core::store::{
+    Admission, AdmitPolicy, CallStore, RedisStore, Refusal, StoreConfig, StreamAdmission, StreamEnd,
+};
 use clap::Parser;
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
@@ -35,11 +39,15 @@ const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The scripts an admission and a release run, read to tell the commands Redis runs inside a
 /// script (which `INFO commandstats` counts too) from the ones a client sends.
-const LUA_SOURCES: [&str; 3] = [
+const LUA_SOURCES: [&str; 5] = [
     include_str!("../src/lua/prelude.lua"),
     include_str!("../src/lua/admit.lua"),
     include_str!("../src/lua/release.lua"),
+    include_str!("../src/lua/stream_start.lua"),
+    include_str!("../src/lua/stream_end.lua"),
 ];
+/// The replica id written in every state, as production writes its own.
+const REPLICA: &str = "bench-replica";
 
 #[derive(Parser, Debug)]
 #[command(about = "Admission throughput, latency and over-admission: Lua path vs WATCH/MULTI")]
@@ -53,6 +61,9 @@ struct Args {
     /// Talk to redis-server over a unix socket instead of loopback TCP.
     #[arg(long)]
     unix: bool,
+    /// Also write every scenario's figures as JSON to this file (bench-results/).
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
     /// `cargo bench` passes `--bench` to every `harness = false` target.
     #[arg(long, hide = true)]
     bench: bool,
@@ -74,7 +85,7 @@ enum Path {
 impl Path {
     fn as_str(self) -> &'static str {
         match self {
-            Self::Lua => "Lua (EVALSHA)",
+            Self::Lua => "Lua: admit, start, end",
             Self::WatchMulti => "WATCH/MULTI",
         }
     }
@@ -173,6 +184,7 @@ struct Outcome {
     latencies_us: Vec<u32>,
     max_held: u64,
     max_reported: u64,
+    watched: Watched,
     /// Client-sent commands by name, from `INFO commandstats`.
     sent: BTreeMap<String, u64>,
     /// Commands Redis ran inside the scripts, by name.
@@ -183,7 +195,9 @@ struct Outcome {
 
 impl Outcome {
     fn over_admitted(&self) -> bool {
-        self.max_held > self.scenario.limit || self.max_reported > self.scenario.limit
+        self.max_held > self.scenario.limit
+            || self.max_reported > self.scenario.limit
+            || self.watched.max > self.scenario.limit
     }
 
     fn end_clean(&self) -> bool {
@@ -192,6 +206,43 @@ impl Outcome {
 
     fn per_attempt(&self, n: u64) -> f64 {
         n as f64 / self.attempts.max(1) as f64
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let s = self.scenario;
+        let sent: u64 = self.sent.values().sum();
+        serde_json::json!({
+            "scenario": s.name(),
+            "path": s.path.as_str(),
+            "clients": s.clients,
+            "limit": s.limit,
+            "resident": s.resident,
+            "seconds": self.elapsed.as_secs_f64(),
+            "attempts": self.attempts,
+            "admitted": self.admitted,
+            "retries": self.retries,
+            "ops_per_second": self.attempts as f64 / self.elapsed.as_secs_f64(),
+            "latency_us": {
+                "p50": self.percentile(0.50),
+                "p99": self.percentile(0.99),
+                "max": self.latencies_us.last().copied().unwrap_or(0),
+            },
+            "commands_sent": self.sent,
+            "commands_in_scripts": self.in_scripts,
+            "commands_per_attempt": self.per_attempt(sent),
+            "commands_per_admitted_call": sent as f64 / self.admitted.max(1) as f64,
+            "max_held": self.max_held,
+            "max_count_from_redis": self.max_reported,
+            "watcher": {
+                "samples": self.watched.samples,
+                "max_live": self.watched.max,
+                "samples_at_limit": self.watched.at_limit,
+            },
+            "end_active_count": self.end_count,
+            "end_slots": self.end_slots,
+            "over_admitted": self.over_admitted(),
+            "end_clean": self.end_clean(),
+        })
     }
 
     fn percentile(&self, q: f64) -> u32 {
@@ -225,6 +276,9 @@ fn store_config(limit: u64) -> StoreConfig {
     }
 }
 
+/// One call as production runs it against the store: the webhook's admission with the reserved
+/// state written in the same script, then (if admitted) the stream's start (lock, slot, active
+/// state) and its end (final state, slot freed, lock released). Latency is the admission's.
 async fn lua_client(
     store: RedisStore,
     client: usize,
@@ -236,9 +290,13 @@ async fn lua_client(
     while !stop.load(Ordering::Relaxed) {
         seq += 1;
         let call = sid(client, seq)?;
+        let mut state = CallState::reserved(call.as_str(), REPLICA);
+        state.account_sid = Some("ACbench".to_owned());
+        state.from = Some("+15005550006".to_owned());
+        state.to = Some("+15005550001".to_owned());
         let started = Instant::now();
         let admission = store
-            .admit(&call, AdmitPolicy::MayTakeSlot, LEASE, None)
+            .admit(&call, AdmitPolicy::MayTakeSlot, LEASE, Some(&state))
             .await
             .with_context(|| format!("client {client}: admit {call}"))?;
         report.latencies_us.push(micros(started.elapsed()));
@@ -248,14 +306,7 @@ async fn lua_client(
                 held.take();
                 report.admitted += 1;
                 report.max_reported = report.max_reported.max(active);
-                held.give_back();
-                let freed = store
-                    .release(&call, EndReason::Stop)
-                    .await
-                    .with_context(|| format!("client {client}: release {call}"))?;
-                if !freed {
-                    bail!("client {client}: {call} was admitted but held no slot at release");
-                }
+                stream(&store, &call, client, seq, &held).await?;
             }
             Admission::Refused(Refusal::AtLimit { active }) => {
                 report.max_reported = report.max_reported.max(active);
@@ -264,6 +315,50 @@ async fn lua_client(
         }
     }
     Ok(report)
+}
+
+/// The admitted call's stream: its start activates the reservation (no second slot), its end
+/// frees the slot and the lock. `held` is lowered before the end is sent: once Redis frees the
+/// slot another client may take it, and the bench's own count must never run ahead of Redis'.
+async fn stream(
+    store: &RedisStore,
+    call: &CallSid,
+    client: usize,
+    seq: u64,
+    held: &Held,
+) -> Result<()> {
+    let token = format!("{REPLICA}:{client}:{seq}");
+    let mut fresh = CallState::reserved(call.as_str(), REPLICA);
+    fresh.status = CallStatus::Active;
+    fresh.stream_sid = Some(format!("MZ{client:08x}{seq:024x}"));
+    fresh.started_at = Some(calls_core::state::now_rfc3339());
+    let started = store
+        .start_stream(call, &token, AdmitPolicy::MayTakeSlot, LEASE, &fresh, None)
+        .await
+        .with_context(|| format!("client {client}: stream start {call}"))?;
+    let mut state = match started {
+        StreamAdmission::Started {
+            new_slot: false,
+            state,
+            ..
+        } => *state,
+        other => {
+            bail!("client {client}: {call}'s reservation did not become its stream: {other:?}")
+        }
+    };
+    state.frames_in = 500;
+    state.end(EndReason::Stop);
+    held.give_back();
+    match store
+        .end_stream(call, &token, &state)
+        .await
+        .with_context(|| format!("client {client}: stream end {call}"))?
+    {
+        StreamEnd::Ended { freed: true } => Ok(()),
+        other => {
+            bail!("client {client}: {call} was streaming but its end freed no slot: {other:?}")
+        }
+    }
 }
 
 /// The original design's check-and-increment. WATCH state belongs to the connection, so each
@@ -324,6 +419,55 @@ async fn watch_client(
         }
     }
     Ok(report)
+}
+
+/// What the watcher saw: the live count Redis holds, sampled about every millisecond from its own
+/// connection while the clients run. It sees concurrent holds (a stream holds its slot between
+/// start and end) and owes nothing to the admission script's own arithmetic.
+#[derive(Debug, Default, Clone, Copy)]
+struct Watched {
+    samples: u64,
+    max: u64,
+    /// Samples that found every slot taken: the watcher can see the limit reached, so a max at
+    /// the limit and never above is an observation, not a blind spot.
+    at_limit: u64,
+}
+
+/// Samples `ZCARD calls:slots` (Lua) or `GET calls:active_count` (WATCH/MULTI) until `stop`.
+async fn watch(
+    mut conn: MultiplexedConnection,
+    path: Path,
+    limit: u64,
+    stop: Arc<AtomicBool>,
+) -> Result<Watched> {
+    let mut watched = Watched::default();
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    while !stop.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let live: u64 = match path {
+            Path::Lua => conn.zcard(keys::SLOTS).await.context("watcher ZCARD")?,
+            Path::WatchMulti => {
+                let count: Option<i64> =
+                    conn.get(keys::ACTIVE_COUNT).await.context("watcher GET")?;
+                u64::try_from(count.unwrap_or(0)).unwrap_or(0)
+            }
+        };
+        watched.samples += 1;
+        watched.max = watched.max.max(live);
+        if live >= limit {
+            watched.at_limit += 1;
+        }
+    }
+    Ok(watched)
+}
+
+/// The watcher's own command, taken out of `INFO commandstats` before the per-call figures.
+fn watcher_command(path: Path) -> &'static str {
+    match path {
+        Path::Lua => "zcard",
+        Path::WatchMulti => "get",
+    }
 }
 
 async fn connect(client: &redis::Client) -> Result<MultiplexedConnection> {
@@ -485,6 +629,12 @@ async fn run_scenario(
         .await
         .context("CONFIG RESETSTAT")?;
 
+    let watcher = tokio::spawn(watch(
+        connect(&client).await?,
+        scenario.path,
+        scenario.limit,
+        stop.clone(),
+    ));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (n, store) in lua_stores.into_iter().enumerate() {
@@ -507,8 +657,13 @@ async fn run_scenario(
         reports.push(joined.context("a benchmark client panicked")??);
     }
     let elapsed = started.elapsed();
+    let watched = watcher.await.context("the watcher panicked")??;
 
-    let stats = command_stats(admin).await?;
+    let mut stats = command_stats(admin).await?;
+    if let Some(calls) = stats.get_mut(watcher_command(scenario.path)) {
+        *calls = calls.saturating_sub(watched.samples);
+    }
+    stats.retain(|_, calls| *calls > 0);
     release_resident_slots(admin, residents, scenario).await?;
     let end_count: Option<i64> = admin
         .get(keys::ACTIVE_COUNT)
@@ -524,8 +679,8 @@ async fn run_scenario(
         Path::WatchMulti => None,
     };
 
-    // The bench never writes call state, so `end_states` never sends a SET of its own: every
-    // command a script can run was run by a script.
+    // Every state write goes through a script (admit, stream start, stream end), so every command
+    // a script can run was run by a script.
     let scripted = match scenario.path {
         Path::Lua => script_commands(),
         Path::WatchMulti => BTreeSet::new(),
@@ -548,6 +703,7 @@ async fn run_scenario(
         latencies_us,
         max_held: held.max.load(Ordering::SeqCst),
         max_reported: reports.iter().map(|r| r.max_reported).max().unwrap_or(0),
+        watched,
         sent,
         in_scripts,
         end_count: end_count.unwrap_or(0),
@@ -588,15 +744,18 @@ fn render(outcomes: &[Outcome], header: &str) -> String {
     let _ = writeln!(out, "{header}");
     let _ = writeln!(
         out,
-        "| scenario | path | clients | ops/s | admitted | p50 µs | p99 µs | max µs | Redis cmds/admission | retries/admission | max held/limit | max count from Redis |"
+        "| scenario | path | clients | ops/s | admitted | p50 µs | p99 µs | max µs | Redis cmds/attempt | Redis cmds/admitted call | retries/admission | max held/limit | max count from Redis | watcher: max live/limit (samples at limit / samples) |"
     );
-    let _ = writeln!(out, "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
+    let _ = writeln!(
+        out,
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+    );
     for o in outcomes {
         let s = o.scenario;
         let sent: u64 = o.sent.values().sum();
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.0} | {:.2} % | {} | {} | {} | {:.2} | {:.2} | {}/{} | {} |",
+            "| {} | {} | {} | {:.0} | {:.2} % | {} | {} | {} | {:.2} | {:.2} | {:.2} | {}/{} | {} | {}/{} ({} / {}) |",
             s.name(),
             s.path.as_str(),
             s.clients,
@@ -606,16 +765,21 @@ fn render(outcomes: &[Outcome], header: &str) -> String {
             o.percentile(0.99),
             o.latencies_us.last().copied().unwrap_or(0),
             o.per_attempt(sent),
+            sent as f64 / o.admitted.max(1) as f64,
             o.per_attempt(o.retries),
             o.max_held,
             s.limit,
             o.max_reported,
+            o.watched.max,
+            s.limit,
+            o.watched.at_limit,
+            o.watched.samples,
         );
     }
     let _ = writeln!(
         out,
-        "\nCommands per admission attempt from `INFO commandstats` (the release of an admitted call included; \
-         commands Redis ran inside the scripts in brackets, not counted above):\n"
+        "\nCommands per admission attempt from `INFO commandstats` (an admitted call's stream start and end \
+         included; the watcher's samples taken out; commands Redis ran inside the scripts in brackets, not counted above):\n"
     );
     for o in outcomes {
         let s = o.scenario;
@@ -643,14 +807,17 @@ fn render(outcomes: &[Outcome], header: &str) -> String {
             .unwrap_or_default();
         let _ = writeln!(
             out,
-            "- {} / {} / {}: max held {} and max count returned by Redis {} (limit {}) over {} admitted; \
-             at the end GET calls:active_count {}{} — {}",
+            "- {} / {} / {}: watcher saw at most {} live (limit {}; {} of {} samples at the limit); max held {} and \
+             max count returned by Redis {} over {} admitted; at the end GET calls:active_count {}{} — {}",
             s.name(),
             s.path.as_str(),
             s.clients,
+            o.watched.max,
+            s.limit,
+            o.watched.at_limit,
+            o.watched.samples,
             o.max_held,
             o.max_reported,
-            s.limit,
             o.admitted,
             o.end_count,
             slots,
@@ -713,6 +880,21 @@ async fn run(server: &RedisServer, args: &Args, command: &str) -> Result<bool> {
         load_average(),
     );
     println!("{}", render(&outcomes, &header));
+    if let Some(path) = &args.json {
+        let json = serde_json::json!({
+            "command": command,
+            "cpus": cpus,
+            "cpu": cpu_model(),
+            "redis_version": version,
+            "transport": transport,
+            "seconds_per_scenario": secs.as_secs(),
+            "load_average_before": load_before,
+            "load_average_after": load_average(),
+            "scenarios": outcomes.iter().map(Outcome::to_json).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     let bad: Vec<_> = outcomes
         .iter()
         .filter(|o| o.over_admitted() || !o.end_clean())

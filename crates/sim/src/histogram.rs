@@ -42,24 +42,70 @@ impl Histogram {
 
     /// The value at quantile `q` (0..=1): the top of the bucket holding it, never above the max.
     pub fn quantile(&self, q: f64) -> Option<u64> {
+        self.snapshot().quantile(q)
+    }
+
+    /// The bucket counts now: two snapshots bracket a window (`Snapshot::since`), so the
+    /// window's percentiles leave out the ramp before it and the hang-ups after it.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            counts: self
+                .buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
+            max: self.max(),
+        }
+    }
+}
+
+/// Bucket counts at one instant, or the difference of two.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    counts: Vec<u64>,
+    /// Exact for a whole run; for a window, the top of its highest non-empty bucket.
+    max: u64,
+}
+
+impl Snapshot {
+    /// What was recorded between `earlier` and this snapshot.
+    pub fn since(&self, earlier: &Self) -> Self {
         let counts: Vec<u64> = self
-            .buckets
+            .counts
             .iter()
-            .map(|b| b.load(Ordering::Relaxed))
+            .zip(&earlier.counts)
+            .map(|(now, then)| now.saturating_sub(*then))
             .collect();
-        let total: u64 = counts.iter().sum();
+        let max = counts
+            .iter()
+            .rposition(|n| *n > 0)
+            .map_or(0, |i| upper_bound(i).min(self.max));
+        Self { counts, max }
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// The value at quantile `q` (0..=1): the top of the bucket holding it, never above the max.
+    pub fn quantile(&self, q: f64) -> Option<u64> {
+        let total = self.count();
         if total == 0 {
             return None;
         }
         let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
         let mut seen = 0;
-        for (i, n) in counts.iter().enumerate() {
+        for (i, n) in self.counts.iter().enumerate() {
             seen += n;
             if seen >= rank {
-                return Some(upper_bound(i).min(self.max()));
+                return Some(upper_bound(i).min(self.max));
             }
         }
-        Some(self.max())
+        Some(self.max)
     }
 }
 
@@ -113,5 +159,23 @@ mod tests {
         assert!((985..=1030).contains(&p99), "{p99}");
         assert_eq!(h.max(), 50_000_000_000);
         assert_eq!(h.count(), 1001);
+    }
+
+    #[test]
+    fn a_window_leaves_out_what_came_before_it() {
+        let h = Histogram::default();
+        for _ in 0..1000 {
+            h.record(90_000);
+        }
+        let start = h.snapshot();
+        for v in 1..=100 {
+            h.record(v);
+        }
+        let window = h.snapshot().since(&start);
+        assert_eq!(window.count(), 100);
+        let p99 = window.quantile(0.99).unwrap();
+        assert!((99..=103).contains(&p99), "{p99}");
+        assert!(window.max() <= 103, "{}", window.max());
+        assert_eq!(h.snapshot().since(&h.snapshot()).quantile(0.5), None);
     }
 }

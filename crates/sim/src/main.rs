@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -86,6 +87,10 @@ struct Cli {
     /// Refusals are expected (a run over the limit): they do not fail the run.
     #[arg(long)]
     allow_rejected: bool,
+    /// Fire this many voice webhooks at once (each on a fresh connection, released together) and
+    /// report their latency; no stream is opened, and --calls, --ramp and --duration are ignored.
+    #[arg(long)]
+    burst: Option<u64>,
     /// Largest share of sent frames, in percent, that may go unechoed (echo mode) before the run
     /// fails.
     #[arg(long, default_value_t = 0.1)]
@@ -208,6 +213,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         seed,
     };
     let runtime = runtime(cli.threads)?;
+    if let Some(webhooks) = cli.burst {
+        if webhooks == 0 {
+            bail!("--burst must be at least 1");
+        }
+        let report = runtime.block_on(run::burst(Arc::new(config.plan), webhooks, seed));
+        if cli.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            print!("{}", report.table());
+        }
+        return Ok(gate(&report.failures(cli.allow_rejected)));
+    }
     let report = runtime.block_on(async {
         // Kept alive for the whole run; its sessions end with their sockets.
         let _agent = match cli.agent_listen {
@@ -226,13 +243,19 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         print!("{}", report.table());
     }
     // Exit 1 when the run should fail a deploy gate; the reasons go to stderr.
-    let failures = report.failures(cli.allow_rejected, cli.max_loss_percent);
-    for failure in &failures {
+    Ok(gate(
+        &report.failures(cli.allow_rejected, cli.max_loss_percent),
+    ))
+}
+
+/// Exit 1 when the run should fail a deploy gate; the reasons go to stderr.
+fn gate(failures: &[String]) -> ExitCode {
+    for failure in failures {
         eprintln!("prosaas-calls-sim: FAILED: {failure}");
     }
-    Ok(if failures.is_empty() {
+    if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
-    })
+    }
 }

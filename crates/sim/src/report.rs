@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::run::{EchoMode, RunConfig};
+use super::histogram::Snapshot;
+use super::run::{EchoMode, RunConfig, percent};
 use super::stats::Stats;
 
 #[derive(Debug, Serialize)]
@@ -20,7 +21,12 @@ pub struct Report {
     pub frames: Frames,
     /// Whether the server echoed (given by `--expect-echo`/`--no-echo`, else detected).
     pub echo_mode: bool,
+    /// Over the whole run, ramp and hang-ups included; the steady state's own is in `window`.
     pub echo_latency_us: Option<Latency>,
+    /// More than `SATURATED_LATE_PERCENT` of the frames (over the run or over the window) left
+    /// the simulator late: the machine could not keep real time, so no latency or CPU target can
+    /// be called met from this run.
+    pub saturated: bool,
     pub marks: Marks,
     pub window: Option<Window>,
     pub errors: BTreeMap<String, u64>,
@@ -90,6 +96,9 @@ pub struct Frames {
     pub other_messages: u64,
 }
 
+/// Above this share of late frames a run is saturated (issue 13: "more than 1 %").
+pub const SATURATED_LATE_PERCENT: f64 = 1.0;
+
 #[derive(Debug, Serialize)]
 pub struct Latency {
     pub count: u64,
@@ -98,6 +107,21 @@ pub struct Latency {
     pub p99: u64,
     pub p999: u64,
     pub max: u64,
+}
+
+impl Latency {
+    /// The percentiles of what a snapshot holds; `None` when it holds nothing.
+    pub fn of(snapshot: &Snapshot) -> Option<Self> {
+        let q = |q: f64| snapshot.quantile(q).unwrap_or_default();
+        (snapshot.count() > 0).then(|| Self {
+            count: snapshot.count(),
+            p50: q(0.50),
+            p90: q(0.90),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: snapshot.max(),
+        })
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -118,6 +142,11 @@ pub struct Window {
     pub streams: u64,
     pub frames_sent: u64,
     pub frames_per_second: f64,
+    /// Frames sent in the window more than 5 ms behind schedule.
+    pub frames_late: u64,
+    pub late_percent: f64,
+    /// Echo latency of the frames echoed in the window only (no ramp, no hang-ups).
+    pub echo_latency_us: Option<Latency>,
     pub server: Option<WindowSide>,
     pub simulator: Option<WindowSide>,
 }
@@ -169,8 +198,11 @@ impl Report {
             EchoMode::None => false,
             EchoMode::Detect => echoed > 0,
         };
-        let latency = &stats.echo_latency;
-        let q = |q: f64| latency.quantile(q).unwrap_or_default();
+        let late = stats.frames_late.get();
+        let saturated = percent(late, sent) > SATURATED_LATE_PERCENT
+            || window
+                .as_ref()
+                .is_some_and(|w| w.late_percent > SATURATED_LATE_PERCENT);
         let rejected_by = BTreeMap::from([
             ("http_503", stats.rejected_503.get()),
             ("twiml", stats.rejected_twiml.get()),
@@ -202,20 +234,14 @@ impl Report {
                 sent,
                 echoed,
                 lost: echo_mode.then(|| sent.saturating_sub(echoed)),
-                late: stats.frames_late.get(),
+                late,
                 echoes_unmatched: stats.echoes_unmatched.get(),
                 echoes_reordered: stats.echoes_reordered.get(),
                 other_messages: stats.other_messages.get(),
             },
             echo_mode,
-            echo_latency_us: (latency.count() > 0).then(|| Latency {
-                count: latency.count(),
-                p50: q(0.50),
-                p90: q(0.90),
-                p99: q(0.99),
-                p999: q(0.999),
-                max: latency.max(),
-            }),
+            echo_latency_us: Latency::of(&stats.echo_latency.snapshot()),
+            saturated,
             marks: Marks {
                 marks_sent: stats.marks_sent.get(),
                 marks_echoed: stats.marks_echoed.get(),
@@ -370,9 +396,17 @@ impl Report {
                 ),
             );
         }
+        if self.saturated {
+            row(
+                "SATURATED",
+                format!(
+                    "more than {SATURATED_LATE_PERCENT} % of frames left late: no target is met by this run"
+                ),
+            );
+        }
         match &self.echo_latency_us {
             Some(l) => row(
-                "echo latency",
+                "echo latency (run)",
                 format!(
                     "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} echoes)",
                     ms(l.p50),
@@ -412,6 +446,24 @@ impl Report {
                             .map_or("?".into(), |c| format!("{c:.2} cores"))
                     ),
                 );
+                row(
+                    "  late frames",
+                    format!("{} ({:.3} %)", w.frames_late, w.late_percent),
+                );
+                if let Some(l) = &w.echo_latency_us {
+                    row(
+                        "  echo latency",
+                        format!(
+                            "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  ({} echoes)",
+                            ms(l.p50),
+                            ms(l.p90),
+                            ms(l.p99),
+                            ms(l.p999),
+                            ms(l.max),
+                            l.count
+                        ),
+                    );
+                }
                 if let Some(s) = &w.server {
                     let rss = match (s.rss_per_call_bytes, s.rss_kib, s.rss_idle_kib) {
                         (Some(per), Some(now), Some(idle)) => format!(
@@ -449,6 +501,65 @@ impl Report {
             }
         }
         out
+    }
+}
+
+/// What `--burst` found: each webhook's time from its connect to the end of its answer.
+#[derive(Debug, Serialize)]
+pub struct BurstReport {
+    pub webhooks: u64,
+    pub admitted: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    /// From the barrier's release to the last answer.
+    pub elapsed_ms: f64,
+    pub latency_us: Option<Latency>,
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl BurstReport {
+    pub fn new(webhooks: u64, stats: &Stats, latency: &Snapshot, elapsed: Duration) -> Self {
+        Self {
+            webhooks,
+            admitted: stats.admitted.get(),
+            rejected: stats.rejected_total(),
+            failed: stats.failed.get(),
+            elapsed_ms: elapsed.as_secs_f64() * 1e3,
+            latency_us: Latency::of(latency),
+            errors: stats.errors(),
+        }
+    }
+
+    /// Why the burst should fail a gate: a webhook failed, or one was refused unexpectedly.
+    pub fn failures(&self, allow_rejected: bool) -> Vec<String> {
+        let mut failures = Vec::new();
+        if self.failed > 0 {
+            failures.push(format!(
+                "{} of {} webhooks failed: {:?}",
+                self.failed, self.webhooks, self.errors
+            ));
+        }
+        if self.rejected > 0 && !allow_rejected {
+            failures.push(format!("{} webhooks were refused", self.rejected));
+        }
+        failures
+    }
+
+    pub fn table(&self) -> String {
+        let latency = self.latency_us.as_ref().map_or("-".to_owned(), |l| {
+            format!(
+                "p50 {}  p90 {}  p99 {}  max {}",
+                ms(l.p50),
+                ms(l.p90),
+                ms(l.p99),
+                ms(l.max)
+            )
+        });
+        format!(
+            "burst                  {} webhooks in {:.1} ms: admitted {}  rejected {}  failed {}\n\
+             webhook latency        {latency}\n",
+            self.webhooks, self.elapsed_ms, self.admitted, self.rejected, self.failed
+        )
     }
 }
 
@@ -493,6 +604,7 @@ mod tests {
             },
             echo_mode: true,
             echo_latency_us: None,
+            saturated: false,
             marks: Marks {
                 marks_sent: 0,
                 marks_echoed: 0,

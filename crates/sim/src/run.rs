@@ -10,10 +10,12 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep, sleep_until};
 
 use super::call::{self, CallPlan};
+use super::histogram::{Histogram, Snapshot};
 use super::procfs;
-use super::report::{Report, Window, WindowSide};
+use super::report::{BurstReport, Latency, Report, Window, WindowSide};
 use super::rng::Rng;
 use super::stats::Stats;
+use super::webhook::{self, Answer, CallIds};
 
 /// Whether echoes are expected: decides if unechoed frames count as lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +146,7 @@ async fn measure_window(
         return None;
     }
     let frames = last.frames_sent.saturating_sub(first.frames_sent);
+    let frames_late = last.frames_late.saturating_sub(first.frames_late);
     let side = |a: Option<Duration>, b: Option<Duration>, rss: Option<u64>| {
         let cpu = b?.saturating_sub(a?);
         Some(WindowSide::new(cpu, seconds, frames, rss))
@@ -160,14 +163,28 @@ async fn measure_window(
         streams: first.streaming.min(last.streaming),
         frames_sent: frames,
         frames_per_second: frames as f64 / seconds,
+        frames_late,
+        late_percent: percent(frames_late, frames),
+        echo_latency_us: Latency::of(&last.latency.since(&first.latency)),
         server: side(first.server_cpu, last.server_cpu, last.server_rss),
         simulator: side(first.own_cpu, last.own_cpu, None),
     })
 }
 
+/// `part` as a percentage of `whole` (0 when there is no whole).
+pub fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
 struct Sample {
     at: Instant,
     frames_sent: u64,
+    frames_late: u64,
+    latency: Snapshot,
     streaming: u64,
     server_cpu: Option<Duration>,
     server_rss: Option<u64>,
@@ -180,6 +197,8 @@ impl Sample {
         Self {
             at: Instant::now(),
             frames_sent: stats.frames_sent.get(),
+            frames_late: stats.frames_late.get(),
+            latency: stats.echo_latency.snapshot(),
             streaming: stats.streaming.get(),
             server_cpu: server.and_then(|pid| procfs::cpu_time(pid).ok()),
             server_rss: server.and_then(|pid| procfs::rss_bytes(pid).ok()),
@@ -209,4 +228,44 @@ async fn progress(stats: Arc<Stats>, started: Instant, every: Duration, calls: u
             stats.frames_late.get(),
         );
     }
+}
+
+/// `--burst N`: N voice webhooks at once, each on its own fresh connection as Twilio sends them,
+/// released together by a barrier once every task is ready; no stream is opened.
+pub async fn burst(plan: Arc<CallPlan>, webhooks: u64, seed: u64) -> BurstReport {
+    let stats = Arc::new(Stats::default());
+    let latency = Arc::new(Histogram::default());
+    let gate = Arc::new(tokio::sync::Barrier::new(webhooks as usize + 1));
+    let mut tasks = JoinSet::new();
+    let mut seeds = Rng::new(seed);
+    for _ in 0..webhooks {
+        let (plan, stats, latency, gate) =
+            (plan.clone(), stats.clone(), latency.clone(), gate.clone());
+        let call_sid = Rng::new(seeds.next_u64()).sid("CA");
+        tasks.spawn(async move {
+            gate.wait().await;
+            let ids = CallIds {
+                call_sid: &call_sid,
+                account_sid: &plan.account_sid,
+                from: "+15005550006",
+                to: "+15005550001",
+            };
+            stats.launched.inc();
+            let sent = Instant::now();
+            let answer = webhook::post_voice(&plan.target, &ids).await;
+            latency.record(sent.elapsed().as_micros() as u64);
+            match answer {
+                Ok(Answer::Connect(_)) => stats.admitted.inc(),
+                Ok(Answer::Rejected(refusal)) => stats.rejected(refusal),
+                Err(err) => {
+                    stats.failed.inc();
+                    stats.error(err.kind());
+                }
+            }
+        });
+    }
+    gate.wait().await;
+    let started = Instant::now();
+    while tasks.join_next().await.is_some() {}
+    BurstReport::new(webhooks, &stats, &latency.snapshot(), started.elapsed())
 }
