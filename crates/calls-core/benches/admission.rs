@@ -34,6 +34,11 @@ const CONTENDED_CLIENTS: usize = 64;
 /// "Last slots": with an immediate release the clients rarely hold 50 slots at once, so this shape
 /// has resident calls hold all but these few for the whole run and the 64 clients race for the rest.
 const LAST_SLOTS_FREE: u64 = 5;
+/// "Tenants": this many tenants, each capped at `TENANT_CAP` (`DEFAULT_TENANT_LIMIT`), behind a
+/// global cap that only a full house reaches: the clients race for their tenants' slots, the
+/// contention SPEC §10 adds, in the same one script per admission.
+const TENANTS: usize = 50;
+const TENANT_CAP: u64 = 2;
 /// Matches the store's default `op_timeout`, so neither path gives up sooner than the other.
 const OP_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -74,6 +79,7 @@ enum Shape {
     Uncontended,
     Contended,
     LastSlots,
+    Tenants,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,12 +105,19 @@ struct Scenario {
     limit: u64,
     /// Slots held by resident calls for the whole run, outside the measured clients.
     resident: u64,
+    /// Each call belongs to one of `TENANTS` tenants capped at `TENANT_CAP` (Lua path only).
+    tenants: bool,
 }
 
 impl Scenario {
     fn all() -> Vec<Self> {
         let mut all = Vec::new();
-        for shape in [Shape::Uncontended, Shape::Contended, Shape::LastSlots] {
+        for shape in [
+            Shape::Uncontended,
+            Shape::Contended,
+            Shape::LastSlots,
+            Shape::Tenants,
+        ] {
             for clients in CLIENT_COUNTS {
                 let (limit, resident) = match shape {
                     Shape::Uncontended => (UNCONTENDED_LIMIT, 0),
@@ -115,14 +128,22 @@ impl Scenario {
                         let limit = CONTENDED_SLOTS as u64;
                         (limit, limit - LAST_SLOTS_FREE)
                     }
+                    Shape::Tenants if clients < 2 => continue,
+                    Shape::Tenants => (TENANTS as u64 * TENANT_CAP, 0),
                 };
+                let tenants = shape == Shape::Tenants;
                 for path in [Path::Lua, Path::WatchMulti] {
+                    // WATCH/MULTI is the seed's global counter; it has no tenants to compare.
+                    if tenants && path == Path::WatchMulti {
+                        continue;
+                    }
                     all.push(Self {
                         shape,
                         path,
                         clients,
                         limit,
                         resident,
+                        tenants,
                     });
                 }
             }
@@ -135,7 +156,13 @@ impl Scenario {
             Shape::Uncontended => "uncontended",
             Shape::Contended => "contended",
             Shape::LastSlots => "last slots",
+            Shape::Tenants => "tenants",
         }
+    }
+
+    /// The cap the watcher checks: a tenant's in the tenant scenario, else the global one.
+    fn watched_limit(&self) -> u64 {
+        if self.tenants { TENANT_CAP } else { self.limit }
     }
 }
 
@@ -197,7 +224,7 @@ impl Outcome {
     fn over_admitted(&self) -> bool {
         self.max_held > self.scenario.limit
             || self.max_reported > self.scenario.limit
-            || self.watched.max > self.scenario.limit
+            || self.watched.max > self.scenario.watched_limit()
     }
 
     fn end_clean(&self) -> bool {
@@ -217,6 +244,7 @@ impl Outcome {
             "clients": s.clients,
             "limit": s.limit,
             "resident": s.resident,
+            "tenant_cap": s.tenants.then_some(TENANT_CAP),
             "seconds": self.elapsed.as_secs_f64(),
             "attempts": self.attempts,
             "admitted": self.admitted,
@@ -265,9 +293,10 @@ fn sid(client: usize, seq: u64) -> Result<CallSid> {
     CallSid::parse(&format!("CA{client:08x}{seq:024x}")).context("building a benchmark call SID")
 }
 
-fn store_config(limit: u64) -> StoreConfig {
+fn store_config(scenario: Scenario) -> StoreConfig {
     StoreConfig {
-        limit,
+        limit: scenario.limit,
+        default_tenant_limit: scenario.tenants.then_some(TENANT_CAP),
         // Every scenario starts from FLUSHALL; production's recovery hold-off would refuse the
         // first seconds of each run as "recovering".
         recovery_holdoff: Duration::ZERO,
@@ -282,6 +311,7 @@ fn store_config(limit: u64) -> StoreConfig {
 async fn lua_client(
     store: RedisStore,
     client: usize,
+    tenants: bool,
     held: Arc<Held>,
     stop: Arc<AtomicBool>,
 ) -> Result<ClientReport> {
@@ -294,6 +324,9 @@ async fn lua_client(
         state.account_sid = Some("ACbench".to_owned());
         state.from = Some("+15005550006".to_owned());
         state.to = Some("+15005550001".to_owned());
+        // Calls spread over the tenants the way calls to many businesses' numbers would.
+        state.tenant =
+            tenants.then(|| format!("AC{:032x}", (client * 31 + seq as usize) % TENANTS));
         let started = Instant::now();
         let admission = store
             .admit(&call, AdmitPolicy::MayTakeSlot, LEASE, Some(&state))
@@ -311,6 +344,7 @@ async fn lua_client(
             Admission::Refused(Refusal::AtLimit { active }) => {
                 report.max_reported = report.max_reported.max(active);
             }
+            Admission::Refused(Refusal::TenantAtLimit { .. }) if tenants => {}
             other => bail!("client {client}: unexpected {other:?} for the fresh SID {call}"),
         }
     }
@@ -433,19 +467,34 @@ struct Watched {
     at_limit: u64,
 }
 
-/// Samples `ZCARD calls:slots` (Lua) or `GET calls:active_count` (WATCH/MULTI) until `stop`.
+/// Samples `ZCARD calls:slots` (Lua) or `GET calls:active_count` (WATCH/MULTI) until `stop`; in
+/// the tenant scenario, every tenant's set in one pipeline, keeping the fullest.
 async fn watch(
     mut conn: MultiplexedConnection,
-    path: Path,
-    limit: u64,
+    scenario: Scenario,
     stop: Arc<AtomicBool>,
 ) -> Result<Watched> {
+    let limit = scenario.watched_limit();
+    let tenant_sets: Vec<String> = (0..TENANTS)
+        .map(|n| keys::tenant_slots(&format!("AC{n:032x}")))
+        .collect();
     let mut watched = Watched::default();
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        let live: u64 = match path {
+        let live: u64 = match scenario.path {
+            Path::Lua if scenario.tenants => {
+                let mut pipe = redis::pipe();
+                for key in &tenant_sets {
+                    pipe.zcard(key);
+                }
+                let counts: Vec<u64> = pipe
+                    .query_async(&mut conn)
+                    .await
+                    .context("watcher ZCARD of the tenant sets")?;
+                counts.into_iter().max().unwrap_or(0)
+            }
             Path::Lua => conn.zcard(keys::SLOTS).await.context("watcher ZCARD")?,
             Path::WatchMulti => {
                 let count: Option<i64> =
@@ -536,7 +585,7 @@ async fn take_resident_slots(
     }
     match scenario.path {
         Path::Lua => {
-            let store = RedisStore::connect(url, store_config(scenario.limit))
+            let store = RedisStore::connect(url, store_config(scenario))
                 .await
                 .context("connecting the resident-calls store")?;
             let mut calls = Vec::new();
@@ -605,7 +654,7 @@ async fn run_scenario(
     for n in 0..scenario.clients {
         match scenario.path {
             Path::Lua => {
-                let store = RedisStore::connect(url, store_config(scenario.limit))
+                let store = RedisStore::connect(url, store_config(scenario))
                     .await
                     .context("connecting a RedisStore")?;
                 let warm = CallSid::parse(&format!("CAwarm{n}")).context("warm-up SID")?;
@@ -629,16 +678,17 @@ async fn run_scenario(
         .await
         .context("CONFIG RESETSTAT")?;
 
-    let watcher = tokio::spawn(watch(
-        connect(&client).await?,
-        scenario.path,
-        scenario.limit,
-        stop.clone(),
-    ));
+    let watcher = tokio::spawn(watch(connect(&client).await?, scenario, stop.clone()));
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for (n, store) in lua_stores.into_iter().enumerate() {
-        tasks.spawn(lua_client(store, n, held.clone(), stop.clone()));
+        tasks.spawn(lua_client(
+            store,
+            n,
+            scenario.tenants,
+            held.clone(),
+            stop.clone(),
+        ));
     }
     for (n, conn) in watch_conns.into_iter().enumerate() {
         tasks.spawn(watch_client(
@@ -660,8 +710,9 @@ async fn run_scenario(
     let watched = watcher.await.context("the watcher panicked")??;
 
     let mut stats = command_stats(admin).await?;
+    let per_sample = if scenario.tenants { TENANTS as u64 } else { 1 };
     if let Some(calls) = stats.get_mut(watcher_command(scenario.path)) {
-        *calls = calls.saturating_sub(watched.samples);
+        *calls = calls.saturating_sub(watched.samples * per_sample);
     }
     stats.retain(|_, calls| *calls > 0);
     release_resident_slots(admin, residents, scenario).await?;
@@ -771,7 +822,7 @@ fn render(outcomes: &[Outcome], header: &str) -> String {
             s.limit,
             o.max_reported,
             o.watched.max,
-            s.limit,
+            s.watched_limit(),
             o.watched.at_limit,
             o.watched.samples,
         );
@@ -813,7 +864,7 @@ fn render(outcomes: &[Outcome], header: &str) -> String {
             s.path.as_str(),
             s.clients,
             o.watched.max,
-            s.limit,
+            s.watched_limit(),
             o.watched.at_limit,
             o.watched.samples,
             o.max_held,
