@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::State;
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use tracing::info;
 
@@ -16,19 +15,7 @@ use super::voice::{connect, fallback_twiml, xml};
 use super::{TwilioRequest, twilio_call_form};
 use crate::app::App;
 
-pub async fn handle(
-    State(app): State<Arc<App>>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = TwilioRequest {
-        method: &method,
-        headers: &headers,
-        uri: &uri,
-        body: &body,
-    };
+pub async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
     let (form, call_sid) = match twilio_call_form(&app, &request) {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
@@ -71,7 +58,7 @@ pub async fn handle(
                 to_number: to.as_deref(),
                 resumed: Some(resumed),
             };
-            connect(&app, &headers, &parameters)
+            connect(&app, &request.headers, &parameters)
         }
     }
 }

@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, Method};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
 
@@ -13,19 +11,7 @@ use super::voice::fallback_twiml;
 use super::{TwilioRequest, twilio_form};
 use crate::app::App;
 
-pub async fn handle(
-    State(app): State<Arc<App>>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = TwilioRequest {
-        method: &method,
-        headers: &headers,
-        uri: &uri,
-        body: &body,
-    };
+pub async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
     let form = match twilio_form(&app, &request) {
         Ok(form) => form,
         Err(refused) => return refused.into_response(),

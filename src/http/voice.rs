@@ -3,9 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{OriginalUri, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use calls_core::calls::{RejectReason, WebhookCall, WebhookOutcome};
@@ -16,19 +15,7 @@ use super::{TwilioRequest, after_stream_url, stream_url, twilio_call_form};
 use crate::app::App;
 use crate::config::RejectMode;
 
-pub async fn handle(
-    State(app): State<Arc<App>>,
-    method: Method,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let request = TwilioRequest {
-        method: &method,
-        headers: &headers,
-        uri: &uri,
-        body: &body,
-    };
+pub async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
     let (form, call_sid) = match twilio_call_form(&app, &request) {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
@@ -42,7 +29,7 @@ pub async fn handle(
     }
     let from = form.get("From");
     let to = form.get("To");
-    let url = stream_url(&app, &headers);
+    let url = stream_url(&app, &request.headers);
     let call = WebhookCall {
         account_sid: form.get("AccountSid").map(str::to_owned),
         from: from.map(str::to_owned),
@@ -60,7 +47,7 @@ pub async fn handle(
                 to_number: to,
                 resumed: None,
             };
-            connect(&app, &headers, &parameters)
+            connect(&app, &request.headers, &parameters)
         }
         WebhookOutcome::Reject(reason) => reject(&app, reason),
         WebhookOutcome::Ended => xml(StatusCode::OK, twiml::hangup()),

@@ -1,15 +1,9 @@
 //! The operator's command line (SPEC §11) as an operator runs it: the built binary against a real
 //! Redis with live calls, both the tables and `--json`, and a clear exit 1 when Redis fails.
 
-use std::path::Path;
-
 use crate::helpers::*;
 use serde_json::Value;
 use testkit::{RedisServer, ReplicaProcess};
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_prosaas-calls"))
-}
 
 fn run(url: &str, args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(binary())

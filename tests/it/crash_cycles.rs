@@ -1,7 +1,6 @@
 //! Repeated crashes (issue 15 part 7), bounded for CI: one replica of three is killed with -9 and
 //! restarted five times under steady calls; scripts/crash-cycles runs the long version.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
@@ -18,10 +17,6 @@ const VICTIM_CALLS: usize = 2;
 const CONVERGE: Duration = Duration::from_secs(20);
 const LIMIT: u64 = 50;
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_prosaas-calls"))
-}
-
 fn spawn(redis: &RedisServer, id: &str) -> ReplicaProcess {
     let env = [
         ("REDIS_URL", redis.url()),
@@ -31,17 +26,6 @@ fn spawn(redis: &RedisServer, id: &str) -> ReplicaProcess {
         ("CALL_LOCK_TTL_SECS", "4".to_string()),
     ];
     ReplicaProcess::spawn(binary(), id, &env).expect("replica starts")
-}
-
-async fn open_call(replica: &ReplicaProcess, n: usize) -> TwilioStream {
-    let (status, twiml) = voice_at(&replica.url("/twilio/voice"), &sid(n)).await;
-    assert_eq!(status, 200, "call {n}: {twiml}");
-    let url = format!("ws://127.0.0.1:{}/twilio/stream", replica.port);
-    let mut stream = TwilioStream::connect(&url).await;
-    stream.connected().await;
-    stream.start(&sid(n)).await;
-    stream.echo_round(1).await;
-    stream
 }
 
 /// Keys matching `pattern` whose TTL is -1 (none): a leak, since every call key must expire.

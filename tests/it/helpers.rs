@@ -514,3 +514,42 @@ impl Replica {
         }
     }
 }
+
+// ---- Replicas as real processes (the built binary), shared by the crash, recovery and tenant tests.
+
+/// The built `prosaas-calls` binary.
+pub fn binary() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_prosaas-calls"))
+}
+
+/// Places call `n` on `replica`: its webhook, then its stream started and one frame echoed.
+pub async fn open_call(replica: &testkit::ReplicaProcess, n: usize) -> TwilioStream {
+    let (status, twiml) = voice_at(&replica.url("/twilio/voice"), &sid(n)).await;
+    assert_eq!(status, 200, "call {n}: {twiml}");
+    let url = format!("ws://127.0.0.1:{}/twilio/stream", replica.port);
+    let mut stream = TwilioStream::connect(&url).await;
+    stream.connected().await;
+    stream.start(&sid(n)).await;
+    stream.echo_round(1).await;
+    stream
+}
+
+/// Posts webhooks for calls `range` all at once, spread over `replicas`; returns how many got 200.
+pub async fn race_webhooks(
+    replicas: &[&testkit::ReplicaProcess],
+    range: std::ops::Range<usize>,
+) -> u64 {
+    let racing: Vec<_> = range
+        .map(|n| {
+            let url = replicas[n % replicas.len()].url("/twilio/voice");
+            tokio::spawn(async move { voice_at(&url, &sid(n)).await.0 })
+        })
+        .collect();
+    let mut admitted = 0;
+    for race in racing {
+        if race.await.unwrap() == 200 {
+            admitted += 1;
+        }
+    }
+    admitted
+}

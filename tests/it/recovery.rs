@@ -36,33 +36,6 @@ fn active(redis: &RedisServer) -> u64 {
         .unwrap_or(0)
 }
 
-async fn open_call(replica: &ReplicaProcess, n: usize) -> TwilioStream {
-    let (status, twiml) = voice_at(&replica.url("/twilio/voice"), &sid(n)).await;
-    assert_eq!(status, 200, "call {n}: {twiml}");
-    let mut stream = TwilioStream::connect(&stream_url_of(&twiml)).await;
-    stream.connected().await;
-    stream.start(&sid(n)).await;
-    stream.echo_round(1).await;
-    stream
-}
-
-/// Posts webhooks for calls `range` all at once, spread over `replicas`; returns how many got 200.
-async fn race_webhooks(replicas: &[&ReplicaProcess], range: std::ops::Range<usize>) -> u64 {
-    let racing: Vec<_> = range
-        .map(|n| {
-            let url = replicas[n % replicas.len()].url("/twilio/voice");
-            tokio::spawn(async move { voice_at(&url, &sid(n)).await.0 })
-        })
-        .collect();
-    let mut admitted = 0;
-    for race in racing {
-        if race.await.unwrap() == 200 {
-            admitted += 1;
-        }
-    }
-    admitted
-}
-
 /// The Redis-time ms at which admissions (re)open, and Redis' clock now.
 fn epoch_and_now(redis: &RedisServer) -> Option<(u64, u64)> {
     let opens: u64 = redis.cli(&["GET", "calls:epoch"]).ok()?.parse().ok()?;

@@ -8,10 +8,6 @@ use crate::helpers::*;
 use testkit::ReplicaProcess;
 use testkit::tls::{TestCa, TlsRedisServer};
 
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_prosaas-calls"))
-}
-
 fn spawn(redis: &TlsRedisServer, id: &str, tls: &[(&str, &Path)]) -> ReplicaProcess {
     let mut env = vec![
         ("REDIS_URL", redis.url()),

@@ -1,7 +1,6 @@
 //! Secrets never leak (SPEC §2): a password planted in `REDIS_URL`, a `TWILIO_AUTH_TOKEN` and a
 //! `BRIDGE_HEADERS` token are sought in `--help`, start-up errors, trace logs and every ops answer.
 
-use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -18,10 +17,6 @@ const REDIS_PASSWORD: &str = "pl4nted-redis-pw";
 const AUTH_TOKEN: &str = "pl4nted-twilio-token";
 const BEARER: &str = "pl4nted-bridge-bearer";
 const PUBLIC: &str = "https://calls.example.com";
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_prosaas-calls"))
-}
 
 fn bridge_headers() -> String {
     json!({"Authorization": format!("Bearer {BEARER}")}).to_string()

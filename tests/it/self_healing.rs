@@ -1,7 +1,6 @@
 //! Self-healing with real processes (SPEC §4, §7): replicas are the built binary, Redis is a real
 //! redis-server; tests kill -9, pause, restart and stop them and watch the cluster converge.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::helpers::*;
@@ -10,10 +9,6 @@ use testkit::{RedisServer, ReplicaProcess};
 
 const LEASE_SECS: u64 = 3;
 const TICK_SECS: u64 = 1;
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_prosaas-calls"))
-}
 
 fn spawn(redis: &RedisServer, id: &str, limit: u64, extra: &[(&str, &str)]) -> ReplicaProcess {
     let mut env = vec![
@@ -45,17 +40,6 @@ async fn wait_recovery_over(redis: &RedisServer) {
     assert!(opened.is_some(), "admissions never opened");
 }
 
-async fn open_call(replica: &ReplicaProcess, n: usize) -> TwilioStream {
-    let (status, twiml) = voice_at(&replica.url("/twilio/voice"), &sid(n)).await;
-    assert_eq!(status, 200, "call {n}: {twiml}");
-    let url = format!("ws://127.0.0.1:{}/twilio/stream", replica.port);
-    let mut stream = TwilioStream::connect(&url).await;
-    stream.connected().await;
-    stream.start(&sid(n)).await;
-    stream.echo_round(1).await;
-    stream
-}
-
 /// Two replicas with calls 1 and 2 live on the first, 3 and 4 on the second.
 async fn two_replicas_four_calls(
     redis: &RedisServer,
@@ -70,23 +54,6 @@ async fn two_replicas_four_calls(
         open_call(&b, 4).await,
     ];
     (a, b, calls)
-}
-
-/// Posts webhooks for calls `range` all at once, spread over `replicas`; returns how many got 200.
-async fn race_webhooks(replicas: &[&ReplicaProcess], range: std::ops::Range<usize>) -> u64 {
-    let racing: Vec<_> = range
-        .map(|n| {
-            let url = replicas[n % replicas.len()].url("/twilio/voice");
-            tokio::spawn(async move { voice_at(&url, &sid(n)).await.0 })
-        })
-        .collect();
-    let mut admitted = 0;
-    for race in racing {
-        if race.await.unwrap() == 200 {
-            admitted += 1;
-        }
-    }
-    admitted
 }
 
 async fn get_json(url: &str) -> (u16, Value) {

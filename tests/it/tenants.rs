@@ -2,7 +2,6 @@
 //! cap changed with the command line applies to the next webhook, and kill -9 and a Redis restart
 //! heal a tenant's count as they heal the global one.
 
-use std::path::Path;
 use std::time::Duration;
 
 use crate::helpers::*;
@@ -13,10 +12,6 @@ const LEASE_SECS: u64 = 3;
 const TICK_SECS: u64 = 1;
 /// Generous: a loaded 2-core CI box may be seconds late; the exact counts are what is asserted.
 const CONVERGE: Duration = Duration::from_secs(20);
-
-fn binary() -> &'static Path {
-    Path::new(env!("CARGO_BIN_EXE_prosaas-calls"))
-}
 
 fn spawn(redis: &RedisServer, id: &str, limit: u64, extra: &[(&str, &str)]) -> ReplicaProcess {
     let mut env = vec![
