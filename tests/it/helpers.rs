@@ -43,6 +43,12 @@ impl Replica {
         raw.drain_timeout_secs.get_or_insert_with(|| "2".into());
         let (mut config, _) = Config::from_raw(&raw).expect("valid test config");
         config.stream_timeouts = timeouts;
+        Self::serve(config).await
+    }
+
+    /// A replica serving `config` exactly as given (its `listen_addr` should be `127.0.0.1:0`),
+    /// for a test that builds or edits the `Config` itself.
+    pub async fn serve(config: Config) -> Self {
         let store = build_store(&config).expect("store");
         let listener = tokio::net::TcpListener::bind(config.listen_addr)
             .await
@@ -491,28 +497,6 @@ pub async fn get_text(url: &str) -> (u16, String) {
     let response = client().get(url).send().await.expect("GET");
     let status = response.status().as_u16();
     (status, response.text().await.unwrap_or_default())
-}
-
-impl Replica {
-    /// A replica serving `config` exactly as given (its `listen_addr` should be `127.0.0.1:0`),
-    /// for a test that builds or edits the `Config` itself. Unlike `start`, it does not wait out
-    /// a brand-new Redis's hold-off; callers wait for a first admission.
-    pub async fn serve(config: Config) -> Self {
-        let store = build_store(&config).expect("store");
-        let listener = tokio::net::TcpListener::bind(config.listen_addr)
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let app = App::new(config, store);
-        let shutdown = CancellationToken::new();
-        let handle = tokio::spawn(server::serve(app.clone(), listener, shutdown.clone()));
-        Self {
-            addr,
-            app,
-            shutdown,
-            handle,
-        }
-    }
 }
 
 // ---- Replicas as real processes (the built binary), shared by the crash, recovery and tenant tests.
