@@ -694,19 +694,25 @@ struct Pollers<'p, 'e, S, A> {
     agent_first: &'p mut bool,
 }
 
-/// Hands queued messages to a sink while it takes them, then flushes. Returns how many went.
-fn write_queue<T, K: Sink<T> + Unpin>(
+/// Hands queued messages to a sink while it takes them, then flushes. `unpack` turns a queued item
+/// into the message to send and whether it is audio. Returns how many went, and how many of those
+/// were audio.
+fn write_queue<T, M, K: Sink<M> + Unpin>(
     cx: &mut Context<'_>,
     sink: &mut K,
     queue: &mut VecDeque<T>,
     writer: &mut Writer,
-) -> Result<u64, ()> {
+    unpack: impl Fn(T) -> (M, bool),
+) -> Result<(u64, u64), ()> {
     let mut sent = 0;
+    let mut media = 0;
     while !queue.is_empty() {
         match sink.poll_ready_unpin(cx) {
             Poll::Ready(Ok(())) => {
                 let Some(item) = queue.pop_front() else { break };
-                sink.start_send_unpin(item).map_err(|_| ())?;
+                let (message, is_media) = unpack(item);
+                media += u64::from(is_media);
+                sink.start_send_unpin(message).map_err(|_| ())?;
                 writer.dirty = true;
                 sent += 1;
             }
@@ -731,7 +737,7 @@ fn write_queue<T, K: Sink<T> + Unpin>(
         // Progress (or the first wait) restarts the stall clock.
         writer.waiting_since = Some(Instant::now());
     }
-    Ok(sent)
+    Ok((sent, media))
 }
 
 fn write_agent<A: AgentSocket>(
@@ -740,7 +746,7 @@ fn write_agent<A: AgentSocket>(
     queue: &mut VecDeque<AgentFrame>,
     writer: &mut Writer,
 ) -> Result<u64, ()> {
-    write_queue(cx, agent, queue, writer)
+    write_queue(cx, agent, queue, writer, |frame| (frame, false)).map(|(sent, _)| sent)
 }
 
 /// Like `write_agent`, and also returns how many of the messages sent were audio.
@@ -750,36 +756,7 @@ fn write_twilio<S: TwilioSocket>(
     queue: &mut VecDeque<ForTwilio>,
     writer: &mut Writer,
 ) -> Result<(u64, u64), ()> {
-    let mut sent = 0;
-    let mut media = 0;
-    while !queue.is_empty() {
-        match twilio.poll_ready_unpin(cx) {
-            Poll::Ready(Ok(())) => {
-                let Some(item) = queue.pop_front() else { break };
-                media += u64::from(item.is_media);
-                twilio.start_send_unpin(item.message).map_err(|_| ())?;
-                writer.dirty = true;
-                sent += 1;
-            }
-            Poll::Ready(Err(_)) => return Err(()),
-            Poll::Pending => break,
-        }
-    }
-    let mut flushed = false;
-    if writer.dirty {
-        match twilio.poll_flush_unpin(cx) {
-            Poll::Ready(Ok(())) => {
-                writer.dirty = false;
-                flushed = true;
-            }
-            Poll::Ready(Err(_)) => return Err(()),
-            Poll::Pending => {}
-        }
-    }
-    if queue.is_empty() && !writer.dirty {
-        writer.waiting_since = None;
-    } else if sent > 0 || flushed || writer.waiting_since.is_none() {
-        writer.waiting_since = Some(Instant::now());
-    }
-    Ok((sent, media))
+    write_queue(cx, twilio, queue, writer, |item| {
+        (item.message, item.is_media)
+    })
 }
