@@ -444,7 +444,7 @@ impl Calls {
     /// another replica learns it at that replica's next renewal. Idempotent; unknown calls change
     /// nothing.
     pub async fn call_status(&self, call_sid: &CallSid, call_status: &str) {
-        if !FINAL_STATUSES.contains(&call_status) {
+        if !is_final_status(call_status) {
             return;
         }
         if let Some(live) = self.live.get(call_sid) {
