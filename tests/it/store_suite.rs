@@ -1181,3 +1181,99 @@ fn bad_call_sids_are_typed_errors() {
         Err(CallSidError::TooLong(200))
     ));
 }
+
+/// A replica with more live calls than one renewal script takes (the store splits the tick into
+/// chunks of 100): every call is extended and its state written whichever chunk it falls in, and a
+/// call whose lapsed slot an earlier chunk reclaimed is re-added by its own, not ended.
+#[tokio::test]
+async fn redis_renewal_of_many_calls_keeps_every_one_across_chunks() {
+    const CALLS: usize = 250;
+    let fx = redis(redis_config(CALLS as u64 + 10), 1).await;
+    let server = fx.redis.as_ref().unwrap();
+    for n in 1..=CALLS {
+        let admitted = start(
+            fx.store(),
+            &sid(n),
+            &format!("t{n}"),
+            AdmitPolicy::MayTakeSlot,
+            LEASE,
+        )
+        .await;
+        assert!(
+            matches!(admitted, StreamAdmission::Started { .. }),
+            "call {n}: {admitted:?}"
+        );
+    }
+    // Every lease lapses (a replica paused past its lease): deadlines long past, so the first
+    // chunk's reclaim takes all 250 before the later chunks re-add theirs.
+    let lapsed: Vec<String> = (1..=CALLS)
+        .flat_map(|n| ["1".to_owned(), sid(n).to_string()])
+        .collect();
+    let mut zadd = vec!["ZADD", "calls:slots", "XX"];
+    zadd.extend(lapsed.iter().map(String::as_str));
+    assert_eq!(server.cli(&zadd).unwrap(), "0");
+    let taken = sid(230);
+    server
+        .cli(&["SET", &format!("calls:lock:{taken}"), "another-stream"])
+        .unwrap();
+
+    let calls = (1..=CALLS)
+        .map(|n| {
+            let mut state = CallState::reserved(sid(n).as_str(), "r1");
+            state.status = CallStatus::Active;
+            state.frames_in = n as u64;
+            (sid(n), format!("t{n}"), state)
+        })
+        .collect::<Vec<_>>();
+    let report = fx
+        .store()
+        .renew(&batch(
+            LEASE,
+            calls
+                .iter()
+                .map(|(sid, token, state)| (sid.clone(), token.as_str(), Some(state.clone())))
+                .collect(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(report.reclaimed.len(), CALLS, "{report:?}");
+    assert_eq!(report.readded.len(), CALLS);
+    assert_eq!(report.lock_lost, vec![taken.to_string()]);
+    assert!(report.lapsed_reservations.is_empty());
+    assert_eq!(report.active, CALLS as u64);
+    assert_eq!(
+        server.cli(&["ZCARD", "calls:slots"]).unwrap(),
+        CALLS.to_string()
+    );
+    assert_eq!(
+        server.cli(&["GET", "calls:active_count"]).unwrap(),
+        CALLS.to_string()
+    );
+    for n in [1, 100, 101, 200, 201, 250] {
+        let stored: CallState = serde_json::from_str(
+            &server
+                .cli(&["GET", &format!("calls:state:{}", sid(n))])
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(stored.status, CallStatus::Active, "call {n}");
+        assert_eq!(
+            stored.frames_in, n as u64,
+            "call {n}: the renewal's state was not written"
+        );
+        let ttl: i64 = server
+            .cli(&["PTTL", &format!("calls:lock:{}", sid(n))])
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(ttl > 0, "call {n}: lock PTTL {ttl}");
+    }
+    // The taken call's state is the other stream's to write: this replica left it alone.
+    let stored: CallState = serde_json::from_str(
+        &server
+            .cli(&["GET", &format!("calls:state:{taken}")])
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored.frames_in, 0);
+}

@@ -23,21 +23,9 @@ local state_ttl = tonumber(ARGV[3])
 
 local readded, lost, ended = {}, {}, {}
 
--- Ended for good: a lapsed lease (`lease_expired`) is not, since a paused replica's live call must
--- be able to come back.
-local function has_ended(state_key)
-  local stored = redis.call('GET', state_key)
-  if not stored then
-    return false
-  end
-  local ok, decoded = pcall(cjson.decode, stored)
-  return ok and type(decoded) == 'table' and decoded['status'] == 'ended'
-    and decoded['end_reason'] ~= 'lease_expired'
-end
-
 -- The lock is renewed if this stream owns it, re-taken if it vanished (Redis lost its data); the
 -- state is written only by the lock's owner.
-local function renew_lock_and_state(sid, token, state, lock_key, state_key)
+local function renew_lock_and_state(sid, token, state, lock_key, state_key, stored)
   local owner = redis.call('GET', lock_key)
   if owner == token then
     redis.call('PEXPIRE', lock_key, lock_ttl)
@@ -49,7 +37,7 @@ local function renew_lock_and_state(sid, token, state, lock_key, state_key)
   end
   if state ~= '' then
     -- A continuation granted meanwhile (SPEC §9) stays until its stream takes the call.
-    redis.call('SET', state_key, keep_grant(state_key, state), 'EX', state_ttl)
+    redis.call('SET', state_key, keep_grant(stored, state), 'EX', state_ttl)
   else
     redis.call('EXPIRE', state_key, state_ttl)
   end
@@ -59,7 +47,9 @@ for i = 0, calls - 1 do
   local base = header + 1 + stride * i
   local sid, token, state, tenant = ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3]
   local lock_key, state_key = KEYS[5 + 2 * i], KEYS[6 + 2 * i]
-  if has_ended(state_key) then
+  -- Read once: whether the call ended, and the grant to keep, both come from it.
+  local stored = redis.call('GET', state_key)
+  if ended_for_good(stored) then
     -- The call ended (its stream finished after this batch was built, or a final status
     -- callback came): renewing it would resurrect a released slot.
     ended[#ended + 1] = sid
@@ -73,7 +63,7 @@ for i = 0, calls - 1 do
     if held_by then
       tenant_slot_set(sid, held_by, deadline, 'GT')
     end
-    renew_lock_and_state(sid, token, state, lock_key, state_key)
+    renew_lock_and_state(sid, token, state, lock_key, state_key, stored)
   end
 end
 

@@ -11,7 +11,7 @@ if owner then
   redis.call('DEL', KEYS[4])
 end
 -- A continuation granted meanwhile (SPEC §9) stays in the final state.
-redis.call('SET', KEYS[3], keep_grant(KEYS[3], ARGV[3]), 'EX', ARGV[4])
+redis.call('SET', KEYS[3], keep_grant(redis.call('GET', KEYS[3]), ARGV[3]), 'EX', ARGV[4])
 local freed = redis.call('ZREM', KEYS[1], ARGV[1])
 tenant_slot_remove(ARGV[1])
 sync_count(KEYS[1], KEYS[2])
