@@ -1,5 +1,5 @@
 //! The renewal task: runs the call core's tick every `RENEW_INTERVAL_SECS` (leases, locks, state
-//! flush, reclaim, heartbeat in one round trip) until the server stops it.
+//! flush, reclaim, heartbeat; one script per 100 live calls) until the server stops it.
 
 use std::sync::Arc;
 
