@@ -8,6 +8,7 @@ pub mod call;
 pub mod error;
 pub mod frames;
 pub mod histogram;
+pub mod outbox;
 pub mod procfs;
 pub mod report;
 pub mod rng;
