@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use memchr::memmem;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
+use super::conn::Conn;
 use super::error::SimError;
 use super::frames::{self, MediaFrame, StartIds};
 use super::outbox::Outbox;
@@ -158,7 +158,7 @@ async fn attempt(
                 .target
                 .stream_request(&connect.stream_url)
                 .map_err(|why| SimError::BadStreamUrl(connect.stream_url.clone(), why))?;
-            let (mut sock, early) = ws::connect(&plan.target, &request, &mut rng).await?;
+            let (mut conn, early) = ws::connect(&plan.target, &request, &mut rng).await?;
             if streaming.is_none() {
                 stats.admitted.inc();
                 stats.streaming.inc();
@@ -175,7 +175,7 @@ async fn attempt(
             let start = frames::start(&start_ids, &connect.parameters);
             let began = *t0.get_or_insert_with(Instant::now);
             let (at, first) = match call
-                .stream(&mut sock, &start_ids, &start, began, next)
+                .stream(&mut conn, &start_ids, &start, began, next)
                 .await?
             {
                 StreamEnd::Done(outcome) => return Ok(outcome),
@@ -220,7 +220,7 @@ impl Drop for StreamingGuard<'_> {
     }
 }
 
-/// A streaming call's state, apart from its socket and what waits to go out on it.
+/// A streaming call's state, apart from its connection and what waits to go out on it.
 struct Call<'a> {
     plan: &'a CallPlan,
     stats: &'a Stats,
@@ -254,14 +254,23 @@ impl<'a> Call<'a> {
     /// or until the server closes or loses the stream.
     async fn stream(
         &mut self,
-        sock: &mut TcpStream,
+        conn: &mut Conn,
         ids: &StartIds<'_>,
         start: &str,
         t0: Instant,
         first: u32,
     ) -> Result<StreamEnd, SimError> {
-        let (rd, wr) = sock.split();
-        self.stream_over(rd, wr, ids, start, t0, first).await
+        match conn {
+            // The socket's own halves: no lock between reading and writing.
+            Conn::Plain(tcp) => {
+                let (rd, wr) = tcp.split();
+                self.stream_over(rd, wr, ids, start, t0, first).await
+            }
+            Conn::Tls(tls) => {
+                let (rd, wr) = tokio::io::split(&mut **tls);
+                self.stream_over(rd, wr, ids, start, t0, first).await
+            }
+        }
     }
 
     /// [`Call::stream`] over a connection's read and write halves, whichever kind they are.

@@ -5,6 +5,7 @@
 
 pub mod agent;
 pub mod call;
+pub mod conn;
 pub mod error;
 pub mod frames;
 pub mod histogram;
@@ -15,5 +16,6 @@ pub mod rng;
 pub mod run;
 pub mod stats;
 pub mod target;
+pub mod tls;
 pub mod webhook;
 pub mod ws;

@@ -213,7 +213,7 @@ impl Report {
             outcome,
             elapsed_seconds: elapsed.as_secs_f64(),
             config: ConfigEcho {
-                target: config.plan.target.authority.clone(),
+                target: config.plan.target.origin(),
                 calls: config.calls,
                 concurrency: config.concurrency,
                 ramp_seconds: config.ramp.as_secs_f64(),
@@ -576,7 +576,7 @@ mod tests {
             outcome: "finished",
             elapsed_seconds: 1.0,
             config: ConfigEcho {
-                target: "127.0.0.1:8080".into(),
+                target: "http://127.0.0.1:8080".into(),
                 calls: 10,
                 concurrency: 10,
                 ramp_seconds: 1.0,
