@@ -86,7 +86,7 @@ pub async fn run(plan: &CallPlan, stats: &Stats, seed: u64) {
         Ok(Outcome::Refused | Outcome::EndedEarly) => {}
         Err(err) => {
             stats.failed.inc();
-            stats.error(err.kind());
+            stats.failure(&err);
         }
     }
 }
