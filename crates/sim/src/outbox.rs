@@ -6,7 +6,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
 
-use tokio::io::AsyncWrite;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::error::SimError;
 
@@ -22,7 +22,7 @@ pub struct Outbox<W> {
     max_pending: usize,
 }
 
-impl<W: AsyncWrite + Unpin> Outbox<W> {
+impl<W: WriteNow> Outbox<W> {
     pub fn new(wr: W, max_pending: usize) -> Self {
         Self {
             wr,
@@ -33,35 +33,25 @@ impl<W: AsyncWrite + Unpin> Outbox<W> {
     }
 
     /// Writes `bytes` now if the writer takes them, else queues them behind what already waits.
-    /// Never waits and never asks for a wake-up: [`Outbox::drain`] does that when it is polled.
+    /// Never waits and never asks for a wake-up: [`Outbox::drain`] does that when it is polled
+    /// (the caller's select loop polls it as soon as anything is pending).
     pub fn send(&mut self, bytes: &[u8]) -> Result<(), SimError> {
-        if !self.pending.is_empty() {
-            self.pending.extend_from_slice(bytes);
-            return self.check_bound();
-        }
-        // A no-op waker: a writer that is not ready has its interest registered again, with the
-        // task's own waker, when `drain` polls it (the caller's select loop does as soon as
-        // anything is pending).
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut at = 0;
-        while at < bytes.len() {
-            match Pin::new(&mut self.wr).poll_write(&mut cx, &bytes[at..]) {
-                Poll::Ready(Ok(0)) => return Err(write_zero()),
-                Poll::Ready(Ok(n)) => at += n,
-                Poll::Ready(Err(err)) => return Err(SimError::io("stream")(err)),
-                Poll::Pending => break,
+        let mut rest = bytes;
+        if self.pending.is_empty() {
+            match self.wr.write_now(bytes) {
+                Ok((n, holds)) => {
+                    rest = &bytes[n..];
+                    self.unflushed |= holds;
+                }
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(err) => return Err(SimError::io("stream")(err)),
             }
         }
-        if at > 0 {
-            // Free on plain TCP; a TLS session pushes its records out, or keeps them for `drain`.
-            match Pin::new(&mut self.wr).poll_flush(&mut cx) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Ready(Err(err)) => return Err(SimError::io("stream")(err)),
-                Poll::Pending => self.unflushed = true,
-            }
+        self.pending.extend_from_slice(rest);
+        if self.pending.len() > self.max_pending {
+            return Err(SimError::SendStalled(self.max_pending));
         }
-        self.pending.extend_from_slice(&bytes[at..]);
-        self.check_bound()
+        Ok(())
     }
 
     /// Whether [`Outbox::drain`] has work: bytes queued, or taken but not flushed.
@@ -92,23 +82,70 @@ impl<W: AsyncWrite + Unpin> Outbox<W> {
         }
         Poll::Ready(Ok(()))
     }
+}
 
-    fn check_bound(&self) -> Result<(), SimError> {
-        if self.pending.len() > self.max_pending {
-            return Err(SimError::SendStalled(self.max_pending));
-        }
-        Ok(())
+/// A write half the outbox can hand bytes to at once, without waiting and without a wake-up.
+pub trait WriteNow: AsyncWrite + Unpin {
+    /// Writes what the writer takes of `bytes` now (`WouldBlock`, or 0: nothing), and whether it
+    /// may still hold some of what it took (then it must be flushed).
+    fn write_now(&mut self, bytes: &[u8]) -> io::Result<(usize, bool)>;
+}
+
+/// The plain socket: `try_write` is one readiness check and at most one syscall, with no task
+/// budget or waker involved: the benchmarks' load generator runs on it.
+impl WriteNow for tokio::net::tcp::WriteHalf<'_> {
+    fn write_now(&mut self, bytes: &[u8]) -> io::Result<(usize, bool)> {
+        self.as_ref().try_write(bytes).map(|n| (n, false))
     }
 }
 
-fn write_zero() -> SimError {
-    SimError::io("stream")(io::ErrorKind::WriteZero.into())
+/// A TLS stream's write half (`tokio::io::split`).
+impl<T: AsyncRead + AsyncWrite> WriteNow for tokio::io::WriteHalf<T> {
+    fn write_now(&mut self, bytes: &[u8]) -> io::Result<(usize, bool)> {
+        poll_now(self, bytes)
+    }
+}
+
+/// Any writer, polled once with a no-op waker: a writer that is not ready has its interest
+/// registered again, with the task's own waker, when [`Outbox::drain`] polls it. Then flushed the
+/// same way, since a TLS session may keep records it took when the socket was full.
+pub fn poll_now<W: AsyncWrite + Unpin>(wr: &mut W, bytes: &[u8]) -> io::Result<(usize, bool)> {
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut at = 0;
+    while at < bytes.len() {
+        match Pin::new(&mut *wr).poll_write(&mut cx, &bytes[at..]) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => at += n,
+            Poll::Ready(Err(err)) => return Err(err),
+            Poll::Pending => break,
+        }
+    }
+    if at == 0 {
+        return Ok((0, false));
+    }
+    match Pin::new(&mut *wr).poll_flush(&mut cx) {
+        Poll::Ready(Ok(())) => Ok((at, false)),
+        Poll::Ready(Err(err)) => Err(err),
+        Poll::Pending => Ok((at, true)),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, BufWriter, DuplexStream};
+
+    impl WriteNow for DuplexStream {
+        fn write_now(&mut self, bytes: &[u8]) -> io::Result<(usize, bool)> {
+            poll_now(self, bytes)
+        }
+    }
+
+    impl WriteNow for BufWriter<DuplexStream> {
+        fn write_now(&mut self, bytes: &[u8]) -> io::Result<(usize, bool)> {
+            poll_now(self, bytes)
+        }
+    }
 
     #[tokio::test]
     async fn writes_at_once_queues_when_full_and_drains_in_order() {
@@ -136,7 +173,7 @@ mod tests {
     async fn what_the_writer_took_but_holds_is_flushed() {
         // A BufWriter keeps what it took until flushed, as a TLS session keeps its records.
         let (near, mut far) = tokio::io::duplex(16);
-        let mut out = Outbox::new(tokio::io::BufWriter::with_capacity(256, near), 1024);
+        let mut out = Outbox::new(BufWriter::with_capacity(256, near), 1024);
         out.send(&[7; 40]).unwrap();
         assert!(out.busy(), "taken, but not yet on the wire");
         out.send(&[8; 40]).unwrap();
