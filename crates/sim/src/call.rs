@@ -7,13 +7,13 @@ use std::io;
 use std::time::Duration;
 
 use memchr::memmem;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 use super::conn::Conn;
 use super::error::SimError;
 use super::frames::{self, MediaFrame, StartIds};
-use super::outbox::Outbox;
+use super::outbox::{Outbox, WriteNow};
 use super::rng::Rng;
 use super::stats::Stats;
 use super::target::Target;
@@ -285,7 +285,7 @@ impl<'a> Call<'a> {
     ) -> Result<StreamEnd, SimError>
     where
         R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
+        W: WriteNow,
     {
         let mut out = Outbox::new(wr, MAX_PENDING);
         let hello = [frames::connected(), start.to_owned()];
@@ -337,7 +337,7 @@ impl<'a> Call<'a> {
     /// Sends every frame on schedule while reading what comes back. `Ok(None)`: all sent, time to
     /// hang up; `Ok(Some)`: the stream was refused.
     #[allow(clippy::too_many_arguments)]
-    async fn frames<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    async fn frames<R: AsyncRead + Unpin, W: WriteNow>(
         &mut self,
         rd: &mut R,
         out: &mut Outbox<W>,
@@ -396,7 +396,7 @@ impl<'a> Call<'a> {
     }
 
     /// Twilio's optional messages, once mid-call.
-    fn extras<W: AsyncWrite + Unpin>(
+    fn extras<W: WriteNow>(
         &mut self,
         out: &mut Outbox<W>,
         stream_sid: &str,
@@ -418,7 +418,7 @@ impl<'a> Call<'a> {
 
     /// `stop` and a close frame back to back, as Twilio does, then whatever the server still sends
     /// until it closes (or `drain` passes): echoes in flight count, nothing is cut short.
-    async fn hang_up<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    async fn hang_up<R: AsyncRead + Unpin, W: WriteNow>(
         &mut self,
         rd: &mut R,
         out: &mut Outbox<W>,
@@ -457,7 +457,7 @@ impl<'a> Call<'a> {
 
     /// Handles `n` new bytes: every complete frame in the buffer. Returns the close code if the
     /// server closed the WebSocket.
-    fn received<W: AsyncWrite + Unpin>(
+    fn received<W: WriteNow>(
         &mut self,
         n: usize,
         out: &mut Outbox<W>,
@@ -491,12 +491,15 @@ impl<'a> Call<'a> {
     }
 }
 
+/// The connection went away under the stream: a reset, or (over TLS) a close without
+/// close_notify, which is what a crashed TLS server leaves; both count as the peer's close.
 fn is_reset(err: &io::Error) -> bool {
     matches!(
         err.kind(),
         io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
     )
 }
 
