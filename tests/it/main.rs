@@ -17,6 +17,7 @@ mod secrets;
 mod self_healing;
 mod sentinel;
 mod sim_e2e;
+mod sim_tls;
 mod state_caps;
 mod store_suite;
 mod stream_bad_input;

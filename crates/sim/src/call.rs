@@ -7,12 +7,13 @@ use std::io;
 use std::time::Duration;
 
 use memchr::memmem;
-use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::time::{Instant, sleep_until, timeout_at};
 
+use super::conn::Conn;
 use super::error::SimError;
 use super::frames::{self, MediaFrame, StartIds};
+use super::outbox::{Outbox, WriteNow};
 use super::rng::Rng;
 use super::stats::Stats;
 use super::target::Target;
@@ -85,7 +86,7 @@ pub async fn run(plan: &CallPlan, stats: &Stats, seed: u64) {
         Ok(Outcome::Refused | Outcome::EndedEarly) => {}
         Err(err) => {
             stats.failed.inc();
-            stats.error(err.kind());
+            stats.failure(&err);
         }
     }
 }
@@ -157,7 +158,7 @@ async fn attempt(
                 .target
                 .stream_request(&connect.stream_url)
                 .map_err(|why| SimError::BadStreamUrl(connect.stream_url.clone(), why))?;
-            let (mut sock, early) = ws::connect(&plan.target, &request, &mut rng).await?;
+            let (mut conn, early) = ws::connect(&plan.target, &request, &mut rng).await?;
             if streaming.is_none() {
                 stats.admitted.inc();
                 stats.streaming.inc();
@@ -174,7 +175,7 @@ async fn attempt(
             let start = frames::start(&start_ids, &connect.parameters);
             let began = *t0.get_or_insert_with(Instant::now);
             let (at, first) = match call
-                .stream(&mut sock, &start_ids, &start, began, next)
+                .stream(&mut conn, &start_ids, &start, began, next)
                 .await?
             {
                 StreamEnd::Done(outcome) => return Ok(outcome),
@@ -219,14 +220,12 @@ impl Drop for StreamingGuard<'_> {
     }
 }
 
-/// A streaming call's state, apart from its socket.
+/// A streaming call's state, apart from its connection and what waits to go out on it.
 struct Call<'a> {
     plan: &'a CallPlan,
     stats: &'a Stats,
     mask: [u8; 4],
     media: MediaFrame,
-    /// Bytes the socket has not taken yet (empty unless the server falls behind).
-    pending: Vec<u8>,
     rx: Receiver,
     echoes: Echoes<'a>,
     sequence: u64,
@@ -245,7 +244,6 @@ impl<'a> Call<'a> {
             stats,
             mask,
             media: MediaFrame::new(ids.stream_sid, mask),
-            pending: Vec::new(),
             rx: Receiver::new(&early),
             echoes: Echoes::new(stats),
             sequence: 1,
@@ -256,17 +254,43 @@ impl<'a> Call<'a> {
     /// or until the server closes or loses the stream.
     async fn stream(
         &mut self,
-        sock: &mut TcpStream,
+        conn: &mut Conn,
         ids: &StartIds<'_>,
         start: &str,
         t0: Instant,
         first: u32,
     ) -> Result<StreamEnd, SimError> {
-        let (mut rd, wr) = sock.split();
-        let wr = wr.as_ref();
+        match conn {
+            // The socket's own halves: no lock between reading and writing.
+            Conn::Plain(tcp) => {
+                let (rd, wr) = tcp.split();
+                self.stream_over(rd, wr, ids, start, t0, first).await
+            }
+            Conn::Tls(tls) => {
+                let (rd, wr) = tokio::io::split(&mut **tls);
+                self.stream_over(rd, wr, ids, start, t0, first).await
+            }
+        }
+    }
+
+    /// [`Call::stream`] over a connection's read and write halves, whichever kind they are.
+    async fn stream_over<R, W>(
+        &mut self,
+        mut rd: R,
+        wr: W,
+        ids: &StartIds<'_>,
+        start: &str,
+        t0: Instant,
+        first: u32,
+    ) -> Result<StreamEnd, SimError>
+    where
+        R: AsyncRead + Unpin,
+        W: WriteNow,
+    {
+        let mut out = Outbox::new(wr, MAX_PENDING);
         let hello = [frames::connected(), start.to_owned()];
         for text in &hello {
-            queue(&mut self.pending, wr, &frames::text_frame(text, self.mask))?;
+            out.send(&frames::text_frame(text, self.mask))?;
         }
 
         let frames_total = self.plan.frames();
@@ -284,7 +308,9 @@ impl<'a> Call<'a> {
         let sleep = sleep_until(due(next));
         tokio::pin!(sleep);
         match self
-            .frames(&mut rd, wr, ids, &due, &mut next, midpoint, &mut sleep)
+            .frames(
+                &mut rd, &mut out, ids, &due, &mut next, midpoint, &mut sleep,
+            )
             .await
         {
             Ok(Some(outcome)) => return Ok(StreamEnd::Done(outcome)),
@@ -303,16 +329,18 @@ impl<'a> Call<'a> {
             }
             Err(err) => return Err(err),
         }
-        self.hang_up(&mut rd, wr, ids).await.map(StreamEnd::Done)
+        self.hang_up(&mut rd, &mut out, ids)
+            .await
+            .map(StreamEnd::Done)
     }
 
     /// Sends every frame on schedule while reading what comes back. `Ok(None)`: all sent, time to
     /// hang up; `Ok(Some)`: the stream was refused.
     #[allow(clippy::too_many_arguments)]
-    async fn frames(
+    async fn frames<R: AsyncRead + Unpin, W: WriteNow>(
         &mut self,
-        rd: &mut tokio::net::tcp::ReadHalf<'_>,
-        wr: &TcpStream,
+        rd: &mut R,
+        out: &mut Outbox<W>,
         ids: &StartIds<'_>,
         due: &impl Fn(u32) -> Instant,
         next: &mut u32,
@@ -330,7 +358,7 @@ impl<'a> Call<'a> {
                     if n == 0 {
                         return Err(SimError::Eof);
                     }
-                    if let Some(code) = self.received(n, wr)? {
+                    if let Some(code) = self.received(n, out)? {
                         return match code {
                             TRY_AGAIN_LATER => {
                                 self.stats.rejected_stream.inc();
@@ -340,10 +368,7 @@ impl<'a> Call<'a> {
                         };
                     }
                 }
-                ready = wr.writable(), if !self.pending.is_empty() => {
-                    ready.map_err(SimError::io("stream"))?;
-                    flush(&mut self.pending, wr)?;
-                }
+                drained = out.drain(), if out.busy() => drained?,
                 () = sleep.as_mut() => {
                     if *next > frames_total {
                         return Ok(None);
@@ -355,11 +380,11 @@ impl<'a> Call<'a> {
                         }
                         self.sequence += 1;
                         let wire = self.media.frame(self.sequence, *next);
-                        queue(&mut self.pending, wr, wire)?;
+                        out.send(wire)?;
                         self.echoes.sent(*next, now);
                         self.stats.frames_sent.inc();
                         if *next == midpoint {
-                            self.extras(wr, ids.stream_sid)?;
+                            self.extras(out, ids.stream_sid)?;
                         }
                         *next += 1;
                     }
@@ -371,17 +396,21 @@ impl<'a> Call<'a> {
     }
 
     /// Twilio's optional messages, once mid-call.
-    fn extras(&mut self, wr: &TcpStream, stream_sid: &str) -> Result<(), SimError> {
+    fn extras<W: WriteNow>(
+        &mut self,
+        out: &mut Outbox<W>,
+        stream_sid: &str,
+    ) -> Result<(), SimError> {
         if let Some(digit) = &self.plan.dtmf {
             self.sequence += 1;
             let text = frames::dtmf(self.sequence, stream_sid, digit);
-            queue(&mut self.pending, wr, &frames::text_frame(&text, self.mask))?;
+            out.send(&frames::text_frame(&text, self.mask))?;
             self.stats.dtmf_sent.inc();
         }
         if let Some(name) = &self.plan.mark {
             self.sequence += 1;
             let text = frames::mark(self.sequence, stream_sid, name);
-            queue(&mut self.pending, wr, &frames::text_frame(&text, self.mask))?;
+            out.send(&frames::text_frame(&text, self.mask))?;
             self.stats.marks_sent.inc();
         }
         Ok(())
@@ -389,26 +418,22 @@ impl<'a> Call<'a> {
 
     /// `stop` and a close frame back to back, as Twilio does, then whatever the server still sends
     /// until it closes (or `drain` passes): echoes in flight count, nothing is cut short.
-    async fn hang_up(
+    async fn hang_up<R: AsyncRead + Unpin, W: WriteNow>(
         &mut self,
-        rd: &mut tokio::net::tcp::ReadHalf<'_>,
-        wr: &TcpStream,
+        rd: &mut R,
+        out: &mut Outbox<W>,
         ids: &StartIds<'_>,
     ) -> Result<Outcome, SimError> {
         self.sequence += 1;
         let mut bye = frames::text_frame(&frames::stop(self.sequence, ids), self.mask);
         bye.extend_from_slice(&frames::close(1000, self.mask));
-        queue(&mut self.pending, wr, &bye)?;
+        out.send(&bye)?;
         let deadline = Instant::now() + self.plan.drain;
         loop {
             let step = async {
                 tokio::select! {
                     read = rd.read(self.rx.spare()?) => Ok::<_, SimError>(Some(read)),
-                    ready = wr.writable(), if !self.pending.is_empty() => {
-                        ready.map_err(SimError::io("stream"))?;
-                        flush(&mut self.pending, wr)?;
-                        Ok(None)
-                    }
+                    drained = out.drain(), if out.busy() => drained.map(|()| None),
                 }
             };
             let read = match timeout_at(deadline, step).await {
@@ -424,7 +449,7 @@ impl<'a> Call<'a> {
                 Some(Ok(0)) => return Ok(Outcome::Completed),
                 Some(Err(err)) if is_reset(&err) => return Ok(Outcome::Completed),
                 Some(Err(err)) => return Err(SimError::io("drain")(err)),
-                Some(Ok(n)) if self.received(n, wr)?.is_some() => return Ok(Outcome::Completed),
+                Some(Ok(n)) if self.received(n, out)?.is_some() => return Ok(Outcome::Completed),
                 Some(Ok(_)) => {}
             }
         }
@@ -432,7 +457,11 @@ impl<'a> Call<'a> {
 
     /// Handles `n` new bytes: every complete frame in the buffer. Returns the close code if the
     /// server closed the WebSocket.
-    fn received(&mut self, n: usize, wr: &TcpStream) -> Result<Option<u16>, SimError> {
+    fn received<W: WriteNow>(
+        &mut self,
+        n: usize,
+        out: &mut Outbox<W>,
+    ) -> Result<Option<u16>, SimError> {
         self.rx.filled(n);
         let now = Instant::now();
         while let Some(frame) = ws::parse_frame(self.rx.data(), MAX_SERVER_FRAME)? {
@@ -451,7 +480,7 @@ impl<'a> Call<'a> {
                 opcode::PING => {
                     let mut pong = Vec::with_capacity(payload.len() + 14);
                     ws::encode_frame(&mut pong, opcode::PONG, payload, self.mask);
-                    queue(&mut self.pending, wr, &pong)?;
+                    out.send(&pong)?;
                 }
                 opcode::PONG => {}
                 _ => self.stats.other_messages.inc(),
@@ -462,43 +491,15 @@ impl<'a> Call<'a> {
     }
 }
 
-/// Writes `bytes` now if the socket takes them, else queues them behind what is already waiting.
-fn queue(pending: &mut Vec<u8>, sock: &TcpStream, bytes: &[u8]) -> Result<(), SimError> {
-    if pending.is_empty() {
-        match sock.try_write(bytes) {
-            Ok(n) if n == bytes.len() => return Ok(()),
-            Ok(n) => pending.extend_from_slice(&bytes[n..]),
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => pending.extend_from_slice(bytes),
-            Err(err) => return Err(SimError::io("stream")(err)),
-        }
-    } else {
-        pending.extend_from_slice(bytes);
-    }
-    if pending.len() > MAX_PENDING {
-        return Err(SimError::SendStalled(MAX_PENDING));
-    }
-    Ok(())
-}
-
-fn flush(pending: &mut Vec<u8>, sock: &TcpStream) -> Result<(), SimError> {
-    while !pending.is_empty() {
-        match sock.try_write(pending) {
-            Ok(n) => {
-                pending.drain(..n);
-            }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-            Err(err) => return Err(SimError::io("stream")(err)),
-        }
-    }
-    Ok(())
-}
-
+/// The connection went away under the stream: a reset, or (over TLS) a close without
+/// close_notify, which is what a crashed TLS server leaves; both count as the peer's close.
 fn is_reset(err: &io::Error) -> bool {
     matches!(
         err.kind(),
         io::ErrorKind::ConnectionReset
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::UnexpectedEof
     )
 }
 

@@ -9,6 +9,10 @@ use thiserror::Error;
 pub enum SimError {
     #[error("connect to {addr}: {source}")]
     Connect { addr: String, source: io::Error },
+    #[error("TLS to {host}: the server's certificate was not trusted: {reason}")]
+    Certificate { host: String, reason: String },
+    #[error("TLS to {host}: handshake failed: {source}")]
+    Tls { host: String, source: io::Error },
     #[error("{stage}: {source}")]
     Io {
         stage: &'static str,
@@ -47,6 +51,8 @@ impl SimError {
     pub fn kind(&self) -> String {
         match self {
             Self::Connect { .. } => "connect".into(),
+            Self::Certificate { .. } => "tls_certificate".into(),
+            Self::Tls { .. } => "tls_handshake".into(),
             Self::Io { stage, source } => format!("io_{stage}_{:?}", source.kind()).to_lowercase(),
             Self::Timeout(stage) => format!("timeout_{stage}"),
             Self::WebhookStatus(code) => format!("webhook_http_{code}"),

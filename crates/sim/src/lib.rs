@@ -5,14 +5,17 @@
 
 pub mod agent;
 pub mod call;
+pub mod conn;
 pub mod error;
 pub mod frames;
 pub mod histogram;
+pub mod outbox;
 pub mod procfs;
 pub mod report;
 pub mod rng;
 pub mod run;
 pub mod stats;
 pub mod target;
+pub mod tls;
 pub mod webhook;
 pub mod ws;

@@ -1,5 +1,6 @@
-//! `prosaas-calls-sim`: behaves like Twilio for N calls against a loopback server (webhook, Media
-//! Stream, real-time audio) and reports admission, loss, echo latency and per-frame costs.
+//! `prosaas-calls-sim`: behaves like Twilio for N calls against a server (webhook, Media Stream,
+//! real-time audio; loopback unless --allow-remote) and reports admission, loss, echo latency and
+//! per-frame costs.
 //! Exits 0 when the run passed, 1 when it should fail a deploy gate, 2 on bad arguments.
 
 #![forbid(unsafe_code)]
@@ -15,12 +16,13 @@ use prosaas_calls_sim::call::CallPlan;
 use prosaas_calls_sim::procfs;
 use prosaas_calls_sim::rng::Rng;
 use prosaas_calls_sim::run::{self, EchoMode, RunConfig};
-use prosaas_calls_sim::target::Target;
+use prosaas_calls_sim::target::{Reach, Target};
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Simulate Twilio voice calls (webhook, Media Stream, 20 ms audio) against a loopback server"
+    about = "Simulate Twilio voice calls (webhook, Media Stream, 20 ms audio) against a server: \
+             loopback only unless --allow-remote"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -29,9 +31,20 @@ struct Cli {
     /// start the server with MEDIA_HANDLER=bridge and BRIDGE_URL=ws://<this address>/.
     #[arg(long)]
     agent_listen: Option<std::net::SocketAddr>,
-    /// The server: http://host:port on the loopback range (nothing else is accepted).
+    /// The server: http://host[:port], or https://host[:port] (TLS, port 443 by default), on the
+    /// loopback range unless --allow-remote. Every connection goes here, whatever host the TwiML
+    /// names.
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     target: String,
+    /// The operator means to send traffic to a non-loopback host (e.g. a staging endpoint): the
+    /// target may resolve to any address. The run is bounded by --calls and --duration like any
+    /// other.
+    #[arg(long)]
+    allow_remote: bool,
+    /// For an https:// target: also trust the CA certificates in this PEM file (a private CA, or
+    /// a self-signed TLS front), besides the public CA roots.
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<std::path::PathBuf>,
     /// Calls to place.
     #[arg(long, default_value_t = 10)]
     calls: u64,
@@ -178,7 +191,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
-    let target = Target::new(&cli.target, cli.public_url.as_deref(), cli.auth_token)?;
+    let reach = Reach {
+        allow_remote: cli.allow_remote,
+        ca_file: cli.ca_file,
+    };
+    let target = Target::with_reach(
+        &cli.target,
+        cli.public_url.as_deref(),
+        cli.auth_token,
+        &reach,
+    )?;
     // Each call holds one socket (two while its webhook is in flight).
     let nofile = procfs::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
     let needed = concurrency.min(cli.calls) * 2 + 64;

@@ -30,6 +30,9 @@ pub struct Report {
     pub marks: Marks,
     pub window: Option<Window>,
     pub errors: BTreeMap<String, u64>,
+    /// The first message of each error kind: why (which certificate was not trusted, what
+    /// refused the connection).
+    pub error_messages: BTreeMap<String, String>,
     /// Streams lost mid-call and what `<Connect action>` made of them (SPEC §9).
     pub continuity: Continuity,
 }
@@ -213,7 +216,7 @@ impl Report {
             outcome,
             elapsed_seconds: elapsed.as_secs_f64(),
             config: ConfigEcho {
-                target: config.plan.target.authority.clone(),
+                target: config.plan.target.origin(),
                 calls: config.calls,
                 concurrency: config.concurrency,
                 ramp_seconds: config.ramp.as_secs_f64(),
@@ -249,6 +252,7 @@ impl Report {
             },
             window,
             errors: stats.errors(),
+            error_messages: stats.error_messages(),
             continuity: Continuity {
                 streams_lost: stats.streams_lost.get(),
                 continued: stats.continued.get(),
@@ -498,6 +502,9 @@ impl Report {
         } else {
             for (kind, n) in &self.errors {
                 row("error", format!("{kind}: {n}"));
+                if let Some(message) = self.error_messages.get(kind) {
+                    row("  first", message.clone());
+                }
             }
         }
         out
@@ -515,6 +522,8 @@ pub struct BurstReport {
     pub elapsed_ms: f64,
     pub latency_us: Option<Latency>,
     pub errors: BTreeMap<String, u64>,
+    /// The first message of each error kind.
+    pub error_messages: BTreeMap<String, String>,
 }
 
 impl BurstReport {
@@ -527,6 +536,7 @@ impl BurstReport {
             elapsed_ms: elapsed.as_secs_f64() * 1e3,
             latency_us: Latency::of(latency),
             errors: stats.errors(),
+            error_messages: stats.error_messages(),
         }
     }
 
@@ -576,7 +586,7 @@ mod tests {
             outcome: "finished",
             elapsed_seconds: 1.0,
             config: ConfigEcho {
-                target: "127.0.0.1:8080".into(),
+                target: "http://127.0.0.1:8080".into(),
                 calls: 10,
                 concurrency: 10,
                 ramp_seconds: 1.0,
@@ -612,6 +622,7 @@ mod tests {
             },
             window: None,
             errors: BTreeMap::new(),
+            error_messages: BTreeMap::new(),
             continuity: Continuity {
                 streams_lost: 0,
                 continued: 0,

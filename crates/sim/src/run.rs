@@ -259,7 +259,7 @@ pub async fn burst(plan: Arc<CallPlan>, webhooks: u64, seed: u64) -> BurstReport
                 Ok(Answer::Rejected(refusal)) => stats.rejected(refusal),
                 Err(err) => {
                     stats.failed.inc();
-                    stats.error(err.kind());
+                    stats.failure(&err);
                 }
             }
         });

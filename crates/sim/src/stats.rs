@@ -1,10 +1,12 @@
 //! The counters every simulated call adds to while it runs: relaxed atomics read by the progress
-//! line, the steady-state window and the final report; errors are kept by kind, not by message.
+//! line, the steady-state window and the final report; errors are counted by kind, with the first
+//! message of each kind kept to say why.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::error::SimError;
 use super::histogram::Histogram;
 use super::webhook::Refusal;
 
@@ -50,7 +52,13 @@ pub struct Stats {
     pub frames_skipped: Counter,
     /// From a stream's loss to the first echo on its continuation, in microseconds.
     pub resume_gap: Histogram,
-    errors: Mutex<BTreeMap<String, u64>>,
+    errors: Mutex<BTreeMap<String, ErrorCount>>,
+}
+
+/// How often one kind of error happened, and the first message of it (if it had one).
+struct ErrorCount {
+    n: u64,
+    first: Option<String>,
 }
 
 /// A relaxed atomic counter: each is written by many calls, read only for reporting.
@@ -94,18 +102,46 @@ impl Stats {
             + self.rejected_stream.get()
     }
 
+    /// Counts an error that has a kind and nothing more to say.
     pub fn error(&self, kind: String) {
+        self.count_error(kind, None);
+    }
+
+    /// Counts a call's failure under its kind; the first of each kind keeps its message.
+    pub fn failure(&self, err: &SimError) {
+        self.count_error(err.kind(), Some(err));
+    }
+
+    fn count_error(&self, kind: String, err: Option<&SimError>) {
         let mut errors = self
             .errors
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        *errors.entry(kind).or_default() += 1;
+        errors
+            .entry(kind)
+            .or_insert_with(|| ErrorCount {
+                n: 0,
+                first: err.map(ToString::to_string),
+            })
+            .n += 1;
     }
 
     pub fn errors(&self) -> BTreeMap<String, u64> {
         self.errors
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
+            .iter()
+            .map(|(kind, count)| (kind.clone(), count.n))
+            .collect()
+    }
+
+    /// The first message of each error kind that had one.
+    pub fn error_messages(&self) -> BTreeMap<String, String> {
+        self.errors
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter_map(|(kind, count)| Some((kind.clone(), count.first.clone()?)))
+            .collect()
     }
 }

@@ -7,9 +7,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use sha1::{Digest, Sha1};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use super::conn::Conn;
 use super::error::SimError;
 use super::rng::Rng;
 use super::target::{StreamRequest, Target};
@@ -27,13 +27,13 @@ pub mod opcode {
     pub const PONG: u8 = 0xA;
 }
 
-/// Opens the Media Stream: TCP to the target's loopback address, then the upgrade. Returns the
-/// socket and any frame bytes that arrived with the handshake answer.
+/// Opens the Media Stream: a connection to the target's address (TLS for an `https://` target),
+/// then the upgrade. Returns the connection and any frame bytes that arrived with the answer.
 pub async fn connect(
     target: &Target,
     request: &StreamRequest,
     rng: &mut Rng,
-) -> Result<(TcpStream, Vec<u8>), SimError> {
+) -> Result<(Conn, Vec<u8>), SimError> {
     timeout(HANDSHAKE_TIMEOUT, upgrade(target, request, rng))
         .await
         .map_err(|_| SimError::Timeout("upgrade"))?
@@ -43,10 +43,13 @@ async fn upgrade(
     target: &Target,
     request: &StreamRequest,
     rng: &mut Rng,
-) -> Result<(TcpStream, Vec<u8>), SimError> {
+) -> Result<(Conn, Vec<u8>), SimError> {
     let mut stream = target.connect().await?;
     // Media frames are small and latency-bound: never let Nagle hold one for an ACK.
-    stream.set_nodelay(true).map_err(SimError::io("stream"))?;
+    stream
+        .tcp()
+        .set_nodelay(true)
+        .map_err(SimError::io("stream"))?;
     let key = BASE64.encode(rng.bytes::<16>());
     let mut head = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -61,6 +64,8 @@ async fn upgrade(
         .write_all(head.as_bytes())
         .await
         .map_err(SimError::io("upgrade"))?;
+    // A TLS session may still hold the request's records after the write.
+    stream.flush().await.map_err(SimError::io("upgrade"))?;
 
     let mut answer = Vec::with_capacity(512);
     let head_end = loop {
