@@ -590,7 +590,7 @@ fn debug_of_the_config_redacts_every_secret() {
 
 #[test]
 fn every_flag_has_help_and_secrets_hide_their_values() {
-    let cmd = RawConfig::augment_args(clap::Command::new("serve"));
+    let cmd = <RawConfig as clap::Args>::augment_args(clap::Command::new("serve"));
     let mut count = 0;
     for arg in cmd.get_arguments() {
         count += 1;

@@ -1,0 +1,168 @@
+//! The `serve` flags: one per environment variable of the contract, as given (empty means unset),
+//! with the help line that `serve --help` prints; `Config::from_raw` validates them.
+
+use std::fmt;
+
+use clap::Args;
+
+use super::{
+    DEFAULT_BRIDGE_CONNECT_TIMEOUT_SECS, DEFAULT_CALL_LEASE_SECS, DEFAULT_CALL_LOCK_TTL_SECS,
+    DEFAULT_CALL_STATE_TTL_SECS, DEFAULT_DRAIN_TIMEOUT_SECS, DEFAULT_LOG_FORMAT,
+    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MEDIA_HANDLER, DEFAULT_PORT, DEFAULT_REJECT_MODE,
+    DEFAULT_RESERVATION_SECS, DEFAULT_RESUME_LIMIT, DEFAULT_RETRY_AFTER_SECS, DEFAULT_TENANT_KEY,
+};
+
+/// A flag's help line with its default, so `--help` and the constants never disagree.
+fn with_default(text: &str, default: impl fmt::Display) -> String {
+    format!("{text} [default: {default}]")
+}
+
+/// The raw values as given on the command line or in the environment; empty means unset.
+/// `serve --help` is the reference: one line per variable. Secrets hide their values there.
+/// No `Debug`: it holds the secrets unwrapped; [`Config`] is what may be printed.
+#[derive(Clone, Default, Args)]
+pub struct RawConfig {
+    #[arg(long, env = "MAX_CONCURRENT_CALLS", help = with_default(
+        "Global cap on live calls across all replicas; not a positive integer: a warning and the default",
+        DEFAULT_MAX_CONCURRENT_CALLS))]
+    pub max_concurrent_calls: Option<String>,
+    #[arg(
+        long,
+        env = "REDIS_URL",
+        hide_env_values = true,
+        help = "Shared state: redis://, rediss://, redis+unix://, unix://, redis+sentinel://, rediss+sentinel://; unset: in-process state, one replica only"
+    )]
+    pub redis_url: Option<String>,
+    #[arg(
+        long,
+        env = "REDIS_TLS_CA_FILE",
+        help = "PEM file of the CA(s) that sign the Redis server's certificate (rediss only) [default: the system's roots]"
+    )]
+    pub redis_tls_ca_file: Option<String>,
+    #[arg(
+        long,
+        env = "REDIS_TLS_CERT_FILE",
+        help = "PEM client certificate for a Redis that requires one (rediss only; with REDIS_TLS_KEY_FILE)"
+    )]
+    pub redis_tls_cert_file: Option<String>,
+    #[arg(
+        long,
+        env = "REDIS_TLS_KEY_FILE",
+        help = "PEM private key of REDIS_TLS_CERT_FILE"
+    )]
+    pub redis_tls_key_file: Option<String>,
+    #[arg(long, env = "PORT", help = with_default(
+        "HTTP/WebSocket port on all interfaces", DEFAULT_PORT))]
+    pub port: Option<String>,
+    #[arg(
+        long,
+        env = "LISTEN_ADDR",
+        help = "host:port to listen on, e.g. 127.0.0.1:8080; overrides PORT"
+    )]
+    pub listen_addr: Option<String>,
+    #[arg(
+        long,
+        env = "PUBLIC_URL",
+        help = "External base URL Twilio uses (https://calls.example.com); the stream URL and signed URLs are built from it"
+    )]
+    pub public_url: Option<String>,
+    #[arg(
+        long,
+        env = "TWILIO_AUTH_TOKEN",
+        hide_env_values = true,
+        help = "Set: every Twilio request must carry a valid X-Twilio-Signature (needs PUBLIC_URL); unset: not checked"
+    )]
+    pub twilio_auth_token: Option<String>,
+    #[arg(long, env = "REJECT_MODE", help = with_default(
+        "Answer over the limit: 503 (Retry-After), twiml (say, then redirect or hang up) or busy",
+        DEFAULT_REJECT_MODE.as_str()))]
+    pub reject_mode: Option<String>,
+    #[arg(
+        long,
+        env = "REJECT_MESSAGE",
+        help = "What twiml mode (and the fallback) says [default: all of our lines are busy…]"
+    )]
+    pub reject_message: Option<String>,
+    #[arg(
+        long,
+        env = "REJECT_REDIRECT_URL",
+        help = "Where twiml mode redirects after the message (e.g. a WhatsApp flow); unset: hang up"
+    )]
+    pub reject_redirect_url: Option<String>,
+    #[arg(long, env = "RETRY_AFTER_SECS", help = with_default(
+        "Retry-After of a 503, in seconds", DEFAULT_RETRY_AFTER_SECS))]
+    pub retry_after_secs: Option<String>,
+    #[arg(long, env = "CALL_STATE_TTL_SECS", help = with_default(
+        "TTL of a call's state in Redis, in seconds", DEFAULT_CALL_STATE_TTL_SECS))]
+    pub call_state_ttl_secs: Option<String>,
+    #[arg(long, env = "CALL_LOCK_TTL_SECS", help = with_default(
+        "TTL of a call's stream lock, in seconds", DEFAULT_CALL_LOCK_TTL_SECS))]
+    pub call_lock_ttl_secs: Option<String>,
+    #[arg(long, env = "CALL_LEASE_SECS", help = with_default(
+        "A live call's slot lease, in seconds: a dead replica's slots free within it",
+        DEFAULT_CALL_LEASE_SECS))]
+    pub call_lease_secs: Option<String>,
+    #[arg(
+        long,
+        env = "RENEW_INTERVAL_SECS",
+        help = "Renewal tick, in seconds: leases, locks, counters, reclaim, heartbeat [default: lease / 3]"
+    )]
+    pub renew_interval_secs: Option<String>,
+    #[arg(long, env = "RESERVATION_SECS", help = with_default(
+        "How long a slot reserved by the voice webhook waits for its stream, in seconds",
+        DEFAULT_RESERVATION_SECS))]
+    pub reservation_secs: Option<String>,
+    #[arg(long, env = "DRAIN_TIMEOUT_SECS", help = with_default(
+        "On SIGTERM/SIGINT, how long live calls may go on, in seconds", DEFAULT_DRAIN_TIMEOUT_SECS))]
+    pub drain_timeout_secs: Option<String>,
+    #[arg(
+        long,
+        env = "REPLICA_ID",
+        help = "Names this replica in state and metrics [default: hostname-pid]"
+    )]
+    pub replica_id: Option<String>,
+    #[arg(long, env = "MEDIA_HANDLER", help = with_default(
+        "What is done with caller audio: echo, silent or bridge (to a voice agent)",
+        DEFAULT_MEDIA_HANDLER.as_str()))]
+    pub media_handler: Option<String>,
+    #[arg(long, env = "LOG_FORMAT", help = with_default(
+        "Log lines as text or json", DEFAULT_LOG_FORMAT.as_str()))]
+    pub log_format: Option<String>,
+    #[arg(
+        long,
+        env = "BRIDGE_URL",
+        help = "bridge: the voice agent's ws:// or wss:// URL; may hold {call_sid} {account_sid} {from} {to} {tenant}"
+    )]
+    pub bridge_url: Option<String>,
+    #[arg(
+        long,
+        env = "BRIDGE_HEADERS",
+        hide_env_values = true,
+        help = r#"bridge: JSON object of extra handshake headers for the agent, e.g. {"Authorization":"Bearer …"}; never logged"#
+    )]
+    pub bridge_headers: Option<String>,
+    #[arg(long, env = "BRIDGE_CONNECT_TIMEOUT_SECS", help = with_default(
+        "bridge: how long the agent has to accept the WebSocket, in seconds",
+        DEFAULT_BRIDGE_CONNECT_TIMEOUT_SECS))]
+    pub bridge_connect_timeout_secs: Option<String>,
+    #[arg(long, env = "RESUME_LIMIT", help = with_default(
+        "How many times one call may continue on a new stream after losing its stream; 0: never",
+        DEFAULT_RESUME_LIMIT))]
+    pub resume_limit: Option<String>,
+    #[arg(long, env = "TENANT_KEY", help = with_default(
+        "Which webhook field names a call's tenant: none, account_sid or to",
+        DEFAULT_TENANT_KEY.as_str()))]
+    pub tenant_key: Option<String>,
+    #[arg(
+        long,
+        env = "DEFAULT_TENANT_LIMIT",
+        help = "Cap for a tenant without its own limit (a positive integer); unset: only the global cap"
+    )]
+    pub default_tenant_limit: Option<String>,
+    #[arg(
+        long,
+        env = "TENANT_METRICS",
+        help = "1: per-tenant labels in Prometheus metrics [default: 0]"
+    )]
+    pub tenant_metrics: Option<String>,
+}
