@@ -2,8 +2,10 @@
 //! calls on a private redis-server, beside a floor that does the same writes with plain commands.
 //!
 //! What matters is how long Redis runs one command: Redis runs a script alone, so every other
-//! replica's admission waits behind the longest one. Redis' own slowlog (threshold 0 for the run)
-//! gives each command's duration; the wall time of the whole tick is reported beside it.
+//! replica's admission waits behind the longest one. Redis' slowlog (threshold 100 µs for the run)
+//! gives the longest commands' durations, `INFO commandstats` Redis' whole time per tick; the wall
+//! time of the tick is reported beside them. (A slowlog at threshold 0 would log every command a
+//! script runs, inside the script's own time, and make the script look slower than it is.)
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -24,6 +26,11 @@ const LEASE: Duration = Duration::from_secs(30);
 const REPLICA: &str = "bench-replica";
 const LOCK_TTL_MS: u64 = 60_000;
 const STATE_TTL_S: u64 = 3_600;
+/// Commands at least this long are logged: every renewal script, hardly any single plain write.
+const SLOW_US: u64 = 100;
+/// What a renewal tick sends, and what the floor sends, as `INFO commandstats` names them.
+const RENEWAL_COMMANDS: [&str; 1] = ["evalsha"];
+const FLOOR_COMMANDS: [&str; 3] = ["zadd", "pexpire", "set"];
 
 #[derive(Parser)]
 #[command(about = "One replica's renewal tick for many live calls against plain writes")]
@@ -51,7 +58,7 @@ struct Ticks {
     redis: Vec<u64>,
     /// The longest single command of each tick: how long it held everyone else.
     longest: Vec<u64>,
-    commands_per_tick: usize,
+    commands_per_tick: u64,
 }
 
 fn percentile(values: &[u64], p: f64) -> u64 {
@@ -134,10 +141,8 @@ fn batch(calls: &[Renewal]) -> RenewBatch {
     }
 }
 
-/// Every top-level command Redis ran since the last reset, with its duration in µs. Redis 7 also logs
-/// the commands a script runs, inside the script's own time: with `scripts_only` only the scripts
-/// count (a renewal tick), otherwise every command (the floor, which runs no script).
-async fn slowlog(admin: &mut MultiplexedConnection, scripts_only: bool) -> Result<Vec<u64>> {
+/// Durations (µs) of the commands in `names` that Redis logged as slow since the last reset.
+async fn slow_commands(admin: &mut MultiplexedConnection, names: &[&str]) -> Result<Vec<u64>> {
     let entries: Vec<redis::Value> = redis::cmd("SLOWLOG")
         .arg("GET")
         .arg(-1)
@@ -160,27 +165,54 @@ async fn slowlog(admin: &mut MultiplexedConnection, scripts_only: bool) -> Resul
             bail!("unexpected SLOWLOG fields {fields:?}");
         };
         let name = match argv.first() {
-            Some(redis::Value::BulkString(name)) => name.to_ascii_lowercase(),
-            _ => Vec::new(),
+            Some(redis::Value::BulkString(name)) => String::from_utf8_lossy(name).to_lowercase(),
+            _ => String::new(),
         };
-        // The bench's own SLOWLOG RESET is not part of any tick.
-        if name == b"slowlog" || (scripts_only && name != b"evalsha") {
-            continue;
+        if names.contains(&name.as_str()) {
+            durations.push(u64::try_from(*us).unwrap_or(0));
         }
-        durations.push(u64::try_from(*us).unwrap_or(0));
     }
     Ok(durations)
 }
 
-fn record(ticks: &mut Ticks, wall: Duration, durations: &[u64]) {
+/// How many of the commands named `names` Redis ran so far, and its total time (µs) in them, from
+/// `INFO commandstats`.
+async fn command_usec(admin: &mut MultiplexedConnection, names: &[&str]) -> Result<(u64, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(admin)
+        .await
+        .context("INFO commandstats")?;
+    let (mut calls, mut total) = (0, 0);
+    for line in info.lines() {
+        let Some((name, fields)) = line
+            .strip_prefix("cmdstat_")
+            .and_then(|rest| rest.split_once(':'))
+        else {
+            continue;
+        };
+        if names.contains(&name) {
+            let field = |key: &str| {
+                fields
+                    .split(',')
+                    .find_map(|field| field.strip_prefix(key))
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .with_context(|| format!("no {key} in {line:?}"))
+            };
+            calls += field("calls=")?;
+            total += field("usec=")?;
+        }
+    }
+    Ok((calls, total))
+}
+
+fn record(ticks: &mut Ticks, wall: Duration, (commands, redis_us): (u64, u64), slow: &[u64]) {
     ticks
         .wall
         .push(u64::try_from(wall.as_micros()).unwrap_or(u64::MAX));
-    ticks.redis.push(durations.iter().sum());
-    ticks
-        .longest
-        .push(durations.iter().copied().max().unwrap_or(0));
-    ticks.commands_per_tick = durations.len();
+    ticks.redis.push(redis_us);
+    ticks.longest.push(slow.iter().copied().max().unwrap_or(0));
+    ticks.commands_per_tick = commands;
 }
 
 /// The floor: the same lease extensions, lock renewals and state writes as plain commands in one
@@ -227,7 +259,7 @@ async fn run(server: &RedisServer, args: &Args, command: &str) -> Result<()> {
         load_average()
     );
     println!(
-        "| live calls | scripts per tick | longest command p50 / max ms | Redis ms per tick p50 | tick wall p50 / max ms | floor: commands per tick | floor longest p50 / max ms | floor Redis ms per tick p50 | floor wall p50 / max ms |"
+        "| live calls | scripts per tick | longest command p50 / max ms | Redis ms per tick p50 | tick wall p50 / max ms | floor: commands per tick | floor longest p50 / max ms (0.00: none over 0.1) | floor Redis ms per tick p50 | floor wall p50 / max ms |"
     );
     println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for &n in &args.calls {
@@ -248,7 +280,7 @@ async fn run(server: &RedisServer, args: &Args, command: &str) -> Result<()> {
         redis::cmd("CONFIG")
             .arg("SET")
             .arg("slowlog-log-slower-than")
-            .arg(0)
+            .arg(SLOW_US)
             .arg("slowlog-max-len")
             .arg(100_000)
             .query_async::<()>(&mut admin)
@@ -256,19 +288,35 @@ async fn run(server: &RedisServer, args: &Args, command: &str) -> Result<()> {
         let (mut renewal, mut floor) = (Ticks::default(), Ticks::default());
         // Alternated, so a noisy neighbour hits both alike.
         for _ in 0..ticks {
-            slowlog(&mut admin, false).await?;
+            slow_commands(&mut admin, &[]).await?;
+            let before = command_usec(&mut admin, &RENEWAL_COMMANDS).await?;
             let began = Instant::now();
             let report = store.renew(&batch).await.context("renewal tick")?;
             let wall = began.elapsed();
             if report.readded.len() + report.lock_lost.len() + report.ended.len() > 0 {
                 bail!("a steady tick changed something: {report:?}");
             }
-            record(&mut renewal, wall, &slowlog(&mut admin, true).await?);
+            let after = command_usec(&mut admin, &RENEWAL_COMMANDS).await?;
+            let slow = slow_commands(&mut admin, &RENEWAL_COMMANDS).await?;
+            record(
+                &mut renewal,
+                wall,
+                (after.0 - before.0, after.1 - before.1),
+                &slow,
+            );
 
+            let before = command_usec(&mut admin, &FLOOR_COMMANDS).await?;
             let began = Instant::now();
             floor_tick(&mut floor_conn, &calls).await?;
             let wall = began.elapsed();
-            record(&mut floor, wall, &slowlog(&mut admin, false).await?);
+            let after = command_usec(&mut admin, &FLOOR_COMMANDS).await?;
+            let slow = slow_commands(&mut admin, &FLOOR_COMMANDS).await?;
+            record(
+                &mut floor,
+                wall,
+                (after.0 - before.0, after.1 - before.1),
+                &slow,
+            );
         }
         redis::cmd("CONFIG")
             .arg("SET")
