@@ -1172,6 +1172,20 @@ async fn a_burst_never_meets_noscript_cold_or_after_a_restart() {
     assert_eq!(server.cli(&["GET", "calls:active_count"]).unwrap(), "300");
 }
 
+#[tokio::test]
+async fn an_admission_after_a_script_flush_behind_its_back_loads_the_script_and_runs() {
+    let server = RedisServer::start().unwrap();
+    let store = RedisStore::connect(&server.url(), redis_config(10))
+        .await
+        .unwrap();
+    assert!(take(&store, &sid(1), LEASE).await.is_admitted());
+    // Same connection, no reconnect: only the NOSCRIPT answer can tell the replica.
+    server.cli(&["SCRIPT", "FLUSH"]).unwrap();
+    assert!(take(&store, &sid(2), LEASE).await.is_admitted());
+    assert_eq!(noscript_errors(&server), 1, "met once, then loaded");
+    assert_eq!(server.cli(&["GET", "calls:active_count"]).unwrap(), "2");
+}
+
 #[test]
 fn bad_call_sids_are_typed_errors() {
     use calls_core::call_sid::CallSidError;

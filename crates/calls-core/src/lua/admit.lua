@@ -12,12 +12,13 @@ local now = now_ms()
 local opens, epoch, lost = check_epoch(KEYS[5], slots, now, ARGV[8], ARGV[9] == '1',
   tonumber(ARGV[5]), false)
 local expired = reclaim(slots, now)
-if ARGV[6] ~= '' and redis.call('ZSCORE', slots, ARGV[1]) == false
-    and ended_for_good(redis.call('GET', KEYS[6])) then
+-- Read once: the ended check and the admission both ask whether the call holds a slot.
+local held = redis.call('ZSCORE', slots, ARGV[1])
+if ARGV[6] ~= '' and held == false and ended_for_good(redis.call('GET', KEYS[6])) then
   return {-3, sync_count(slots, count_key), expired, epoch, lost}
 end
 local code, active = admit_slot(slots, count_key, KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]),
-  now + tonumber(ARGV[3]), ARGV[4], now, opens, ARGV[10], ARGV[11])
+  now + tonumber(ARGV[3]), ARGV[4], now, opens, ARGV[10], ARGV[11], held)
 if code == 1 and ARGV[6] ~= '' then
   redis.call('SET', KEYS[6], ARGV[6], 'EX', ARGV[7])
 end

@@ -115,9 +115,14 @@ end
 -- (1 new slot, 2 already held, 0 at limit, -1 recovering, -2 no slot held with policy 'existing',
 -- 4 under the global cap but at its tenant's) and the live count. `tenant` ('' = none) and
 -- `tenant_default` ('' = none) are checked in this same step: the global cap first, then the tenant's.
+-- `held` is the slot's ZSCORE when the caller already read it in this script (false: none), nil
+-- otherwise: each command a script runs costs Redis, and the webhook's admission is the hot path.
 local function admit_slot(slots, count_key, started_key, rejected_key, sid, limit, deadline, policy,
-                          now, opens, tenant, tenant_default)
-  if redis.call('ZSCORE', slots, sid) then
+                          now, opens, tenant, tenant_default, held)
+  if held == nil then
+    held = redis.call('ZSCORE', slots, sid)
+  end
+  if held then
     -- The new lease replaces the old one: a stream activating its reservation swaps the long wait
     -- for its stream for the short live-call lease its replica renews.
     redis.call('ZADD', slots, 'XX', deadline, sid)

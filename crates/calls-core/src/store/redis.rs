@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{AsyncCommands, Script};
+use redis::{AsyncCommands, Cmd, ErrorKind, FromRedisValue, Script, ServerErrorKind};
 use tracing::{debug, warn};
 
 use super::connect::{self, StoreConnection};
@@ -477,6 +477,31 @@ fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
+/// `EVALSHA` of `script` over `keys`, written straight into one command buffer; the caller adds
+/// the arguments. For the webhook's admission, the hot path of a burst: a `ScriptInvocation`
+/// allocates a buffer for every key and argument before copying them all into the command.
+fn evalsha(script: &Script, keys: &[&str]) -> Cmd {
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+    cmd
+}
+
+/// Runs `cmd`, an [`evalsha`] of `script`. On NOSCRIPT (a `SCRIPT FLUSH` behind the replica's
+/// back) loads the script and runs it once more, as `ScriptInvocation::invoke_async` does.
+async fn invoke<T: FromRedisValue>(
+    script: &Script,
+    cmd: &Cmd,
+    conn: &mut StoreConnection,
+) -> redis::RedisResult<T> {
+    match cmd.query_async(conn).await {
+        Err(err) if err.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+            script.load_async(conn).await?;
+            cmd.query_async(conn).await
+        }
+        other => other,
+    }
+}
+
 /// The admission codes `admit.lua` and `stream_start.lua` share (`admit_slot` in the prelude).
 fn admission(op: &'static str, code: i64, active: u64) -> Result<Admission, StoreError> {
     Ok(match code {
@@ -532,15 +557,18 @@ impl CallStore for RedisStore {
             self.tenant_args(initial_state.and_then(|state| state.tenant.as_deref()));
         let (began, mut conn) = self.link("admit").await?;
         let ticket = self.watch.wait_ticket();
-        let mut invocation = self.scripts.admit.prepare_invoke();
-        invocation
-            .key(keys::SLOTS)
-            .key(keys::ACTIVE_COUNT)
-            .key(keys::STATS_STARTED)
-            .key(keys::STATS_REJECTED_MAX_CONCURRENT)
-            .key(keys::EPOCH)
-            .key(keys::state(call_sid))
-            .arg(call_sid.as_str())
+        let mut cmd = evalsha(
+            &self.scripts.admit,
+            &[
+                keys::SLOTS,
+                keys::ACTIVE_COUNT,
+                keys::STATS_STARTED,
+                keys::STATS_REJECTED_MAX_CONCURRENT,
+                keys::EPOCH,
+                &keys::state(call_sid),
+            ],
+        );
+        cmd.arg(call_sid.as_str())
             .arg(self.config.limit)
             .arg(millis(lease))
             .arg(policy_arg(policy))
@@ -552,7 +580,7 @@ impl CallStore for RedisStore {
             .arg(&tenant)
             .arg(&default_limit);
         let (code, active, reclaimed, epoch, data_lost): (i64, u64, Vec<String>, String, i64) =
-            self.run("admit", began, invocation.invoke_async(&mut conn))
+            self.run("admit", began, invoke(&self.scripts.admit, &cmd, &mut conn))
                 .await?;
         self.after_admission(ticket, &epoch, data_lost, &reclaimed)
             .await?;
