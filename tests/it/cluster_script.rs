@@ -6,7 +6,8 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use testkit::free_port;
-use testkit::nginx::find_nginx;
+
+use crate::helpers::nginx_or_skip;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster");
 
@@ -105,14 +106,7 @@ fn process_gone(pid: u32) -> bool {
 
 #[test]
 fn status_reports_a_replica_down() {
-    let Some(nginx) = find_nginx() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but no nginx binary was found"
-        );
-        eprintln!(
-            "SKIPPED status_reports_a_replica_down: no nginx binary (apt-get install nginx-light)"
-        );
+    let Some(nginx) = nginx_or_skip("status_reports_a_replica_down") else {
         return;
     };
     let began = std::time::Instant::now();

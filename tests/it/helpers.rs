@@ -377,6 +377,20 @@ where
 // ---- The nginx front (deploy/nginx/templates/default.conf.template) and a client that talks to a
 // ---- cluster by URL rather than to an in-process `Replica`.
 
+/// The nginx binary, or `None` (the test says it skipped) where none is installed. CI installs
+/// nginx-light: a missing nginx there is a broken CI, not a skip.
+pub fn nginx_or_skip(test: &str) -> Option<std::path::PathBuf> {
+    let found = testkit::nginx::find_nginx();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI is set but no nginx binary was found"
+        );
+        eprintln!("SKIPPED {test}: no nginx binary (apt-get install nginx-light)");
+    }
+    found
+}
+
 /// Posts a status callback to `base` and returns the HTTP status.
 pub async fn status_at(base: &str, call_sid: &str, call_status: &str) -> u16 {
     post_form(

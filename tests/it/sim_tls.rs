@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use crate::helpers::*;
-use testkit::nginx::{NginxProcess, TlsFiles, find_nginx};
+use testkit::nginx::{NginxProcess, TlsFiles};
 use testkit::tls::TestCa;
 use testkit::{RedisServer, ReplicaProcess};
 
@@ -85,15 +85,7 @@ async fn simulate(args: &[&str]) -> (Output, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_calls_through_the_tls_front() {
-    let Some(nginx_bin) = find_nginx() else {
-        // CI installs nginx-light: a missing nginx there is a broken CI, not a skip.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but no nginx binary was found"
-        );
-        eprintln!(
-            "SKIPPED the_simulator_calls_through_the_tls_front: no nginx binary (apt-get install nginx-light)"
-        );
+    let Some(nginx_bin) = nginx_or_skip("the_simulator_calls_through_the_tls_front") else {
         return;
     };
     // Built before anything starts, so the build's time is not the processes' idle time.

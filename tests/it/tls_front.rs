@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::helpers::*;
 use rustls::pki_types::pem::PemObject;
-use testkit::nginx::{NginxProcess, TlsFiles, find_nginx};
+use testkit::nginx::{NginxProcess, TlsFiles};
 use testkit::{RedisServer, ReplicaProcess};
 use tokio_tungstenite::Connector;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -172,15 +172,7 @@ async fn call_over_tls(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhooks_and_streams_over_tls() {
-    let Some(nginx_bin) = find_nginx() else {
-        // CI installs nginx-light: a missing nginx there is a broken CI, not a skip.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but no nginx binary was found"
-        );
-        eprintln!(
-            "SKIPPED webhooks_and_streams_over_tls: no nginx binary (apt-get install nginx-light)"
-        );
+    let Some(nginx_bin) = nginx_or_skip("webhooks_and_streams_over_tls") else {
         return;
     };
     let began = std::time::Instant::now();
