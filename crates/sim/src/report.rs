@@ -280,8 +280,10 @@ impl Report {
         }
         if self.calls.failed > 0 {
             failures.push(format!(
-                "{} of {} calls failed",
-                self.calls.failed, self.calls.launched
+                "{} of {} calls failed (errors seen: {})",
+                self.calls.failed,
+                self.calls.launched,
+                error_kinds(&self.errors)
             ));
         }
         if self.continuity.ended_early > 0 {
@@ -545,8 +547,10 @@ impl BurstReport {
         let mut failures = Vec::new();
         if self.failed > 0 {
             failures.push(format!(
-                "{} of {} webhooks failed: {:?}",
-                self.failed, self.webhooks, self.errors
+                "{} of {} webhooks failed (errors seen: {})",
+                self.failed,
+                self.webhooks,
+                error_kinds(&self.errors)
             ));
         }
         if self.rejected > 0 && !allow_rejected {
@@ -575,6 +579,16 @@ impl BurstReport {
 
 fn ms(micros: u64) -> String {
     format!("{:.2} ms", micros as f64 / 1000.0)
+}
+
+/// `kind: count, …` of a run's errors: a deploy log shows the gate's line, not the JSON report, so
+/// the line itself says why calls failed.
+fn error_kinds(errors: &BTreeMap<String, u64>) -> String {
+    let kinds: Vec<String> = errors
+        .iter()
+        .map(|(kind, n)| format!("{kind}: {n}"))
+        .collect();
+    kinds.join(", ")
 }
 
 #[cfg(test)]
@@ -642,7 +656,13 @@ mod tests {
 
     #[test]
     fn failed_calls_unexpected_refusals_and_loss_fail_it() {
-        assert_eq!(report(1, 0, 500, 500).failures(false, 0.1).len(), 1);
+        let mut failed = report(1, 0, 500, 500);
+        failed.errors.insert("tls_certificate".into(), 1);
+        let why = failed.failures(false, 0.1);
+        assert_eq!(
+            why,
+            ["1 of 10 calls failed (errors seen: tls_certificate: 1)"]
+        );
         assert_eq!(report(0, 2, 500, 500).failures(false, 0.1).len(), 1);
         assert!(report(0, 2, 500, 500).failures(true, 0.1).is_empty());
         let lossy = report(0, 0, 1000, 990).failures(false, 0.1);
