@@ -1161,8 +1161,12 @@ async fn a_burst_never_meets_noscript_cold_or_after_a_restart() {
         }
     };
     burst(0..300).await;
-    let calls = server.cli(&["INFO", "commandstats"]).unwrap();
-    assert!(calls.contains("cmdstat_evalsha:calls=300"), "{calls}");
+    // Concurrent admissions share scripts (one per batch): at most one EVALSHA each.
+    let sent = evalsha_calls(&server);
+    assert!(
+        (1..=300).contains(&sent),
+        "{sent} EVALSHA for 300 admissions"
+    );
     assert_eq!(noscript_errors(&server), 0);
 
     server.restart_empty().unwrap();
@@ -1290,4 +1294,156 @@ async fn redis_renewal_of_many_calls_keeps_every_one_across_chunks() {
     )
     .unwrap();
     assert_eq!(stored.frames_in, 0);
+}
+
+/// `cmdstat_evalsha` calls from `INFO commandstats`: how many scripts clients sent.
+fn evalsha_calls(server: &RedisServer) -> u64 {
+    let info = server.cli(&["INFO", "commandstats"]).unwrap();
+    info.lines()
+        .find_map(|line| line.strip_prefix("cmdstat_evalsha:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |count| count.trim().parse().unwrap())
+}
+
+/// `n` webhooks at once on one store: `tenant_of(i)` names the i-th call's tenant, if any.
+async fn concurrent_webhooks(
+    store: &Arc<RedisStore>,
+    range: std::ops::Range<usize>,
+    tenant_of: fn(usize) -> Option<String>,
+) -> Vec<(usize, Admission)> {
+    let tasks: Vec<_> = range
+        .map(|n| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut state = CallState::reserved(sid(n).as_str(), "r1");
+                state.tenant = tenant_of(n);
+                let admission = store
+                    .admit(&sid(n), AdmitPolicy::MayTakeSlot, LEASE, Some(&state))
+                    .await
+                    .unwrap();
+                (n, admission)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+/// Group commit: concurrent admissions of one store share scripts, and each one is still decided
+/// exactly as alone: the cap holds, the counters and the slots agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_admissions_of_one_store_share_scripts_and_keep_the_cap_exact() {
+    let server = RedisServer::start().unwrap();
+    let store = Arc::new(
+        RedisStore::connect(&server.url(), redis_config(50))
+            .await
+            .unwrap(),
+    );
+    let answers = concurrent_webhooks(&store, 0..200, |_| None).await;
+    let admitted = answers.iter().filter(|(_, a)| a.is_admitted()).count();
+    let at_limit = answers
+        .iter()
+        .filter(|(_, a)| matches!(a, Admission::Refused(Refusal::AtLimit { active: 50 })))
+        .count();
+    assert_eq!((admitted, at_limit), (50, 150));
+    assert_eq!(server.cli(&["GET", "calls:active_count"]).unwrap(), "50");
+    assert_eq!(server.cli(&["ZCARD", "calls:slots"]).unwrap(), "50");
+    assert_eq!(server.cli(&["GET", "calls:stats:started"]).unwrap(), "50");
+    assert_eq!(
+        server
+            .cli(&["GET", "calls:stats:rejected_max_concurrent"])
+            .unwrap(),
+        "150"
+    );
+    // Each admitted call's reserved state was written in its batch; no refused call's was.
+    for (n, answer) in &answers {
+        let state = store.read_state(&sid(*n)).await.unwrap();
+        assert_eq!(state.is_some(), answer.is_admitted(), "call {n}");
+    }
+    let sent = evalsha_calls(&server);
+    assert!(
+        sent < 200,
+        "{sent} EVALSHA for 200 concurrent admissions: no batching"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_admissions_in_one_script_keep_every_tenant_under_its_cap() {
+    let server = RedisServer::start().unwrap();
+    let store = Arc::new(
+        RedisStore::connect(
+            &server.url(),
+            StoreConfig {
+                default_tenant_limit: Some(7),
+                ..redis_config(100)
+            },
+        )
+        .await
+        .unwrap(),
+    );
+    store.set_tenant_limit("t0", Some(3)).await.unwrap();
+    // Ten tenants of 20 calls each, interleaved so every batch mixes them.
+    let answers = concurrent_webhooks(&store, 0..200, |n| Some(format!("t{}", n % 10))).await;
+    let (_, tenants) = store.snapshot(true).await.unwrap();
+    assert_eq!(tenants["t0"].active, 3);
+    for t in 1..10 {
+        assert_eq!(tenants[&format!("t{t}")].active, 7, "tenant t{t}");
+    }
+    let admitted = answers.iter().filter(|(_, a)| a.is_admitted()).count();
+    let tenant_refused = answers
+        .iter()
+        .filter(|(_, a)| matches!(a, Admission::Refused(Refusal::TenantAtLimit { .. })))
+        .count();
+    // 3 + 9 * 7 = 66 under the global 100: every tenant fills exactly its own cap.
+    assert_eq!((admitted, tenant_refused), (66, 134));
+    assert_eq!(server.cli(&["ZCARD", "calls:slots"]).unwrap(), "66");
+    assert_eq!(server.cli(&["GET", "calls:active_count"]).unwrap(), "66");
+    let stats = store.stats().await.unwrap();
+    assert_eq!(
+        (stats.rejected_tenant_limit, stats.rejected_max_concurrent),
+        (134, 0)
+    );
+    let sent = evalsha_calls(&server);
+    assert!(sent < 200, "{sent} EVALSHA for 200 concurrent admissions");
+}
+
+/// A webhook retried after its call ended gets the same `Ended` answer inside a batch, beside
+/// fresh admissions that do take slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retried_webhook_of_an_ended_call_is_refused_inside_a_batch() {
+    let server = RedisServer::start().unwrap();
+    let store = Arc::new(
+        RedisStore::connect(&server.url(), redis_config(500))
+            .await
+            .unwrap(),
+    );
+    let ended: Vec<usize> = (0..20).collect();
+    for n in &ended {
+        let state = CallState::reserved(sid(*n).as_str(), "r1");
+        let admission = store
+            .admit(&sid(*n), AdmitPolicy::MayTakeSlot, LEASE, Some(&state))
+            .await
+            .unwrap();
+        assert!(admission.is_admitted());
+        assert!(store.release(&sid(*n), EndReason::Stop).await.unwrap());
+    }
+    let before = evalsha_calls(&server);
+    // The retries (0..20) go with 180 fresh calls, all at once.
+    let answers = concurrent_webhooks(&store, 0..200, |_| None).await;
+    for (n, answer) in &answers {
+        if *n < 20 {
+            assert_eq!(*answer, Admission::Refused(Refusal::Ended), "call {n}");
+            let kept = store.read_state(&sid(*n)).await.unwrap().unwrap();
+            assert_eq!(kept.end_reason, Some(EndReason::Stop));
+        } else {
+            assert!(answer.is_admitted(), "call {n}");
+        }
+    }
+    assert_eq!(server.cli(&["ZCARD", "calls:slots"]).unwrap(), "180");
+    assert_eq!(server.cli(&["GET", "calls:stats:started"]).unwrap(), "200");
+    let sent = evalsha_calls(&server) - before;
+    assert!(sent < 200, "{sent} EVALSHA for 200 concurrent admissions");
 }

@@ -1,25 +1,41 @@
--- The voice webhook's admission, atomically: reclaim lapsed slots, then refresh the call's slot if it
--- holds one, else take a free one (counting started, writing the reserved state) or refuse (counting
--- rejected_max_concurrent).
--- KEYS: slots, active_count, stats_started, stats_rejected_max_concurrent, epoch, state
--- ARGV: call_sid, limit, lease_ms, policy ('take' | 'existing'), recovery_holdoff_ms,
---       state_json ('' = none; written only with a new slot), state_ttl_s, seen_epoch, open_wait (0|1),
---       tenant ('' = none), default_tenant_limit ('' = none)
--- Returns {code, active, reclaimed, epoch, reregister}: code as admit_slot's, or -3: the call already
--- ended for good (a webhook retried after its call finished takes no slot and keeps the final state).
+-- The voice webhooks' admissions, atomically, for one or more calls a replica received at the same
+-- time (one script per batch: the per-script cost is paid once). Reclaim lapsed slots once, then for
+-- each admission in order: refresh the call's slot if it holds one, else take a free one (counting
+-- started, writing the reserved state) or refuse (counting rejected_max_concurrent). Redis runs the
+-- script alone, so each admission sees every earlier one and the caps stay exact.
+-- KEYS: slots, active_count, stats_started, stats_rejected_max_concurrent, epoch,
+--       then one per admission: state
+-- ARGV: limit, recovery_holdoff_ms, state_ttl_s, seen_epoch, open_wait (0|1),
+--       default_tenant_limit ('' = none),
+--       then five per admission: call_sid, lease_ms, policy ('take' | 'existing'),
+--       state_json ('' = none; written only with a new slot), tenant ('' = none)
+-- Returns {reclaimed, epoch, reregister, results}: results holds {code, active} per admission, in
+-- order, flat; code as admit_slot's, or -3: the call already ended for good (a webhook retried after
+-- its call finished takes no slot and keeps the final state).
+local HEADER, PER = 6, 5
 local slots, count_key = KEYS[1], KEYS[2]
+local limit, ttl, default_limit = tonumber(ARGV[1]), ARGV[3], ARGV[6]
 local now = now_ms()
-local opens, epoch, lost = check_epoch(KEYS[5], slots, now, ARGV[8], ARGV[9] == '1',
-  tonumber(ARGV[5]), false)
+local opens, epoch, lost = check_epoch(KEYS[5], slots, now, ARGV[4], ARGV[5] == '1',
+  tonumber(ARGV[2]), false)
 local expired = reclaim(slots, now)
--- Read once: the ended check and the admission both ask whether the call holds a slot.
-local held = redis.call('ZSCORE', slots, ARGV[1])
-if ARGV[6] ~= '' and held == false and ended_for_good(redis.call('GET', KEYS[6])) then
-  return {-3, sync_count(slots, count_key), expired, epoch, lost}
+local results = {}
+for i = 0, (#ARGV - HEADER) / PER - 1 do
+  local a = HEADER + i * PER
+  local sid, state_key, state_json = ARGV[a + 1], KEYS[6 + i], ARGV[a + 4]
+  -- Read once: the ended check and the admission both ask whether the call holds a slot.
+  local held = redis.call('ZSCORE', slots, sid)
+  local code, active
+  if state_json ~= '' and held == false and ended_for_good(redis.call('GET', state_key)) then
+    code, active = -3, sync_count(slots, count_key)
+  else
+    code, active = admit_slot(slots, count_key, KEYS[3], KEYS[4], sid, limit,
+      now + tonumber(ARGV[a + 2]), ARGV[a + 3], now, opens, ARGV[a + 5], default_limit, held)
+    if code == 1 and state_json ~= '' then
+      redis.call('SET', state_key, state_json, 'EX', ttl)
+    end
+  end
+  results[#results + 1] = code
+  results[#results + 1] = active
 end
-local code, active = admit_slot(slots, count_key, KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]),
-  now + tonumber(ARGV[3]), ARGV[4], now, opens, ARGV[10], ARGV[11], held)
-if code == 1 and ARGV[6] ~= '' then
-  redis.call('SET', KEYS[6], ARGV[6], 'EX', ARGV[7])
-end
-return {code, active, expired, epoch, lost}
+return {expired, epoch, lost, results}

@@ -11,6 +11,7 @@ use thiserror::Error;
 use crate::call_sid::CallSid;
 use crate::state::{CallState, EndReason};
 
+mod admit_batch;
 pub mod cluster;
 pub mod connect;
 pub mod memory;

@@ -3,14 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::{AsyncCommands, Cmd, ErrorKind, FromRedisValue, Script, ServerErrorKind};
 use tracing::{debug, warn};
 
+use super::admit_batch::{AdmitBatcher, AdmitRequest};
 use super::connect::{self, StoreConnection};
 use super::recovery::{Began, RecoveryWatch};
 use super::{
@@ -83,6 +85,22 @@ impl Scripts {
 }
 
 pub struct RedisStore {
+    core: Arc<StoreCore>,
+    /// Concurrent webhook admissions, sent to Redis together (see `admit_batch`). Its driver
+    /// holds the core and ends when this store (the only sender) is dropped.
+    admits: AdmitBatcher,
+}
+
+impl Deref for RedisStore {
+    type Target = StoreCore;
+
+    fn deref(&self) -> &StoreCore {
+        &self.core
+    }
+}
+
+/// Everything a store operation needs, shared with the admission driver's task.
+pub struct StoreCore {
     conn: StoreConnection,
     /// The server's address without credentials, named in every error.
     addr: String,
@@ -130,17 +148,20 @@ impl RedisStore {
         let addr = connect::address_of(url);
         let conn = connect::connect_lazy(url, &config.tls, config.op_timeout)?;
         Ok(Self {
-            conn,
-            addr,
-            watch: RecoveryWatch::new(config.call_lease),
-            config,
-            scripts: Scripts::new(),
-            prepared: AtomicBool::new(false),
-            preparing: tokio::sync::Mutex::new(()),
-            prepare_attempts: AtomicU64::new(0),
-            lapsed: Mutex::new(Vec::new()),
-            known_limits: Mutex::new(BTreeMap::new()),
-            limits_lost: AtomicBool::new(false),
+            core: Arc::new(StoreCore {
+                conn,
+                addr,
+                watch: RecoveryWatch::new(config.call_lease),
+                config,
+                scripts: Scripts::new(),
+                prepared: AtomicBool::new(false),
+                preparing: tokio::sync::Mutex::new(()),
+                prepare_attempts: AtomicU64::new(0),
+                lapsed: Mutex::new(Vec::new()),
+                known_limits: Mutex::new(BTreeMap::new()),
+                limits_lost: AtomicBool::new(false),
+            }),
+            admits: AdmitBatcher::default(),
         })
     }
 
@@ -159,7 +180,9 @@ impl RedisStore {
         .map(|script| script.get_hash().to_owned())
         .collect()
     }
+}
 
+impl StoreCore {
     /// Begins one operation: notes the time since the last contact, and on a fresh connection
     /// loads the scripts and reads Redis' `run_id` first (once, however many operations wait).
     async fn link(&self, op: &'static str) -> Result<(Began, StoreConnection), StoreError> {
@@ -410,6 +433,56 @@ impl RedisStore {
         Ok(())
     }
 
+    /// One admission script for `batch` (admissions in the order given), answering each in order.
+    /// The recovery wait and what the script reports about the epoch and reclaimed slots are per
+    /// script, so they are handled once for the batch.
+    pub(super) async fn admit_batch(
+        &self,
+        batch: &[&AdmitRequest],
+    ) -> Result<Vec<Result<Admission, StoreError>>, StoreError> {
+        let (began, mut conn) = self.link("admit").await?;
+        let ticket = self.watch.wait_ticket();
+        let state_keys: Vec<String> = batch.iter().map(|r| keys::state(&r.call_sid)).collect();
+        let mut all_keys = vec![
+            keys::SLOTS,
+            keys::ACTIVE_COUNT,
+            keys::STATS_STARTED,
+            keys::STATS_REJECTED_MAX_CONCURRENT,
+            keys::EPOCH,
+        ];
+        all_keys.extend(state_keys.iter().map(String::as_str));
+        let (_, default_limit) = self.tenant_args(None);
+        let mut cmd = evalsha(&self.scripts.admit, &all_keys);
+        cmd.arg(self.config.limit)
+            .arg(millis(self.config.recovery_holdoff))
+            .arg(self.state_ttl_secs())
+            .arg(self.watch.seen_epoch())
+            .arg(u8::from(ticket.is_some()))
+            .arg(&default_limit);
+        for request in batch {
+            cmd.arg(request.call_sid.as_str())
+                .arg(request.lease_ms)
+                .arg(request.policy)
+                .arg(&request.state_json)
+                .arg(&request.tenant);
+        }
+        let (reclaimed, epoch, data_lost, results): (Vec<String>, String, i64, Vec<i64>) = self
+            .run("admit", began, invoke(&self.scripts.admit, &cmd, &mut conn))
+            .await?;
+        self.after_admission(ticket, &epoch, data_lost, &reclaimed)
+            .await?;
+        if results.len() != 2 * batch.len() {
+            return Err(StoreError::UnexpectedReply {
+                op: "admit",
+                detail: format!("{} figures for {} admissions", results.len(), batch.len()),
+            });
+        }
+        Ok(results
+            .chunks_exact(2)
+            .map(|pair| admission("admit", pair[0], u64::try_from(pair[1]).unwrap_or(0)))
+            .collect())
+    }
+
     fn known_limits(&self) -> MutexGuard<'_, BTreeMap<String, u64>> {
         // Each critical section is one assignment or clone: a poisoned map is still whole.
         lock(&self.known_limits)
@@ -553,38 +626,16 @@ impl CallStore for RedisStore {
         lease: Duration,
         initial_state: Option<&CallState>,
     ) -> Result<Admission, StoreError> {
-        let (tenant, default_limit) =
-            self.tenant_args(initial_state.and_then(|state| state.tenant.as_deref()));
-        let (began, mut conn) = self.link("admit").await?;
-        let ticket = self.watch.wait_ticket();
-        let mut cmd = evalsha(
-            &self.scripts.admit,
-            &[
-                keys::SLOTS,
-                keys::ACTIVE_COUNT,
-                keys::STATS_STARTED,
-                keys::STATS_REJECTED_MAX_CONCURRENT,
-                keys::EPOCH,
-                &keys::state(call_sid),
-            ],
-        );
-        cmd.arg(call_sid.as_str())
-            .arg(self.config.limit)
-            .arg(millis(lease))
-            .arg(policy_arg(policy))
-            .arg(millis(self.config.recovery_holdoff))
-            .arg(initial_state.map(encode).unwrap_or_default())
-            .arg(self.state_ttl_secs())
-            .arg(self.watch.seen_epoch())
-            .arg(u8::from(ticket.is_some()))
-            .arg(&tenant)
-            .arg(&default_limit);
-        let (code, active, reclaimed, epoch, data_lost): (i64, u64, Vec<String>, String, i64) =
-            self.run("admit", began, invoke(&self.scripts.admit, &cmd, &mut conn))
-                .await?;
-        self.after_admission(ticket, &epoch, data_lost, &reclaimed)
-            .await?;
-        admission("admit", code, active)
+        let request = AdmitRequest {
+            call_sid: call_sid.clone(),
+            policy: policy_arg(policy),
+            lease_ms: millis(lease),
+            state_json: initial_state.map(encode).unwrap_or_default(),
+            tenant: initial_state
+                .and_then(|state| state.tenant.clone())
+                .unwrap_or_default(),
+        };
+        self.admits.admit(&self.core, request).await
     }
 
     async fn start_stream(
