@@ -451,7 +451,7 @@ impl StoreCore {
             keys::EPOCH,
         ];
         all_keys.extend(state_keys.iter().map(String::as_str));
-        let (_, default_limit) = self.tenant_args(None);
+        let default_limit = self.default_tenant_limit_arg();
         let mut cmd = evalsha(&self.scripts.admit, &all_keys);
         cmd.arg(self.config.limit)
             .arg(millis(self.config.recovery_holdoff))
@@ -488,15 +488,12 @@ impl StoreCore {
         lock(&self.known_limits)
     }
 
-    /// The tenant argument of the admission scripts, and the default cap (`''`: none).
-    fn tenant_args(&self, tenant: Option<&str>) -> (String, String) {
-        (
-            tenant.unwrap_or_default().to_owned(),
-            self.config
-                .default_tenant_limit
-                .map(|limit| limit.to_string())
-                .unwrap_or_default(),
-        )
+    /// The admission scripts' default tenant cap (`''`: none).
+    fn default_tenant_limit_arg(&self) -> String {
+        self.config
+            .default_tenant_limit
+            .map(|limit| limit.to_string())
+            .unwrap_or_default()
     }
 
     fn state_ttl_secs(&self) -> u64 {
@@ -548,6 +545,11 @@ fn policy_arg(policy: AdmitPolicy) -> &'static str {
 
 fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The tenant argument of the admission scripts: the call's tenant, `''` for none.
+fn tenant_arg(state: &CallState) -> String {
+    state.tenant.clone().unwrap_or_default()
 }
 
 /// `EVALSHA` of `script` over `keys`, written straight into one command buffer; the caller adds
@@ -631,9 +633,7 @@ impl CallStore for RedisStore {
             policy: policy_arg(policy),
             lease_ms: millis(lease),
             state_json: initial_state.map(encode).unwrap_or_default(),
-            tenant: initial_state
-                .and_then(|state| state.tenant.clone())
-                .unwrap_or_default(),
+            tenant: initial_state.map(tenant_arg).unwrap_or_default(),
         };
         self.admits.admit(&self.core, request).await
     }
@@ -648,7 +648,8 @@ impl CallStore for RedisStore {
         resumed: Option<u32>,
     ) -> Result<StreamAdmission, StoreError> {
         let (whole, rest, carried) = start_state_args(fresh);
-        let (tenant, default_limit) = self.tenant_args(fresh.tenant.as_deref());
+        let tenant = tenant_arg(fresh);
+        let default_limit = self.default_tenant_limit_arg();
         let (began, mut conn) = self.link("start_stream").await?;
         let ticket = self.watch.wait_ticket();
         let mut invocation = self.scripts.stream_start.prepare_invoke();
