@@ -22,6 +22,9 @@ use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
 use testkit::RedisServer;
 
+mod support;
+use support::load_average;
+
 /// Long enough that no slot lapses during a run, so reclaim never adds work to an admission.
 const LEASE: Duration = Duration::from_secs(30);
 const CLIENT_COUNTS: [usize; 3] = [1, 16, 64];
@@ -547,30 +550,12 @@ fn script_commands() -> BTreeSet<String> {
 
 /// `INFO commandstats` as name → calls, without the bench's own INFO/CONFIG calls.
 async fn command_stats(admin: &mut MultiplexedConnection) -> Result<BTreeMap<String, u64>> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(admin)
-        .await
-        .context("INFO commandstats")?;
-    let mut stats = BTreeMap::new();
-    for line in info.lines() {
-        let Some((name, fields)) = line
-            .strip_prefix("cmdstat_")
-            .and_then(|rest| rest.split_once(':'))
-        else {
-            continue;
-        };
-        if name == "info" || name.starts_with("config") {
-            continue;
-        }
-        let calls = fields
-            .split(',')
-            .find_map(|field| field.strip_prefix("calls="))
-            .and_then(|n| n.parse().ok())
-            .with_context(|| format!("no calls= in commandstats line {line:?}"))?;
-        stats.insert(name.to_owned(), calls);
-    }
-    Ok(stats)
+    Ok(support::command_stats(admin)
+        .await?
+        .into_iter()
+        .filter(|(name, _)| name != "info" && !name.starts_with("config"))
+        .map(|(name, (calls, _))| (name, calls))
+        .collect())
 }
 
 /// Fills `scenario.resident` slots the way each path would: real admitted calls for the Lua path,
@@ -775,13 +760,6 @@ fn cpu_model() -> String {
 }
 
 /// Other work on the machine shows up in every figure here, so the output says how busy it was.
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|avg| avg.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
 fn per_attempt_list(outcome: &Outcome, counts: &BTreeMap<String, u64>) -> String {
     counts
         .iter()
@@ -981,15 +959,7 @@ async fn interrupted() -> &'static str {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let flags: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|arg| arg != "--bench")
-        .collect();
-    let command = if flags.is_empty() {
-        "cargo bench --bench admission".to_owned()
-    } else {
-        format!("cargo bench --bench admission -- {}", flags.join(" "))
-    };
+    let command = support::command_line("admission");
 
     // The server lives in main's frame: a panic unwinds through here and Ctrl-C ends the run below,
     // so either way its Drop kills the redis-server.

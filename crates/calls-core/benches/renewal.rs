@@ -22,6 +22,9 @@ use clap::Parser;
 use redis::aio::MultiplexedConnection;
 use testkit::RedisServer;
 
+mod support;
+use support::load_average;
+
 const LEASE: Duration = Duration::from_secs(30);
 const REPLICA: &str = "bench-replica";
 const LOCK_TTL_MS: u64 = 60_000;
@@ -175,35 +178,13 @@ async fn slow_commands(admin: &mut MultiplexedConnection, names: &[&str]) -> Res
     Ok(durations)
 }
 
-/// How many of the commands named `names` Redis ran so far, and its total time (µs) in them, from
-/// `INFO commandstats`.
+/// How many of the commands named `names` Redis ran so far, and its total time (µs) in them.
 async fn command_usec(admin: &mut MultiplexedConnection, names: &[&str]) -> Result<(u64, u64)> {
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(admin)
-        .await
-        .context("INFO commandstats")?;
-    let (mut calls, mut total) = (0, 0);
-    for line in info.lines() {
-        let Some((name, fields)) = line
-            .strip_prefix("cmdstat_")
-            .and_then(|rest| rest.split_once(':'))
-        else {
-            continue;
-        };
-        if names.contains(&name) {
-            let field = |key: &str| {
-                fields
-                    .split(',')
-                    .find_map(|field| field.strip_prefix(key))
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .with_context(|| format!("no {key} in {line:?}"))
-            };
-            calls += field("calls=")?;
-            total += field("usec=")?;
-        }
-    }
-    Ok((calls, total))
+    Ok(support::command_stats(admin)
+        .await?
+        .into_iter()
+        .filter(|(name, _)| names.contains(&name.as_str()))
+        .fold((0, 0), |(calls, usec), (_, (c, u))| (calls + c, usec + u)))
 }
 
 fn record(ticks: &mut Ticks, wall: Duration, (commands, redis_us): (u64, u64), slow: &[u64]) {
@@ -344,27 +325,9 @@ async fn run(server: &RedisServer, args: &Args, command: &str) -> Result<()> {
     Ok(())
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".to_owned())
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
-    let flags: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|arg| arg != "--bench")
-        .collect();
-    let command = if flags.is_empty() {
-        "cargo bench -p calls-core --bench renewal".to_owned()
-    } else {
-        format!(
-            "cargo bench -p calls-core --bench renewal -- {}",
-            flags.join(" ")
-        )
-    };
+    let command = support::command_line("renewal");
     // The server lives in main's frame, so its Drop kills the redis-server however the run ends.
     let server = match RedisServer::start() {
         Ok(server) => server,
