@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use super::{check_signature, stream_url};
 use crate::app::App;
 use crate::lifecycle::NewStream;
-use crate::session::{self, MAX_MESSAGE_BYTES};
+use crate::stream::session::{self, MAX_MESSAGE_BYTES};
 
 /// A media message is ~400 bytes on the wire. tungstenite zero-fills the free part of its read
 /// buffer before every socket read, so the buffer is the smallest that still holds several

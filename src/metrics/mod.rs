@@ -364,13 +364,13 @@ impl Metrics {
         for reason in HTTP_REJECT_REASONS {
             at_zero(&m.http_rejected, "reason", reason);
         }
-        for reason in crate::bridge::FAILURE_REASONS {
+        for reason in crate::stream::bridge::FAILURE_REASONS {
             at_zero(&m.bridge_failures, "reason", reason);
         }
-        for direction in crate::bridge::DIRECTIONS {
+        for direction in crate::stream::bridge::DIRECTIONS {
             at_zero(&m.bridge_messages, "direction", direction);
         }
-        for reason in crate::bridge::DROP_REASONS {
+        for reason in crate::stream::bridge::DROP_REASONS {
             at_zero(&m.bridge_dropped, "reason", reason);
         }
         for answer in AFTER_STREAM_ANSWERS {

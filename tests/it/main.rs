@@ -19,7 +19,6 @@ mod sentinel;
 mod sim_e2e;
 mod sim_tls;
 mod state_caps;
-mod store_suite;
 mod stream_bad_input;
 mod stream_contract;
 mod stream_drain;

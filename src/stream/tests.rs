@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::PollSender;
 
-use super::serve;
+use super::session::serve;
 use crate::app::App;
 use crate::config::{Config, RawConfig, StreamTimeouts};
 
@@ -314,7 +314,7 @@ async fn a_message_over_the_limit_closes_with_1009() {
     let too_long =
         tungstenite::Error::Capacity(tungstenite::error::CapacityError::MessageTooLong {
             size: 70 * 1024,
-            max_size: super::MAX_MESSAGE_BYTES,
+            max_size: super::session::MAX_MESSAGE_BYTES,
         });
     peer.push(Err(axum::Error::new(too_long)));
     assert_eq!(peer.close_frame().await.0, 1009);

@@ -32,8 +32,8 @@ use twilio::payload;
 use super::agent_message::{self, AgentMessage};
 use super::dial::DialError;
 use crate::app::App;
-use crate::session::MAX_MESSAGE_BYTES;
-use crate::session::ending::{Ending, close, ended_from_outside, is_too_large};
+use crate::stream::ending::{Ending, close, ended_from_outside, is_too_large};
+use crate::stream::session::MAX_MESSAGE_BYTES;
 
 /// Messages queued each way once the agent is connected: a few frames of slack, no more.
 pub const QUEUE_MESSAGES: usize = 64;

@@ -27,15 +27,11 @@ use twilio::messages::{self, Inbound};
 use twilio::payload;
 
 use crate::app::App;
-use crate::bridge::relay::Opening;
 use crate::config::MediaHandlerKind;
-use crate::media_handler::{MediaFrame, Outbound, Outbox, new_handler};
+use crate::stream::bridge::relay::Opening;
+use crate::stream::handler::{MediaFrame, Outbound, Outbox, new_handler};
 
-pub(crate) mod ending;
-#[cfg(test)]
-mod tests;
-
-use ending::{Ending, close, ended_from_outside, is_too_large};
+use super::ending::{Ending, close, ended_from_outside, is_too_large};
 
 /// Largest message accepted; a bigger one closes the socket with 1009.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -96,7 +92,7 @@ impl<S: MessageSocket> Session<S> {
         let ending = match opening {
             Some(opening) => {
                 // Boxed: an echo call's future stays as small as it was without the bridge.
-                Box::pin(crate::bridge::serve(
+                Box::pin(crate::stream::bridge::serve(
                     &self.app,
                     &mut self.socket,
                     &live,

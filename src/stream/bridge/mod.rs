@@ -12,7 +12,7 @@ use std::sync::Arc;
 use calls_core::live_calls::LiveCall;
 
 use crate::app::App;
-use crate::session::ending::Ending;
+use crate::stream::ending::Ending;
 use relay::{Opening, TwilioSocket};
 
 /// `bridge_failures_total{reason}`: why an agent could not be reached, or was lost or stalled.
@@ -53,7 +53,7 @@ pub(crate) async fn serve<S: TwilioSocket>(
         return Ending::new(
             calls_core::state::EndReason::Error,
             Some((
-                crate::session::ending::close::INTERNAL,
+                crate::stream::ending::close::INTERNAL,
                 "bridge not configured",
             )),
         );
