@@ -1,5 +1,5 @@
-//! The shared state of one replica: configuration, the call core, metrics and the lifecycle.
-//! Built once at start-up and handed to every handler and background task as `Arc<App>`.
+//! One replica's parts, built once at start-up: configuration, the call core, metrics and the
+//! lifecycle. The HTTP handlers read it; every other part gets only what it needs from it.
 
 use std::sync::Arc;
 
@@ -11,10 +11,10 @@ use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 
 pub struct App {
-    pub config: Config,
-    pub calls: Calls,
-    pub metrics: Arc<Metrics>,
-    pub lifecycle: Lifecycle,
+    config: Config,
+    calls: Arc<Calls>,
+    metrics: Arc<Metrics>,
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl App {
@@ -23,13 +23,31 @@ impl App {
         metrics
             .max_concurrent
             .set(i64::try_from(config.max_concurrent_calls).unwrap_or(i64::MAX));
-        let calls = Calls::new(calls_config(&config), store, metrics.clone());
+        let calls = Arc::new(Calls::new(calls_config(&config), store, metrics.clone()));
         Arc::new(Self {
             config,
             calls,
             metrics,
-            lifecycle: Lifecycle::default(),
+            lifecycle: Arc::default(),
         })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The call lifecycle.
+    pub fn calls(&self) -> &Arc<Calls> {
+        &self.calls
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Draining, the stream tracker and the drain deadline.
+    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.lifecycle
     }
 
     pub fn is_draining(&self) -> bool {

@@ -83,7 +83,7 @@ impl Choice for RejectMode {
 pub enum MediaHandlerKind {
     Echo,
     Silent,
-    /// Relays the call to a voice agent (SPEC §8); settings in [`Config::bridge`].
+    /// Relays the call to a voice agent; settings in [`Media::Bridge`].
     Bridge,
 }
 
@@ -101,6 +101,36 @@ impl Choice for MediaHandlerKind {
     const ALL: &'static [Self] = &[Self::Echo, Self::Silent, Self::Bridge];
     fn as_str(self) -> &'static str {
         Self::as_str(self)
+    }
+}
+
+/// What is done with a call's media (`MEDIA_HANDLER`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Media {
+    /// Each caller frame sent back.
+    Echo,
+    /// Audio taken, nothing sent back.
+    Silent,
+    /// Each call relayed to the voice agent (docs/reference.md#bridge).
+    Bridge(BridgeConfig),
+}
+
+impl Media {
+    /// The `MEDIA_HANDLER` spelling this is.
+    pub fn kind(&self) -> MediaHandlerKind {
+        match self {
+            Self::Echo => MediaHandlerKind::Echo,
+            Self::Silent => MediaHandlerKind::Silent,
+            Self::Bridge(_) => MediaHandlerKind::Bridge,
+        }
+    }
+
+    /// The bridge's settings, with `MEDIA_HANDLER=bridge`.
+    pub fn bridge(&self) -> Option<&BridgeConfig> {
+        match self {
+            Self::Bridge(bridge) => Some(bridge),
+            Self::Echo | Self::Silent => None,
+        }
     }
 }
 
@@ -179,9 +209,8 @@ pub struct Config {
     pub reservation: Duration,
     pub drain_timeout: Duration,
     pub replica_id: String,
-    pub media_handler: MediaHandlerKind,
-    /// Set exactly when `media_handler` is `Bridge`.
-    pub bridge: Option<BridgeConfig>,
+    /// `MEDIA_HANDLER`, with the `BRIDGE_*` settings of `bridge`.
+    pub media: Media,
     /// `RESUME_LIMIT`: continuations granted per call (SPEC §9); 0 turns them off.
     pub resume_limit: u32,
     pub tenant_key: TenantKey,
@@ -449,6 +478,12 @@ impl Config {
             DEFAULT_MEDIA_HANDLER,
         );
         let bridge = parse_bridge(&mut c, raw, media_handler);
+        let media = match (media_handler, bridge) {
+            (MediaHandlerKind::Silent, _) => Media::Silent,
+            (MediaHandlerKind::Bridge, Some(bridge)) => Media::Bridge(bridge),
+            // A bridge whose settings failed has its errors recorded: this value is never used.
+            (MediaHandlerKind::Echo | MediaHandlerKind::Bridge, _) => Media::Echo,
+        };
         let log_format = c.or(
             choice("LOG_FORMAT", &raw.log_format, DEFAULT_LOG_FORMAT),
             DEFAULT_LOG_FORMAT,
@@ -509,8 +544,7 @@ impl Config {
             reservation: timings.reservation,
             drain_timeout: timings.drain_timeout,
             replica_id,
-            media_handler,
-            bridge,
+            media,
             resume_limit,
             tenant_key,
             default_tenant_limit,

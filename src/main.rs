@@ -180,13 +180,13 @@ fn log_start_up(config: &Config) {
             "NOT checked"
         },
         reject_mode = config.reject.mode.as_str(),
-        media_handler = config.media_handler.as_str(),
+        media_handler = config.media.kind().as_str(),
         max_concurrent_calls = config.max_concurrent_calls,
         resume_limit = config.resume_limit,
         tenant_key = config.tenant_key.as_str(),
         "configuration"
     );
-    if let Some(bridge) = &config.bridge {
+    if let Some(bridge) = config.media.bridge() {
         // Header names only: their values are the agent's credentials.
         let headers: Vec<&str> = bridge
             .headers

@@ -34,7 +34,12 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let stop_ticks = CancellationToken::new();
-    let ticks = tokio::spawn(renewal::run(app.clone(), stop_ticks.clone()));
+    let ticks = tokio::spawn(renewal::run(
+        app.calls().clone(),
+        app.lifecycle().clone(),
+        app.config().renew_interval,
+        stop_ticks.clone(),
+    ));
 
     // HTTP keeps serving while draining (webhooks get the reject mode, /readyz says 503, status
     // callbacks still release slots) until the drain stops it: at the deadline at the latest.
@@ -115,12 +120,12 @@ async fn serve_http(listener: TcpListener, router: axum::Router, stop: Cancellat
 /// finish until then (when none is left the drain is over at once); then every stream still open,
 /// however late it arrived, is closed as `drain_timeout` and given a short grace to release.
 async fn drain(app: &App, stop_http: &CancellationToken) {
-    let deadline = Instant::now() + app.config.drain_timeout;
+    let deadline = Instant::now() + app.config().drain_timeout;
     app.start_draining();
-    let lifecycle = &app.lifecycle;
+    let lifecycle = app.lifecycle();
     info!(
-        live = app.calls.live().len(),
-        timeout = ?app.config.drain_timeout,
+        live = app.calls().live().len(),
+        timeout = ?app.config().drain_timeout,
         "draining: new calls refused, live calls may finish"
     );
     let mut gone = lifecycle.streams_gone_by(deadline).await;

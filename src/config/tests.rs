@@ -46,8 +46,8 @@ fn defaults_follow_the_spec() {
     assert_eq!(c.renew_interval, Duration::from_secs(10));
     assert_eq!(c.reservation, Duration::from_secs(30));
     assert_eq!(c.drain_timeout, Duration::from_secs(600));
-    assert_eq!(c.media_handler, MediaHandlerKind::Echo);
-    assert_eq!(c.bridge, None);
+    assert_eq!(c.media.kind(), MediaHandlerKind::Echo);
+    assert_eq!(c.media.bridge(), None);
     assert_eq!(c.resume_limit, 2);
     assert_eq!(c.tenant_key, TenantKey::None);
     assert_eq!(c.default_tenant_limit, None);
@@ -264,8 +264,8 @@ fn bridge_parses_with_its_url_headers_and_timeout() {
     }))
     .unwrap();
     assert!(warnings.is_empty());
-    assert_eq!(c.media_handler, MediaHandlerKind::Bridge);
-    let bridge = c.bridge.expect("bridge");
+    assert_eq!(c.media.kind(), MediaHandlerKind::Bridge);
+    let bridge = c.media.bridge().cloned().expect("bridge");
     assert_eq!(
         bridge.url.template(),
         "wss://agent.example.com/{tenant}?call={call_sid}"
@@ -280,7 +280,7 @@ fn bridge_parses_with_its_url_headers_and_timeout() {
         r.bridge_url = Some("ws://127.0.0.1:9000".into());
     }))
     .unwrap();
-    let bridge = c.bridge.unwrap();
+    let bridge = c.media.bridge().cloned().unwrap();
     assert!(bridge.headers.is_empty());
     assert_eq!(bridge.connect_timeout, Duration::from_secs(5));
 }
@@ -346,7 +346,7 @@ fn bridge_settings_without_bridge_are_checked_then_ignored_with_a_warning() {
         r.bridge_headers = Some("{}".into());
     }))
     .unwrap();
-    assert_eq!(c.bridge, None);
+    assert_eq!(c.media.bridge(), None);
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings[0].starts_with("BRIDGE_URL is set but ignored"));
     assert_eq!(

@@ -14,8 +14,9 @@ use twilio::twiml;
 use super::voice::{connect, fallback_twiml, xml};
 use super::{TwilioRequest, twilio_call_form};
 use crate::app::App;
+use crate::metrics::Answer;
 
-pub async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
+pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
     let (form, call_sid) = match twilio_call_form(&app, &request) {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
@@ -26,32 +27,20 @@ pub async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Resp
         && is_final_status(status)
     {
         info!(%call_sid, call_status = status, "after-stream for a finished call; hanging up");
-        app.metrics
-            .after_stream
-            .get_or_create(&[("answer", "hangup")])
-            .inc();
+        app.metrics().after_stream(Answer::Hangup);
         return xml(StatusCode::OK, twiml::hangup());
     }
-    match app.calls.after_stream(&call_sid).await {
+    match app.calls().after_stream(&call_sid).await {
         AfterStream::Hangup => {
-            app.metrics
-                .after_stream
-                .get_or_create(&[("answer", "hangup")])
-                .inc();
+            app.metrics().after_stream(Answer::Hangup);
             xml(StatusCode::OK, twiml::hangup())
         }
         AfterStream::Fallback => {
-            app.metrics
-                .after_stream
-                .get_or_create(&[("answer", "fallback")])
-                .inc();
+            app.metrics().after_stream(Answer::Fallback);
             fallback_twiml(&app)
         }
         AfterStream::Continue { resumed, from, to } => {
-            app.metrics
-                .after_stream
-                .get_or_create(&[("answer", "continue")])
-                .inc();
+            app.metrics().after_stream(Answer::Continue);
             let parameters = twiml::StreamParameters {
                 call_sid: call_sid.as_str(),
                 from_number: from.as_deref(),

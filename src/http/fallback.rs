@@ -11,7 +11,7 @@ use super::voice::fallback_twiml;
 use super::{TwilioRequest, twilio_form};
 use crate::app::App;
 
-pub async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
+pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
     let form = match twilio_form(&app, &request) {
         Ok(form) => form,
         Err(refused) => return refused.into_response(),
@@ -23,6 +23,6 @@ pub async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Resp
         error_url = form.get("ErrorUrl").unwrap_or(""),
         "Twilio requested the fallback URL; answering the fallback message"
     );
-    app.metrics.fallbacks_served.inc();
+    app.metrics().fallbacks_served.inc();
     fallback_twiml(&app)
 }

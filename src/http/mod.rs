@@ -10,10 +10,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tracing::warn;
 
+use axum::Extension;
 use calls_core::call_sid::CallSid;
 use twilio::{signature, twiml};
 
 use crate::app::App;
+use crate::metrics::HttpReject;
+use crate::stream::StreamContext;
 
 mod after_stream;
 mod fallback;
@@ -26,6 +29,14 @@ mod voice;
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
 pub fn router(app: Arc<App>) -> Router {
+    // What every stream of this replica gets, instead of the whole replica.
+    let streams = Arc::new(StreamContext {
+        calls: app.calls().clone(),
+        metrics: app.metrics().clone(),
+        lifecycle: app.lifecycle().clone(),
+        timeouts: app.config().stream_timeouts,
+        media: app.config().media.clone(),
+    });
     Router::new()
         // Twilio lets a number's webhooks use GET (parameters in the query string): every Twilio
         // endpoint but the stream accepts both.
@@ -39,7 +50,10 @@ pub fn router(app: Arc<App>) -> Router {
             twiml::AFTER_STREAM_PATH,
             get(after_stream::handle).post(after_stream::handle),
         )
-        .route("/twilio/stream", get(stream::handle))
+        .route(
+            "/twilio/stream",
+            get(stream::handle).layer(Extension(streams)),
+        )
         .route("/metrics.json", get(ops::metrics_json))
         .route("/metrics", get(ops::metrics_text))
         .route("/healthz", get(ops::healthz))
@@ -48,37 +62,37 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// A request refused before any state changed: a 4xx with a short reason, a log line, a counter.
-pub struct Refused {
+/// A Twilio request rejected before any state changed: a 4xx with a short reason, a log line, a
+/// counter.
+pub(crate) struct Rejected {
     status: StatusCode,
-    reason: &'static str,
+    reason: HttpReject,
 }
 
-impl Refused {
-    fn new(status: StatusCode, reason: &'static str) -> Self {
-        Self { status, reason }
-    }
-}
-
-impl IntoResponse for Refused {
+impl IntoResponse for Rejected {
     fn into_response(self) -> Response {
         (
             self.status,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("{}\n", self.reason.replace('_', " ")),
+            format!("{}\n", self.reason.as_str().replace('_', " ")),
         )
             .into_response()
     }
 }
 
-fn refuse(app: &App, status: StatusCode, reason: &'static str, path: &str) -> Refused {
-    app.metrics.http_rejected(reason);
-    warn!(path, reason, status = status.as_u16(), "request refused");
-    Refused::new(status, reason)
+fn reject(app: &App, status: StatusCode, reason: HttpReject, path: &str) -> Rejected {
+    app.metrics().http_rejected(reason);
+    warn!(
+        path,
+        reason = reason.as_str(),
+        status = status.as_u16(),
+        "request refused"
+    );
+    Rejected { status, reason }
 }
 
 /// A Twilio webhook's form parameters, in the order they came.
-pub struct TwilioForm {
+pub(crate) struct TwilioForm {
     params: Vec<(String, String)>,
 }
 
@@ -92,19 +106,19 @@ impl TwilioForm {
     }
 
     /// The `CallSid` every Twilio request must carry: missing or malformed is a 400.
-    fn call_sid(&self, app: &App, uri: &Uri) -> Result<CallSid, Refused> {
+    fn call_sid(&self, app: &App, uri: &Uri) -> Result<CallSid, Rejected> {
         match self.get("CallSid").map(CallSid::parse) {
             Some(Ok(sid)) => Ok(sid),
-            Some(Err(_)) => Err(refuse(
+            Some(Err(_)) => Err(reject(
                 app,
                 StatusCode::BAD_REQUEST,
-                "invalid_call_sid",
+                HttpReject::InvalidCallSid,
                 uri.path(),
             )),
-            None => Err(refuse(
+            None => Err(reject(
                 app,
                 StatusCode::BAD_REQUEST,
-                "missing_call_sid",
+                HttpReject::MissingCallSid,
                 uri.path(),
             )),
         }
@@ -113,7 +127,7 @@ impl TwilioForm {
 
 /// A Twilio request as the handlers receive it: GET (parameters in the query string) or POST
 /// (form body).
-pub struct TwilioRequest {
+pub(crate) struct TwilioRequest {
     pub method: Method,
     pub headers: HeaderMap,
     /// The URI as the client sent it (not as a nested router saw it): signatures cover it.
@@ -147,10 +161,10 @@ impl<S: Send + Sync> axum::extract::FromRequest<S> for TwilioRequest {
 
 /// Parses a Twilio webhook (voice, status, …) and its `CallSid`, checking the signature when
 /// `TWILIO_AUTH_TOKEN` is set.
-pub fn twilio_call_form(
+pub(crate) fn twilio_call_form(
     app: &App,
     request: &TwilioRequest,
-) -> Result<(TwilioForm, CallSid), Refused> {
+) -> Result<(TwilioForm, CallSid), Rejected> {
     let form = twilio_form(app, request)?;
     let call_sid = form.call_sid(app, &request.uri)?;
     Ok((form, call_sid))
@@ -158,7 +172,7 @@ pub fn twilio_call_form(
 
 /// Parses a Twilio request's parameters and checks its signature. Twilio signs the full URL it
 /// requested (query included) followed, for a POST, by the sorted form parameters.
-pub fn twilio_form(app: &App, request: &TwilioRequest) -> Result<TwilioForm, Refused> {
+pub(crate) fn twilio_form(app: &App, request: &TwilioRequest) -> Result<TwilioForm, Rejected> {
     let TwilioRequest {
         method,
         headers,
@@ -181,10 +195,10 @@ pub fn twilio_form(app: &App, request: &TwilioRequest) -> Result<TwilioForm, Ref
         .to_ascii_lowercase()
         .starts_with("application/x-www-form-urlencoded")
     {
-        return Err(refuse(
+        return Err(reject(
             app,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "expected_form_body",
+            HttpReject::ExpectedFormBody,
             uri.path(),
         ));
     }
@@ -199,35 +213,35 @@ fn public_url_of(app: &App, uri: &Uri) -> String {
         .path_and_query()
         .map(axum::http::uri::PathAndQuery::as_str)
         .unwrap_or("/");
-    format!("{}{path}", app.config.public_url.as_deref().unwrap_or(""))
+    format!("{}{path}", app.config().public_url.as_deref().unwrap_or(""))
 }
 
 /// Checks `X-Twilio-Signature` against `url` and `params` when an auth token is configured.
-pub fn check_signature(
+pub(crate) fn check_signature(
     app: &App,
     headers: &HeaderMap,
     uri: &Uri,
     url: &str,
     params: &[(String, String)],
-) -> Result<(), Refused> {
-    let Some(token) = app.config.auth_token() else {
+) -> Result<(), Rejected> {
+    let Some(token) = app.config().auth_token() else {
         return Ok(());
     };
     let given = headers
         .get("x-twilio-signature")
         .and_then(|v| v.to_str().ok());
     match given {
-        None => Err(refuse(
+        None => Err(reject(
             app,
             StatusCode::FORBIDDEN,
-            "missing_signature",
+            HttpReject::MissingSignature,
             uri.path(),
         )),
         Some(sig) if signature::is_valid(token, url, params, sig) => Ok(()),
-        Some(_) => Err(refuse(
+        Some(_) => Err(reject(
             app,
             StatusCode::FORBIDDEN,
-            "bad_signature",
+            HttpReject::BadSignature,
             uri.path(),
         )),
     }
@@ -235,8 +249,8 @@ pub fn check_signature(
 
 /// The `wss://…/twilio/stream` URL for the TwiML: from `PUBLIC_URL`, else from the forwarded headers
 /// nginx sets (or `Host`), which is safe only because signatures are off without `PUBLIC_URL`.
-pub fn stream_url(app: &App, headers: &HeaderMap) -> String {
-    if let Some(base) = app.config.public_url.as_deref()
+pub(crate) fn stream_url(app: &App, headers: &HeaderMap) -> String {
+    if let Some(base) = app.config().public_url.as_deref()
         && let Ok(url) = twiml::stream_url(base)
     {
         return url;
@@ -247,8 +261,8 @@ pub fn stream_url(app: &App, headers: &HeaderMap) -> String {
 }
 
 /// The `<Connect action>` URL (`https://…/twilio/after-stream`), built like [`stream_url`].
-pub fn after_stream_url(app: &App, headers: &HeaderMap) -> String {
-    if let Some(base) = app.config.public_url.as_deref()
+pub(crate) fn after_stream_url(app: &App, headers: &HeaderMap) -> String {
+    if let Some(base) = app.config().public_url.as_deref()
         && let Ok(url) = twiml::after_stream_url(base)
     {
         return url;

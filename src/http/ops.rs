@@ -75,18 +75,18 @@ fn caused_by_tls(err: &(dyn Error + 'static)) -> bool {
     false
 }
 
-pub async fn healthz() -> &'static str {
+pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
-pub async fn readyz(State(app): State<Arc<App>>) -> Response {
+pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.is_draining() {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n").into_response();
     }
-    match tokio::time::timeout(READY_PING_TIMEOUT, app.calls.store().ping()).await {
+    match tokio::time::timeout(READY_PING_TIMEOUT, app.calls().store().ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
         Ok(Err(err)) => {
-            app.metrics.redis_error(err.op());
+            app.metrics().redis_error(err.op());
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("not ready: {}\n", store_problem(&err)),
@@ -104,41 +104,29 @@ pub async fn readyz(State(app): State<Arc<App>>) -> Response {
 /// Reads the cluster figures (with the tenants' where tenants are on) in one round trip and
 /// mirrors them into the Prometheus gauges.
 async fn cluster_stats(app: &App) -> Result<(ClusterStats, Option<TenantsUsage>), String> {
-    let tenants_on = app.calls.config().tenant_key != TenantKey::None;
-    match app.calls.store().snapshot(tenants_on).await {
+    let tenants_on = app.calls().config().tenant_key != TenantKey::None;
+    match app.calls().store().snapshot(tenants_on).await {
         Ok((stats, tenants)) => {
-            let m = &app.metrics;
-            m.cluster_rejected_tenant_limit.inner().store(
-                stats.rejected_tenant_limit,
-                std::sync::atomic::Ordering::Relaxed,
-            );
+            app.metrics().cluster(&stats);
             if tenants_on {
-                m.set_tenants(&tenants);
+                app.metrics().set_tenants(&tenants);
             }
-            m.cluster_active.set(stats.active as i64);
-            m.cluster_started
-                .inner()
-                .store(stats.started, std::sync::atomic::Ordering::Relaxed);
-            m.cluster_rejected_max_concurrent.inner().store(
-                stats.rejected_max_concurrent,
-                std::sync::atomic::Ordering::Relaxed,
-            );
             Ok((stats, tenants_on.then_some(tenants)))
         }
         Err(err) => {
-            app.metrics.redis_error(err.op());
+            app.metrics().redis_error(err.op());
             Err(store_problem(&err))
         }
     }
 }
 
-pub async fn metrics_json(State(app): State<Arc<App>>) -> Response {
+pub(super) async fn metrics_json(State(app): State<Arc<App>>) -> Response {
     let replica = json!({
-        "id": app.config.replica_id,
-        "calls_active": app.calls.live().len(),
-        "calls_started": app.metrics.calls_started.get(),
-        "calls_rejected_max_concurrent": app.metrics.calls_rejected_max_concurrent.get(),
-        "calls_rejected_tenant_limit": app.metrics.calls_rejected_tenant_limit.get(),
+        "id": app.config().replica_id,
+        "calls_active": app.calls().live().len(),
+        "calls_started": app.metrics().calls_started.get(),
+        "calls_rejected_max_concurrent": app.metrics().calls_rejected_max_concurrent.get(),
+        "calls_rejected_tenant_limit": app.metrics().calls_rejected_tenant_limit.get(),
         "draining": app.is_draining(),
     });
     match cluster_stats(&app).await {
@@ -148,8 +136,8 @@ pub async fn metrics_json(State(app): State<Arc<App>>) -> Response {
                 "calls_started": stats.started,
                 "calls_rejected_max_concurrent": stats.rejected_max_concurrent,
                 "calls_rejected_tenant_limit": stats.rejected_tenant_limit,
-                "max_concurrent_calls": app.config.max_concurrent_calls,
-                "state_backend": app.calls.store().backend().as_str(),
+                "max_concurrent_calls": app.config().max_concurrent_calls,
+                "state_backend": app.calls().store().backend().as_str(),
                 "replica": replica,
             });
             if let Some(tenants) = tenants {
@@ -161,8 +149,8 @@ pub async fn metrics_json(State(app): State<Arc<App>>) -> Response {
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({
                 "error": error,
-                "max_concurrent_calls": app.config.max_concurrent_calls,
-                "state_backend": app.calls.store().backend().as_str(),
+                "max_concurrent_calls": app.config().max_concurrent_calls,
+                "state_backend": app.calls().store().backend().as_str(),
                 "replica": replica,
             })),
         )
@@ -170,16 +158,18 @@ pub async fn metrics_json(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-pub async fn metrics_text(State(app): State<Arc<App>>) -> Response {
+pub(super) async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     // A failed read keeps the last cluster figures; the error counter tells the story.
     let _ = cluster_stats(&app).await;
-    app.metrics.calls_active.set(app.calls.live().len() as i64);
+    app.metrics()
+        .calls_active
+        .set(app.calls().live().len() as i64);
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        app.metrics.render(),
+        app.metrics().render(),
     )
         .into_response()
 }

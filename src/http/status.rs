@@ -10,12 +10,12 @@ use axum::response::{IntoResponse, Response};
 use super::{TwilioRequest, twilio_call_form};
 use crate::app::App;
 
-pub async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
+pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
     let (form, call_sid) = match twilio_call_form(&app, &request) {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
-    app.calls
+    app.calls()
         .call_status(&call_sid, form.get("CallStatus").unwrap_or(""))
         .await;
     StatusCode::NO_CONTENT.into_response()

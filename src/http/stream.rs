@@ -1,8 +1,9 @@
 //! `GET /twilio/stream`: checks the handshake's signature, sizes the WebSocket for 20 ms frames, and
-//! hands the socket to `session`, tracked so the drain waits for it.
+//! hands the socket to the stream wing, tracked so the drain waits for it.
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{OriginalUri, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -11,7 +12,8 @@ use axum::response::{IntoResponse, Response};
 use super::{check_signature, stream_url};
 use crate::app::App;
 use crate::lifecycle::NewStream;
-use crate::stream::session::{self, MAX_MESSAGE_BYTES};
+use crate::metrics::HttpReject;
+use crate::stream::{self, MAX_MESSAGE_BYTES, StreamContext};
 
 /// A media message is ~400 bytes on the wire. tungstenite zero-fills the free part of its read
 /// buffer before every socket read, so the buffer is the smallest that still holds several
@@ -22,8 +24,9 @@ const WRITE_BUFFER_BYTES: usize = 0;
 /// What may queue for a peer that stopped reading before writes fail: memory stays flat.
 const MAX_WRITE_BUFFER_BYTES: usize = 64 * 1024;
 
-pub async fn handle(
+pub(super) async fn handle(
     State(app): State<Arc<App>>,
+    Extension(streams): Extension<Arc<StreamContext>>,
     OriginalUri(uri): OriginalUri,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
@@ -35,8 +38,8 @@ pub async fn handle(
     }
     // SPEC §7: a draining replica passes a new stream to a live one (nginx retries a 503'd
     // upgrade on the next upstream) and hosts it only when no other replica can.
-    if app.lifecycle.new_stream(&app.calls).await == NewStream::PassOn {
-        app.metrics.http_rejected("stream_passed_on");
+    if app.lifecycle().new_stream(app.calls()).await == NewStream::PassOn {
+        app.metrics().http_rejected(HttpReject::StreamPassedOn);
         tracing::info!("stream upgrade passed on: this replica is draining and another is live");
         let mut response = (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -51,14 +54,14 @@ pub async fn handle(
     }
     // Tracked from the 101 on, not from when the upgrade completes: the drain must not find the
     // tracker empty while an upgraded socket is on its way to its session.
-    let tracked = app.lifecycle.streams.token();
+    let tracked = app.lifecycle().streams.token();
     ws.read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_upgrade(move |socket| async move {
-            session::serve(app, socket).await;
+            stream::serve(&streams, socket).await;
             drop(tracked);
         })
 }

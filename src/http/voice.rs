@@ -7,26 +7,26 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use calls_core::calls::{RejectReason, WebhookCall, WebhookOutcome};
-use tracing::info;
+use calls_core::calls::{Intake, RejectReason, WebhookCall, WebhookOutcome};
 use twilio::twiml;
 
 use super::{TwilioRequest, after_stream_url, stream_url, twilio_call_form};
 use crate::app::App;
 use crate::config::RejectMode;
 
-pub async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
+pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
     let (form, call_sid) = match twilio_call_form(&app, &request) {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
-    // SPEC §7: admission is cluster-wide and the stream URL leads back through nginx, so a
-    // draining replica admits like any other while a live one exists to take the stream.
-    if app.is_draining() && !app.lifecycle.others_live(&app.calls).await {
-        app.metrics.rejected(RejectReason::Draining.as_str());
-        info!(%call_sid, "call refused: replica is draining and no other replica is live");
-        return reject(&app, RejectReason::Draining);
-    }
+    // Admission is cluster-wide and the stream URL leads back through nginx, so a draining
+    // replica admits like any other while a live one exists to take the stream
+    // (docs/reference.md#drain).
+    let intake = if app.is_draining() && !app.lifecycle().others_live(app.calls()).await {
+        Intake::Closed
+    } else {
+        Intake::Open
+    };
     let from = form.get("From");
     let to = form.get("To");
     let url = stream_url(&app, &request.headers);
@@ -36,7 +36,7 @@ pub async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Resp
         to: to.map(str::to_owned),
         stream_url: Some(url.clone()),
     };
-    match app.calls.admit_webhook(&call_sid, call).await {
+    match app.calls().admit_webhook(&call_sid, call, intake).await {
         WebhookOutcome::Connect { .. } => {
             // Per-call values travel as <Parameter>s, never in the stream URL's query string
             // (Twilio strips it); `from_number`/`to_number` are the names voice-agent frameworks
@@ -80,7 +80,7 @@ pub(super) fn xml(status: StatusCode, body: String) -> Response {
 /// The configured reject mode (SPEC §2 `REJECT_MODE`). A 503's body says why (it is no secret, and
 /// an operator reading Twilio's debugger needs it); the caller hears the same either way.
 fn reject(app: &App, reason: RejectReason) -> Response {
-    let reject = &app.config.reject;
+    let reject = &app.config().reject;
     match reject.mode {
         RejectMode::ServiceUnavailable => {
             let mut response = (
@@ -103,7 +103,7 @@ fn reject(app: &App, reason: RejectReason) -> Response {
 /// The `twiml` reject: `REJECT_MESSAGE`, then `REJECT_REDIRECT_URL` or hang up. Also what the
 /// fallback endpoint answers, whatever `REJECT_MODE` is.
 pub(super) fn fallback_twiml(app: &App) -> Response {
-    let reject = &app.config.reject;
+    let reject = &app.config().reject;
     xml(
         StatusCode::OK,
         twiml::say_then(&reject.message, reject.redirect_url.as_deref()),

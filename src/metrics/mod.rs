@@ -1,46 +1,27 @@
 //! Every metric this replica exposes (SPEC §6), registered once in a per-process registry.
 //! Label values come from fixed sets (reasons, operations), never from call SIDs.
 
+mod labels;
 mod process;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use calls_core::calls::RejectReason;
 use calls_core::events::CallEvents;
 use calls_core::state::EndReason;
-use calls_core::store::{RenewReport, TenantsUsage};
+use calls_core::store::{ClusterStats, RenewReport, TenantsUsage};
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-/// Why an inbound stream message is dropped (`media_messages_dropped_total{reason}`).
-const MEDIA_DROP_REASONS: [&str; 11] = [
-    "malformed",
-    "unknown_event",
-    "binary_frame",
-    "bad_base64",
-    "media_before_start",
-    "before_start",
-    "duplicate_start",
-    "bad_start",
-    "no_start",
-    "too_large",
-    "slow_consumer",
-];
-
-/// Why a Twilio request is refused before any state changes (`http_requests_rejected_total`).
-const HTTP_REJECT_REASONS: [&str; 5] = [
-    "missing_signature",
-    "bad_signature",
-    "missing_call_sid",
-    "invalid_call_sid",
-    "expected_form_body",
-];
-/// The label values of `calls_after_stream_total{answer}`.
-pub const AFTER_STREAM_ANSWERS: [&str; 3] = ["hangup", "fallback", "continue"];
+pub use self::labels::{Answer, BridgeDrop, BridgeFailure, Direction, HttpReject, MediaDrop};
 
 /// One label with a value from a fixed set, e.g. `reason="bad_base64"`.
 pub type Label = [(&'static str, &'static str); 1];
@@ -68,24 +49,22 @@ pub struct Metrics {
     /// Every refusal by reason: max_concurrent, recovering, draining, store_unavailable, …
     pub calls_rejected: Family<Label, Counter>,
     pub calls_ended: Family<Label, Counter>,
-    pub cluster_active: Gauge,
-    pub cluster_started: Counter,
-    pub cluster_rejected_max_concurrent: Counter,
-    pub cluster_rejected_tenant_limit: Counter,
+    /// The cluster's figures as Redis last gave them (`calls_cluster_*`).
+    cluster: Arc<ClusterFigures>,
     /// `Some` with `TENANT_METRICS=1`.
     pub tenants: Option<TenantSeries>,
     pub admission_duration: Histogram,
     pub redis_errors: Family<Label, Counter>,
     pub frames_in: Counter,
     pub frames_out: Counter,
-    pub media_dropped: Family<Label, Counter>,
+    media_dropped: Family<Label, Counter>,
     pub sockets_open: Gauge,
     pub draining: Gauge,
     /// Live calls a renewal had to re-add (slot reclaimed while paused, Redis lost its data).
     pub calls_reregistered: Counter,
     /// Renewals that left the cluster above its limit (live calls are never dropped to fix it).
     pub over_limit_events: Counter,
-    pub http_rejected: Family<Label, Counter>,
+    http_rejected: Family<Label, Counter>,
     /// `MAX_CONCURRENT_CALLS`, so dashboards draw the limit beside the live calls.
     pub max_concurrent: Gauge,
     /// Media streams this replica served (`calls_started` counts slots taken, webhooks included).
@@ -96,15 +75,15 @@ pub struct Metrics {
     pub reservations_lapsed: Counter,
     /// `bridge` mode (SPEC §8): the agent's handshake time, successful ones.
     pub bridge_connect_duration: Histogram,
-    pub bridge_failures: Family<Label, Counter>,
+    bridge_failures: Family<Label, Counter>,
     /// Messages relayed, `direction="to_agent"` or `"to_twilio"`.
-    pub bridge_messages: Family<Label, Counter>,
-    pub bridge_dropped: Family<Label, Counter>,
+    bridge_messages: Family<Label, Counter>,
+    bridge_dropped: Family<Label, Counter>,
     pub bridges_open: Gauge,
     /// Streams that took over a call continued after its stream was lost (SPEC §9).
     pub calls_resumed: Counter,
     /// After-stream answers by kind: `hangup`, `fallback`, `continue`.
-    pub after_stream: Family<Label, Counter>,
+    after_stream: Family<Label, Counter>,
     process: process::ProcessMetrics,
 }
 
@@ -129,10 +108,7 @@ impl Metrics {
             calls_rejected_tenant_limit: Counter::default(),
             calls_rejected: Family::default(),
             calls_ended: Family::default(),
-            cluster_active: Gauge::default(),
-            cluster_started: Counter::default(),
-            cluster_rejected_max_concurrent: Counter::default(),
-            cluster_rejected_tenant_limit: Counter::default(),
+            cluster: Arc::default(),
             tenants: tenant_series.then(TenantSeries::default),
             // 100 µs .. ~3.3 s: loopback Redis answers in well under a millisecond; the tail shows
             // a struggling or remote Redis.
@@ -197,26 +173,7 @@ impl Metrics {
             "Calls that ended on this replica, by end reason",
             m.calls_ended.clone(),
         );
-        reg.register(
-            "calls_cluster_active",
-            "Live slots cluster-wide (calls:active_count)",
-            m.cluster_active.clone(),
-        );
-        reg.register(
-            "calls_cluster_started",
-            "Slots taken cluster-wide (calls:stats:started)",
-            m.cluster_started.clone(),
-        );
-        reg.register(
-            "calls_cluster_rejected_max_concurrent",
-            "Calls refused at the limit cluster-wide (calls:stats:rejected_max_concurrent)",
-            m.cluster_rejected_max_concurrent.clone(),
-        );
-        reg.register(
-            "calls_cluster_rejected_tenant_limit",
-            "Calls refused at their tenant's cap cluster-wide (calls:stats:rejected_tenant_limit)",
-            m.cluster_rejected_tenant_limit.clone(),
-        );
+        reg.register_collector(Box::new(m.cluster.clone()));
         if let Some(tenants) = &m.tenants {
             reg.register(
                 "calls_tenant_active",
@@ -358,23 +315,23 @@ impl Metrics {
         for op in calls_core::store::OPERATIONS {
             at_zero(&m.redis_errors, "op", op);
         }
-        for reason in MEDIA_DROP_REASONS {
-            at_zero(&m.media_dropped, "reason", reason);
+        for reason in MediaDrop::ALL {
+            at_zero(&m.media_dropped, "reason", reason.as_str());
         }
-        for reason in HTTP_REJECT_REASONS {
-            at_zero(&m.http_rejected, "reason", reason);
+        for reason in HttpReject::ALL {
+            at_zero(&m.http_rejected, "reason", reason.as_str());
         }
-        for reason in crate::stream::bridge::FAILURE_REASONS {
-            at_zero(&m.bridge_failures, "reason", reason);
+        for reason in BridgeFailure::ALL {
+            at_zero(&m.bridge_failures, "reason", reason.as_str());
         }
-        for direction in crate::stream::bridge::DIRECTIONS {
-            at_zero(&m.bridge_messages, "direction", direction);
+        for direction in Direction::ALL {
+            at_zero(&m.bridge_messages, "direction", direction.as_str());
         }
-        for reason in crate::stream::bridge::DROP_REASONS {
-            at_zero(&m.bridge_dropped, "reason", reason);
+        for reason in BridgeDrop::ALL {
+            at_zero(&m.bridge_dropped, "reason", reason.as_str());
         }
-        for answer in AFTER_STREAM_ANSWERS {
-            at_zero(&m.after_stream, "answer", answer);
+        for answer in Answer::ALL {
+            at_zero(&m.after_stream, "answer", answer.as_str());
         }
         Self { registry, ..m }
     }
@@ -383,38 +340,61 @@ impl Metrics {
         self.redis_errors.get_or_create(&[("op", op)]).inc();
     }
 
-    pub fn dropped(&self, reason: &'static str) {
+    /// An inbound stream message dropped for `reason`.
+    pub fn dropped(&self, reason: MediaDrop) {
         self.media_dropped
-            .get_or_create(&[("reason", reason)])
+            .get_or_create(&[("reason", reason.as_str())])
             .inc();
     }
 
-    pub fn rejected(&self, reason: &'static str) {
+    fn rejected(&self, reason: RejectReason) {
         self.calls_rejected
-            .get_or_create(&[("reason", reason)])
+            .get_or_create(&[("reason", reason.as_str())])
             .inc();
     }
 
-    pub fn bridge_failed(&self, reason: &'static str) {
+    pub fn bridge_failed(&self, reason: BridgeFailure) {
         self.bridge_failures
-            .get_or_create(&[("reason", reason)])
+            .get_or_create(&[("reason", reason.as_str())])
             .inc();
     }
 
-    pub fn bridge_dropped(&self, reason: &'static str) {
+    /// An agent's message dropped for `reason`; `count` of them at once.
+    pub fn bridge_dropped(&self, reason: BridgeDrop, count: u64) {
         self.bridge_dropped
-            .get_or_create(&[("reason", reason)])
+            .get_or_create(&[("reason", reason.as_str())])
+            .inc_by(count);
+    }
+
+    /// The counter of messages relayed in `direction`, for a relay to batch into.
+    pub fn bridge_messages(&self, direction: Direction) -> Counter {
+        self.bridge_messages
+            .get_or_create(&[("direction", direction.as_str())])
+            .clone()
+    }
+
+    fn ended(&self, reason: EndReason) {
+        self.calls_ended
+            .get_or_create(&[("reason", reason.as_str())])
             .inc();
     }
 
-    pub fn ended(&self, reason: &'static str) {
-        self.calls_ended.get_or_create(&[("reason", reason)]).inc();
-    }
-
-    pub fn http_rejected(&self, reason: &'static str) {
+    pub fn http_rejected(&self, reason: HttpReject) {
         self.http_rejected
-            .get_or_create(&[("reason", reason)])
+            .get_or_create(&[("reason", reason.as_str())])
             .inc();
+    }
+
+    /// One `/twilio/after-stream` answered with `answer`.
+    pub fn after_stream(&self, answer: Answer) {
+        self.after_stream
+            .get_or_create(&[("answer", answer.as_str())])
+            .inc();
+    }
+
+    /// Keeps the cluster's figures as Redis gave them, for the next exposition.
+    pub fn cluster(&self, stats: &ClusterStats) {
+        self.cluster.set(stats);
     }
 
     /// Mirrors the cluster's per-tenant figures into the tenant series, if they are on; a tenant
@@ -465,7 +445,7 @@ impl CallEvents for Metrics {
             RejectReason::TenantLimit => self.calls_rejected_tenant_limit.inc(),
             _ => 0,
         };
-        self.rejected(reason.as_str());
+        self.rejected(reason);
     }
 
     fn store_error(&self, op: &'static str) {
@@ -494,17 +474,73 @@ impl CallEvents for Metrics {
     }
 
     fn stream_ended(&self, reason: EndReason) {
-        self.ended(reason.as_str());
+        self.ended(reason);
     }
 
     fn renewed(&self, report: &RenewReport, limit: u64) {
-        self.cluster_active
-            .set(i64::try_from(report.active).unwrap_or(i64::MAX));
+        self.cluster.active.store(report.active, Ordering::Relaxed);
         if !report.readded.is_empty() {
             self.calls_reregistered.inc_by(report.readded.len() as u64);
         }
         if report.active > limit {
             self.over_limit_events.inc();
         }
+    }
+}
+
+/// The cluster's totals as Redis last gave them, encoded at scrape time. Redis owns them (a data
+/// loss starts them again), so they are shown as read instead of being kept in this process's
+/// counters, which must never go backwards.
+#[derive(Debug, Default)]
+struct ClusterFigures {
+    active: AtomicU64,
+    started: AtomicU64,
+    rejected_max_concurrent: AtomicU64,
+    rejected_tenant_limit: AtomicU64,
+}
+
+impl ClusterFigures {
+    fn set(&self, stats: &ClusterStats) {
+        self.active.store(stats.active, Ordering::Relaxed);
+        self.started.store(stats.started, Ordering::Relaxed);
+        self.rejected_max_concurrent
+            .store(stats.rejected_max_concurrent, Ordering::Relaxed);
+        self.rejected_tenant_limit
+            .store(stats.rejected_tenant_limit, Ordering::Relaxed);
+    }
+}
+
+impl Collector for ClusterFigures {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let active =
+            ConstGauge::new(i64::try_from(self.active.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        active.encode(encoder.encode_descriptor(
+            "calls_cluster_active",
+            "Live slots cluster-wide (calls:active_count)",
+            None,
+            active.metric_type(),
+        )?)?;
+        let totals = [
+            (
+                "calls_cluster_started",
+                "Slots taken cluster-wide (calls:stats:started)",
+                &self.started,
+            ),
+            (
+                "calls_cluster_rejected_max_concurrent",
+                "Calls refused at the limit cluster-wide (calls:stats:rejected_max_concurrent)",
+                &self.rejected_max_concurrent,
+            ),
+            (
+                "calls_cluster_rejected_tenant_limit",
+                "Calls refused at their tenant's cap cluster-wide (calls:stats:rejected_tenant_limit)",
+                &self.rejected_tenant_limit,
+            ),
+        ];
+        for (name, help, value) in totals {
+            let total = ConstCounter::new(value.load(Ordering::Relaxed));
+            total.encode(encoder.encode_descriptor(name, help, None, total.metric_type())?)?;
+        }
+        Ok(())
     }
 }

@@ -1,5 +1,5 @@
-//! How a stream session ends: the WebSocket close codes of SPEC §5, the end reason recorded for each
-//! ending, and which read errors mean "message too large".
+//! How a stream ends: the WebSocket close codes (docs/reference.md#media-stream) and the end
+//! reason recorded for each ending.
 
 use calls_core::live_calls::LiveCall;
 use calls_core::state::EndReason;
@@ -9,7 +9,6 @@ pub(crate) mod close {
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
-    pub const INTERNAL: u16 = 1011;
     pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
@@ -39,18 +38,4 @@ pub(crate) fn ended_from_outside(live: &LiveCall) -> Ending {
         Some(reason) => Ending::new(reason, Some((close::POLICY, "call is streaming elsewhere"))),
         None => Ending::new(EndReason::DrainTimeout, Some(Ending::DRAIN_CLOSE)),
     }
-}
-
-/// Whether a read failed because a message exceeded `MAX_MESSAGE_BYTES`: tungstenite's capacity
-/// error, somewhere in the chain axum wraps it in.
-pub(crate) fn is_too_large(err: &axum::Error) -> bool {
-    use std::error::Error as _;
-    let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
-    while let Some(inner) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = inner.downcast_ref::<tungstenite::Error>() {
-            return true;
-        }
-        source = inner.source();
-    }
-    false
 }

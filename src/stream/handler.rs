@@ -1,7 +1,5 @@
-//! What is done with a caller's audio, behind one small trait: `echo` and `silent` ship here. The
-//! voice-agent bridge relays whole messages, not frames, so the session hands it the socket (`bridge`).
-
-use crate::config::MediaHandlerKind;
+//! What is done with a caller's audio frame by frame, behind one small trait: `echo` and `silent`.
+//! The voice-agent bridge relays whole messages instead, so it is a mode of its own (`bridge`).
 
 /// One inbound 20 ms frame: the base64 payload as received and the audio it decodes to.
 pub struct MediaFrame<'a> {
@@ -130,14 +128,6 @@ impl MediaHandler for Silent {
 
     fn needs_audio(&self) -> bool {
         false
-    }
-}
-
-pub fn new_handler(kind: MediaHandlerKind) -> Box<dyn MediaHandler> {
-    match kind {
-        MediaHandlerKind::Echo => Box::new(Echo),
-        // A bridged call never reaches the per-frame loop (the session hands it to `bridge`).
-        MediaHandlerKind::Silent | MediaHandlerKind::Bridge => Box::new(Silent),
     }
 }
 

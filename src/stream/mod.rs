@@ -1,9 +1,68 @@
-//! Everything about one Twilio Media Streams socket after the upgrade: the session, the frame
-//! handlers (`echo`, `silent`) and the voice-agent bridge.
+//! Everything about one Twilio Media Streams socket after the upgrade (docs/reference.md#media-stream):
+//! the `start` (lock and slot), then one of two modes, chosen once: each frame through a handler
+//! (`echo`, `silent`), or the call relayed to a voice agent (`bridge`); then the ending.
+//!
+//! The stream gets what it needs as a [`StreamContext`], built by the HTTP layer: it never sees the
+//! HTTP state, and it touches Redis only at the start and the end, never per frame.
 
 pub mod bridge;
-pub mod ending;
+mod ending;
+mod frames;
 pub mod handler;
-pub mod session;
+mod socket;
+mod start;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
+
+use std::sync::Arc;
+
+use calls_core::calls::Calls;
+use tracing::{Instrument, info_span};
+
+use crate::config::{Media, StreamTimeouts};
+use crate::lifecycle::Lifecycle;
+use crate::metrics::Metrics;
+
+pub use self::socket::{MAX_MESSAGE_BYTES, TwilioSocket};
+
+/// What a stream needs from its replica.
+pub struct StreamContext {
+    /// The call lifecycle: the stream's start and end.
+    pub calls: Arc<Calls>,
+    pub metrics: Arc<Metrics>,
+    /// Whether the replica drains (a draining replica starts no new call), and the drain's
+    /// deadline signal, which ends every stream still open.
+    pub lifecycle: Arc<Lifecycle>,
+    pub timeouts: StreamTimeouts,
+    /// `MEDIA_HANDLER`: the mode every call of this replica runs in.
+    pub media: Media,
+}
+
+/// Serves one upgraded socket to the end.
+pub async fn serve<S: TwilioSocket>(ctx: &StreamContext, mut socket: S) {
+    ctx.metrics.sockets_open.inc();
+    if let Some(started) = start::await_start(ctx, &mut socket).await {
+        // The live phase runs outside the call's span: entering and leaving it on every poll cost
+        // more than parsing the frame. Its log lines name the call themselves.
+        let ending = match &ctx.media {
+            Media::Echo => frames::run(ctx, &mut socket, &started, handler::Echo).await,
+            Media::Silent => frames::run(ctx, &mut socket, &started, handler::Silent).await,
+            Media::Bridge(config) => {
+                // Boxed: an echo call's future stays as small as it was without the bridge.
+                Box::pin(bridge::serve(ctx, config, &mut socket, &started)).await
+            }
+        };
+        let span = info_span!("call", call_sid = %started.live.call_sid);
+        async {
+            // The ending is recorded before Twilio's socket closes: the after-stream request
+            // Twilio sends next must read it (docs/reference.md#after-stream).
+            ctx.calls.end_stream(&started.live, ending.reason).await;
+            if let Some((code, reason)) = ending.close {
+                socket::close(&mut socket, code, reason).await;
+            }
+        }
+        .instrument(span)
+        .await;
+    }
+    ctx.metrics.sockets_open.dec();
+}

@@ -17,9 +17,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::PollSender;
 
-use super::session::serve;
-use crate::app::App;
-use crate::config::{Config, RawConfig, StreamTimeouts};
+use calls_core::calls::{Calls, CallsConfig};
+use calls_core::tenant::TenantKey;
+
+use super::{StreamContext, serve};
+use crate::config::{Media, StreamTimeouts};
+use crate::metrics::Metrics;
 
 /// The session's side of an in-memory socket: what the peer sends arrives on `incoming`; what the
 /// session sends goes into a bounded channel, so a peer that stops reading stalls it for real.
@@ -155,30 +158,57 @@ impl Peer {
     }
 }
 
-fn app() -> Arc<App> {
-    let raw = RawConfig {
-        max_concurrent_calls: Some("10".into()),
-        replica_id: Some("unit".into()),
-        ..RawConfig::default()
-    };
-    let (mut config, _) = Config::from_raw(&raw).expect("valid config");
-    config.stream_timeouts = StreamTimeouts::default();
+/// A replica's stream context: in-process state, a limit of 10, the default timeouts.
+pub(super) fn context(media: Media) -> Arc<StreamContext> {
     let store = MemoryStore::new(StoreConfig {
-        limit: config.max_concurrent_calls,
+        limit: 10,
         ..StoreConfig::default()
     });
-    App::new(config, Arc::new(store))
+    let metrics = Arc::new(Metrics::new());
+    let calls = CallsConfig {
+        replica_id: "unit".into(),
+        max_concurrent_calls: 10,
+        reservation: Duration::from_secs(30),
+        call_lease: Duration::from_secs(30),
+        renew_interval: Duration::from_secs(10),
+        tenant_key: TenantKey::None,
+        resume_limit: 2,
+    };
+    Arc::new(StreamContext {
+        calls: Arc::new(Calls::new(calls, Arc::new(store), metrics.clone())),
+        metrics,
+        lifecycle: Arc::default(),
+        timeouts: StreamTimeouts::default(),
+        media,
+    })
+}
+
+fn ctx() -> Arc<StreamContext> {
+    context(Media::Echo)
+}
+
+/// The value of one sample in the Prometheus text, e.g.
+/// `media_messages_dropped_total{reason="too_large"}`; 0 if it is not there.
+pub(super) fn sample(metrics: &Metrics, name: &str) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A session over fresh channels; the session may queue `capacity` messages the peer has not read.
-fn open(app: &Arc<App>, capacity: usize) -> (Peer, JoinHandle<()>) {
+fn open(ctx: &Arc<StreamContext>, capacity: usize) -> (Peer, JoinHandle<()>) {
     let (to_session, incoming) = mpsc::unbounded_channel();
     let (outgoing, from_session) = mpsc::channel(capacity);
     let socket = ChannelSocket {
         incoming,
         outgoing: PollSender::new(outgoing),
     };
-    let session = tokio::spawn(serve(app.clone(), socket));
+    let session = tokio::spawn({
+        let ctx = ctx.clone();
+        async move { serve(&ctx, socket).await }
+    });
     let peer = Peer {
         to_session: Some(to_session),
         from_session,
@@ -189,8 +219,8 @@ fn open(app: &Arc<App>, capacity: usize) -> (Peer, JoinHandle<()>) {
 }
 
 /// A session past its `start`, proven live by one echoed frame.
-async fn started(app: &Arc<App>, capacity: usize) -> (Peer, JoinHandle<()>) {
-    let (mut peer, session) = open(app, capacity);
+async fn started(ctx: &Arc<StreamContext>, capacity: usize) -> (Peer, JoinHandle<()>) {
+    let (mut peer, session) = open(ctx, capacity);
     peer.connected();
     peer.start(CALL);
     peer.media(1, FRAME);
@@ -210,38 +240,38 @@ fn sid() -> CallSid {
     CallSid::parse(CALL).unwrap()
 }
 
-async fn state(app: &App) -> Option<CallState> {
-    app.calls.store().read_state(&sid()).await.unwrap()
+async fn state(ctx: &StreamContext) -> Option<CallState> {
+    ctx.calls.store().read_state(&sid()).await.unwrap()
 }
 
-async fn ended(app: &App) -> CallState {
-    let state = state(app).await.expect("a stored state");
+async fn ended(ctx: &StreamContext) -> CallState {
+    let state = state(ctx).await.expect("a stored state");
     assert_eq!(state.status, CallStatus::Ended, "{state:?}");
     state
 }
 
-async fn active(app: &App) -> u64 {
-    app.calls.store().stats().await.unwrap().active
+async fn active(ctx: &StreamContext) -> u64 {
+    ctx.calls.store().stats().await.unwrap().active
 }
 
-fn dropped(app: &App, reason: &'static str) -> u64 {
-    app.metrics
-        .media_dropped
-        .get_or_create(&[("reason", reason)])
-        .get()
+fn dropped(ctx: &StreamContext, reason: &str) -> u64 {
+    sample(
+        &ctx.metrics,
+        &format!("media_messages_dropped_total{{reason=\"{reason}\"}}"),
+    )
 }
 
-fn ended_count(app: &App, reason: &'static str) -> u64 {
-    app.metrics
-        .calls_ended
-        .get_or_create(&[("reason", reason)])
-        .get()
+fn ended_count(ctx: &StreamContext, reason: &str) -> u64 {
+    sample(
+        &ctx.metrics,
+        &format!("calls_ended_total{{reason=\"{reason}\"}}"),
+    )
 }
 
 #[tokio::test(start_paused = true)]
 async fn start_admits_the_call_and_stop_releases_it() {
-    let app = app();
-    let (mut peer, session) = open(&app, 16);
+    let ctx = ctx();
+    let (mut peer, session) = open(&ctx, 16);
     peer.connected();
     peer.start(CALL);
     peer.media(1, FRAME);
@@ -251,9 +281,9 @@ async fn start_admits_the_call_and_stop_releases_it() {
     assert_eq!(echo["media"]["payload"], FRAME);
 
     // No webhook came first: the stream itself took the slot (an outbound call).
-    assert_eq!(active(&app).await, 1);
-    assert_eq!(app.calls.live().len(), 1);
-    let live = state(&app).await.expect("state written at start");
+    assert_eq!(active(&ctx).await, 1);
+    assert_eq!(ctx.calls.live().len(), 1);
+    let live = state(&ctx).await.expect("state written at start");
     assert_eq!(live.status, CallStatus::Active);
     assert_eq!(live.stream_sid.as_deref(), Some(peer.stream_sid.as_str()));
     assert_eq!(live.media_format.as_ref().unwrap().sample_rate, 8000);
@@ -261,38 +291,38 @@ async fn start_admits_the_call_and_stop_releases_it() {
 
     peer.stop();
     peer.finish(session).await;
-    let state = ended(&app).await;
+    let state = ended(&ctx).await;
     assert_eq!(state.end_reason, Some(EndReason::Stop));
     assert_eq!(state.frames_in, 1);
     assert_eq!(state.frames_out, 1);
-    assert_eq!(active(&app).await, 0);
-    assert!(app.calls.live().is_empty());
-    assert_eq!(app.metrics.sockets_open.get(), 0);
+    assert_eq!(active(&ctx).await, 0);
+    assert!(ctx.calls.live().is_empty());
+    assert_eq!(ctx.metrics.sockets_open.get(), 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn no_start_within_the_start_timeout_closes_with_1008() {
-    let app = app();
-    let (mut peer, session) = open(&app, 16);
+    let ctx = ctx();
+    let (mut peer, session) = open(&ctx, 16);
     let opened = Instant::now();
     peer.connected();
     // Media before start is dropped, and does not count as a start.
     peer.media(1, FRAME);
     assert_eq!(peer.close_frame().await.0, 1008);
     assert_about(opened.elapsed(), StreamTimeouts::default().start);
-    assert_eq!(dropped(&app, "no_start"), 1);
-    assert_eq!(dropped(&app, "media_before_start"), 1);
+    assert_eq!(dropped(&ctx, "no_start"), 1);
+    assert_eq!(dropped(&ctx, "media_before_start"), 1);
     peer.finish(session).await;
     // No call was started: nothing stored, nothing held.
-    assert!(state(&app).await.is_none());
-    assert_eq!(active(&app).await, 0);
+    assert!(state(&ctx).await.is_none());
+    assert_eq!(active(&ctx).await, 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_silent_socket_is_closed_after_the_idle_timeout() {
-    let app = app();
+    let ctx = ctx();
     let idle = StreamTimeouts::default().idle;
-    let (mut peer, session) = started(&app, 16).await;
+    let (mut peer, session) = started(&ctx, 16).await;
     // A frame two thirds of the way in puts the deadline back by a whole timeout.
     tokio::time::sleep(idle * 2 / 3).await;
     peer.media(2, FRAME);
@@ -301,55 +331,55 @@ async fn a_silent_socket_is_closed_after_the_idle_timeout() {
     let (code, _) = peer.close_frame().await;
     assert_eq!(code, 1000);
     assert_about(last_heard.elapsed(), idle);
-    assert_eq!(ended(&app).await.end_reason, Some(EndReason::IdleTimeout));
-    assert_eq!(active(&app).await, 0);
+    assert_eq!(ended(&ctx).await.end_reason, Some(EndReason::IdleTimeout));
+    assert_eq!(active(&ctx).await, 0);
     peer.finish(session).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_message_over_the_limit_closes_with_1009() {
-    let app = app();
-    let (mut peer, session) = started(&app, 16).await;
+    let ctx = ctx();
+    let (mut peer, session) = started(&ctx, 16).await;
     // What axum hands over when tungstenite refuses a message over `max_message_size`.
     let too_long =
         tungstenite::Error::Capacity(tungstenite::error::CapacityError::MessageTooLong {
             size: 70 * 1024,
-            max_size: super::session::MAX_MESSAGE_BYTES,
+            max_size: super::MAX_MESSAGE_BYTES,
         });
     peer.push(Err(axum::Error::new(too_long)));
     assert_eq!(peer.close_frame().await.0, 1009);
     assert_eq!(
-        ended(&app).await.end_reason,
+        ended(&ctx).await.end_reason,
         Some(EndReason::MessageTooLarge)
     );
-    assert_eq!(dropped(&app, "too_large"), 1);
-    assert_eq!(active(&app).await, 0);
+    assert_eq!(dropped(&ctx, "too_large"), 1);
+    assert_eq!(active(&ctx).await, 0);
     peer.finish(session).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn any_other_read_error_ends_the_call_as_disconnected_without_a_close() {
-    let app = app();
-    let (peer, session) = started(&app, 16).await;
+    let ctx = ctx();
+    let (peer, session) = started(&ctx, 16).await;
     peer.push(Err(axum::Error::new(std::io::Error::other("reset"))));
     peer.finish(session).await;
-    assert_eq!(ended(&app).await.end_reason, Some(EndReason::Disconnected));
-    assert_eq!(dropped(&app, "too_large"), 0);
-    assert_eq!(active(&app).await, 0);
+    assert_eq!(ended(&ctx).await.end_reason, Some(EndReason::Disconnected));
+    assert_eq!(dropped(&ctx, "too_large"), 0);
+    assert_eq!(active(&ctx).await, 0);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_stops_reading_is_closed_as_slow_consumer_and_nothing_piles_up() {
-    let app = app();
+    let ctx = ctx();
     let stall = StreamTimeouts::default().write_stall;
     // Room for two unread messages: the first echo is read by `started`, two more fill the queue.
-    let (mut peer, session) = started(&app, 2).await;
+    let (mut peer, session) = started(&ctx, 2).await;
     for chunk in 2..=50 {
         peer.media(chunk, FRAME);
     }
     let stalled = Instant::now();
     let ended_at = loop {
-        if state(&app)
+        if state(&ctx)
             .await
             .is_some_and(|s| s.status == CallStatus::Ended)
         {
@@ -362,14 +392,14 @@ async fn a_peer_that_stops_reading_is_closed_as_slow_consumer_and_nothing_piles_
         waited >= stall && waited <= stall + Duration::from_millis(20),
         "{waited:?}"
     );
-    let state = ended(&app).await;
+    let state = ended(&ctx).await;
     assert_eq!(state.end_reason, Some(EndReason::SlowConsumer));
     // The session stopped reading while its write waited: of 50 frames it took the two echoed,
     // the one whose echo stalled, and the first; the other 46 never left the peer.
     assert_eq!(state.frames_in, 4);
     assert_eq!(state.frames_out, 3);
-    assert_eq!(dropped(&app, "slow_consumer"), 1);
-    assert_eq!(active(&app).await, 0);
+    assert_eq!(dropped(&ctx, "slow_consumer"), 1);
+    assert_eq!(active(&ctx).await, 0);
 
     // The peer reads again: the two queued echoes, then the close that says why.
     assert_eq!(peer.next_json().await["media"]["payload"], FRAME);
@@ -380,8 +410,8 @@ async fn a_peer_that_stops_reading_is_closed_as_slow_consumer_and_nothing_piles_
 
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_never_reads_again_cannot_hold_the_session() {
-    let app = app();
-    let (mut peer, session) = started(&app, 1).await;
+    let ctx = ctx();
+    let (mut peer, session) = started(&ctx, 1).await;
     for chunk in 2..=10 {
         peer.media(chunk, FRAME);
     }
@@ -390,15 +420,15 @@ async fn a_peer_that_never_reads_again_cannot_hold_the_session() {
         .await
         .expect("the session returns")
         .expect("no panic");
-    assert_eq!(ended(&app).await.end_reason, Some(EndReason::SlowConsumer));
-    assert_eq!(active(&app).await, 0);
+    assert_eq!(ended(&ctx).await.end_reason, Some(EndReason::SlowConsumer));
+    assert_eq!(active(&ctx).await, 0);
     peer.hang_up();
 }
 
 #[tokio::test(start_paused = true)]
 async fn echo_answers_each_mark_after_the_audio_before_it() {
-    let app = app();
-    let (mut peer, session) = started(&app, 64).await;
+    let ctx = ctx();
+    let (mut peer, session) = started(&ctx, 64).await;
     peer.media(2, FRAME);
     peer.mark("first");
     peer.media(3, "AAAA");
@@ -429,13 +459,13 @@ async fn echo_answers_each_mark_after_the_audio_before_it() {
     );
     peer.stop();
     peer.finish(session).await;
-    assert_eq!(ended(&app).await.marks, ["first", "second", "third"]);
+    assert_eq!(ended(&ctx).await.marks, ["first", "second", "third"]);
 }
 
 #[tokio::test(start_paused = true)]
 async fn bad_input_is_counted_and_dropped_and_the_call_goes_on() {
-    let app = app();
-    let (mut peer, session) = started(&app, 16).await;
+    let ctx = ctx();
+    let (mut peer, session) = started(&ctx, 16).await;
     peer.text("not json at all");
     peer.push(Ok(Message::Binary(vec![1, 2, 3].into())));
     peer.json(json!({"event": "jump"}));
@@ -445,14 +475,14 @@ async fn bad_input_is_counted_and_dropped_and_the_call_goes_on() {
     // Still live: the next good frame is echoed, and it is the only thing sent.
     peer.media(3, FRAME);
     assert_eq!(peer.next_json().await["media"]["payload"], FRAME);
-    assert_eq!(dropped(&app, "malformed"), 2);
-    assert_eq!(dropped(&app, "binary_frame"), 1);
-    assert_eq!(dropped(&app, "unknown_event"), 1);
-    assert_eq!(dropped(&app, "bad_base64"), 1);
-    assert_eq!(dropped(&app, "duplicate_start"), 1);
+    assert_eq!(dropped(&ctx, "malformed"), 2);
+    assert_eq!(dropped(&ctx, "binary_frame"), 1);
+    assert_eq!(dropped(&ctx, "unknown_event"), 1);
+    assert_eq!(dropped(&ctx, "bad_base64"), 1);
+    assert_eq!(dropped(&ctx, "duplicate_start"), 1);
     peer.stop();
     peer.finish(session).await;
-    let state = ended(&app).await;
+    let state = ended(&ctx).await;
     assert_eq!(state.end_reason, Some(EndReason::Stop));
     assert_eq!(
         state.frames_in, 2,
@@ -462,59 +492,59 @@ async fn bad_input_is_counted_and_dropped_and_the_call_goes_on() {
 
 #[tokio::test(start_paused = true)]
 async fn a_final_status_callback_closes_the_stream_with_1000() {
-    let app = app();
-    let (mut peer, session) = started(&app, 16).await;
-    app.calls.call_status(&sid(), "completed").await;
+    let ctx = ctx();
+    let (mut peer, session) = started(&ctx, 16).await;
+    ctx.calls.call_status(&sid(), "completed").await;
     assert_eq!(peer.close_frame().await.0, 1000);
     peer.finish(session).await;
     assert_eq!(
-        ended(&app).await.end_reason,
+        ended(&ctx).await.end_reason,
         Some(EndReason::StatusCallback)
     );
-    assert_eq!(active(&app).await, 0);
-    assert_eq!(ended_count(&app, "status_callback"), 1);
+    assert_eq!(active(&ctx).await, 0);
+    assert_eq!(ended_count(&ctx, "status_callback"), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_lost_lock_closes_the_stream_with_1008_and_leaves_the_slot_to_its_owner() {
-    let app = app();
-    let (mut peer, session) = started(&app, 16).await;
-    let live = app.calls.live().get(&sid()).expect("live here");
+    let ctx = ctx();
+    let (mut peer, session) = started(&ctx, 16).await;
+    let live = ctx.calls.live().get(&sid()).expect("live here");
     live.end_from_outside(EndReason::LockLost);
     assert_eq!(peer.close_frame().await.0, 1008);
     peer.finish(session).await;
-    assert_eq!(ended_count(&app, "lock_lost"), 1);
-    assert!(app.calls.live().is_empty());
+    assert_eq!(ended_count(&ctx, "lock_lost"), 1);
+    assert!(ctx.calls.live().is_empty());
     // The call belongs to the lock's new owner now: its slot and state are not ours to end.
-    assert_eq!(active(&app).await, 1);
-    assert_eq!(state(&app).await.unwrap().status, CallStatus::Active);
+    assert_eq!(active(&ctx).await, 1);
+    assert_eq!(state(&ctx).await.unwrap().status, CallStatus::Active);
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_drain_deadline_closes_live_and_starting_streams_with_1001() {
-    let app = app();
-    let (mut live, live_session) = started(&app, 16).await;
-    let (mut starting, starting_session) = open(&app, 16);
+    let ctx = ctx();
+    let (mut live, live_session) = started(&ctx, 16).await;
+    let (mut starting, starting_session) = open(&ctx, 16);
     starting.connected();
-    app.lifecycle.stop_streams.cancel();
+    ctx.lifecycle.stop_streams.cancel();
     assert_eq!(live.close_frame().await.0, 1001);
     assert_eq!(starting.close_frame().await.0, 1001);
     live.finish(live_session).await;
     starting.finish(starting_session).await;
-    assert_eq!(ended(&app).await.end_reason, Some(EndReason::DrainTimeout));
-    assert_eq!(active(&app).await, 0);
+    assert_eq!(ended(&ctx).await.end_reason, Some(EndReason::DrainTimeout));
+    assert_eq!(active(&ctx).await, 0);
 
     // A socket that opens after the deadline is closed at once, before any `start`.
-    let (mut late, late_session) = open(&app, 16);
+    let (mut late, late_session) = open(&ctx, 16);
     assert_eq!(late.close_frame().await.0, 1001);
     late.finish(late_session).await;
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_goes_away_without_stop_ends_as_disconnected() {
-    let app = app();
-    let (peer, session) = started(&app, 16).await;
+    let ctx = ctx();
+    let (peer, session) = started(&ctx, 16).await;
     peer.finish(session).await;
-    assert_eq!(ended(&app).await.end_reason, Some(EndReason::Disconnected));
-    assert_eq!(active(&app).await, 0);
+    assert_eq!(ended(&ctx).await.end_reason, Some(EndReason::Disconnected));
+    assert_eq!(active(&ctx).await, 0);
 }

@@ -14,8 +14,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::helpers::{
-    FRAME_B64, Replica, TwilioStream, ended_state, eventually, post_form, raw, sid, stream_url_of,
-    voice,
+    FRAME_B64, Replica, TwilioStream, ended_state, eventually, metric_value, post_form, raw, sid,
+    stream_url_of, voice,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -85,15 +85,16 @@ async fn send_opening(stream: &mut TwilioStream, n: usize) -> (String, String) {
     (connected, start)
 }
 
-fn counter(replica: &Replica, family: &str, label: (&'static str, &'static str)) -> u64 {
-    let m = &replica.app.metrics;
+/// One labelled sample of a counter family, as `/metrics` shows it.
+fn counter(replica: &Replica, family: &str, (name, value): (&str, &str)) -> u64 {
     let family = match family {
-        "failures" => &m.bridge_failures,
-        "dropped" => &m.bridge_dropped,
-        "messages" => &m.bridge_messages,
-        _ => &m.calls_ended,
+        "failures" => "bridge_failures_total",
+        "dropped" => "bridge_messages_dropped_total",
+        "messages" => "bridge_messages_total",
+        _ => "calls_ended_total",
     };
-    family.get_or_create(&[label]).get()
+    let sample = format!("{family}{{{name}=\"{value}\"}}");
+    metric_value(&replica.app.metrics().render(), &sample).map_or(0, |v| v as u64)
 }
 
 /// The slot is gone cluster-wide and the call ended exactly once, for `reason`.
@@ -196,7 +197,7 @@ async fn the_agent_gets_twilio_bytes_headers_and_placeholders_and_audio_comes_ba
         );
         assert_eq!(payload_of(&echo), payload);
     }
-    assert_eq!(replica.app.metrics.bridges_open.get(), 1);
+    assert_eq!(replica.app.metrics().bridges_open.get(), 1);
     stream.mark("played-1").await;
     stream.dtmf("7").await;
     stream.stop(&sid(1)).await;
@@ -249,7 +250,7 @@ async fn the_agent_gets_twilio_bytes_headers_and_placeholders_and_audio_comes_ba
     assert_eq!(state.dtmf, "7");
     assert_eq!(counter(&replica, "messages", ("direction", "to_agent")), 10);
     assert_eq!(counter(&replica, "messages", ("direction", "to_twilio")), 5);
-    assert_eq!(replica.app.metrics.bridges_open.get(), 0);
+    assert_eq!(replica.app.metrics().bridges_open.get(), 0);
     assert!(
         after_stream(&replica.url(""), 1)
             .await
@@ -555,7 +556,7 @@ async fn a_refused_stream_dials_nothing() {
     first.stop(&sid(1)).await;
     released_once(&replica, &redis, 1, EndReason::Stop).await;
     let sid1 = CallSid::parse(&sid(1)).unwrap();
-    assert!(replica.app.calls.live().get(&sid1).is_none());
+    assert!(replica.app.calls().live().get(&sid1).is_none());
     replica.stop().await;
 }
 

@@ -73,7 +73,7 @@ async fn state(replica: &Replica, call_sid: &str) -> calls_core::state::CallStat
     let sid = calls_core::call_sid::CallSid::parse(call_sid).unwrap();
     replica
         .app
-        .calls
+        .calls()
         .store()
         .read_state(&sid)
         .await
@@ -82,7 +82,7 @@ async fn state(replica: &Replica, call_sid: &str) -> calls_core::state::CallStat
 }
 
 fn resumed_total(replica: &Replica) -> f64 {
-    metric_value(&replica.app.metrics.render(), "calls_resumed_total").unwrap_or(-1.0)
+    metric_value(&replica.app.metrics().render(), "calls_resumed_total").unwrap_or(-1.0)
 }
 
 /// SPEC §9 end to end on one replica with Redis and `MAX_CONCURRENT_CALLS=1`, `RESUME_LIMIT=1`: a
@@ -191,7 +191,7 @@ async fn after_stream_hangs_up_falls_back_or_continues_by_the_state() {
         assert!(answer.contains("<Hangup/>"), "{call_sid}: {answer}");
         assert!(!answer.contains("<Stream"), "{call_sid}: {answer}");
     }
-    let text = replica.app.metrics.render();
+    let text = replica.app.metrics().render();
     assert_eq!(
         metric_value(&text, r#"calls_after_stream_total{answer="hangup"}"#),
         Some(3.0)
@@ -750,7 +750,7 @@ async fn a_call_cut_by_the_drain_deadline_is_continued() {
     assert_eq!(stream.close_code(Duration::from_secs(10)).await, Some(1001));
     let sid1 = calls_core::call_sid::CallSid::parse(&sid(1)).unwrap();
     let at_close = store
-        .calls
+        .calls()
         .store()
         .read_state(&sid1)
         .await

@@ -72,7 +72,7 @@ impl Replica {
     /// SIGTERM in-process: drain, then wait for the server to return. Fails the test unless
     /// `serve` returned `Ok`, without panicking, within the drain deadline plus `STOP_SLACK`.
     pub async fn stop(self) {
-        let bound = self.app.config.drain_timeout + STOP_SLACK;
+        let bound = self.app.config().drain_timeout + STOP_SLACK;
         self.shutdown.cancel();
         self.wait_stopped(bound).await;
     }
@@ -171,7 +171,7 @@ pub async fn ended_state(replica: &Replica, call_sid: &str) -> calls_core::state
     eventually(Duration::from_secs(5), || async {
         replica
             .app
-            .calls
+            .calls()
             .store()
             .read_state(&sid)
             .await

@@ -50,7 +50,7 @@ async fn metrics_json_has_exactly_the_contract_fields() {
     assert_eq!(json["calls_rejected_tenant_limit"], 0);
     assert_eq!(json["state_backend"], "redis");
     let r = &json["replica"];
-    assert_eq!(r["id"], replica.app.config.replica_id.as_str());
+    assert_eq!(r["id"], replica.app.config().replica_id.as_str());
     assert_eq!(r["calls_active"], 1, "only streams live here");
     assert_eq!(r["calls_started"], 2);
     assert_eq!(r["calls_rejected_max_concurrent"], 1);
@@ -131,7 +131,7 @@ async fn health_and_readiness() {
         admitted.is_some(),
         "admissions never reopened after Redis came back"
     );
-    assert_eq!(replica.app.calls.store().stats().await.unwrap().active, 1);
+    assert_eq!(replica.app.calls().store().stats().await.unwrap().active, 1);
     // Draining with no live call exits at once; with one, readiness says why it is out.
     let mut call = live_call(&replica, 1).await;
     replica.begin_drain();
@@ -154,7 +154,7 @@ async fn redis_garbage_is_counted_and_the_call_goes_on() {
     // A wrong-type key under the slots: every renewal fails, loudly, and the call streams on.
     redis_cli(&redis, &["DEL", "calls:slots"]).await;
     redis_cli(&redis, &["SET", "calls:slots", "garbage"]).await;
-    assert!(replica.app.calls.renew(false).await.is_err());
+    assert!(replica.app.calls().renew(false).await.is_err());
     call.echo_round(5).await;
     let (_, text) = get(&replica.url("/metrics")).await;
     assert!(text.contains("redis_errors_total{op=\"renew\"}"), "{text}");
@@ -166,14 +166,14 @@ async fn redis_garbage_is_counted_and_the_call_goes_on() {
 
     // Repaired: the next tick re-registers the live call.
     redis_cli(&redis, &["DEL", "calls:slots"]).await;
-    let report = replica.app.calls.renew(false).await.unwrap();
+    let report = replica.app.calls().renew(false).await.unwrap();
     assert_eq!(report.readded, vec![sid(1)]);
     assert_eq!(redis_cli(&redis, &["GET", "calls:active_count"]).await, "1");
 
     // A corrupt state blob: the tick overwrites it with the live call's state.
     let key = format!("calls:state:{}", sid(1));
     redis_cli(&redis, &["SET", &key, "{not json"]).await;
-    replica.app.calls.renew(false).await.unwrap();
+    replica.app.calls().renew(false).await.unwrap();
     assert!(
         redis_cli(&redis, &["GET", &key])
             .await

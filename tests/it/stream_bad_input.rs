@@ -24,7 +24,7 @@ fn short_timeouts() -> StreamTimeouts {
 }
 
 fn dropped(replica: &Replica, reason: &str) -> u64 {
-    let text = replica.app.metrics.render();
+    let text = replica.app.metrics().render();
     let needle = format!("media_messages_dropped_total{{reason=\"{reason}\"}} ");
     text.lines()
         .find_map(|line| line.strip_prefix(&needle))
@@ -47,7 +47,7 @@ async fn setup() -> (RedisServer, Replica, TwilioStream) {
 async fn bystander_fine(replica: &Replica, bystander: &mut TwilioStream, expect_active: u64) {
     bystander.echo_round(3).await;
     let settled = eventually(WAIT, || async {
-        Some(replica.app.calls.store().stats().await.unwrap().active)
+        Some(replica.app.calls().store().stats().await.unwrap().active)
             .filter(|a| *a == expect_active)
     })
     .await;
@@ -291,7 +291,7 @@ async fn a_second_stream_for_a_locked_call_is_refused_with_1008() {
     call.echo_round(3).await;
     let state = first
         .app
-        .calls
+        .calls()
         .store()
         .read_state(&CallSid::parse(&sid(7)).unwrap())
         .await
@@ -299,7 +299,7 @@ async fn a_second_stream_for_a_locked_call_is_refused_with_1008() {
         .unwrap();
     assert_eq!(state.status, CallStatus::Active);
     assert_eq!(state.stream_sid.as_deref(), Some(call.stream_sid.as_str()));
-    assert_eq!(first.app.calls.store().stats().await.unwrap().active, 1);
+    assert_eq!(first.app.calls().store().stats().await.unwrap().active, 1);
     call.stop(&sid(7)).await;
     let _ = call.ws.next().await;
     second.stop().await;

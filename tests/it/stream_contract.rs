@@ -36,7 +36,7 @@ async fn metrics_text(replica: &Replica) -> String {
 async fn nothing_live(replica: &Replica) {
     let idle = eventually(WAIT, || async {
         let sockets = metric_value(&metrics_text(replica).await, "websocket_sockets_open");
-        (replica.app.calls.live().is_empty() && sockets == Some(0.0)).then_some(())
+        (replica.app.calls().live().is_empty() && sockets == Some(0.0)).then_some(())
     })
     .await;
     assert!(
@@ -356,7 +356,7 @@ async fn the_state_holds_the_webhooks_fields_and_counters_flush_on_the_tick_not_
         ..raw(Some(&redis), 5)
     };
     let replica = Replica::start(config, StreamTimeouts::default()).await;
-    let replica_id = replica.app.config.replica_id.clone();
+    let replica_id = replica.app.config().replica_id.clone();
     let (status, twiml) = voice(&replica, &sid(1)).await;
     assert_eq!(status, 200, "{twiml}");
     let reserved = redis_state(&redis, &sid(1)).await;

@@ -13,7 +13,7 @@ const WAIT: Duration = Duration::from_secs(5);
 fn ended_total(replica: &Replica, reason: &'static str) -> u64 {
     replica
         .app
-        .metrics
+        .metrics()
         .calls_ended
         .get_or_create(&[("reason", reason)])
         .get()
@@ -40,7 +40,7 @@ async fn a_final_status_callback_closes_the_stream_where_it_is_served_at_once() 
     let state = ended_state(&replica, &sid(1)).await;
     assert_eq!(state.end_reason, Some(EndReason::StatusCallback));
     // Released once: the callback freed the slot, the stream's end found nothing more to free.
-    let stats = replica.app.calls.store().stats().await.unwrap();
+    let stats = replica.app.calls().store().stats().await.unwrap();
     assert_eq!(stats.active, 1, "only the bystander holds a slot");
     assert_eq!(ended_total(&replica, "status_callback"), 1);
     bystander.echo_round(3).await;
@@ -62,7 +62,7 @@ async fn a_final_status_callback_to_another_replica_ends_the_stream_at_the_next_
     assert_eq!(redis_active(&redis), ("2".into(), "2".into()));
 
     assert_eq!(status_at(&other.url(""), &sid(1), "completed").await, 204);
-    assert!(other.app.calls.live().is_empty());
+    assert!(other.app.calls().live().is_empty());
     // The serving replica learns it from Redis at its next tick (every 0.2 s here).
     assert_eq!(call.close_code(WAIT).await, Some(1000));
     let state = ended_state(&serving, &sid(1)).await;
@@ -93,13 +93,13 @@ async fn a_stolen_lock_ends_the_stream_as_lock_lost_at_the_next_tick() {
         .unwrap();
     assert_eq!(call.close_code(WAIT).await, Some(1008));
     assert_eq!(ended_total(&replica, "lock_lost"), 1);
-    assert_eq!(replica.app.calls.live().len(), 1, "only the bystander");
+    assert_eq!(replica.app.calls().live().len(), 1, "only the bystander");
     // The call is the lock owner's now: its lock, its slot and its state are left to it.
     assert_eq!(redis.cli(&["GET", &lock]).unwrap(), "elsewhere/0/0");
     assert_eq!(redis_active(&redis), ("2".into(), "2".into()));
     let state = replica
         .app
-        .calls
+        .calls()
         .store()
         .read_state(&calls_core::call_sid::CallSid::parse(&sid(1)).unwrap())
         .await

@@ -14,7 +14,7 @@ use twilio::signature;
 const WAIT: Duration = Duration::from_secs(5);
 
 async fn active(replica: &Replica) -> u64 {
-    replica.app.calls.store().stats().await.unwrap().active
+    replica.app.calls().store().stats().await.unwrap().active
 }
 
 /// Webhook, TwiML, stream, 20 ms frames with dtmf and a mark, stop; then state and counts.
@@ -36,7 +36,7 @@ async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
     assert_eq!(active(replica).await, 1);
     let reserved = replica
         .app
-        .calls
+        .calls()
         .store()
         .read_state(&CallSid::parse(&call).unwrap())
         .await
@@ -76,7 +76,7 @@ async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
         }
     }
     assert_eq!(echoed, 25, "every frame echoed before the mark");
-    assert_eq!(replica.app.calls.live().len(), 1);
+    assert_eq!(replica.app.calls().live().len(), 1);
     stream.stop(&call).await;
 
     let state = ended_state(replica, &call).await;
@@ -100,7 +100,7 @@ async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
 
     // The final state is written before the slot is released: wait for both.
     let stats = eventually(WAIT, || async {
-        Some(replica.app.calls.store().stats().await.unwrap()).filter(|s| s.active == 0)
+        Some(replica.app.calls().store().stats().await.unwrap()).filter(|s| s.active == 0)
     })
     .await
     .expect("the slot is released");
@@ -145,7 +145,7 @@ async fn retried_webhook_takes_no_second_slot() {
     let (second_status, second) = voice(&replica, &sid(1)).await;
     assert_eq!((first_status, second_status), (200, 200));
     assert_eq!(first, second);
-    let stats = replica.app.calls.store().stats().await.unwrap();
+    let stats = replica.app.calls().store().stats().await.unwrap();
     assert_eq!((stats.active, stats.started), (1, 1));
     replica.stop().await;
 }
@@ -191,7 +191,7 @@ async fn over_the_limit_each_reject_mode_answers_as_configured() {
     let (status, body) = voice(&replica, &sid(6)).await;
     assert_eq!(status, 200);
     assert!(body.contains("<Reject reason=\"busy\"/>"), "{body}");
-    let stats = replica.app.calls.store().stats().await.unwrap();
+    let stats = replica.app.calls().store().stats().await.unwrap();
     assert_eq!((stats.active, stats.rejected_max_concurrent), (1, 1));
     replica.stop().await;
 }
@@ -232,7 +232,7 @@ async fn status_callback_releases_once_and_is_idempotent() {
     assert_eq!(unknown.status().as_u16(), 204);
     let missing = post_form(&url, &[("CallStatus", "completed")], None).await;
     assert_eq!(missing.status().as_u16(), 400);
-    let stats = replica.app.calls.store().stats().await.unwrap();
+    let stats = replica.app.calls().store().stats().await.unwrap();
     assert_eq!((stats.active, stats.started), (0, 1));
     replica.stop().await;
 }

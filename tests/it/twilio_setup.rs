@@ -45,7 +45,7 @@ async fn get_webhooks_are_signed_over_the_url_with_its_query() {
     );
     let stored = replica
         .app
-        .calls
+        .calls()
         .store()
         .read_state(&CallSid::parse(&sid).unwrap())
         .await
@@ -62,7 +62,7 @@ async fn get_webhooks_are_signed_over_the_url_with_its_query() {
     let status_query = format!("/twilio/status?CallSid={sid}&CallStatus=completed");
     let sig = signature::compute::<&str, &str>(TOKEN, &format!("{PUBLIC}{status_query}"), &[]);
     assert_eq!(get_signed(&replica, &status_query, Some(sig)).await.0, 204);
-    let stats = replica.app.calls.store().stats().await.unwrap();
+    let stats = replica.app.calls().store().stats().await.unwrap();
     assert_eq!(stats.active, 0);
     replica.stop().await;
 }
@@ -71,7 +71,7 @@ async fn get_webhooks_are_signed_over_the_url_with_its_query() {
 async fn the_fallback_url_answers_the_fallback_message_whatever_the_reject_mode() {
     let replica = signed_replica(5).await;
     assert_eq!(
-        replica.app.config.reject.mode,
+        replica.app.config().reject.mode,
         prosaas_calls::config::RejectMode::ServiceUnavailable
     );
     let params = [
@@ -225,7 +225,7 @@ async fn lapsed_reservation_is_counted(redis: Option<&RedisServer>) {
     assert_eq!(lapsed, Some(1.0), "the lapsed reservation is counted once");
     let state = replica
         .app
-        .calls
+        .calls()
         .store()
         .read_state(&CallSid::parse(&sid(1)).unwrap())
         .await

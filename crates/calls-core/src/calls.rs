@@ -106,6 +106,15 @@ impl RejectReason {
     }
 }
 
+/// Whether this replica takes new calls: the server's drain decides, the core refuses and counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Intake {
+    /// Admit as the store allows.
+    Open,
+    /// Refuse every new call as `draining` (the replica drains and no other replica is live).
+    Closed,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookOutcome {
     /// Answer with the stream TwiML; `new` is false for a retried webhook.
@@ -192,7 +201,17 @@ impl Calls {
 
     /// Reserves a slot for an incoming call for `RESERVATION_SECS`, writing its state in the
     /// same atomic step. A retried webhook finds its slot and takes no second one.
-    pub async fn admit_webhook(&self, call_sid: &CallSid, call: WebhookCall) -> WebhookOutcome {
+    pub async fn admit_webhook(
+        &self,
+        call_sid: &CallSid,
+        call: WebhookCall,
+        intake: Intake,
+    ) -> WebhookOutcome {
+        if intake == Intake::Closed {
+            self.events.refused(RejectReason::Draining);
+            info!(%call_sid, "call refused: replica is draining and no other replica is live");
+            return WebhookOutcome::Reject(RejectReason::Draining);
+        }
         let mut state = CallState::reserved(call_sid.as_str(), &self.config.replica_id);
         state.tenant = self.config.tenant_key.of_webhook(&call);
         state.account_sid = call.account_sid;

@@ -129,14 +129,8 @@ impl CallState {
     }
 }
 
-/// Twilio's `start.mediaFormat`, kept in Twilio's own field names.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct MediaFormat {
-    pub encoding: String,
-    pub sample_rate: u32,
-    pub channels: u32,
-}
+/// Twilio's `start.mediaFormat`, kept as Twilio's wire format reads it.
+pub use twilio::messages::MediaFormat;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CallState {

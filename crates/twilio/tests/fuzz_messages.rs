@@ -558,7 +558,7 @@ proptest! {
                 prop_assert_eq!(&s.call_sid, &call_sid);
                 prop_assert_eq!(&s.stream_sid, &stream_sid);
                 prop_assert_eq!(&s.custom_parameters, &params);
-                prop_assert_eq!(s.media_format.sample_rate, Some(8000));
+                prop_assert_eq!(s.media_format.sample_rate, 8000);
             }
             other => prop_assert!(false, "{:?} from {}", other, start),
         }

@@ -1,36 +1,20 @@
-//! What a voice agent may send toward Twilio (SPEC §8): `media`, `mark` and `clear`, read for the
-//! one field each carries. Everything else is refused with the reason it is counted under.
+//! What a voice agent may send toward Twilio (docs/reference.md#bridge): `media`, `mark` and
+//! `clear`, read for the one field each carries. Everything else is dropped, with the reason it is
+//! counted under.
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
 use twilio::messages::fast;
 
+use crate::metrics::BridgeDrop;
+
 /// A message from the agent that goes to Twilio (rebuilt with the call's `streamSid`).
 #[derive(Debug, PartialEq, Eq)]
-pub enum AgentMessage<'a> {
+pub(super) enum AgentMessage<'a> {
     Media(Cow<'a, str>),
     Mark(Cow<'a, str>),
     Clear,
-}
-
-/// Why an agent's message is dropped; each is a `bridge_messages_dropped_total{reason}` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refused {
-    NotJson,
-    /// Valid JSON with no `event`, or `media`/`mark` without its payload or name.
-    BadMessage,
-    UnknownEvent,
-}
-
-impl Refused {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::NotJson => "not_json",
-            Self::BadMessage => "bad_message",
-            Self::UnknownEvent => "unknown_event",
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -55,30 +39,31 @@ struct Name<'a> {
     name: Cow<'a, str>,
 }
 
-pub fn parse(text: &str) -> Result<AgentMessage<'_>, Refused> {
+/// The message, or why it is dropped.
+pub(super) fn parse(text: &str) -> Result<AgentMessage<'_>, BridgeDrop> {
     // Most of an agent's messages are plain `media`: Twilio's own one-pass reader takes them.
     if let Some(media) = fast::parse(text) {
         return Ok(AgentMessage::Media(media.payload));
     }
     let raw: Raw<'_> = serde_json::from_str(text).map_err(|err| {
         if err.classify() == serde_json::error::Category::Data {
-            Refused::BadMessage
+            BridgeDrop::BadMessage
         } else {
-            Refused::NotJson
+            BridgeDrop::NotJson
         }
     })?;
     match raw.event.as_deref() {
         Some("media") => raw
             .media
             .map(|m| AgentMessage::Media(m.payload))
-            .ok_or(Refused::BadMessage),
+            .ok_or(BridgeDrop::BadMessage),
         Some("mark") => raw
             .mark
             .map(|m| AgentMessage::Mark(m.name))
-            .ok_or(Refused::BadMessage),
+            .ok_or(BridgeDrop::BadMessage),
         Some("clear") => Ok(AgentMessage::Clear),
-        Some(_) => Err(Refused::UnknownEvent),
-        None => Err(Refused::BadMessage),
+        Some(_) => Err(BridgeDrop::UnknownEvent),
+        None => Err(BridgeDrop::BadMessage),
     }
 }
 
@@ -108,18 +93,18 @@ mod tests {
 
     #[test]
     fn anything_else_is_refused_with_its_reason() {
-        assert_eq!(parse("hello"), Err(Refused::NotJson));
-        assert_eq!(parse(r#"{"event":"media""#), Err(Refused::NotJson));
+        assert_eq!(parse("hello"), Err(BridgeDrop::NotJson));
+        assert_eq!(parse(r#"{"event":"media""#), Err(BridgeDrop::NotJson));
         assert_eq!(
             parse(r#"{"event":"transcript","text":"hi"}"#),
-            Err(Refused::UnknownEvent)
+            Err(BridgeDrop::UnknownEvent)
         );
-        assert_eq!(parse(r#"{"event":"media"}"#), Err(Refused::BadMessage));
+        assert_eq!(parse(r#"{"event":"media"}"#), Err(BridgeDrop::BadMessage));
         assert_eq!(
             parse(r#"{"event":"mark","mark":{}}"#),
-            Err(Refused::BadMessage)
+            Err(BridgeDrop::BadMessage)
         );
-        assert_eq!(parse(r#"{"text":"no event"}"#), Err(Refused::BadMessage));
-        assert_eq!(parse("[1,2]"), Err(Refused::BadMessage));
+        assert_eq!(parse(r#"{"text":"no event"}"#), Err(BridgeDrop::BadMessage));
+        assert_eq!(parse("[1,2]"), Err(BridgeDrop::BadMessage));
     }
 }

@@ -1,4 +1,4 @@
-//! Dialling the voice agent (SPEC §8): the rendered `BRIDGE_URL`, `BRIDGE_HEADERS` on the handshake
+//! Dialling the voice agent (docs/reference.md#bridge): the rendered `BRIDGE_URL`, `BRIDGE_HEADERS` on the handshake
 //! and nothing of Twilio's, TCP_NODELAY, rustls with ring for wss://, sized like Twilio's socket.
 
 use std::sync::{Arc, LazyLock};
@@ -10,9 +10,10 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::config::{BridgeConfig, Placeholder};
+use crate::metrics::BridgeFailure;
 
-/// The agent's side of a bridged call.
-pub type AgentSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The agent's side of a bridged call, as dialled.
+type AgentConnection = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Same read buffer as Twilio's socket (src/http/stream.rs): agent frames are the same size.
 const READ_BUFFER_BYTES: usize = 2048;
@@ -22,11 +23,11 @@ const WRITE_BUFFER_BYTES: usize = 0;
 const MAX_WRITE_BUFFER_BYTES: usize = 64 * 1024;
 /// Messages over 64 KiB are dropped (and counted) by the relay, so it must be able to read them
 /// whole; beyond this the socket fails and the bridge is lost.
-pub const MAX_AGENT_MESSAGE_BYTES: usize = 1024 * 1024;
+const MAX_AGENT_MESSAGE_BYTES: usize = 1024 * 1024;
 
 /// Why the agent could not be reached; each is a `bridge_failures_total{reason}` label.
 #[derive(Debug, thiserror::Error)]
-pub enum DialError {
+pub(super) enum DialError {
     #[error("the agent did not accept within the connect timeout")]
     Timeout,
     #[error("connection refused")]
@@ -42,20 +43,20 @@ pub enum DialError {
 }
 
 impl DialError {
-    pub fn reason(&self) -> &'static str {
+    pub(super) fn reason(&self) -> BridgeFailure {
         match self {
-            Self::Timeout => "connect_timeout",
-            Self::Refused => "connect_refused",
-            Self::Connect(_) => "connect_error",
-            Self::Tls(_) => "tls",
-            Self::Rejected(_) => "handshake_rejected",
-            Self::Handshake(_) => "handshake",
+            Self::Timeout => BridgeFailure::ConnectTimeout,
+            Self::Refused => BridgeFailure::ConnectRefused,
+            Self::Connect(_) => BridgeFailure::ConnectError,
+            Self::Tls(_) => BridgeFailure::Tls,
+            Self::Rejected(_) => BridgeFailure::HandshakeRejected,
+            Self::Handshake(_) => BridgeFailure::Handshake,
         }
     }
 }
 
 /// The agent's URL for one call: `BRIDGE_URL` with its placeholders filled from the call's state.
-pub fn render_url(config: &BridgeConfig, state: &CallState) -> String {
+pub(super) fn render_url(config: &BridgeConfig, state: &CallState) -> String {
     config.url.render(|placeholder| {
         match placeholder {
             Placeholder::CallSid => Some(state.call_sid.as_str()),
@@ -72,7 +73,7 @@ pub fn render_url(config: &BridgeConfig, state: &CallState) -> String {
 /// Opens the agent's WebSocket. The handshake carries `BRIDGE_HEADERS` and what the WebSocket
 /// client itself writes, nothing else: Twilio's signature and credentials never go upstream.
 /// The caller bounds it with `BRIDGE_CONNECT_TIMEOUT_SECS`.
-pub async fn dial(config: &BridgeConfig, url: &str) -> Result<AgentSocket, DialError> {
+pub(super) async fn dial(config: &BridgeConfig, url: &str) -> Result<AgentConnection, DialError> {
     let mut request = url
         .into_client_request()
         .map_err(|err| DialError::Handshake(err.to_string()))?;

@@ -1,4 +1,4 @@
-//! The two-socket loop of a bridged call (SPEC §8): Twilio's text frames to the agent byte for byte,
+//! The two-socket loop of a bridged call (docs/reference.md#bridge): Twilio's text frames to the agent byte for byte,
 //! the agent's `media`/`mark`/`clear` to Twilio with the call's `streamSid`, bounded both ways.
 //!
 //! One task polls both sockets: each direction has a small queue, a socket is read only while its
@@ -8,7 +8,6 @@
 use std::collections::VecDeque;
 use std::future::{Future, poll_fn};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -18,9 +17,7 @@ use calls_core::live_calls::LiveCall;
 use calls_core::state::EndReason;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::oneshot;
 use tokio::time::{Instant, Interval, Sleep, sleep, timeout};
-use tokio_util::task::AbortOnDropHandle;
 use tracing::{info, warn};
 use tungstenite::Message as AgentFrame;
 use tungstenite::protocol::CloseFrame;
@@ -31,9 +28,13 @@ use twilio::payload;
 
 use super::agent_message::{self, AgentMessage};
 use super::dial::DialError;
-use crate::app::App;
-use crate::stream::ending::{Ending, close, ended_from_outside, is_too_large};
-use crate::stream::session::MAX_MESSAGE_BYTES;
+use crate::metrics::{BridgeDrop, BridgeFailure, Direction};
+use crate::stream::StreamContext;
+use crate::stream::ending::{Ending, close, ended_from_outside};
+use crate::stream::socket::{
+    MAX_MESSAGE_BYTES, Read, StopWatch, TwilioSocket, read_twilio, slow_consumer,
+};
+use crate::stream::start::Started;
 
 /// Messages queued each way once the agent is connected: a few frames of slack, no more.
 pub const QUEUE_MESSAGES: usize = 64;
@@ -48,7 +49,7 @@ const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 const COUNTER_BATCH: u64 = 64;
 
 /// What the agent is sent first: Twilio's `connected` and `start`, as Twilio wrote them.
-pub struct Opening {
+pub(super) struct Opening {
     pub connected: Option<TwilioText>,
     pub start: TwilioText,
     /// For a `stop` of our own when Twilio's socket closes without one.
@@ -56,24 +57,19 @@ pub struct Opening {
     pub account_sid: Option<String>,
 }
 
-/// A Twilio-side socket: axum's WebSocket, or channels in the unit tests.
-pub trait TwilioSocket:
-    Stream<Item = Result<TwilioMessage, axum::Error>>
-    + Sink<TwilioMessage, Error = axum::Error>
-    + Unpin
-    + Send
-{
-}
-impl<T> TwilioSocket for T where
-    T: Stream<Item = Result<TwilioMessage, axum::Error>>
-        + Sink<TwilioMessage, Error = axum::Error>
-        + Unpin
-        + Send
-{
+impl Opening {
+    pub fn of(started: &Started) -> Self {
+        Self {
+            connected: started.connected.clone(),
+            start: started.start.clone(),
+            call_sid: started.live.call_sid.as_str().to_owned(),
+            account_sid: started.account_sid.clone(),
+        }
+    }
 }
 
 /// An agent-side socket: tokio-tungstenite's client, or channels in the unit tests.
-pub trait AgentSocket:
+pub(super) trait AgentSocket:
     Stream<Item = Result<AgentFrame, tungstenite::Error>>
     + Sink<AgentFrame, Error = tungstenite::Error>
     + Unpin
@@ -116,9 +112,8 @@ enum Event {
 /// Relays one call: dials the agent (bounded by the connect timeout) while queueing what Twilio
 /// sends, then copies both ways until one side ends. Returns how the call ended; the caller
 /// records it and only then closes Twilio's socket (SPEC §9).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn run<S, A, D>(
-    app: &Arc<App>,
+pub(super) async fn run<S, A, D>(
+    ctx: &StreamContext,
     twilio: &mut S,
     live: &LiveCall,
     stream_sid: &str,
@@ -132,7 +127,7 @@ where
     D: Future<Output = Result<A, DialError>>,
 {
     let mut relay = Relay {
-        app: app.clone(),
+        ctx,
         live,
         stream_sid,
         to_agent: VecDeque::new(),
@@ -145,36 +140,17 @@ where
         to_twilio_count: 0,
         frames_in: 0,
         frames_out: 0,
-        to_agent_total: app
-            .metrics
-            .bridge_messages
-            .get_or_create(&[("direction", "to_agent")])
-            .clone(),
-        to_twilio_total: app
-            .metrics
-            .bridge_messages
-            .get_or_create(&[("direction", "to_twilio")])
-            .clone(),
+        to_agent_total: ctx.metrics.bridge_messages(Direction::ToAgent),
+        to_twilio_total: ctx.metrics.bridge_messages(Direction::ToTwilio),
     };
     if let Some(connected) = opening.connected {
         relay.to_agent.push_back(agent_text(connected));
     }
     relay.to_agent.push_back(agent_text(opening.start));
 
-    let (ended_tx, ended) = oneshot::channel::<()>();
-    let stop = app.lifecycle.stop_streams.clone();
-    let cancel = live.cancel_token().clone();
-    let _watcher = AbortOnDropHandle::new(tokio::spawn(async move {
-        tokio::select! {
-            () = stop.cancelled() => {}
-            () = cancel.cancelled() => {}
-        }
-        let _ = ended_tx.send(());
-    }));
-    tokio::pin!(ended);
-
+    let mut stop = StopWatch::new(&ctx.lifecycle.stop_streams, live);
     let dialled = Instant::now();
-    let mut agent = match relay.dial(twilio, &mut ended, connect_timeout, dial).await {
+    let mut agent = match relay.dial(twilio, &mut stop, connect_timeout, dial).await {
         Ok(agent) => agent,
         Err(ending) => {
             relay.flush_counters();
@@ -182,18 +158,18 @@ where
         }
     };
     let connect_time = dialled.elapsed();
-    app.metrics
+    ctx.metrics
         .bridge_connect_duration
         .observe(connect_time.as_secs_f64());
-    app.metrics.bridges_open.inc();
+    ctx.metrics.bridges_open.inc();
     info!(
         call_sid = %live.call_sid,
         connect_ms = connect_time.as_secs_f64() * 1000.0,
         queued = relay.to_agent.len(),
         "voice agent connected"
     );
-    let ending = relay.relay(twilio, &mut agent, &mut ended).await;
-    app.metrics.bridges_open.dec();
+    let ending = relay.relay(twilio, &mut agent, &mut stop).await;
+    ctx.metrics.bridges_open.dec();
     relay.flush_counters();
     info!(
         call_sid = %live.call_sid,
@@ -205,7 +181,7 @@ where
 }
 
 struct Relay<'a> {
-    app: Arc<App>,
+    ctx: &'a StreamContext,
     live: &'a LiveCall,
     stream_sid: &'a str,
     to_agent: VecDeque<AgentFrame>,
@@ -245,7 +221,7 @@ impl Relay<'_> {
     async fn dial<S: TwilioSocket, A: AgentSocket>(
         &mut self,
         twilio: &mut S,
-        ended: &mut Pin<&mut oneshot::Receiver<()>>,
+        stop: &mut StopWatch,
         connect_timeout: Duration,
         dial: impl Future<Output = Result<A, DialError>>,
     ) -> Result<A, Ending> {
@@ -254,7 +230,6 @@ impl Relay<'_> {
             .saturating_add(QUEUE_MESSAGES);
         let dial = timeout(connect_timeout, dial);
         tokio::pin!(dial);
-        let mut watching = true;
         loop {
             tokio::select! {
                 biased;
@@ -264,20 +239,14 @@ impl Relay<'_> {
                         Ok(Err(err)) => err,
                         Err(_) => DialError::Timeout,
                     };
-                    self.app.metrics.bridge_failed(err.reason());
-                    warn!(call_sid = %self.live.call_sid, reason = err.reason(), error = %err, "voice agent unreachable");
+                    self.ctx.metrics.bridge_failed(err.reason());
+                    warn!(call_sid = %self.live.call_sid, reason = err.reason().as_str(), error = %err, "voice agent unreachable");
                     return Err(Ending::new(
                         EndReason::BridgeConnectFailed,
                         Some((close::NORMAL, "voice agent unreachable")),
                     ));
                 }
-                signal = &mut *ended, if watching => {
-                    if signal.is_ok() {
-                        return Err(ended_from_outside(self.live));
-                    }
-                    // The watcher is gone without a signal (it cannot be, while we hold it).
-                    watching = false;
-                }
+                () = stop.stopped() => return Err(ended_from_outside(self.live)),
                 message = twilio.next(), if self.to_agent.len() < cap => {
                     match self.read_twilio(message) {
                         FromTwilio::Forward(frame) => self.to_agent.push_back(frame),
@@ -294,10 +263,10 @@ impl Relay<'_> {
         &mut self,
         twilio: &mut S,
         agent: &mut A,
-        ended: &mut Pin<&mut oneshot::Receiver<()>>,
+        stop: &mut StopWatch,
     ) -> Ending {
-        let stall = self.app.config.stream_timeouts.write_stall;
-        let idle_timeout = self.app.config.stream_timeouts.idle;
+        let stall = self.ctx.timeouts.write_stall;
+        let idle_timeout = self.ctx.timeouts.idle;
         let mut agent_writer = Writer::default();
         let mut twilio_writer = Writer::default();
         let mut ping = tokio::time::interval_at(Instant::now() + PING_INTERVAL, PING_INTERVAL);
@@ -308,7 +277,6 @@ impl Relay<'_> {
         let mut last_heard = Instant::now();
         let idle = sleep(idle_timeout);
         tokio::pin!(idle);
-        let mut watching = true;
         let mut agent_first = false;
         loop {
             let event = poll_fn(|cx| {
@@ -319,8 +287,7 @@ impl Relay<'_> {
                         agent,
                         agent_writer: &mut agent_writer,
                         twilio_writer: &mut twilio_writer,
-                        ended: &mut *ended,
-                        watching: &mut watching,
+                        stop: &mut *stop,
                         ping: &mut ping,
                         stall_timer: stall_timer.as_mut(),
                         stall_armed: &mut stall_armed,
@@ -359,7 +326,7 @@ impl Relay<'_> {
                     return Ending::new(EndReason::Disconnected, None);
                 }
                 Event::AgentStalled => {
-                    self.app.metrics.bridge_failed("stalled");
+                    self.ctx.metrics.bridge_failed(BridgeFailure::Stalled);
                     warn!(call_sid = %self.live.call_sid, ?stall, "voice agent stopped reading; ending the bridge");
                     return Ending::new(
                         EndReason::BridgeStalled,
@@ -367,13 +334,10 @@ impl Relay<'_> {
                     );
                 }
                 Event::TwilioStalled => {
-                    self.app.metrics.dropped("slow_consumer");
+                    let ending = slow_consumer(&self.ctx.metrics);
                     warn!(call_sid = %self.live.call_sid, ?stall, "peer stopped reading; closing");
                     self.finish_agent(agent, twilio).await;
-                    return Ending::new(
-                        EndReason::SlowConsumer,
-                        Some((close::POLICY, "slow consumer")),
-                    );
+                    return ending;
                 }
                 Event::Ping => {
                     if self.to_agent.len() < QUEUE_MESSAGES {
@@ -404,15 +368,10 @@ impl Relay<'_> {
     fn poll_event<S: TwilioSocket, A: AgentSocket>(
         &mut self,
         cx: &mut Context<'_>,
-        p: &mut Pollers<'_, '_, S, A>,
+        p: &mut Pollers<'_, S, A>,
     ) -> Poll<Event> {
-        if *p.watching {
-            match p.ended.as_mut().poll(cx) {
-                Poll::Ready(Ok(())) => return Poll::Ready(Event::EndedOutside),
-                // The watcher is gone without a signal (it cannot be, while we hold it).
-                Poll::Ready(Err(_)) => *p.watching = false,
-                Poll::Pending => {}
-            }
+        if p.stop.poll_stopped(cx).is_ready() {
+            return Poll::Ready(Event::EndedOutside);
         }
         // Writes first: what is queued leaves before more is read.
         match write_agent(cx, p.agent, &mut self.to_agent, p.agent_writer) {
@@ -481,26 +440,10 @@ impl Relay<'_> {
     /// Reads one of Twilio's messages: every text frame goes to the agent as it came; the ones
     /// the call's state tracks are counted on the way.
     fn read_twilio(&mut self, message: Option<Result<TwilioMessage, axum::Error>>) -> FromTwilio {
-        let text = match message {
-            None | Some(Ok(TwilioMessage::Close(_))) => {
-                return FromTwilio::End(Ending::new(EndReason::Disconnected, None));
-            }
-            Some(Err(err)) => {
-                if is_too_large(&err) {
-                    self.app.metrics.dropped("too_large");
-                    return FromTwilio::End(Ending::new(
-                        EndReason::MessageTooLarge,
-                        Some((close::TOO_BIG, "message too large")),
-                    ));
-                }
-                return FromTwilio::End(Ending::new(EndReason::Disconnected, None));
-            }
-            Some(Ok(TwilioMessage::Text(text))) => text,
-            Some(Ok(TwilioMessage::Binary(_))) => {
-                self.app.metrics.dropped("binary_frame");
-                return FromTwilio::Ignore;
-            }
-            Some(Ok(_)) => return FromTwilio::Ignore,
+        let text = match read_twilio(message, &self.ctx.metrics) {
+            Read::Text(text) => text,
+            Read::Skip => return FromTwilio::Ignore,
+            Read::End(ending) => return FromTwilio::End(ending),
         };
         let mut stop = false;
         match messages::parse(&text) {
@@ -534,7 +477,7 @@ impl Relay<'_> {
         let text = match message {
             Some(Ok(AgentFrame::Text(text))) => text,
             Some(Ok(AgentFrame::Binary(_))) => {
-                self.app.metrics.bridge_dropped("binary_frame");
+                self.ctx.metrics.bridge_dropped(BridgeDrop::BinaryFrame, 1);
                 return None;
             }
             Some(Ok(AgentFrame::Close(frame))) => {
@@ -556,13 +499,13 @@ impl Relay<'_> {
             }
         };
         if text.len() > MAX_MESSAGE_BYTES {
-            self.app.metrics.bridge_dropped("too_large");
+            self.ctx.metrics.bridge_dropped(BridgeDrop::TooLarge, 1);
             return None;
         }
         let message = match agent_message::parse(&text) {
             Ok(message) => message,
-            Err(refused) => {
-                self.app.metrics.bridge_dropped(refused.reason());
+            Err(drop) => {
+                self.ctx.metrics.bridge_dropped(drop, 1);
                 return None;
             }
         };
@@ -577,8 +520,11 @@ impl Relay<'_> {
                 // is dropped here, so the clear reaches Twilio sooner.
                 let before = self.to_twilio.len();
                 self.to_twilio.retain(|queued| !queued.is_media);
-                for _ in self.to_twilio.len()..before {
-                    self.app.metrics.bridge_dropped("cleared");
+                let cleared = before - self.to_twilio.len();
+                if cleared > 0 {
+                    self.ctx
+                        .metrics
+                        .bridge_dropped(BridgeDrop::Cleared, cleared as u64);
                 }
                 messages::clear(&mut self.out_text, self.stream_sid);
             }
@@ -594,7 +540,7 @@ impl Relay<'_> {
     }
 
     fn lost(&self, how: &'static str) -> Ending {
-        self.app.metrics.bridge_failed("lost");
+        self.ctx.metrics.bridge_failed(BridgeFailure::Lost);
         warn!(call_sid = %self.live.call_sid, how, "voice agent lost mid-call");
         Ending::new(
             EndReason::BridgeLost,
@@ -650,7 +596,7 @@ impl Relay<'_> {
 
     /// Sends what is queued for Twilio before the stream closes, bounded by the write stall.
     async fn drain_to_twilio<S: TwilioSocket>(&mut self, twilio: &mut S) {
-        let stall = self.app.config.stream_timeouts.write_stall;
+        let stall = self.ctx.timeouts.write_stall;
         let queued = std::mem::take(&mut self.to_twilio);
         let _ = timeout(stall, async {
             for item in queued {
@@ -669,8 +615,8 @@ impl Relay<'_> {
     fn flush_counters(&mut self) {
         self.to_agent_total.inc_by(self.to_agent_count);
         self.to_twilio_total.inc_by(self.to_twilio_count);
-        self.app.metrics.frames_in.inc_by(self.frames_in);
-        self.app.metrics.frames_out.inc_by(self.frames_out);
+        self.ctx.metrics.frames_in.inc_by(self.frames_in);
+        self.ctx.metrics.frames_out.inc_by(self.frames_out);
         self.to_agent_count = 0;
         self.to_twilio_count = 0;
         self.frames_in = 0;
@@ -679,13 +625,12 @@ impl Relay<'_> {
 }
 
 /// What `poll_event` polls besides the relay's own queues.
-struct Pollers<'p, 'e, S, A> {
+struct Pollers<'p, S, A> {
     twilio: &'p mut S,
     agent: &'p mut A,
     agent_writer: &'p mut Writer,
     twilio_writer: &'p mut Writer,
-    ended: &'p mut Pin<&'e mut oneshot::Receiver<()>>,
-    watching: &'p mut bool,
+    stop: &'p mut StopWatch,
     ping: &'p mut Interval,
     stall_timer: Pin<&'p mut Sleep>,
     stall_armed: &'p mut bool,

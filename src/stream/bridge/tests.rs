@@ -11,30 +11,23 @@ use axum::extract::ws::Message as TwilioMessage;
 use calls_core::call_sid::CallSid;
 use calls_core::live_calls::LiveCall;
 use calls_core::state::{CallState, EndReason};
-use calls_core::store::{MemoryStore, StoreConfig};
 use futures_util::{Sink, Stream};
 use tungstenite::Message as AgentFrame;
 
 use super::relay::{self, Opening, QUEUE_MESSAGES};
-use crate::app::App;
-use crate::config::{Config, RawConfig};
+use crate::config::{BridgeConfig, BridgeUrl, Media};
+use crate::stream::StreamContext;
+use crate::stream::tests::{context, sample};
 
 const CALL: &str = "CA00000000000000000000000000000001";
 
-fn app() -> Arc<App> {
-    let raw = RawConfig {
-        max_concurrent_calls: Some("10".into()),
-        replica_id: Some("unit".into()),
-        media_handler: Some("bridge".into()),
-        bridge_url: Some("ws://127.0.0.1:9/".into()),
-        ..RawConfig::default()
+fn ctx() -> Arc<StreamContext> {
+    let bridge = BridgeConfig {
+        url: BridgeUrl::parse("ws://127.0.0.1:9/").expect("a ws:// URL"),
+        headers: Vec::new(),
+        connect_timeout: Duration::from_secs(5),
     };
-    let (config, _) = Config::from_raw(&raw).expect("valid config");
-    let store = MemoryStore::new(StoreConfig {
-        limit: config.max_concurrent_calls,
-        ..StoreConfig::default()
-    });
-    App::new(config, Arc::new(store))
+    context(Media::Bridge(bridge))
 }
 
 /// Twilio as a firehose: an endless run of media frames, counting how many the relay pulled.
@@ -115,7 +108,7 @@ fn opening() -> Opening {
 
 #[tokio::test(start_paused = true)]
 async fn a_stalled_agent_holds_twilio_back_with_a_bounded_queue_and_ends_the_bridge() {
-    let app = app();
+    let ctx = ctx();
     let live = LiveCall::new(
         CallSid::parse(CALL).unwrap(),
         "token".into(),
@@ -132,7 +125,7 @@ async fn a_stalled_agent_holds_twilio_back_with_a_bounded_queue_and_ends_the_bri
     };
     let started = tokio::time::Instant::now();
     let ending = relay::run(
-        &app,
+        &ctx,
         &mut twilio,
         &live,
         "MZ1",
@@ -145,7 +138,7 @@ async fn a_stalled_agent_holds_twilio_back_with_a_bounded_queue_and_ends_the_bri
     assert_eq!(ending.close.map(|(code, _)| code), Some(1000));
     let waited = started.elapsed();
     assert!(
-        waited >= app.config.stream_timeouts.write_stall,
+        waited >= ctx.timeouts.write_stall,
         "stalled after {waited:?}"
     );
     // What was read from Twilio is what the agent took plus at most one queue: Twilio's side
@@ -158,10 +151,7 @@ async fn a_stalled_agent_holds_twilio_back_with_a_bounded_queue_and_ends_the_bri
         "pulled {pulled} with {taken} taken"
     );
     assert_eq!(
-        app.metrics
-            .bridge_failures
-            .get_or_create(&[("reason", "stalled")])
-            .get(),
+        sample(&ctx.metrics, "bridge_failures_total{reason=\"stalled\"}"),
         1
     );
 }
@@ -223,7 +213,7 @@ impl Sink<TwilioMessage> for QuietTwilio {
 
 #[tokio::test(start_paused = true)]
 async fn the_agent_is_pinged_every_20_s_and_a_silent_twilio_times_out() {
-    let app = app();
+    let ctx = ctx();
     let live = LiveCall::new(
         CallSid::parse(CALL).unwrap(),
         "token".into(),
@@ -234,7 +224,7 @@ async fn the_agent_is_pinged_every_20_s_and_a_silent_twilio_times_out() {
         frames: frames.clone(),
     };
     let ending = relay::run(
-        &app,
+        &ctx,
         &mut QuietTwilio,
         &live,
         "MZ1",

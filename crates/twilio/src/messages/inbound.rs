@@ -4,8 +4,8 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use thiserror::Error;
 
@@ -51,17 +51,20 @@ pub struct Start<'a> {
     pub call_sid: Cow<'a, str>,
     pub account_sid: Option<Cow<'a, str>>,
     pub tracks: Vec<Track>,
-    pub media_format: MediaFormat<'a>,
+    pub media_format: MediaFormat,
     /// The `<Parameter>`s of the TwiML `<Stream>`. Non-string values are skipped.
     pub custom_parameters: BTreeMap<String, String>,
 }
 
-/// `start.mediaFormat`; for Twilio voice always `audio/x-mulaw`, 8000 Hz, 1 channel.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MediaFormat<'a> {
-    pub encoding: Option<Cow<'a, str>>,
-    pub sample_rate: Option<u32>,
-    pub channels: Option<u32>,
+/// `start.mediaFormat`; for Twilio voice always `audio/x-mulaw`, 8000 Hz, 1 channel. A field
+/// missing or unreadable is empty (`""`, 0). Serialised in Twilio's own field names, as the call's
+/// state keeps it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MediaFormat {
+    pub encoding: String,
+    pub sample_rate: u32,
+    pub channels: u32,
 }
 
 /// One chunk of audio, base64 in `payload`.
@@ -187,9 +190,13 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, ParseError> {
                 media_format: start
                     .media_format
                     .map(|f| MediaFormat {
-                        encoding: cow(f.encoding),
-                        sample_rate: counter(f.sample_rate).and_then(|v| u32::try_from(v).ok()),
-                        channels: counter(f.channels).and_then(|v| u32::try_from(v).ok()),
+                        encoding: cow(f.encoding).map(Cow::into_owned).unwrap_or_default(),
+                        sample_rate: counter(f.sample_rate)
+                            .and_then(|v| u32::try_from(v).ok())
+                            .unwrap_or_default(),
+                        channels: counter(f.channels)
+                            .and_then(|v| u32::try_from(v).ok())
+                            .unwrap_or_default(),
                     })
                     .unwrap_or_default(),
                 custom_parameters: string_parameters(start.custom_parameters),
@@ -447,9 +454,9 @@ mod tests {
         assert_eq!(
             start.media_format,
             MediaFormat {
-                encoding: Some("audio/x-mulaw".into()),
-                sample_rate: Some(8000),
-                channels: Some(1)
+                encoding: "audio/x-mulaw".into(),
+                sample_rate: 8000,
+                channels: 1
             }
         );
         assert_eq!(start.custom_parameters.len(), 3);
@@ -477,8 +484,8 @@ mod tests {
             start.tracks,
             vec![Track::Inbound, Track::Outbound, Track::Other]
         );
-        assert_eq!(start.media_format.sample_rate, Some(8000));
-        assert_eq!(start.media_format.channels, None);
+        assert_eq!(start.media_format.sample_rate, 8000);
+        assert_eq!(start.media_format.channels, 0);
         let params: Vec<_> = start.custom_parameters.iter().collect();
         assert_eq!(
             params,

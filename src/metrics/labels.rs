@@ -1,0 +1,113 @@
+//! The label sets of the labelled counters, one enum each: a call site names a variant, never a
+//! string, and every variant exists at zero from start-up (docs/reference.md#metrics).
+
+use twilio::messages::ParseError;
+
+/// Declares a label enum: its variants, their label values, and `ALL` in that order.
+macro_rules! labels {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident => $value:literal,)+ }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)+
+        }
+
+        impl $name {
+            /// Every value, for the series that exist at zero from start-up.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)+];
+
+            /// The label value.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $value,)+
+                }
+            }
+        }
+    };
+}
+
+labels! {
+    /// `media_messages_dropped_total{reason}`: why an inbound stream message was dropped.
+    MediaDrop {
+        Malformed => "malformed",
+        UnknownEvent => "unknown_event",
+        BinaryFrame => "binary_frame",
+        BadBase64 => "bad_base64",
+        MediaBeforeStart => "media_before_start",
+        BeforeStart => "before_start",
+        DuplicateStart => "duplicate_start",
+        BadStart => "bad_start",
+        NoStart => "no_start",
+        TooLarge => "too_large",
+        SlowConsumer => "slow_consumer",
+    }
+}
+
+impl MediaDrop {
+    /// The drop a message Twilio's parser refused counts as.
+    pub fn of(err: &ParseError) -> Self {
+        match err {
+            ParseError::UnknownEvent(_) => Self::UnknownEvent,
+            ParseError::Malformed(_) | ParseError::MissingField { .. } => Self::Malformed,
+        }
+    }
+}
+
+labels! {
+    /// `http_requests_rejected_total{reason}`: why a Twilio request was refused before any state
+    /// changed, or (`stream_passed_on`) a draining replica's stream upgrade left to another replica.
+    HttpReject {
+        MissingSignature => "missing_signature",
+        BadSignature => "bad_signature",
+        MissingCallSid => "missing_call_sid",
+        InvalidCallSid => "invalid_call_sid",
+        ExpectedFormBody => "expected_form_body",
+        StreamPassedOn => "stream_passed_on",
+    }
+}
+
+labels! {
+    /// `bridge_failures_total{reason}`: why a voice agent could not be reached, or was lost or
+    /// stalled.
+    BridgeFailure {
+        ConnectTimeout => "connect_timeout",
+        ConnectRefused => "connect_refused",
+        ConnectError => "connect_error",
+        Tls => "tls",
+        HandshakeRejected => "handshake_rejected",
+        Handshake => "handshake",
+        Lost => "lost",
+        Stalled => "stalled",
+    }
+}
+
+labels! {
+    /// `bridge_messages_total{direction}`.
+    Direction {
+        ToAgent => "to_agent",
+        ToTwilio => "to_twilio",
+    }
+}
+
+labels! {
+    /// `bridge_messages_dropped_total{reason}`: what a voice agent sent that never reached Twilio.
+    BridgeDrop {
+        UnknownEvent => "unknown_event",
+        NotJson => "not_json",
+        /// Valid JSON with no `event`, or `media`/`mark` without its payload or name.
+        BadMessage => "bad_message",
+        BinaryFrame => "binary_frame",
+        TooLarge => "too_large",
+        /// Audio a `clear` overtook before it was sent.
+        Cleared => "cleared",
+    }
+}
+
+labels! {
+    /// `calls_after_stream_total{answer}`: what `/twilio/after-stream` answered.
+    Answer {
+        Hangup => "hangup",
+        Fallback => "fallback",
+        Continue => "continue",
+    }
+}

@@ -1,0 +1,182 @@
+//! The per-frame loop of an admitted call in `echo` or `silent` mode: each message read, counted
+//! on the call, handed to the frame handler, and what it queued sent back. Never touches Redis.
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use bytes::BytesMut;
+use calls_core::live_calls::LiveCall;
+use calls_core::state::EndReason;
+use futures_util::StreamExt;
+use tokio::time::{Instant, sleep};
+use tracing::warn;
+use twilio::messages::{self, Inbound};
+use twilio::payload;
+
+use super::StreamContext;
+use super::ending::{Ending, close, ended_from_outside};
+use super::handler::{MediaFrame, MediaHandler, Outbound, Outbox};
+use super::socket::{self, Read, StopWatch, TwilioSocket, read_twilio};
+use super::start::Started;
+use crate::metrics::MediaDrop;
+
+/// Global frame counters are shared by every socket; batching keeps their cache line quiet.
+const COUNTER_BATCH: u64 = 64;
+
+/// Runs the call's frames through `handler` until the call ends; returns how it ended.
+pub(crate) async fn run<S: TwilioSocket, H: MediaHandler>(
+    ctx: &StreamContext,
+    socket: &mut S,
+    started: &Started,
+    handler: H,
+) -> Ending {
+    let mut frames = Frames {
+        ctx,
+        socket,
+        live: &started.live,
+        stream_sid: &started.stream_sid,
+        frames_in: 0,
+        frames_out: 0,
+    };
+    let ending = frames.run(handler).await;
+    frames.flush_counters();
+    ending
+}
+
+struct Frames<'a, S> {
+    ctx: &'a StreamContext,
+    socket: &'a mut S,
+    live: &'a LiveCall,
+    stream_sid: &'a str,
+    frames_in: u64,
+    frames_out: u64,
+}
+
+impl<S: TwilioSocket> Frames<'_, S> {
+    async fn run<H: MediaHandler>(&mut self, mut handler: H) -> Ending {
+        let live = self.live;
+        let needs_audio = handler.needs_audio();
+        let mut outbox = Outbox::default();
+        // Both grow to one frame's size on first use and stay there: a silent call never
+        // allocates an outbound buffer, and the audio buffer is exactly a frame (160 bytes).
+        let mut audio = Vec::new();
+        let mut out_text = BytesMut::new();
+        let mut stop = StopWatch::new(&self.ctx.lifecycle.stop_streams, live);
+        // One timer for the whole call, re-armed only when it fires: resetting a timer per frame
+        // would cost more than the frame.
+        let idle_timeout = self.ctx.timeouts.idle;
+        let mut last_heard = Instant::now();
+        let idle = sleep(idle_timeout);
+        tokio::pin!(idle);
+        loop {
+            let message = tokio::select! {
+                biased;
+                message = self.socket.next() => message,
+                () = stop.stopped() => return ended_from_outside(live),
+                _ = &mut idle => {
+                    if last_heard.elapsed() >= idle_timeout {
+                        return Ending::new(EndReason::IdleTimeout, Some((close::NORMAL, "idle timeout")));
+                    }
+                    idle.as_mut().reset(last_heard + idle_timeout);
+                    continue;
+                }
+            };
+            last_heard = Instant::now();
+            let text = match read_twilio(message, &self.ctx.metrics) {
+                Read::Text(text) => text,
+                Read::Skip => continue,
+                Read::End(ending) => return ending,
+            };
+            match messages::parse(&text) {
+                Ok(Inbound::Media(media)) => {
+                    audio.clear();
+                    let decoded = if needs_audio {
+                        BASE64
+                            .decode_vec(media.payload.as_bytes(), &mut audio)
+                            .ok()
+                            .map(|()| audio.len())
+                    } else {
+                        payload::decoded_len(media.payload.as_bytes())
+                    };
+                    let Some(bytes) = decoded else {
+                        self.ctx.metrics.dropped(MediaDrop::BadBase64);
+                        continue;
+                    };
+                    live.count_in(bytes);
+                    self.frames_in += 1;
+                    let frame = MediaFrame {
+                        payload_b64: &media.payload,
+                        audio: &audio,
+                        timestamp: media.timestamp,
+                    };
+                    handler.on_media(&frame, &mut outbox);
+                }
+                Ok(Inbound::Mark(mark)) => {
+                    live.update(|s| s.marks.push(mark.name.to_string()));
+                    handler.on_mark(&mark.name, &mut outbox);
+                }
+                Ok(Inbound::Dtmf(dtmf)) => {
+                    live.update(|s| s.dtmf.push_str(&dtmf.digit));
+                    handler.on_dtmf(&dtmf.digit, &mut outbox);
+                }
+                Ok(Inbound::Stop(_)) => {
+                    return Ending::new(EndReason::Stop, None);
+                }
+                Ok(Inbound::Connected(_)) => {}
+                Ok(Inbound::Start(_)) => self.ctx.metrics.dropped(MediaDrop::DuplicateStart),
+                Err(err) => {
+                    self.ctx.metrics.dropped(MediaDrop::of(&err));
+                    continue;
+                }
+            }
+            if !outbox.is_empty()
+                && let Err(ending) = self.send_outbox(&mut outbox, &mut out_text).await
+            {
+                return ending;
+            }
+            if self.frames_in >= COUNTER_BATCH {
+                self.flush_counters();
+            }
+        }
+    }
+
+    async fn send_outbox(
+        &mut self,
+        outbox: &mut Outbox,
+        text: &mut BytesMut,
+    ) -> Result<(), Ending> {
+        let stall = self.ctx.timeouts.write_stall;
+        for message in outbox.iter() {
+            match message {
+                Outbound::Media(payload) => messages::media(text, self.stream_sid, payload),
+                Outbound::Mark(name) => messages::mark(text, self.stream_sid, name),
+                Outbound::Clear => messages::clear(text, self.stream_sid),
+            }
+            // The frame takes the built bytes without copying; once the socket has written them
+            // the buffer is unique again and the next frame reuses it.
+            let Ok(frame) = Utf8Bytes::try_from(text.split().freeze()) else {
+                continue;
+            };
+            socket::send(self.socket, Message::Text(frame), stall, &self.ctx.metrics)
+                .await
+                .inspect_err(|ending| {
+                    if ending.reason == EndReason::SlowConsumer {
+                        warn!(call_sid = %self.live.call_sid, ?stall, "peer stopped reading; closing");
+                    }
+                })?;
+            if matches!(message, Outbound::Media(_)) {
+                self.live.count_out();
+                self.frames_out += 1;
+            }
+        }
+        outbox.reset();
+        Ok(())
+    }
+
+    fn flush_counters(&mut self) {
+        self.ctx.metrics.frames_in.inc_by(self.frames_in);
+        self.ctx.metrics.frames_out.inc_by(self.frames_out);
+        self.frames_in = 0;
+        self.frames_out = 0;
+    }
+}
