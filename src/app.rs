@@ -6,7 +6,7 @@ use std::sync::Arc;
 use calls_core::calls::{Calls, CallsConfig};
 use calls_core::store::{CallStore, MemoryStore, RedisStore, RedisTls, StoreConfig, StoreError};
 
-use crate::config::{Config, TenantKey};
+use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 
@@ -68,11 +68,7 @@ fn calls_config(config: &Config) -> CallsConfig {
         reservation: config.reservation,
         call_lease: config.call_lease,
         renew_interval: config.renew_interval,
-        tenant_key: match config.tenant_key {
-            TenantKey::None => calls_core::tenant::TenantKey::None,
-            TenantKey::AccountSid => calls_core::tenant::TenantKey::AccountSid,
-            TenantKey::To => calls_core::tenant::TenantKey::To,
-        },
+        tenant_key: config.tenant_key,
         resume_limit: config.resume_limit,
     }
 }

@@ -156,29 +156,11 @@ impl Choice for LogFormat {
     }
 }
 
-/// `TENANT_KEY` (SPEC §10): which webhook field names a call's tenant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TenantKey {
-    /// No tenants: only the global cap.
-    None,
-    /// `AccountSid` (e.g. one Twilio subaccount per business).
-    AccountSid,
-    /// `To`: the number called.
-    To,
-}
-
-impl TenantKey {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::None => "none",
-            Self::AccountSid => "account_sid",
-            Self::To => "to",
-        }
-    }
-}
+/// `TENANT_KEY`: which webhook field names a call's tenant (docs/reference.md#tenants).
+pub use calls_core::tenant::TenantKey;
 
 impl Choice for TenantKey {
-    const ALL: &'static [Self] = &[Self::None, Self::AccountSid, Self::To];
+    const ALL: &'static [Self] = &Self::ALL;
     fn as_str(self) -> &'static str {
         Self::as_str(self)
     }

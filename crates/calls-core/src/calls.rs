@@ -11,6 +11,7 @@ use tracing::{info, warn};
 use crate::call_sid::CallSid;
 use crate::events::CallEvents;
 use crate::live_calls::{LiveCall, LiveCalls};
+pub use crate::reject::RejectReason;
 use crate::state::{
     CallState, CallStatus, Disposition, EndReason, MediaFormat, cap_custom_parameters, now_rfc3339,
 };
@@ -70,40 +71,6 @@ pub struct WebhookCall {
     pub to: Option<String>,
     /// The stream URL the answer gives Twilio, kept to report a stream that never comes.
     pub stream_url: Option<String>,
-}
-
-/// Why a call was turned away; each maps to the configured reject mode (webhook) or close code 1013.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RejectReason {
-    MaxConcurrent,
-    /// Under the global cap, but the call's tenant is at its own (SPEC §10).
-    TenantLimit,
-    Draining,
-    /// Redis lost its data moments ago; live calls are re-registering.
-    Recovering,
-    /// The state store did not answer: the limit cannot be guaranteed.
-    StoreUnavailable,
-}
-
-impl RejectReason {
-    /// Every reason, for metrics that must exist at zero from start-up.
-    pub const ALL: [Self; 5] = [
-        Self::MaxConcurrent,
-        Self::TenantLimit,
-        Self::Draining,
-        Self::Recovering,
-        Self::StoreUnavailable,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::MaxConcurrent => "max_concurrent",
-            Self::TenantLimit => "tenant_limit",
-            Self::Draining => "draining",
-            Self::Recovering => "recovering",
-            Self::StoreUnavailable => "store_unavailable",
-        }
-    }
 }
 
 /// Whether this replica takes new calls: the server's drain decides, the core refuses and counts.
@@ -213,7 +180,10 @@ impl Calls {
             return WebhookOutcome::Reject(RejectReason::Draining);
         }
         let mut state = CallState::reserved(call_sid.as_str(), &self.config.replica_id);
-        state.tenant = self.config.tenant_key.of_webhook(&call);
+        state.tenant = self
+            .config
+            .tenant_key
+            .of_webhook(call.account_sid.as_deref(), call.to.as_deref());
         state.account_sid = call.account_sid;
         state.from = call.from;
         state.to = call.to;
@@ -256,7 +226,10 @@ impl Calls {
     ) -> Result<Arc<LiveCall>, StreamRefusal> {
         let token = self.new_lock_token();
         // Taken only by a stream without a reservation; a reserved call keeps its webhook's.
-        let tenant = self.config.tenant_key.of_stream(&start);
+        let tenant = self
+            .config
+            .tenant_key
+            .of_stream(start.account_sid.as_deref(), &start.custom_parameters);
         // A continued stream names its grant; one whose value is no number matches no grant.
         let resumed = start
             .custom_parameters

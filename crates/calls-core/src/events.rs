@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::calls::RejectReason;
+use crate::reject::RejectReason;
 use crate::state::EndReason;
 use crate::store::RenewReport;
 

@@ -11,6 +11,7 @@
 //!   decides when live calls re-register at once and new admissions wait (SPEC §4).
 //! - [`live_calls`]: the streams live on this replica, with lock-free per-frame counters.
 //! - [`calls`]: the call lifecycle as [`calls::Calls`]: admit, start, end, status, renew.
+//! - [`reject`]: why a call is turned away ([`reject::RejectReason`]).
 //! - [`tenant`]: which tenant a call belongs to (`TENANT_KEY`, SPEC §10).
 //! - [`events`]: what the lifecycle reports (refusals, store errors, timings) to whoever counts it.
 
@@ -21,6 +22,7 @@ pub mod calls;
 pub mod events;
 pub mod keys;
 pub mod live_calls;
+pub mod reject;
 pub mod state;
 pub mod store;
 pub mod tenant;

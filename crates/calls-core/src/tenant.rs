@@ -1,7 +1,7 @@
 //! Which tenant a call belongs to (SPEC §10): named by the webhook's `AccountSid` or `To`, or, for
 //! a stream without a reservation, by `start.accountSid` or its `to_number` parameter.
 
-use crate::calls::{StreamStart, WebhookCall};
+use std::collections::BTreeMap;
 
 /// `TENANT_KEY`: the field that names a call's tenant.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -16,23 +16,39 @@ pub enum TenantKey {
 }
 
 impl TenantKey {
-    /// The tenant the voice webhook names; `None` when tenants are off or the field is missing.
-    pub fn of_webhook(self, call: &WebhookCall) -> Option<String> {
-        let field = match self {
-            Self::None => return None,
-            Self::AccountSid => &call.account_sid,
-            Self::To => &call.to,
-        };
-        non_empty(field.as_deref())
+    /// Every value, in the order `TENANT_KEY` lists them.
+    pub const ALL: [Self; 3] = [Self::None, Self::AccountSid, Self::To];
+
+    /// The `TENANT_KEY` spelling.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::AccountSid => "account_sid",
+            Self::To => "to",
+        }
     }
 
-    /// The tenant a stream's `start` names, for a stream without a reservation (a reserved call
-    /// keeps the tenant its webhook took the slot for).
-    pub fn of_stream(self, start: &StreamStart) -> Option<String> {
+    /// The tenant the voice webhook names (its `AccountSid` and `To`); `None` when tenants are
+    /// off or the field is missing.
+    pub fn of_webhook(self, account_sid: Option<&str>, to: Option<&str>) -> Option<String> {
         match self {
             Self::None => None,
-            Self::AccountSid => non_empty(start.account_sid.as_deref()),
-            Self::To => non_empty(start.custom_parameters.get("to_number").map(String::as_str)),
+            Self::AccountSid => non_empty(account_sid),
+            Self::To => non_empty(to),
+        }
+    }
+
+    /// The tenant a stream's `start` names (its `accountSid` and `customParameters`), for a stream
+    /// without a reservation (a reserved call keeps the tenant its webhook took the slot for).
+    pub fn of_stream(
+        self,
+        account_sid: Option<&str>,
+        custom_parameters: &BTreeMap<String, String>,
+    ) -> Option<String> {
+        match self {
+            Self::None => None,
+            Self::AccountSid => non_empty(account_sid),
+            Self::To => non_empty(custom_parameters.get("to_number").map(String::as_str)),
         }
     }
 }
@@ -50,36 +66,32 @@ mod tests {
 
     #[test]
     fn each_key_reads_its_own_field() {
-        let call = WebhookCall {
-            account_sid: Some("AC1".into()),
-            from: Some("+1555".into()),
-            to: Some("+1666".into()),
-            stream_url: None,
-        };
-        assert_eq!(TenantKey::None.of_webhook(&call), None);
+        let (account, to) = (Some("AC1"), Some("+1666"));
+        assert_eq!(TenantKey::None.of_webhook(account, to), None);
         assert_eq!(
-            TenantKey::AccountSid.of_webhook(&call).as_deref(),
+            TenantKey::AccountSid.of_webhook(account, to).as_deref(),
             Some("AC1")
         );
-        assert_eq!(TenantKey::To.of_webhook(&call).as_deref(), Some("+1666"));
-        assert_eq!(TenantKey::To.of_webhook(&WebhookCall::default()), None);
-
-        let mut start = StreamStart {
-            account_sid: Some("AC2".into()),
-            ..StreamStart::default()
-        };
         assert_eq!(
-            TenantKey::AccountSid.of_stream(&start).as_deref(),
+            TenantKey::To.of_webhook(account, to).as_deref(),
+            Some("+1666")
+        );
+        assert_eq!(TenantKey::To.of_webhook(None, None), None);
+
+        let mut parameters = BTreeMap::new();
+        assert_eq!(
+            TenantKey::AccountSid
+                .of_stream(Some("AC2"), &parameters)
+                .as_deref(),
             Some("AC2")
         );
-        assert_eq!(TenantKey::To.of_stream(&start), None);
-        start
-            .custom_parameters
-            .insert("to_number".into(), "+1777".into());
-        assert_eq!(TenantKey::To.of_stream(&start).as_deref(), Some("+1777"));
-        start
-            .custom_parameters
-            .insert("to_number".into(), " ".into());
-        assert_eq!(TenantKey::To.of_stream(&start), None);
+        assert_eq!(TenantKey::To.of_stream(Some("AC2"), &parameters), None);
+        parameters.insert("to_number".into(), "+1777".into());
+        assert_eq!(
+            TenantKey::To.of_stream(None, &parameters).as_deref(),
+            Some("+1777")
+        );
+        parameters.insert("to_number".into(), " ".into());
+        assert_eq!(TenantKey::To.of_stream(None, &parameters), None);
     }
 }

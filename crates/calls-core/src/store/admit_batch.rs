@@ -6,11 +6,11 @@
 //! cost; under a burst, one script for many admissions pays both once. A lone admission is sent at
 //! once (a batch of one): batching adds no wait at low load, only while a batch is already in flight.
 
+use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::redis::StoreCore;
 use super::{Admission, StoreError};
 use crate::call_sid::CallSid;
 
@@ -34,6 +34,17 @@ pub(super) struct AdmitRequest {
 type Answer = Result<Admission, StoreError>;
 type Queued = (AdmitRequest, oneshot::Sender<Answer>);
 
+/// What runs one batch as one admission script: the Redis store, which the batcher knows only as
+/// this.
+pub(super) trait AdmitScript: Send + Sync + 'static {
+    /// One script for `batch`, admissions in the order given, answering each in order; `Err`
+    /// when the script itself failed.
+    fn admit_batch(
+        &self,
+        batch: &[&AdmitRequest],
+    ) -> impl Future<Output = Result<Vec<Answer>, StoreError>> + Send;
+}
+
 /// The queue's sending end; the driver is started by the first admission (inside the runtime)
 /// and ends when this is dropped with its store.
 #[derive(Default)]
@@ -44,10 +55,10 @@ pub(super) struct AdmitBatcher {
 impl AdmitBatcher {
     /// Queues `request` and waits for its answer. Dropping the wait before the batch is sent
     /// withdraws the admission (the driver skips a caller that stopped waiting).
-    pub async fn admit(&self, core: &Arc<StoreCore>, request: AdmitRequest) -> Answer {
+    pub async fn admit<S: AdmitScript>(&self, script: &Arc<S>, request: AdmitRequest) -> Answer {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(drive(Arc::clone(core), rx));
+            tokio::spawn(drive(Arc::clone(script), rx));
             tx
         });
         let (answer, answered) = oneshot::channel();
@@ -67,7 +78,7 @@ fn stopped() -> StoreError {
 }
 
 /// One batch in flight at a time: while it runs, the next callers queue up and go together.
-async fn drive(core: Arc<StoreCore>, mut queue: mpsc::UnboundedReceiver<Queued>) {
+async fn drive<S: AdmitScript>(script: Arc<S>, mut queue: mpsc::UnboundedReceiver<Queued>) {
     let mut batch: Vec<Queued> = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = queue.recv().await {
         batch.push(first);
@@ -82,7 +93,7 @@ async fn drive(core: Arc<StoreCore>, mut queue: mpsc::UnboundedReceiver<Queued>)
             continue;
         }
         let requests: Vec<&AdmitRequest> = batch.iter().map(|(request, _)| request).collect();
-        match core.admit_batch(&requests).await {
+        match script.admit_batch(&requests).await {
             Ok(answers) => {
                 for ((_, caller), answer) in batch.drain(..).zip(answers) {
                     // A caller that stopped waiting has nobody to tell.

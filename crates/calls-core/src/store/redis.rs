@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -12,7 +11,7 @@ use async_trait::async_trait;
 use redis::{AsyncCommands, Cmd, ErrorKind, FromRedisValue, Script, ServerErrorKind};
 use tracing::{debug, warn};
 
-use super::admit_batch::{AdmitBatcher, AdmitRequest};
+use super::admit_batch::{AdmitBatcher, AdmitRequest, AdmitScript};
 use super::connect::{self, StoreConnection};
 use super::recovery::{Began, RecoveryWatch};
 use super::{
@@ -91,16 +90,8 @@ pub struct RedisStore {
     admits: AdmitBatcher,
 }
 
-impl Deref for RedisStore {
-    type Target = StoreCore;
-
-    fn deref(&self) -> &StoreCore {
-        &self.core
-    }
-}
-
 /// Everything a store operation needs, shared with the admission driver's task.
-pub struct StoreCore {
+struct StoreCore {
     conn: StoreConnection,
     /// The server's address without credentials, named in every error.
     addr: String,
@@ -433,10 +424,29 @@ impl StoreCore {
         Ok(())
     }
 
+    fn known_limits(&self) -> MutexGuard<'_, BTreeMap<String, u64>> {
+        // Each critical section is one assignment or clone: a poisoned map is still whole.
+        lock(&self.known_limits)
+    }
+
+    /// The admission scripts' default tenant cap (`''`: none).
+    fn default_tenant_limit_arg(&self) -> String {
+        self.config
+            .default_tenant_limit
+            .map(|limit| limit.to_string())
+            .unwrap_or_default()
+    }
+
+    fn state_ttl_secs(&self) -> u64 {
+        self.config.state_ttl.as_secs().max(1)
+    }
+}
+
+impl AdmitScript for StoreCore {
     /// One admission script for `batch` (admissions in the order given), answering each in order.
     /// The recovery wait and what the script reports about the epoch and reclaimed slots are per
     /// script, so they are handled once for the batch.
-    pub(super) async fn admit_batch(
+    async fn admit_batch(
         &self,
         batch: &[&AdmitRequest],
     ) -> Result<Vec<Result<Admission, StoreError>>, StoreError> {
@@ -481,23 +491,6 @@ impl StoreCore {
             .chunks_exact(2)
             .map(|pair| admission("admit", pair[0], u64::try_from(pair[1]).unwrap_or(0)))
             .collect())
-    }
-
-    fn known_limits(&self) -> MutexGuard<'_, BTreeMap<String, u64>> {
-        // Each critical section is one assignment or clone: a poisoned map is still whole.
-        lock(&self.known_limits)
-    }
-
-    /// The admission scripts' default tenant cap (`''`: none).
-    fn default_tenant_limit_arg(&self) -> String {
-        self.config
-            .default_tenant_limit
-            .map(|limit| limit.to_string())
-            .unwrap_or_default()
-    }
-
-    fn state_ttl_secs(&self) -> u64 {
-        self.config.state_ttl.as_secs().max(1)
     }
 }
 
@@ -649,10 +642,10 @@ impl CallStore for RedisStore {
     ) -> Result<StreamAdmission, StoreError> {
         let (whole, rest, carried) = start_state_args(fresh);
         let tenant = tenant_arg(fresh);
-        let default_limit = self.default_tenant_limit_arg();
-        let (began, mut conn) = self.link("start_stream").await?;
-        let ticket = self.watch.wait_ticket();
-        let mut invocation = self.scripts.stream_start.prepare_invoke();
+        let default_limit = self.core.default_tenant_limit_arg();
+        let (began, mut conn) = self.core.link("start_stream").await?;
+        let ticket = self.core.watch.wait_ticket();
+        let mut invocation = self.core.scripts.stream_start.prepare_invoke();
         invocation
             .key(keys::SLOTS)
             .key(keys::ACTIVE_COUNT)
@@ -662,15 +655,15 @@ impl CallStore for RedisStore {
             .key(keys::state(call_sid))
             .key(keys::lock(call_sid))
             .arg(call_sid.as_str())
-            .arg(self.config.limit)
+            .arg(self.core.config.limit)
             .arg(millis(lease))
             .arg(policy_arg(policy))
-            .arg(millis(self.config.recovery_holdoff))
-            .arg(self.watch.seen_epoch())
+            .arg(millis(self.core.config.recovery_holdoff))
+            .arg(self.core.watch.seen_epoch())
             .arg(u8::from(ticket.is_some()))
             .arg(lock_token)
-            .arg(millis(self.config.lock_ttl))
-            .arg(self.state_ttl_secs())
+            .arg(millis(self.core.config.lock_ttl))
+            .arg(self.core.state_ttl_secs())
             .arg(&whole)
             .arg(&rest)
             .arg(&tenant)
@@ -681,6 +674,7 @@ impl CallStore for RedisStore {
         }
         type Reply = (i64, u64, Vec<String>, String, i64, String, String, String);
         let (code, active, reclaimed, epoch, data_lost, owner, written, source): Reply = self
+            .core
             .run("start_stream", began, invocation.invoke_async(&mut conn))
             .await?;
         if code == 3 {
@@ -693,7 +687,8 @@ impl CallStore for RedisStore {
             .into_iter()
             .filter(|sid| !took_over || sid != call_sid.as_str())
             .collect();
-        self.after_admission(ticket, &epoch, data_lost, &reclaimed)
+        self.core
+            .after_admission(ticket, &epoch, data_lost, &reclaimed)
             .await?;
         let new_slot = if took_over {
             false
@@ -729,8 +724,9 @@ impl CallStore for RedisStore {
         // Compare-and-set: the grant is decided on the state as read and written only if it is
         // still that state; a stream ending or a tick flushing in between makes us decide again.
         for _ in 0..GRANT_ATTEMPTS {
-            let (began, mut conn) = self.link("grant_resume").await?;
+            let (began, mut conn) = self.core.link("grant_resume").await?;
             let blob: Option<String> = self
+                .core
                 .run("grant_resume", began, conn.get(keys::state(call_sid)))
                 .await?;
             let stored = blob
@@ -740,15 +736,16 @@ impl CallStore for RedisStore {
                 Ok(next) => next,
                 Err(answer) => return Ok(answer),
             };
-            let (began, mut conn) = self.link("grant_resume").await?;
-            let mut invocation = self.scripts.grant.prepare_invoke();
+            let (began, mut conn) = self.core.link("grant_resume").await?;
+            let mut invocation = self.core.scripts.grant.prepare_invoke();
             invocation
                 .key(keys::state(call_sid))
                 .arg(blob.unwrap_or_default())
                 .arg(encode(&granted))
-                .arg(self.state_ttl_secs())
+                .arg(self.core.state_ttl_secs())
                 .arg(limit);
             let written: i64 = self
+                .core
                 .run("grant_resume", began, invocation.invoke_async(&mut conn))
                 .await?;
             match written {
@@ -768,9 +765,10 @@ impl CallStore for RedisStore {
     async fn live_replicas(&self, except: &str) -> Result<u64, StoreError> {
         // Heartbeats live three ticks: every key found is a replica that ticked recently.
         // Asked only while draining, and cached by the caller: a SCAN of the key space is fine.
-        let (began, mut conn) = self.link("live_replicas").await?;
+        let (began, mut conn) = self.core.link("live_replicas").await?;
         let pattern = keys::replica("*");
         let found: Vec<String> = self
+            .core
             .run("live_replicas", began, async {
                 let mut found = Vec::new();
                 let mut cursor: u64 = 0;
@@ -798,9 +796,11 @@ impl CallStore for RedisStore {
         if others.is_empty() {
             return Ok(0);
         }
-        let (began, mut conn) = self.link("live_replicas").await?;
-        let beats: Vec<Option<String>> =
-            self.run("live_replicas", began, conn.mget(&others)).await?;
+        let (began, mut conn) = self.core.link("live_replicas").await?;
+        let beats: Vec<Option<String>> = self
+            .core
+            .run("live_replicas", began, conn.mget(&others))
+            .await?;
         Ok(beats
             .iter()
             .flatten()
@@ -815,8 +815,8 @@ impl CallStore for RedisStore {
         lock_token: &str,
         final_state: &CallState,
     ) -> Result<StreamEnd, StoreError> {
-        let (began, mut conn) = self.link("end_stream").await?;
-        let mut invocation = self.scripts.stream_end.prepare_invoke();
+        let (began, mut conn) = self.core.link("end_stream").await?;
+        let mut invocation = self.core.scripts.stream_end.prepare_invoke();
         invocation
             .key(keys::SLOTS)
             .key(keys::ACTIVE_COUNT)
@@ -825,8 +825,9 @@ impl CallStore for RedisStore {
             .arg(call_sid.as_str())
             .arg(lock_token)
             .arg(encode(final_state))
-            .arg(self.state_ttl_secs());
+            .arg(self.core.state_ttl_secs());
         let (freed, owner): (i64, String) = self
+            .core
             .run("end_stream", began, invocation.invoke_async(&mut conn))
             .await?;
         Ok(if owner.is_empty() {
@@ -837,25 +838,28 @@ impl CallStore for RedisStore {
     }
 
     async fn release(&self, call_sid: &CallSid, reason: EndReason) -> Result<bool, StoreError> {
-        let (began, mut conn) = self.link("release").await?;
-        let mut invocation = self.scripts.release.prepare_invoke();
+        let (began, mut conn) = self.core.link("release").await?;
+        let mut invocation = self.core.scripts.release.prepare_invoke();
         invocation
             .key(keys::SLOTS)
             .key(keys::ACTIVE_COUNT)
             .key(keys::state(call_sid))
             .arg(call_sid.as_str());
         let (freed, state_open): (i64, i64) = self
+            .core
             .run("release", began, invocation.invoke_async(&mut conn))
             .await?;
         if state_open == 1 {
-            self.end_states(&[call_sid.to_string()], reason).await?;
+            self.core
+                .end_states(&[call_sid.to_string()], reason)
+                .await?;
         }
         Ok(freed == 1)
     }
 
     async fn renew(&self, batch: &RenewBatch) -> Result<RenewReport, StoreError> {
         let heartbeat = serde_json::to_string(&batch.heartbeat).unwrap_or_default();
-        let ticket = self.watch.wait_ticket();
+        let ticket = self.core.watch.wait_ticket();
         let mut report = RenewReport::default();
         let mut chunks: Vec<&[Renewal]> = batch.calls.chunks(RENEW_CHUNK).collect();
         if chunks.is_empty() {
@@ -866,10 +870,11 @@ impl CallStore for RedisStore {
             // The wait after a restart opens with the first chunk; the later ones find it open.
             let open_wait = i == 0 && ticket.is_some();
             let part = self
+                .core
                 .renew_chunk(batch, &heartbeat, calls, open_wait)
                 .await?;
             if i == 0 {
-                self.watch.wait_opened(ticket);
+                self.core.watch.wait_opened(ticket);
             }
             report.active = part.active;
             report.readded.extend(part.readded);
@@ -885,14 +890,17 @@ impl CallStore for RedisStore {
             .filter(|sid| !report.readded.contains(sid))
             .cloned()
             .collect();
-        self.end_states(&lapsed, EndReason::LeaseExpired).await?;
-        report.lapsed_reservations = std::mem::take(&mut *lock(&self.lapsed));
+        self.core
+            .end_states(&lapsed, EndReason::LeaseExpired)
+            .await?;
+        report.lapsed_reservations = std::mem::take(&mut *lock(&self.core.lapsed));
         Ok(report)
     }
 
     async fn read_state(&self, call_sid: &CallSid) -> Result<Option<CallState>, StoreError> {
-        let (began, mut conn) = self.link("read_state").await?;
+        let (began, mut conn) = self.core.link("read_state").await?;
         let blob: Option<String> = self
+            .core
             .run("read_state", began, conn.get(keys::state(call_sid)))
             .await?;
         blob.map(|blob| {
@@ -910,18 +918,26 @@ impl CallStore for RedisStore {
                 op: "write_state",
                 detail: e.to_string(),
             })?;
-        let (began, mut conn) = self.link("write_state").await?;
-        self.run(
-            "write_state",
-            began,
-            conn.set_ex::<_, _, ()>(keys::state(&call_sid), encode(state), self.state_ttl_secs()),
-        )
-        .await
+        let (began, mut conn) = self.core.link("write_state").await?;
+        self.core
+            .run(
+                "write_state",
+                began,
+                conn.set_ex::<_, _, ()>(
+                    keys::state(&call_sid),
+                    encode(state),
+                    self.core.state_ttl_secs(),
+                ),
+            )
+            .await
     }
 
     async fn stats(&self) -> Result<ClusterStats, StoreError> {
-        let (began, mut conn) = self.link("stats").await?;
-        let figures: StatsReply = self.run("stats", began, conn.mget(&STATS_KEYS)).await?;
+        let (began, mut conn) = self.core.link("stats").await?;
+        let figures: StatsReply = self
+            .core
+            .run("stats", began, conn.mget(&STATS_KEYS))
+            .await?;
         Ok(cluster_stats(figures))
     }
 
@@ -932,30 +948,32 @@ impl CallStore for RedisStore {
         if !with_tenants {
             return Ok((self.stats().await?, TenantsUsage::new()));
         }
-        let (began, mut conn) = self.link("stats").await?;
+        let (began, mut conn) = self.core.link("stats").await?;
         let mut pipe = redis::pipe();
         pipe.mget(&STATS_KEYS)
             .hvals(keys::SLOT_TENANT)
             .hgetall(keys::TENANT_LIMITS);
         let (figures, slot_tenants, limits): (StatsReply, Vec<String>, BTreeMap<String, u64>) =
-            self.run("stats", began, pipe.query_async(&mut conn))
+            self.core
+                .run("stats", began, pipe.query_async(&mut conn))
                 .await?;
         let usage = tenants_usage(
             slot_tenants.iter().map(String::as_str),
             &limits,
-            self.config.default_tenant_limit,
+            self.core.config.default_tenant_limit,
         );
         Ok((cluster_stats(figures), usage))
     }
 
     async fn tenant_limits(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let (began, mut conn) = self.link("tenant_limits").await?;
-        self.run("tenant_limits", began, conn.hgetall(keys::TENANT_LIMITS))
+        let (began, mut conn) = self.core.link("tenant_limits").await?;
+        self.core
+            .run("tenant_limits", began, conn.hgetall(keys::TENANT_LIMITS))
             .await
     }
 
     async fn set_tenant_limit(&self, tenant: &str, limit: Option<u64>) -> Result<(), StoreError> {
-        let (began, mut conn) = self.link("tenant_limits").await?;
+        let (began, mut conn) = self.core.link("tenant_limits").await?;
         let write = async {
             match limit {
                 Some(limit) => {
@@ -965,21 +983,22 @@ impl CallStore for RedisStore {
                 None => conn.hdel::<_, _, ()>(keys::TENANT_LIMITS, tenant).await,
             }
         };
-        self.run("tenant_limits", began, write).await
+        self.core.run("tenant_limits", began, write).await
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let (began, mut conn) = self.link("ping").await?;
-        self.run(
-            "ping",
-            began,
-            redis::cmd("PING").query_async::<()>(&mut conn),
-        )
-        .await
+        let (began, mut conn) = self.core.link("ping").await?;
+        self.core
+            .run(
+                "ping",
+                began,
+                redis::cmd("PING").query_async::<()>(&mut conn),
+            )
+            .await
     }
 
     async fn reregister_wanted(&self) {
-        self.watch.reregister_wanted().await;
+        self.core.watch.reregister_wanted().await;
     }
 }
 
