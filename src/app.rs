@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use calls_core::calls::{Calls, CallsConfig};
-use calls_core::store::{CallStore, MemoryStore, RedisStore, RedisTls, StoreConfig, StoreError};
+use calls_core::store::{CallStore, MemoryStore, RedisStore, StoreConfig, StoreError};
 
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
@@ -88,23 +88,9 @@ pub fn build_store(config: &Config) -> Result<Arc<dyn CallStore>, StoreError> {
         op_timeout: config.store_op_timeout,
         call_lease: config.call_lease,
         default_tenant_limit: config.default_tenant_limit,
-        tls: config
-            .redis
-            .as_ref()
-            .map(|redis| store_tls(&redis.tls))
-            .unwrap_or_default(),
     };
     Ok(match &config.redis {
-        Some(redis) => Arc::new(RedisStore::connect_lazy(redis.url.expose(), store_config)?),
+        Some(redis) => Arc::new(RedisStore::connect_lazy(redis, store_config)?),
         None => Arc::new(MemoryStore::new(store_config)),
     })
-}
-
-/// The configuration's checked `REDIS_TLS_*` files, as the store takes them.
-fn store_tls(tls: &crate::config::RedisTls) -> RedisTls {
-    RedisTls {
-        ca_file: tls.ca_file.clone(),
-        cert_file: tls.client_cert.as_ref().map(|c| c.cert_file.clone()),
-        key_file: tls.client_cert.as_ref().map(|c| c.key_file.clone()),
-    }
 }

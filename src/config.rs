@@ -6,13 +6,13 @@
 
 mod bridge;
 mod flags;
-mod redis;
 mod secret;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
+use calls_core::store::{ClientCert, RedisSettings, RedisTarget, RedisTls, pem_file};
 use thiserror::Error;
 use url::Url;
 
@@ -20,10 +20,6 @@ pub use self::bridge::{
     BridgeConfig, BridgeUrl, DEFAULT_BRIDGE_CONNECT_TIMEOUT_SECS, Placeholder, parse_headers,
 };
 pub use self::flags::RawConfig;
-pub use self::redis::{
-    ClientCert, DEFAULT_REDIS_PORT, DEFAULT_SENTINEL_PORT, HostPort, RedisConfig, RedisTarget,
-    RedisTls, SentinelTarget,
-};
 pub use self::secret::{Secret, redact_userinfo};
 
 pub const DEFAULT_MAX_CONCURRENT_CALLS: u64 = 50;
@@ -178,7 +174,7 @@ pub struct RejectConfig {
 pub struct Config {
     pub max_concurrent_calls: u64,
     /// `REDIS_URL` and `REDIS_TLS_*`; `None`: in-process state, one replica.
-    pub redis: Option<RedisConfig>,
+    pub redis: Option<RedisSettings>,
     pub listen_addr: SocketAddr,
     /// Without a trailing slash, e.g. `https://calls.example.com`.
     pub public_url: Option<String>,
@@ -551,8 +547,8 @@ impl Config {
     }
 }
 
-/// `REDIS_URL` and the `REDIS_TLS_*` files that go with it.
-fn parse_redis(c: &mut Checker, raw: &RawConfig) -> Option<RedisConfig> {
+/// `REDIS_URL` and the `REDIS_TLS_*` files that go with it, each variable's error on its own.
+fn parse_redis(c: &mut Checker, raw: &RawConfig) -> Option<RedisSettings> {
     let url = given(&raw.redis_url);
     let target = url.and_then(|v| {
         // The value is shown without its credentials: a typo must not print the password.
@@ -562,7 +558,7 @@ fn parse_redis(c: &mut Checker, raw: &RawConfig) -> Option<RedisConfig> {
 
     let file = |c: &mut Checker, var: &'static str, value: &Option<String>| {
         let v = given(value)?;
-        c.ok(redis::pem_file(v).map_err(|reason| ConfigError::new(var, v, reason)))
+        c.ok(pem_file(v).map_err(|reason| ConfigError::new(var, v, reason)))
     };
     let ca_file = file(c, "REDIS_TLS_CA_FILE", &raw.redis_tls_ca_file);
     let cert_file = file(c, "REDIS_TLS_CERT_FILE", &raw.redis_tls_cert_file);
@@ -605,14 +601,21 @@ fn parse_redis(c: &mut Checker, raw: &RawConfig) -> Option<RedisConfig> {
         }),
         _ => None,
     };
-    Some(RedisConfig {
-        url: Secret::new(url?.to_owned()),
-        target: target?,
-        tls: RedisTls {
-            ca_file,
-            client_cert,
-        },
-    })
+    let tls = RedisTls {
+        ca_file,
+        client_cert,
+    };
+    match RedisSettings::of(url?, target?, tls) {
+        Ok(settings) => Some(settings),
+        Err(err) => {
+            // Each mismatch between the files and the URL is named above, variable by variable.
+            if c.errors.is_empty() {
+                c.errors
+                    .push(ConfigError::hidden("REDIS_URL", err.to_string()));
+            }
+            None
+        }
+    }
 }
 
 fn listen_addr(raw: &RawConfig) -> Result<SocketAddr, ConfigError> {

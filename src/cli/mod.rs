@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use calls_core::store::RedisTls;
 use calls_core::store::cluster::ClusterView;
+use calls_core::store::{RedisSettings, RedisTls};
 use clap::Args;
 use comfy_table::{ContentArrangement, Table, presets};
 
@@ -64,12 +64,14 @@ impl Target {
                 _ => bail!("DEFAULT_TENANT_LIMIT must be a positive integer, not {text:?}"),
             },
         };
-        let tls = RedisTls {
-            ca_file: self.redis_tls_ca_file.clone(),
-            cert_file: self.redis_tls_cert_file.clone(),
-            key_file: self.redis_tls_key_file.clone(),
-        };
-        ClusterView::new(url, &tls, TIMEOUT, default_limit)
+        let settings = RedisTls::from_files(
+            self.redis_tls_ca_file.clone(),
+            self.redis_tls_cert_file.clone(),
+            self.redis_tls_key_file.clone(),
+        )
+        .and_then(|tls| RedisSettings::new(url, tls))
+        .context("cannot use REDIS_URL and REDIS_TLS_*")?;
+        ClusterView::new(&settings, TIMEOUT, default_limit)
             .context("cannot use REDIS_URL and REDIS_TLS_*")
     }
 }

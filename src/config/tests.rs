@@ -127,7 +127,7 @@ fn redis_urls_of_every_documented_scheme_are_accepted() {
     ] {
         let (c, _) = parse(with(|r| r.redis_url = Some(url.into()))).unwrap();
         let redis = c.redis.expect("redis");
-        assert_eq!(redis.url.expose(), url);
+        assert!(!format!("{redis:?}").contains("pw"), "{redis:?}");
         assert_eq!(redis.target.to_string(), shown);
         assert_eq!(redis.tls, RedisTls::default());
     }
@@ -577,15 +577,13 @@ fn debug_of_the_config_redacts_every_secret() {
         assert!(!debug.contains(secret), "{secret} in {debug}");
     }
     assert!(
-        debug.contains(r#"host: "redis", port: 6379"#),
+        debug.contains("redis://redis:6379/0"),
         "the address stays: {debug}"
     );
     assert!(
         debug.contains("authorization"),
         "header names stay: {debug}"
     );
-    let raw_debug = format!("{:?}", c.redis.as_ref().map(|r| &r.url));
-    assert!(!raw_debug.contains("hunter2"));
 }
 
 #[test]

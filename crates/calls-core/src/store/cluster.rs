@@ -10,7 +10,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::connect::{self, RedisTls, StoreConnection};
+use super::connect::{self, StoreConnection};
+use super::settings::RedisSettings;
 use super::{ClusterStats, ReplicaHeartbeat, StoreError, TenantsUsage, tenants_usage};
 use crate::keys;
 use crate::state::CallState;
@@ -69,14 +70,13 @@ impl ClusterView {
     ///
     /// A URL or TLS setting the client cannot use; the message never repeats credentials.
     pub fn new(
-        url: &str,
-        tls: &RedisTls,
+        settings: &RedisSettings,
         timeout: Duration,
         default_tenant_limit: Option<u64>,
     ) -> Result<Self, StoreError> {
         Ok(Self {
-            conn: connect::connect_lazy(url, tls, timeout)?,
-            addr: connect::address_of(url),
+            conn: connect::connect_lazy(settings, timeout)?,
+            addr: settings.address(),
             timeout,
             default_tenant_limit,
         })

@@ -13,14 +13,18 @@ use crate::state::{CallState, EndReason};
 
 mod admit_batch;
 pub mod cluster;
-pub mod connect;
-pub mod memory;
-pub mod recovery;
-pub mod redis;
+mod connect;
+mod memory;
+mod recovery;
+mod redis;
+mod settings;
 
-pub use self::connect::{ConnectError, RedisTls};
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
+pub use self::settings::{
+    ClientCert, ConnectError, DEFAULT_REDIS_PORT, DEFAULT_SENTINEL_PORT, HostPort, RedisSettings,
+    RedisTarget, RedisTls, SentinelTarget, pem_file,
+};
 
 /// Settings every backend shares; built from the service configuration.
 #[derive(Debug, Clone)]
@@ -40,8 +44,6 @@ pub struct StoreConfig {
     pub call_lease: Duration,
     /// Upper bound on every single store operation (connect, command, script).
     pub op_timeout: Duration,
-    /// `REDIS_TLS_*`: a private CA and a client certificate for `rediss://`; none by default.
-    pub tls: RedisTls,
     /// `DEFAULT_TENANT_LIMIT`: the cap of a tenant without its own entry in `calls:tenant_limits`;
     /// `None`: such a tenant has only the global cap.
     pub default_tenant_limit: Option<u64>,
@@ -56,7 +58,6 @@ impl Default for StoreConfig {
             recovery_holdoff: Duration::from_secs(12),
             call_lease: Duration::from_secs(30),
             op_timeout: Duration::from_secs(2),
-            tls: RedisTls::default(),
             default_tenant_limit: None,
         }
     }

@@ -14,6 +14,7 @@ use tracing::{debug, warn};
 use super::admit_batch::{AdmitBatcher, AdmitRequest, AdmitScript};
 use super::connect::{self, StoreConnection};
 use super::recovery::{Began, RecoveryWatch};
+use super::settings::{RedisSettings, RedisTls};
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
     RenewBatch, RenewReport, Renewal, ReplicaHeartbeat, ResumeGrant, StoreConfig, StoreError,
@@ -117,27 +118,27 @@ struct StoreCore {
 }
 
 impl RedisStore {
-    /// Whether the Redis client accepts `url`, without connecting: for start-up checks.
+    /// Connects to `url` (no TLS files) and waits for the first connection: for tools and tests
+    /// that need Redis now.
     ///
     /// # Errors
     ///
-    /// The client's reason, which never repeats the URL's credentials.
-    pub fn check_url(url: &str) -> Result<(), String> {
-        connect::check_url(url).map_err(|err| err.to_string())
-    }
-
-    /// Connects and waits for the first connection: for tools and tests that need Redis now.
+    /// A URL the client cannot use, or a Redis that does not answer.
     pub async fn connect(url: &str, config: StoreConfig) -> Result<Self, StoreError> {
-        let store = Self::connect_lazy(url, config)?;
+        let store = Self::connect_lazy(&RedisSettings::new(url, RedisTls::default())?, config)?;
         store.ping().await?;
         Ok(store)
     }
 
     /// Returns at once; the connection is made (and remade) on demand, so a replica can start,
     /// report not-ready, and become ready when Redis appears.
-    pub fn connect_lazy(url: &str, config: StoreConfig) -> Result<Self, StoreError> {
-        let addr = connect::address_of(url);
-        let conn = connect::connect_lazy(url, &config.tls, config.op_timeout)?;
+    ///
+    /// # Errors
+    ///
+    /// A `REDIS_TLS_*` file that cannot be read or used.
+    pub fn connect_lazy(settings: &RedisSettings, config: StoreConfig) -> Result<Self, StoreError> {
+        let addr = settings.address();
+        let conn = connect::connect_lazy(settings, config.op_timeout)?;
         Ok(Self {
             core: Arc::new(StoreCore {
                 conn,
