@@ -22,25 +22,22 @@ pub use self::bridge::{
 pub use self::flags::RawConfig;
 pub use self::secret::{Secret, redact_userinfo};
 
-pub const DEFAULT_MAX_CONCURRENT_CALLS: u64 = 50;
+pub use calls_core::store::{
+    DEFAULT_CALL_LEASE_SECS, DEFAULT_CALL_LOCK_TTL_SECS, DEFAULT_CALL_STATE_TTL_SECS,
+    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_RENEWS_PER_LEASE, DEFAULT_STORE_OP_TIMEOUT,
+};
+
 pub const DEFAULT_PORT: u16 = 8080;
 pub const DEFAULT_REJECT_MODE: RejectMode = RejectMode::ServiceUnavailable;
 pub const DEFAULT_REJECT_MESSAGE: &str =
     "All of our lines are busy right now. Please try again in a few minutes.";
 pub const DEFAULT_RETRY_AFTER_SECS: u64 = 30;
-pub const DEFAULT_CALL_STATE_TTL_SECS: u64 = 3600;
-pub const DEFAULT_CALL_LOCK_TTL_SECS: u64 = 60;
-pub const DEFAULT_CALL_LEASE_SECS: u64 = 30;
-/// `RENEW_INTERVAL_SECS` defaults to the lease divided by this: a lease survives two missed ticks.
-pub const DEFAULT_RENEWS_PER_LEASE: u32 = 3;
 pub const DEFAULT_RESERVATION_SECS: u64 = 30;
 pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 600;
 pub const DEFAULT_MEDIA_HANDLER: MediaHandlerKind = MediaHandlerKind::Echo;
 pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;
 pub const DEFAULT_RESUME_LIMIT: u32 = 2;
 pub const DEFAULT_TENANT_KEY: TenantKey = TenantKey::None;
-/// Not a variable: the bound on one state-store operation (connect, command, script).
-pub const DEFAULT_STORE_OP_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A closed set of spellings for one variable; `as_str` is the spelling, used in logs too.
 trait Choice: Copy + 'static {
@@ -539,11 +536,9 @@ impl Config {
         self.twilio_auth_token.as_ref().map(|t| t.expose().as_str())
     }
 
-    /// How long new admissions wait after Redis lost its data: one renewal tick, plus a margin
-    /// (half a tick, at least one second) for a tick that runs late or meets a dead connection,
-    /// so every live call has re-registered first.
+    /// How long new admissions wait after Redis lost its data (one tick and a margin).
     pub fn recovery_holdoff(&self) -> Duration {
-        self.renew_interval + (self.renew_interval / 2).max(Duration::from_secs(1))
+        calls_core::store::recovery_holdoff(self.renew_interval)
     }
 }
 

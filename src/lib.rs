@@ -18,9 +18,9 @@
 pub mod app;
 pub mod cli;
 pub mod config;
-pub mod http;
-pub mod lifecycle;
-pub mod metrics;
-pub mod renewal;
+mod http;
+mod lifecycle;
+mod metrics;
+mod renewal;
 pub mod server;
-pub mod stream;
+mod stream;

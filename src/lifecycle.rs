@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 /// After the drain deadline, how long the streams told to stop get to write their final state,
 /// release their slots and close their sockets before the server returns without them.
-pub const STREAMS_END_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const STREAMS_END_GRACE: Duration = Duration::from_secs(5);
 
 /// How long a draining replica trusts its last look at the other replicas' heartbeats: a burst of
 /// webhooks and upgrades costs one store query a second, and a heartbeat changes once a tick.

@@ -28,7 +28,7 @@ mod voice;
 /// Twilio's webhooks are a few hundred bytes; anything near this is not Twilio.
 const MAX_FORM_BYTES: usize = 64 * 1024;
 
-pub fn router(app: Arc<App>) -> Router {
+pub(crate) fn router(app: Arc<App>) -> Router {
     // What every stream of this replica gets, instead of the whole replica.
     let streams = Arc::new(StreamContext {
         calls: app.calls().clone(),
@@ -97,7 +97,7 @@ pub(crate) struct TwilioForm {
 }
 
 impl TwilioForm {
-    pub fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(k, _)| k == name)

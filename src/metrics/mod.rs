@@ -21,12 +21,14 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-pub use self::labels::{Answer, BridgeDrop, BridgeFailure, Direction, HttpReject, MediaDrop};
+pub(crate) use self::labels::{
+    Answer, BridgeDrop, BridgeFailure, Direction, HttpReject, MediaDrop,
+};
 
 /// One label with a value from a fixed set, e.g. `reason="bad_base64"`.
-pub type Label = [(&'static str, &'static str); 1];
+pub(crate) type Label = [(&'static str, &'static str); 1];
 /// `tenant="AC…"`: only with `TENANT_METRICS=1`, since tenants can be many.
-pub type TenantLabel = [(&'static str, String); 1];
+pub(crate) type TenantLabel = [(&'static str, String); 1];
 
 /// Per-tenant series (`TENANT_METRICS=1`), refreshed from the cluster at each scrape.
 #[derive(Default)]

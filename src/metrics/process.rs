@@ -12,7 +12,7 @@ const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 const PAGE_SIZE: i64 = 4096;
 
 #[derive(Default)]
-pub struct ProcessMetrics {
+pub(super) struct ProcessMetrics {
     cpu_seconds: Counter<f64, AtomicU64>,
     resident_bytes: Gauge,
     open_fds: Gauge,
@@ -20,7 +20,7 @@ pub struct ProcessMetrics {
 }
 
 impl ProcessMetrics {
-    pub fn register(&self, registry: &mut Registry) {
+    pub(super) fn register(&self, registry: &mut Registry) {
         registry.register(
             "process_cpu_seconds",
             "User and system CPU time of this process",
@@ -44,7 +44,7 @@ impl ProcessMetrics {
     }
 
     /// Reads /proc/self once; called before each exposition.
-    pub fn refresh(&self) {
+    pub(super) fn refresh(&self) {
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
             && let Some(fields) = stat_fields(&stat)
         {

@@ -5,11 +5,11 @@ use calls_core::live_calls::LiveCall;
 use calls_core::state::EndReason;
 
 pub(crate) mod close {
-    pub const NORMAL: u16 = 1000;
-    pub const GOING_AWAY: u16 = 1001;
-    pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
-    pub const TRY_AGAIN_LATER: u16 = 1013;
+    pub(crate) const NORMAL: u16 = 1000;
+    pub(crate) const GOING_AWAY: u16 = 1001;
+    pub(crate) const POLICY: u16 = 1008;
+    pub(crate) const TOO_BIG: u16 = 1009;
+    pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// How the live phase ended: the reason recorded in state, and the close frame to send (if any).
@@ -19,12 +19,13 @@ pub(crate) struct Ending {
 }
 
 impl Ending {
-    pub fn new(reason: EndReason, close: Option<(u16, &'static str)>) -> Self {
+    pub(crate) fn new(reason: EndReason, close: Option<(u16, &'static str)>) -> Self {
         Self { reason, close }
     }
 
     /// The close a stream gets at the drain deadline, live or still waiting for its `start`.
-    pub const DRAIN_CLOSE: (u16, &'static str) = (close::GOING_AWAY, "replica shutting down");
+    pub(crate) const DRAIN_CLOSE: (u16, &'static str) =
+        (close::GOING_AWAY, "replica shutting down");
 }
 
 /// The ending of a stream told to stop by someone else: the call core (a final status callback,

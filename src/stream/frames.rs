@@ -2,8 +2,6 @@
 //! on the call, handed to the frame handler, and what it queued sent back. Never touches Redis.
 
 use axum::extract::ws::{Message, Utf8Bytes};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::BytesMut;
 use calls_core::live_calls::LiveCall;
 use calls_core::state::EndReason;
@@ -15,7 +13,7 @@ use twilio::payload;
 
 use super::StreamContext;
 use super::ending::{Ending, close, ended_from_outside};
-use super::handler::{MediaFrame, MediaHandler, Outbound, Outbox};
+use super::handler::{MediaHandler, Outbound, Outbox};
 use super::socket::{self, Read, StopWatch, TwilioSocket, read_twilio};
 use super::start::Started;
 use crate::metrics::MediaDrop;
@@ -55,11 +53,8 @@ struct Frames<'a, S> {
 impl<S: TwilioSocket> Frames<'_, S> {
     async fn run<H: MediaHandler>(&mut self, mut handler: H) -> Ending {
         let live = self.live;
-        let needs_audio = handler.needs_audio();
         let mut outbox = Outbox::default();
-        // Both grow to one frame's size on first use and stay there: a silent call never
-        // allocates an outbound buffer, and the audio buffer is exactly a frame (160 bytes).
-        let mut audio = Vec::new();
+        // Grows to one frame's size on first use and stays there; a silent call never allocates it.
         let mut out_text = BytesMut::new();
         let mut stop = StopWatch::new(&self.ctx.lifecycle.stop_streams, live);
         // One timer for the whole call, re-armed only when it fires: resetting a timer per frame
@@ -89,27 +84,13 @@ impl<S: TwilioSocket> Frames<'_, S> {
             };
             match messages::parse(&text) {
                 Ok(Inbound::Media(media)) => {
-                    audio.clear();
-                    let decoded = if needs_audio {
-                        BASE64
-                            .decode_vec(media.payload.as_bytes(), &mut audio)
-                            .ok()
-                            .map(|()| audio.len())
-                    } else {
-                        payload::decoded_len(media.payload.as_bytes())
-                    };
-                    let Some(bytes) = decoded else {
+                    let Some(bytes) = payload::decoded_len(media.payload.as_bytes()) else {
                         self.ctx.metrics.dropped(MediaDrop::BadBase64);
                         continue;
                     };
                     live.count_in(bytes);
                     self.frames_in += 1;
-                    let frame = MediaFrame {
-                        payload_b64: &media.payload,
-                        audio: &audio,
-                        timestamp: media.timestamp,
-                    };
-                    handler.on_media(&frame, &mut outbox);
+                    handler.on_media(&media.payload, &mut outbox);
                 }
                 Ok(Inbound::Mark(mark)) => {
                     live.update(|s| s.marks.push(mark.name.to_string()));
@@ -150,7 +131,6 @@ impl<S: TwilioSocket> Frames<'_, S> {
             match message {
                 Outbound::Media(payload) => messages::media(text, self.stream_sid, payload),
                 Outbound::Mark(name) => messages::mark(text, self.stream_sid, name),
-                Outbound::Clear => messages::clear(text, self.stream_sid),
             }
             // The frame takes the built bytes without copying; once the socket has written them
             // the buffer is unique again and the next frame reuses it.

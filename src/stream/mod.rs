@@ -5,10 +5,10 @@
 //! The stream gets what it needs as a [`StreamContext`], built by the HTTP layer: it never sees the
 //! HTTP state, and it touches Redis only at the start and the end, never per frame.
 
-pub mod bridge;
+pub(crate) mod bridge;
 mod ending;
 mod frames;
-pub mod handler;
+pub(crate) mod handler;
 mod socket;
 mod start;
 #[cfg(test)]
@@ -23,10 +23,10 @@ use crate::config::{Media, StreamTimeouts};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 
-pub use self::socket::{MAX_MESSAGE_BYTES, TwilioSocket};
+pub(crate) use self::socket::{MAX_MESSAGE_BYTES, TwilioSocket};
 
 /// What a stream needs from its replica.
-pub struct StreamContext {
+pub(crate) struct StreamContext {
     /// The call lifecycle: the stream's start and end.
     pub calls: Arc<Calls>,
     pub metrics: Arc<Metrics>,
@@ -39,7 +39,7 @@ pub struct StreamContext {
 }
 
 /// Serves one upgraded socket to the end.
-pub async fn serve<S: TwilioSocket>(ctx: &StreamContext, mut socket: S) {
+pub(crate) async fn serve<S: TwilioSocket>(ctx: &StreamContext, mut socket: S) {
     ctx.metrics.sockets_open.inc();
     if let Some(started) = start::await_start(ctx, &mut socket).await {
         // The live phase runs outside the call's span: entering and leaving it on every poll cost

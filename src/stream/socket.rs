@@ -20,7 +20,7 @@ use crate::metrics::{MediaDrop, Metrics};
 
 /// Largest message accepted from Twilio (docs/reference.md#media-stream); a bigger one closes the
 /// socket with 1009. An agent's message over it is dropped.
-pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// How long a close frame may wait to be written: a peer that stopped reading must not hold us,
 /// yet one that reads again a moment later (a slow consumer) still learns why it was closed.
@@ -31,7 +31,7 @@ const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Twilio's socket: axum's `WebSocket`, or any pair of channels carrying the same messages (the
 /// unit tests).
-pub trait TwilioSocket:
+pub(crate) trait TwilioSocket:
     Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Unpin + Send
 {
 }

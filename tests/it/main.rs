@@ -1,6 +1,9 @@
 //! The one integration-test binary: real `redis-server`, replica and nginx processes, never a mock.
 //! Each module is one area of the contract; `helpers` holds what more than one of them needs.
 
+// A test binary exports nothing: `pub` in `helpers` is how its sibling modules reach it.
+#![allow(unreachable_pub)]
+
 mod helpers;
 
 mod bridge;

@@ -22,7 +22,7 @@ pub mod calls;
 pub mod events;
 pub mod keys;
 pub mod live_calls;
-pub mod reject;
+mod reject;
 pub mod state;
 pub mod store;
 pub mod tenant;

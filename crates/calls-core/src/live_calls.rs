@@ -5,7 +5,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::call_sid::CallSid;
@@ -101,7 +100,6 @@ impl LiveCall {
 #[derive(Default)]
 pub struct LiveCalls {
     calls: Mutex<HashMap<CallSid, Arc<LiveCall>>>,
-    emptied: Notify,
 }
 
 impl LiveCalls {
@@ -131,9 +129,6 @@ impl LiveCalls {
         {
             calls.remove(call_sid);
         }
-        if calls.is_empty() {
-            self.emptied.notify_waiters();
-        }
     }
 
     pub fn get(&self, call_sid: &CallSid) -> Option<Arc<LiveCall>> {
@@ -150,17 +145,6 @@ impl LiveCalls {
 
     pub fn all(&self) -> Vec<Arc<LiveCall>> {
         self.lock().values().cloned().collect()
-    }
-
-    /// Resolves once no call is live here.
-    pub async fn wait_empty(&self) {
-        loop {
-            let notified = self.emptied.notified();
-            if self.is_empty() {
-                return;
-            }
-            notified.await;
-        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<CallSid, Arc<LiveCall>>> {

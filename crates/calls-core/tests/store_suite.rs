@@ -1,5 +1,6 @@
-//! One suite, two backends: every behaviour the in-process and Redis stores share runs against both,
-//! the Redis side against a real `redis-server` this binary starts per test.
+//! The store contract: one suite, two backends. Every behaviour the in-process and Redis stores
+//! share runs against both: the Redis side against a real `redis-server` this binary starts per
+//! test, the in-process side in paused time (its leases lapse without waiting for them).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,9 +9,10 @@ use calls_core::call_sid::CallSid;
 use calls_core::calls::{Calls, CallsConfig};
 use calls_core::events::NoEvents;
 use calls_core::state::{CallState, CallStatus, EndReason};
+use calls_core::store::cluster::ClusterView;
 use calls_core::store::{
-    Admission, AdmitPolicy, CallStore, MemoryStore, RedisStore, Refusal, RenewBatch, Renewal,
-    ReplicaHeartbeat, StoreConfig, StreamAdmission, StreamEnd,
+    Admission, AdmitPolicy, CallStore, MemoryStore, RedisSettings, RedisStore, RedisTls, Refusal,
+    RenewBatch, Renewal, ReplicaHeartbeat, StoreConfig, StreamAdmission, StreamEnd,
 };
 use testkit::RedisServer;
 
@@ -111,6 +113,25 @@ impl Fixture {
     fn store(&self) -> &dyn CallStore {
         self.stores[0].as_ref()
     }
+
+    /// Sets a tenant's own cap as an operator does (`prosaas-calls tenants set`), in Redis; the
+    /// in-process store has only the default cap. Returns whether it was set.
+    async fn set_tenant_limit(&self, tenant: &str, limit: u64) -> bool {
+        let Some(server) = &self.redis else {
+            return false;
+        };
+        cluster_view(server)
+            .set_tenant_limit(tenant, Some(limit))
+            .await
+            .unwrap();
+        true
+    }
+}
+
+/// The operator's view of `server`'s Redis: the one writer of tenant caps.
+fn cluster_view(server: &RedisServer) -> ClusterView {
+    let settings = RedisSettings::new(&server.url(), RedisTls::default()).unwrap();
+    ClusterView::new(&settings, Duration::from_secs(2), None).unwrap()
 }
 
 async fn memory(config: StoreConfig, handles: usize) -> Fixture {
@@ -137,11 +158,12 @@ async fn redis(config: StoreConfig, handles: usize) -> Fixture {
 }
 
 /// Runs a scenario against both backends: `suite!(name, |make| body)` defines `name::memory` and
-/// `name::redis`, each handing the body a constructor `make(config, handles)`.
+/// `name::redis`, each handing the body a constructor `make(config, handles)`. The in-process
+/// store runs in paused time: a sleep past a lease returns at once, with the lease lapsed.
 macro_rules! suite {
     ($name:ident, $body:path) => {
         mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            #[tokio::test(start_paused = true)]
             async fn memory() {
                 $body(super::memory).await;
             }
@@ -613,15 +635,21 @@ where
     )
     .await;
     let store = fx.store();
-    store.set_tenant_limit("acme", Some(2)).await.unwrap();
-    let acme: Vec<CallSid> = (100..104).map(sid).collect();
+    // acme's own cap is 2 (in Redis; in-process, every tenant has the default); beta has the
+    // default, 3. Neither reaches the global 10.
+    let acme_cap = if fx.set_tenant_limit("acme", 2).await {
+        2
+    } else {
+        3
+    };
+    let acme: Vec<CallSid> = (100..105).map(sid).collect();
     let beta: Vec<CallSid> = (200..205).map(sid).collect();
 
-    // acme's own cap is 2; beta has the default, 3. Neither reaches the global 10.
-    assert!(take_for(store, &acme[0], "acme", LEASE).await.is_admitted());
-    assert!(take_for(store, &acme[1], "acme", LEASE).await.is_admitted());
+    for call in &acme[..acme_cap] {
+        assert!(take_for(store, call, "acme", LEASE).await.is_admitted());
+    }
     assert!(matches!(
-        take_for(store, &acme[2], "acme", LEASE).await,
+        take_for(store, &acme[acme_cap], "acme", LEASE).await,
         Admission::Refused(Refusal::TenantAtLimit { .. })
     ));
     // A retried webhook of an admitted call still gets in: it holds its slot.
@@ -637,11 +665,11 @@ where
             stats.rejected_tenant_limit,
             stats.rejected_max_concurrent
         ),
-        (5, 2, 0)
+        (acme_cap as u64 + 3, 2, 0)
     );
     assert_eq!(
         (tenants["acme"].active, tenants["acme"].limit),
-        (2, Some(2))
+        (acme_cap as u64, Some(acme_cap as u64))
     );
     assert_eq!(
         (tenants["beta"].active, tenants["beta"].limit),
@@ -651,13 +679,24 @@ where
     // A release frees the tenant's slot exactly once; a second release changes nothing.
     assert!(store.release(&acme[0], EndReason::Stop).await.unwrap());
     assert!(!store.release(&acme[0], EndReason::Stop).await.unwrap());
-    assert!(take_for(store, &acme[3], "acme", LEASE).await.is_admitted());
-    assert!(!take_for(store, &acme[2], "acme", LEASE).await.is_admitted());
-
-    // A raised cap is honoured from the next admission; a lapsed slot leaves its tenant too.
-    store.set_tenant_limit("acme", Some(3)).await.unwrap();
     assert!(
-        take_for(store, &acme[2], "acme", Duration::from_millis(50))
+        take_for(store, &acme[acme_cap + 1], "acme", LEASE)
+            .await
+            .is_admitted()
+    );
+    assert!(
+        !take_for(store, &acme[acme_cap], "acme", LEASE)
+            .await
+            .is_admitted()
+    );
+
+    // A raised cap is honoured from the next admission (in-process, a release makes the room
+    // instead); a lapsed slot leaves its tenant too.
+    if !fx.set_tenant_limit("acme", 3).await {
+        store.release(&acme[1], EndReason::Stop).await.unwrap();
+    }
+    assert!(
+        take_for(store, &acme[acme_cap], "acme", Duration::from_millis(50))
             .await
             .is_admitted()
     );
@@ -1384,7 +1423,10 @@ async fn concurrent_admissions_in_one_script_keep_every_tenant_under_its_cap() {
         .await
         .unwrap(),
     );
-    store.set_tenant_limit("t0", Some(3)).await.unwrap();
+    cluster_view(&server)
+        .set_tenant_limit("t0", Some(3))
+        .await
+        .unwrap();
     // Ten tenants of 20 calls each, interleaved so every batch mixes them.
     let answers = concurrent_webhooks(&store, 0..200, |n| Some(format!("t{}", n % 10))).await;
     let (_, tenants) = store.snapshot(true).await.unwrap();

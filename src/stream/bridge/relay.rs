@@ -37,12 +37,12 @@ use crate::stream::socket::{
 use crate::stream::start::Started;
 
 /// Messages queued each way once the agent is connected: a few frames of slack, no more.
-pub const QUEUE_MESSAGES: usize = 64;
+pub(super) const QUEUE_MESSAGES: usize = 64;
 /// Audio frames a second (20 ms each): what waits while the agent is dialled is bounded by
 /// `BRIDGE_CONNECT_TIMEOUT_SECS` of them, plus room for `connected`, `start`, marks and DTMF.
 const FRAMES_PER_SECOND: usize = 50;
 /// How often the agent is pinged, so idle proxies in between keep the socket.
-pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+pub(super) const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// How long the last messages and the close may take on the way out of a call.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 /// Relayed-message counters are shared by every call; batching keeps them quiet.
@@ -58,7 +58,7 @@ pub(super) struct Opening {
 }
 
 impl Opening {
-    pub fn of(started: &Started) -> Self {
+    pub(super) fn of(started: &Started) -> Self {
         Self {
             connected: started.connected.clone(),
             start: started.start.clone(),

@@ -8,7 +8,7 @@ use redis::aio::MultiplexedConnection;
 
 /// The command as the user typed it (`cargo bench` adds `--bench` to every `harness = false`
 /// target), printed above the figures so a run can be repeated.
-pub fn command_line(bench: &str) -> String {
+pub(crate) fn command_line(bench: &str) -> String {
     let flags: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| arg != "--bench")
@@ -24,7 +24,7 @@ pub fn command_line(bench: &str) -> String {
 }
 
 /// The 1-minute load average: these machines are shared, and a figure means little without it.
-pub fn load_average() -> String {
+pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|avg| avg.split_whitespace().next().map(str::to_owned))
@@ -33,7 +33,7 @@ pub fn load_average() -> String {
 
 /// `INFO commandstats` as command name → (calls, µs) since the last `CONFIG RESETSTAT`: Redis'
 /// own time in the command (a script's includes the commands it ran).
-pub async fn command_stats(
+pub(crate) async fn command_stats(
     admin: &mut MultiplexedConnection,
 ) -> Result<BTreeMap<String, (u64, u64)>> {
     let info: String = redis::cmd("INFO")

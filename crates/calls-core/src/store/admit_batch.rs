@@ -55,7 +55,11 @@ pub(super) struct AdmitBatcher {
 impl AdmitBatcher {
     /// Queues `request` and waits for its answer. Dropping the wait before the batch is sent
     /// withdraws the admission (the driver skips a caller that stopped waiting).
-    pub async fn admit<S: AdmitScript>(&self, script: &Arc<S>, request: AdmitRequest) -> Answer {
+    pub(super) async fn admit<S: AdmitScript>(
+        &self,
+        script: &Arc<S>,
+        request: AdmitRequest,
+    ) -> Answer {
         let queue = self.queue.get_or_init(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             tokio::spawn(drive(Arc::clone(script), rx));

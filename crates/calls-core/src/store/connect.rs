@@ -75,7 +75,7 @@ fn direct_client(url: &str, tls: &RedisTls) -> Result<Client, ConnectError> {
 
 /// The connection the store uses: cheap to clone, shared by every clone.
 #[derive(Clone)]
-pub struct StoreConnection {
+pub(super) struct StoreConnection {
     route: Route,
     diagnosis: Arc<Diagnosis>,
 }

@@ -3,9 +3,10 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::time::Instant;
 
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
@@ -24,8 +25,6 @@ struct Inner {
     rejected_tenant_limit: u64,
     /// call SID -> tenant, for every slot of a call with a tenant (as `calls:slot_tenant`).
     slot_tenant: HashMap<String, String>,
-    /// tenant -> its own cap (as `calls:tenant_limits`).
-    tenant_limits: BTreeMap<String, u64>,
     /// call SID -> (owner token, expiry).
     locks: HashMap<String, (String, Instant)>,
     /// call SID -> (state, expiry).
@@ -130,11 +129,9 @@ impl Inner {
             return Admission::Refused(Refusal::AtLimit { active });
         }
         if let Some(tenant) = tenant {
-            let cap = self
-                .tenant_limits
-                .get(tenant)
-                .copied()
-                .or(config.default_tenant_limit);
+            // Tenants' own caps are set with the command line, in Redis: in-process state has
+            // only the default.
+            let cap = config.default_tenant_limit;
             if cap.is_some_and(|cap| self.tenant_active(tenant) >= cap) {
                 self.rejected_tenant_limit += 1;
                 return Admission::Refused(Refusal::TenantAtLimit { active });
@@ -189,12 +186,6 @@ impl MemoryStore {
             inner: Mutex::new(Inner::default()),
             config,
         }
-    }
-
-    /// A lapsed lease, as a dead replica's slot becomes: for the continuation tests.
-    #[cfg(test)]
-    fn slots_for_test_remove(&self, call_sid: &CallSid) {
-        self.lock().slots.remove(call_sid.as_str());
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
@@ -481,23 +472,10 @@ impl CallStore for MemoryStore {
         let inner = self.lock();
         let usage = tenants_usage(
             inner.slot_tenant.values().map(String::as_str),
-            &inner.tenant_limits,
+            &BTreeMap::new(),
             self.config.default_tenant_limit,
         );
         Ok((stats, usage))
-    }
-
-    async fn tenant_limits(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        Ok(self.lock().tenant_limits.clone())
-    }
-
-    async fn set_tenant_limit(&self, tenant: &str, limit: Option<u64>) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        match limit {
-            Some(limit) => inner.tenant_limits.insert(tenant.to_owned(), limit),
-            None => inner.tenant_limits.remove(tenant),
-        };
-        Ok(())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
@@ -513,6 +491,11 @@ impl CallStore for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A lapsed lease, as a dead replica's slot becomes.
+    fn lapse(store: &MemoryStore, call_sid: &CallSid) {
+        store.lock().slots.remove(call_sid.as_str());
+    }
     use crate::state::CallStatus;
 
     fn sid(n: u32) -> CallSid {
@@ -561,7 +544,7 @@ mod tests {
             StreamAdmission::Started { .. }
         ));
         // Its replica died: the lock stays, the state says active. Another call fills the limit.
-        store.slots_for_test_remove(&call);
+        lapse(&store, &call);
         let other = sid(2);
         assert!(matches!(
             start(&store, &other, "t2", None).await,

@@ -26,6 +26,26 @@ pub use self::settings::{
     RedisTarget, RedisTls, SentinelTarget, pem_file,
 };
 
+/// `MAX_CONCURRENT_CALLS` when unset.
+pub const DEFAULT_MAX_CONCURRENT_CALLS: u64 = 50;
+/// `CALL_STATE_TTL_SECS` when unset.
+pub const DEFAULT_CALL_STATE_TTL_SECS: u64 = 3600;
+/// `CALL_LOCK_TTL_SECS` when unset.
+pub const DEFAULT_CALL_LOCK_TTL_SECS: u64 = 60;
+/// `CALL_LEASE_SECS` when unset.
+pub const DEFAULT_CALL_LEASE_SECS: u64 = 30;
+/// `RENEW_INTERVAL_SECS` defaults to the lease divided by this: a lease survives two missed ticks.
+pub const DEFAULT_RENEWS_PER_LEASE: u32 = 3;
+/// Not a variable: the bound on one state-store operation (connect, command, script).
+pub const DEFAULT_STORE_OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long new admissions wait after Redis lost its data, for a renewal tick of `renew_interval`:
+/// one tick, plus a margin (half a tick, at least one second) for a tick that runs late or meets a
+/// dead connection, so every live call has re-registered first.
+pub fn recovery_holdoff(renew_interval: Duration) -> Duration {
+    renew_interval + (renew_interval / 2).max(Duration::from_secs(1))
+}
+
 /// Settings every backend shares; built from the service configuration.
 #[derive(Debug, Clone)]
 pub struct StoreConfig {
@@ -49,15 +69,17 @@ pub struct StoreConfig {
     pub default_tenant_limit: Option<u64>,
 }
 
+/// The defaults of the variables, as `serve` has them.
 impl Default for StoreConfig {
     fn default() -> Self {
+        let call_lease = Duration::from_secs(DEFAULT_CALL_LEASE_SECS);
         Self {
-            limit: 50,
-            state_ttl: Duration::from_secs(3600),
-            lock_ttl: Duration::from_secs(60),
-            recovery_holdoff: Duration::from_secs(12),
-            call_lease: Duration::from_secs(30),
-            op_timeout: Duration::from_secs(2),
+            limit: DEFAULT_MAX_CONCURRENT_CALLS,
+            state_ttl: Duration::from_secs(DEFAULT_CALL_STATE_TTL_SECS),
+            lock_ttl: Duration::from_secs(DEFAULT_CALL_LOCK_TTL_SECS),
+            recovery_holdoff: recovery_holdoff(call_lease / DEFAULT_RENEWS_PER_LEASE),
+            call_lease,
+            op_timeout: DEFAULT_STORE_OP_TIMEOUT,
             default_tenant_limit: None,
         }
     }
@@ -457,12 +479,6 @@ pub trait CallStore: Send + Sync + 'static {
         &self,
         with_tenants: bool,
     ) -> Result<(ClusterStats, TenantsUsage), StoreError>;
-
-    /// The per-tenant caps as stored (`calls:tenant_limits`), without the default.
-    async fn tenant_limits(&self) -> Result<BTreeMap<String, u64>, StoreError>;
-
-    /// Sets (`Some`) or removes (`None`) a tenant's own cap; honoured from the next admission.
-    async fn set_tenant_limit(&self, tenant: &str, limit: Option<u64>) -> Result<(), StoreError>;
 
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

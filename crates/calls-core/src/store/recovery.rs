@@ -17,14 +17,14 @@ use tracing::warn;
 
 /// A store operation's view of the link when it began; handed back on success.
 #[derive(Debug, Clone, Copy)]
-pub struct Began {
+pub(super) struct Began {
     /// The last successful contact as this operation saw it.
     last_contact: Option<Instant>,
     /// This operation began longer than a lease after that contact.
     cut_off: Option<Duration>,
 }
 
-pub struct RecoveryWatch {
+pub(super) struct RecoveryWatch {
     cut_off_after: Duration,
     seen_epoch: Mutex<String>,
     run_id: Mutex<Option<String>>,
@@ -38,7 +38,7 @@ pub struct RecoveryWatch {
 }
 
 impl RecoveryWatch {
-    pub fn new(cut_off_after: Duration) -> Self {
+    pub(super) fn new(cut_off_after: Duration) -> Self {
         Self {
             cut_off_after,
             seen_epoch: Mutex::new(String::new()),
@@ -52,7 +52,7 @@ impl RecoveryWatch {
 
     /// Called as every store operation begins. One that begins more than a lease after the last
     /// successful contact asks for the wait: its own script, if it has one, opens it.
-    pub fn begin(&self) -> Began {
+    pub(super) fn begin(&self) -> Began {
         let last_contact = *lock(&self.last_contact);
         let cut_off = last_contact
             .map(|at| at.elapsed())
@@ -68,7 +68,7 @@ impl RecoveryWatch {
 
     /// Called when an operation succeeded. The first success after a cut-off longer than a lease
     /// asks for the live calls to re-register now.
-    pub fn contact_ok(&self, began: Began) {
+    pub(super) fn contact_ok(&self, began: Began) {
         let mut last = lock(&self.last_contact);
         if let Some(gap) = began.cut_off
             && *last == began.last_contact
@@ -83,14 +83,14 @@ impl RecoveryWatch {
     }
 
     /// The epoch value this replica saw last, `""` if none: passed to every epoch-aware script.
-    pub fn seen_epoch(&self) -> String {
+    pub(super) fn seen_epoch(&self) -> String {
         lock(&self.seen_epoch).clone()
     }
 
     /// Records the epoch a script read (or wrote). `data_lost`: the script found the epoch missing
     /// or replaced under this replica; the first to report a new value asks for re-registration,
     /// unless `readded` (a renewal re-registers the batch in the same script).
-    pub fn saw_epoch(&self, epoch: &str, data_lost: bool, readded: bool) {
+    pub(super) fn saw_epoch(&self, epoch: &str, data_lost: bool, readded: bool) {
         if epoch.is_empty() {
             return;
         }
@@ -111,7 +111,7 @@ impl RecoveryWatch {
 
     /// Records Redis' `run_id` after a (re)connect. A changed one means Redis restarted or failed
     /// over: writes of its last moments may be gone, so the live calls re-register and the wait opens.
-    pub fn saw_run_id(&self, run_id: &str) {
+    pub(super) fn saw_run_id(&self, run_id: &str) {
         let mut known = lock(&self.run_id);
         if let Some(previous) = known.as_deref()
             && previous != run_id
@@ -129,12 +129,12 @@ impl RecoveryWatch {
 
     /// Whether the next epoch-aware script must open the wait; pass the ticket back to
     /// [`Self::wait_opened`] once that script succeeded.
-    pub fn wait_ticket(&self) -> Option<u64> {
+    pub(super) fn wait_ticket(&self) -> Option<u64> {
         let requested = self.wait_requested.load(Ordering::Acquire);
         (requested > self.wait_opened.load(Ordering::Acquire)).then_some(requested)
     }
 
-    pub fn wait_opened(&self, ticket: Option<u64>) {
+    pub(super) fn wait_opened(&self, ticket: Option<u64>) {
         if let Some(ticket) = ticket {
             self.wait_opened.fetch_max(ticket, Ordering::AcqRel);
         }
@@ -142,7 +142,7 @@ impl RecoveryWatch {
 
     /// Resolves once the live calls should re-register now; a request made while nobody waits is
     /// kept for the next waiter.
-    pub async fn reregister_wanted(&self) {
+    pub(super) async fn reregister_wanted(&self) {
         self.reregister.notified().await;
     }
 

@@ -966,27 +966,6 @@ impl CallStore for RedisStore {
         Ok((cluster_stats(figures), usage))
     }
 
-    async fn tenant_limits(&self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let (began, mut conn) = self.core.link("tenant_limits").await?;
-        self.core
-            .run("tenant_limits", began, conn.hgetall(keys::TENANT_LIMITS))
-            .await
-    }
-
-    async fn set_tenant_limit(&self, tenant: &str, limit: Option<u64>) -> Result<(), StoreError> {
-        let (began, mut conn) = self.core.link("tenant_limits").await?;
-        let write = async {
-            match limit {
-                Some(limit) => {
-                    conn.hset::<_, _, _, ()>(keys::TENANT_LIMITS, tenant, limit)
-                        .await
-                }
-                None => conn.hdel::<_, _, ()>(keys::TENANT_LIMITS, tenant).await,
-            }
-        };
-        self.core.run("tenant_limits", began, write).await
-    }
-
     async fn ping(&self) -> Result<(), StoreError> {
         let (began, mut conn) = self.core.link("ping").await?;
         self.core

@@ -7,7 +7,7 @@
 
 pub mod fast;
 pub mod inbound;
-pub mod outbound;
+mod outbound;
 
 pub use inbound::{
     Connected, Dtmf, Inbound, MAX_REPORTED_EVENT_LEN, Mark, Media, MediaFormat, ParseError, Start,
