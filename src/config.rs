@@ -1,5 +1,6 @@
-//! Service configuration (SPEC §2): every environment variable, its default and its validation.
-//! Each variable is also a flag of `serve`; every bad value is named at once and stops start-up.
+//! Service configuration (docs/reference.md#configuration): every environment variable, its default
+//! and its validation. Each variable is also a flag of `serve`; every bad value is named at once
+//! and stops start-up.
 //!
 //! Secrets (`REDIS_URL`'s credentials, `TWILIO_AUTH_TOKEN`, `BRIDGE_HEADERS`' values) are held in
 //! [`Secret`], hidden from `--help`, and never repeated in an error.
@@ -186,7 +187,8 @@ pub struct Config {
     pub replica_id: String,
     /// `MEDIA_HANDLER`, with the `BRIDGE_*` settings of `bridge`.
     pub media: Media,
-    /// `RESUME_LIMIT`: continuations granted per call (SPEC §9); 0 turns them off.
+    /// `RESUME_LIMIT`: continuations granted per call (docs/reference.md#after-stream); 0 turns
+    /// them off.
     pub resume_limit: u32,
     pub tenant_key: TenantKey,
     /// `DEFAULT_TENANT_LIMIT`: the cap of a tenant without its own; `None`: only the global cap.
@@ -194,13 +196,14 @@ pub struct Config {
     /// `TENANT_METRICS=1`: per-tenant Prometheus labels.
     pub tenant_metrics: bool,
     pub log_format: LogFormat,
-    /// SPEC §5's fixed stream timeouts; not configurable by environment, tests shorten them.
+    /// The stream's fixed timeouts (docs/reference.md#media-stream); not configurable by
+    /// environment, tests shorten them.
     pub stream_timeouts: StreamTimeouts,
     /// Bound on one state-store operation; not configurable by environment.
     pub store_op_timeout: Duration,
 }
 
-/// The stream's timeouts; SPEC §5 fixes the defaults, tests shorten them.
+/// The stream's timeouts; docs/reference.md#media-stream fixes the defaults, tests shorten them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamTimeouts {
     /// A socket that says nothing for this long is closed (1000) as `idle_timeout`.
@@ -258,7 +261,8 @@ impl ConfigError {
     }
 }
 
-/// Every bad variable of one start-up, in the order of SPEC §2; never empty.
+/// Every bad variable of one start-up, in the order of docs/reference.md#configuration; never
+/// empty.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 

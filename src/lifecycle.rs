@@ -33,7 +33,7 @@ pub struct Lifecycle {
     others_seen: Mutex<Option<(Instant, bool)>>,
 }
 
-/// Where a draining replica sends a new stream's upgrade (SPEC §7).
+/// Where a draining replica sends a new stream's upgrade (docs/reference.md#drain).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NewStream {
     /// Serve it here: not draining, or no other replica can.
@@ -91,7 +91,7 @@ impl Lifecycle {
         live
     }
 
-    /// What to do with a new stream's upgrade here (SPEC §7).
+    /// What to do with a new stream's upgrade here (docs/reference.md#drain).
     pub async fn new_stream(&self, calls: &Calls) -> NewStream {
         if self.is_draining() && self.others_live(calls).await {
             NewStream::PassOn

@@ -109,9 +109,9 @@ fn operator(command: impl std::future::Future<Output = anyhow::Result<()>>) -> E
 }
 
 /// Calls that ring together send their webhooks together. tokio's `bind` listens with a backlog
-/// of 128: a burst of 500 webhooks overflowed it, and every SYN the kernel dropped cost its caller
-/// a 1 s retransmit (p99 ~1,040 ms against ~25-40 ms without; docs/benchmarks.md, webhook
-/// burst). The kernel caps this at `net.core.somaxconn` (4096 by default since Linux 5.4).
+/// of 128, which a burst of webhooks overflows, and every SYN the kernel drops costs its caller a
+/// 1 s retransmit (docs/benchmarks.md, webhook burst). The kernel caps this at
+/// `net.core.somaxconn` (4096 by default since Linux 5.4).
 const LISTEN_BACKLOG: u32 = 4096;
 
 fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {

@@ -1,5 +1,6 @@
-//! Runs a replica: binds, serves, ticks, and on SIGTERM/SIGINT drains (SPEC §7): refuse new calls,
-//! let live ones finish up to the one `DRAIN_TIMEOUT_SECS` deadline, end the rest, release, return.
+//! Runs a replica: binds, serves, ticks, and on SIGTERM/SIGINT drains (docs/reference.md#drain):
+//! refuse new calls, let live ones finish up to the one `DRAIN_TIMEOUT_SECS` deadline, end the
+//! rest, release, return.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +17,8 @@ use crate::app::App;
 use crate::lifecycle::STREAMS_END_GRACE;
 use crate::{http, renewal};
 
-/// A request whose headers have not all arrived by then is dropped (SPEC §5, slowloris).
+/// A request whose headers have not all arrived by then is dropped (docs/reference.md#media-stream,
+/// slowloris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Once the server stops accepting, how long requests in flight get to finish.
@@ -116,9 +118,10 @@ async fn serve_http(listener: TcpListener, router: axum::Router, stop: Cancellat
     }
 }
 
-/// The drain (SPEC §7), under one deadline `DRAIN_TIMEOUT_SECS` from the signal: live calls may
-/// finish until then (when none is left the drain is over at once); then every stream still open,
-/// however late it arrived, is closed as `drain_timeout` and given a short grace to release.
+/// The drain (docs/reference.md#drain), under one deadline `DRAIN_TIMEOUT_SECS` from the signal:
+/// live calls may finish until then (when none is left the drain is over at once); then every
+/// stream still open, however late it arrived, is closed as `drain_timeout` and given a short grace
+/// to release.
 async fn drain(app: &App, stop_http: &CancellationToken) {
     let deadline = Instant::now() + app.config().drain_timeout;
     app.start_draining();

@@ -1,5 +1,6 @@
-//! The operator's command line (SPEC §11): `status`, `calls`, `tenants list|set|unset`, reading
-//! the cluster's Redis; tables for a person, `--json` for a script, exit 1 when Redis fails.
+//! The operator's command line (docs/reference.md#command-line): `status`, `calls`, `tenants
+//! list|set|unset`, reading the cluster's Redis; tables for a person, `--json` for a script, exit 1
+//! when Redis fails.
 
 pub mod calls;
 pub mod status;

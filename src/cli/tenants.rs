@@ -1,5 +1,6 @@
 //! `prosaas-calls tenants list|set TENANT N|unset TENANT`: per-tenant caps in
-//! `calls:tenant_limits`, honoured by every replica from its next admission (SPEC §10).
+//! `calls:tenant_limits`, honoured by every replica from its next admission
+//! (docs/reference.md#tenants).
 
 use anyhow::bail;
 use clap::Subcommand;

@@ -1,5 +1,6 @@
-//! `MEDIA_HANDLER=bridge` settings (SPEC §8): the agent's URL template and handshake headers.
-//! Parsed whole at start-up, so a bad template or header stops the replica before any call.
+//! `MEDIA_HANDLER=bridge` settings (docs/reference.md#bridge): the agent's URL template and
+//! handshake headers. Parsed whole at start-up, so a bad template or header stops the replica
+//! before any call.
 
 use std::fmt::Write as _;
 use std::time::Duration;

@@ -1,5 +1,6 @@
 //! `POST|GET /twilio/after-stream`: Twilio's `<Connect action>` request once a stream has closed
-//! (SPEC §9). Any replica answers from the call's state: hang up, the fallback, or a continuation.
+//! (docs/reference.md#after-stream). Any replica answers from the call's state: hang up, the
+//! fallback, or a continuation.
 
 use std::sync::Arc;
 

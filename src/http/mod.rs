@@ -1,5 +1,6 @@
-//! The HTTP surface of SPEC §3: routes, and the Twilio request checks every Twilio route shares
-//! (form parsing, `X-Twilio-Signature`). Handlers stay thin; the work is in `calls_core::calls`.
+//! The HTTP surface of docs/reference.md#endpoints: routes, and the Twilio request checks every
+//! Twilio route shares (form parsing, `X-Twilio-Signature`). Handlers stay thin; the work is in
+//! `calls_core::calls`.
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
-//! Operator endpoints: liveness, readiness, and metrics as JSON (SPEC §6) and Prometheus text.
-//! Cluster figures come from the store in one round trip; replica figures from this process.
+//! Operator endpoints: liveness, readiness, and metrics as JSON (docs/reference.md#metrics) and
+//! Prometheus text. Cluster figures come from the store in one round trip; replica figures from
+//! this process.
 
 use std::error::Error;
 use std::sync::Arc;

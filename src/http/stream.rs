@@ -36,8 +36,8 @@ pub(super) async fn handle(
     if let Err(refused) = check_signature(&app, &headers, &uri, &url, &[]) {
         return refused.into_response();
     }
-    // SPEC §7: a draining replica passes a new stream to a live one (nginx retries a 503'd
-    // upgrade on the next upstream) and hosts it only when no other replica can.
+    // docs/reference.md#drain: a draining replica passes a new stream to a live one (nginx retries
+    // a 503'd upgrade on the next upstream) and hosts it only when no other replica can.
     if app.lifecycle().new_stream(app.calls()).await == NewStream::PassOn {
         app.metrics().http_rejected(HttpReject::StreamPassedOn);
         tracing::info!("stream upgrade passed on: this replica is draining and another is live");

@@ -1,5 +1,6 @@
 //! `POST /twilio/voice`: admit the call as a reservation and answer the stream TwiML (with its
-//! `<Connect action>`, SPEC §9), or the reject mode when it cannot be admitted.
+//! `<Connect action>`, docs/reference.md#after-stream), or the reject mode when it cannot be
+//! admitted.
 
 use std::sync::Arc;
 
@@ -54,7 +55,8 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
     }
 }
 
-/// `<Connect action><Stream>`: the first stream of a call, or its continuation (SPEC §9).
+/// `<Connect action><Stream>`: the first stream of a call, or its continuation
+/// (docs/reference.md#after-stream).
 pub(super) fn connect(
     app: &App,
     headers: &HeaderMap,
@@ -77,8 +79,9 @@ pub(super) fn xml(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-/// The configured reject mode (SPEC §2 `REJECT_MODE`). A 503's body says why (it is no secret, and
-/// an operator reading Twilio's debugger needs it); the caller hears the same either way.
+/// The configured reject mode (docs/reference.md#configuration `REJECT_MODE`). A 503's body says
+/// why (it is no secret, and an operator reading Twilio's debugger needs it); the caller hears the
+/// same either way.
 fn reject(app: &App, reason: RejectReason) -> Response {
     let reject = &app.config().reject;
     match reject.mode {

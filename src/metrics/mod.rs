@@ -1,5 +1,5 @@
-//! Every metric this replica exposes (SPEC §6), registered once in a per-process registry.
-//! Label values come from fixed sets (reasons, operations), never from call SIDs.
+//! Every metric this replica exposes (docs/reference.md#metrics), registered once in a per-process
+//! registry. Label values come from fixed sets (reasons, operations), never from call SIDs.
 
 mod labels;
 mod process;
@@ -46,7 +46,8 @@ pub struct Metrics {
     /// Slots this replica took (webhook reservations and streams admitted without one).
     pub calls_started: Counter,
     pub calls_rejected_max_concurrent: Counter,
-    /// Calls this replica refused under the global cap but at their tenant's (SPEC §10).
+    /// Calls this replica refused under the global cap but at their tenant's
+    /// (docs/reference.md#tenants).
     pub calls_rejected_tenant_limit: Counter,
     /// Every refusal by reason: max_concurrent, recovering, draining, store_unavailable, …
     pub calls_rejected: Family<Label, Counter>,
@@ -75,14 +76,15 @@ pub struct Metrics {
     pub fallbacks_served: Counter,
     /// Webhooks answered whose stream never came (their reservation lapsed).
     pub reservations_lapsed: Counter,
-    /// `bridge` mode (SPEC §8): the agent's handshake time, successful ones.
+    /// `bridge` mode (docs/reference.md#bridge): the agent's handshake time, successful ones.
     pub bridge_connect_duration: Histogram,
     bridge_failures: Family<Label, Counter>,
     /// Messages relayed, `direction="to_agent"` or `"to_twilio"`.
     bridge_messages: Family<Label, Counter>,
     bridge_dropped: Family<Label, Counter>,
     pub bridges_open: Gauge,
-    /// Streams that took over a call continued after its stream was lost (SPEC §9).
+    /// Streams that took over a call continued after its stream was lost
+    /// (docs/reference.md#after-stream).
     pub calls_resumed: Counter,
     /// After-stream answers by kind: `hangup`, `fallback`, `continue`.
     after_stream: Family<Label, Counter>,
@@ -435,7 +437,7 @@ fn at_zero(family: &Family<Label, Counter>, name: &'static str, value: &'static 
     drop(family.get_or_create(&[(name, value)]));
 }
 
-/// The call core reports here; each event becomes the counters SPEC §6 names.
+/// The call core reports here; each event becomes the counters docs/reference.md#metrics names.
 impl CallEvents for Metrics {
     fn slot_taken(&self) {
         self.calls_started.inc();

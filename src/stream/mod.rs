@@ -1,6 +1,7 @@
-//! Everything about one Twilio Media Streams socket after the upgrade (docs/reference.md#media-stream):
-//! the `start` (lock and slot), then one of two modes, chosen once: each frame through a handler
-//! (`echo`, `silent`), or the call relayed to a voice agent (`bridge`); then the ending.
+//! Everything about one Twilio Media Streams socket after the upgrade
+//! (docs/reference.md#media-stream): the `start` (lock and slot), then one of two modes, chosen
+//! once: each frame through a handler (`echo`, `silent`), or the call relayed to a voice agent
+//! (`bridge`); then the ending.
 //!
 //! The stream gets what it needs as a [`StreamContext`], built by the HTTP layer: it never sees the
 //! HTTP state, and it touches Redis only at the start and the end, never per frame.

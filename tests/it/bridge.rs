@@ -1,5 +1,6 @@
-//! `MEDIA_HANDLER=bridge` (SPEC §8, §9) over real sockets and a real Redis, against the simulator's
-//! test agent: what the agent receives, what reaches Twilio, every ending and what the caller hears next.
+//! `MEDIA_HANDLER=bridge` (docs/reference.md#bridge, #after-stream) over real sockets and a real
+//! Redis, against the simulator's test agent: what the agent receives, what reaches Twilio, every
+//! ending and what the caller hears next.
 
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
-//! The operator's command line (SPEC §11) as an operator runs it: the built binary against a real
-//! Redis with live calls, both the tables and `--json`, and a clear exit 1 when Redis fails.
+//! The operator's command line (docs/reference.md#command-line) as an operator runs it: the built
+//! binary against a real Redis with live calls, both the tables and `--json`, and a clear exit 1
+//! when Redis fails.
 
 use crate::helpers::*;
 use serde_json::Value;

@@ -1,6 +1,7 @@
-//! Calls that outlive their stream (SPEC §7, §9): the after-stream answer for each ending, the grant
-//! that lets exactly one new stream take a call over, and with real processes behind a real nginx, a
-//! replica killed under live calls and a rolling restart, both measured with the simulator.
+//! Calls that outlive their stream (docs/reference.md#drain, #after-stream): the after-stream
+//! answer for each ending, the grant that lets exactly one new stream take a call over, and with
+//! real processes behind a real nginx, a replica killed under live calls and a rolling restart,
+//! both measured with the simulator.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -85,10 +86,11 @@ fn resumed_total(replica: &Replica) -> f64 {
     metric_value(&replica.app.metrics().render(), "calls_resumed_total").unwrap_or(-1.0)
 }
 
-/// SPEC §9 end to end on one replica with Redis and `MAX_CONCURRENT_CALLS=1`, `RESUME_LIMIT=1`: a
-/// dropped stream is continued (its slot taken back above the limit); a forged stream, with or
-/// without the used grant, is refused with 1008; the second loss gets the fallback; a call ended
-/// by its caller, a finished call and an unknown call get `<Hangup/>`.
+/// docs/reference.md#after-stream end to end on one replica with Redis and
+/// `MAX_CONCURRENT_CALLS=1`, `RESUME_LIMIT=1`: a dropped stream is continued (its slot taken back
+/// above the limit); a forged stream, with or without the used grant, is refused with 1008; the
+/// second loss gets the fallback; a call ended by its caller, a finished call and an unknown call
+/// get `<Hangup/>`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_stream_hangs_up_falls_back_or_continues_by_the_state() {
     let redis = RedisServer::start().expect("redis-server");
@@ -665,9 +667,10 @@ fn free_base() -> u16 {
     panic!("no run of 13 free loopback ports found");
 }
 
-/// SPEC §7 on two in-process replicas sharing Redis: while another replica is live, a draining one
-/// still admits webhooks and answers a new stream's upgrade with 503 (nginx passes it on); once it
-/// is the last one, it refuses webhooks with the reject mode and takes streams itself.
+/// docs/reference.md#drain on two in-process replicas sharing Redis: while another replica is live,
+/// a draining one still admits webhooks and answers a new stream's upgrade with 503 (nginx passes
+/// it on); once it is the last one, it refuses webhooks with the reject mode and takes streams
+/// itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_replica_admits_webhooks_and_passes_streams_on_while_another_is_live() {
     let redis = RedisServer::start().expect("redis-server");

@@ -1,4 +1,4 @@
-//! Repeated crashes (issue 15 part 7), bounded for CI: one replica of three is killed with -9 and
+//! Repeated crashes, bounded for CI: one replica of three is killed with -9 and
 //! restarted five times under steady calls; scripts/crash-cycles runs the long version.
 
 use std::time::{Duration, Instant};
@@ -12,7 +12,7 @@ const CYCLES: usize = 5;
 /// Calls the survivors keep live through every cycle, and the victim takes before each kill.
 const STEADY_PER_SURVIVOR: usize = 2;
 const VICTIM_CALLS: usize = 2;
-/// Generous for a loaded CI box: the bound SPEC gives (lease + tick) is measured and printed, the
+/// Generous for a loaded CI box: the contract's bound (lease + tick) is measured and printed, the
 /// invariant (exact count, never below the live calls, never above the limit) is asserted.
 const CONVERGE: Duration = Duration::from_secs(20);
 const LIMIT: u64 = 50;

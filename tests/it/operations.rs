@@ -1,5 +1,6 @@
-//! Operator endpoints and garbage in Redis (SPEC §3, §6): exact metric names and fields, readiness,
-//! and a wrong-type key or a corrupt state that is logged and counted while the call goes on.
+//! Operator endpoints and garbage in Redis (docs/reference.md#endpoints, #metrics): exact metric
+//! names and fields, readiness, and a wrong-type key or a corrupt state that is logged and counted
+//! while the call goes on.
 
 use std::time::Duration;
 
@@ -120,9 +121,10 @@ async fn health_and_readiness() {
     })
     .await;
     assert!(back.is_some());
-    // Redis came back empty: a replica that had seen its epoch knows Redis lost its data, so admissions wait for live calls to re-register (SPEC §4). Wait for
-    // the admission itself, not for a guess of the hold-off: the webhook is retried for one call,
-    // which holds at most one slot however many tries it takes.
+    // Redis came back empty: a replica that had seen its epoch knows Redis lost its data, so
+    // admissions wait for live calls to re-register (docs/reference.md#admission). Wait for the
+    // admission itself, not for a guess of the hold-off: the webhook is retried for one call, which
+    // holds at most one slot however many tries it takes.
     let admitted = eventually(Duration::from_secs(20), || async {
         (voice(&replica, &sid(1)).await.0 == 200).then_some(())
     })

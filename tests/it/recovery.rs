@@ -1,5 +1,6 @@
-//! Recovery with real processes (SPEC §4): a brand-new Redis admits at once, and a Redis that comes
-//! back with its data after an outage longer than a lease over-admits nobody while calls re-register.
+//! Recovery with real processes (docs/reference.md#admission): a brand-new Redis admits at once,
+//! and a Redis that comes back with its data after an outage longer than a lease over-admits nobody
+//! while calls re-register.
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,5 +1,6 @@
-//! Redis over TLS (SPEC §2 `rediss://`, `REDIS_TLS_*`): real replica processes against a real
-//! `redis-server --tls-port` whose certificates a private CA made for the test.
+//! Redis over TLS (docs/reference.md#configuration `rediss://`, `REDIS_TLS_*`): real replica
+//! processes against a real `redis-server --tls-port` whose certificates a private CA made for the
+//! test.
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,8 +28,9 @@ async fn readyz(replica: &ReplicaProcess) -> (u16, String) {
     (status, response.text().await.unwrap_or_default())
 }
 
-/// Posts the webhook until it is admitted: a brand-new Redis may hold the first admissions for
-/// one tick (SPEC §4, `calls:epoch`); a refused webhook takes no slot, so retrying is harmless.
+/// Posts the webhook until it is admitted: a brand-new Redis may hold the first admissions for one
+/// tick (docs/reference.md#admission, `calls:epoch`); a refused webhook takes no slot, so retrying
+/// is harmless.
 async fn admitted(replica: &ReplicaProcess, n: usize) -> String {
     eventually(Duration::from_secs(10), || async {
         let (status, twiml) = voice_at(&replica.url("/twilio/voice"), &sid(n)).await;

@@ -1,4 +1,4 @@
-//! What a call costs Redis (issue 15 §8): three commands from webhook to hang-up (admit, start with
+//! What a call costs Redis: three commands from webhook to hang-up (admit, start with
 //! its lock and state, end with its unlock), as Redis' MONITOR sees them.
 
 use std::io::{BufRead, BufReader, Read};

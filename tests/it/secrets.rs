@@ -1,5 +1,6 @@
-//! Secrets never leak (SPEC §2): a password planted in `REDIS_URL`, a `TWILIO_AUTH_TOKEN` and a
-//! `BRIDGE_HEADERS` token are sought in `--help`, start-up errors, trace logs and every ops answer.
+//! Secrets never leak (docs/reference.md#configuration): a password planted in `REDIS_URL`, a
+//! `TWILIO_AUTH_TOKEN` and a `BRIDGE_HEADERS` token are sought in `--help`, start-up errors, trace
+//! logs and every ops answer.
 
 use std::process::{Command, Output};
 use std::time::Duration;

@@ -1,5 +1,6 @@
-//! Self-healing with real processes (SPEC §4, §7): replicas are the built binary, Redis is a real
-//! redis-server; tests kill -9, pause, restart and stop them and watch the cluster converge.
+//! Self-healing with real processes (docs/reference.md#admission, #drain): replicas are the built
+//! binary, Redis is a real redis-server; tests kill -9, pause, restart and stop them and watch the
+//! cluster converge.
 
 use std::time::Duration;
 
@@ -22,8 +23,9 @@ fn spawn(redis: &RedisServer, id: &str, limit: u64, extra: &[(&str, &str)]) -> R
     ReplicaProcess::spawn(binary(), id, &env).expect("replica starts")
 }
 
-/// Waits out the recovery wait after Redis lost its data (SPEC §4: `calls:epoch` holds the
-/// Redis-time ms at which admissions reopen). A brand-new Redis has none: it admits at once.
+/// Waits out the recovery wait after Redis lost its data (docs/reference.md#admission:
+/// `calls:epoch` holds the Redis-time ms at which admissions reopen). A brand-new Redis has none:
+/// it admits at once.
 async fn wait_recovery_over(redis: &RedisServer) {
     let opened = eventually(CONVERGE, || async {
         let opens: u64 = redis_cli(redis, &["GET", "calls:epoch"])

@@ -1,5 +1,6 @@
-//! Redis behind Sentinel (SPEC §2 `redis+sentinel://`, §4): a real primary, replica and three
-//! Sentinels; the primary is killed with `kill -9` under live calls and a stream of webhooks.
+//! Redis behind Sentinel (docs/reference.md#configuration `redis+sentinel://`, §4): a real primary,
+//! replica and three Sentinels; the primary is killed with `kill -9` under live calls and a stream
+//! of webhooks.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

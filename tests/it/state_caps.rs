@@ -1,5 +1,6 @@
-//! What a caller can grow is capped (SPEC §4): a stream that sends thousands of marks and digits
-//! leaves a state of bounded size and a replica whose memory stays flat (a real replica process).
+//! What a caller can grow is capped (docs/reference.md#admission): a stream that sends thousands of
+//! marks and digits leaves a state of bounded size and a replica whose memory stays flat (a real
+//! replica process).
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,5 +1,6 @@
-//! Bad input on a media stream (SPEC §5): each case gets its counter or close code, leaks no slot,
-//! and leaves a second live call on the same replica streaming undisturbed.
+//! Bad input on a media stream (docs/reference.md#media-stream): each case gets its counter or
+//! close code, leaks no slot, and leaves a second live call on the same replica streaming
+//! undisturbed.
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
-//! The call's contract at its edges (SPEC §3-§5), with a real redis-server: streams without a
-//! reservation, peers that vanish, Redis failing at a stream's start and end, retried webhooks,
-//! the TwiML's stream URL and parameters, and what the per-call state holds and when it is written.
+//! The call's contract at its edges (docs/reference.md#endpoints to #media-stream), with a real
+//! redis-server: streams without a reservation, peers that vanish, Redis failing at a stream's
+//! start and end, retried webhooks, the TwiML's stream URL and parameters, and what the per-call
+//! state holds and when it is written.
 
 use std::time::Duration;
 

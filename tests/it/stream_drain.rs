@@ -1,6 +1,7 @@
-//! The drain keeps one deadline (SPEC §7): a call still streaming when `DRAIN_TIMEOUT_SECS` passes is
-//! closed with 1001 as `drain_timeout`, a stream that arrives during the drain is held to the same
-//! deadline, a drain with nothing open is over at once, and the real binary exits 0 in time.
+//! The drain keeps one deadline (docs/reference.md#drain): a call still streaming when
+//! `DRAIN_TIMEOUT_SECS` passes is closed with 1001 as `drain_timeout`, a stream that arrives during
+//! the drain is held to the same deadline, a drain with nothing open is over at once, and the real
+//! binary exits 0 in time.
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,5 +1,6 @@
-//! No stream goes on without its slot (SPEC §5): a final status callback closes the call's stream at
-//! once where it is served and at the next renewal tick elsewhere; a stolen lock ends it as `lock_lost`.
+//! No stream goes on without its slot (docs/reference.md#media-stream): a final status callback
+//! closes the call's stream at once where it is served and at the next renewal tick elsewhere; a
+//! stolen lock ends it as `lock_lost`.
 
 use std::time::Duration;
 

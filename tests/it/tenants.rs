@@ -1,6 +1,6 @@
-//! Tenants (SPEC §10) with real processes: a tenant's cap holds under a race across replicas, a
-//! cap changed with the command line applies to the next webhook, and kill -9 and a Redis restart
-//! heal a tenant's count as they heal the global one.
+//! Tenants (docs/reference.md#tenants) with real processes: a tenant's cap holds under a race
+//! across replicas, a cap changed with the command line applies to the next webhook, and kill -9
+//! and a Redis restart heal a tenant's count as they heal the global one.
 
 use std::time::Duration;
 

@@ -22,7 +22,8 @@ async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
     let call = sid(1);
     let (status, twiml) = voice(replica, &call).await;
     assert_eq!(status, 200, "{twiml}");
-    // SPEC §9: the `<Connect action>` leads to the after-stream answer once the stream closes.
+    // docs/reference.md#after-stream: the `<Connect action>` leads to the after-stream answer once
+    // the stream closes.
     assert!(
         twiml.contains("<Connect action=\"http://")
             && twiml.contains("/twilio/after-stream\"><Stream url=\"ws://"),

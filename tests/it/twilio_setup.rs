@@ -1,5 +1,6 @@
-//! What a Twilio number's configuration meets (SPEC §3, §6): GET webhooks signed over their query,
-//! the fallback URL, 503 bodies that say why, and metrics that exist from start-up.
+//! What a Twilio number's configuration meets (docs/reference.md#endpoints, #metrics): GET webhooks
+//! signed over their query, the fallback URL, 503 bodies that say why, and metrics that exist from
+//! start-up.
 
 use std::time::Duration;
 

@@ -39,7 +39,7 @@ const CONTENDED_CLIENTS: usize = 64;
 const LAST_SLOTS_FREE: u64 = 5;
 /// "Tenants": this many tenants, each capped at `TENANT_CAP` (`DEFAULT_TENANT_LIMIT`), behind a
 /// global cap that only a full house reaches: the clients race for their tenants' slots, the
-/// contention SPEC §10 adds, in the same one script per admission.
+/// contention docs/reference.md#tenants adds, in the same one script per admission.
 const TENANTS: usize = 50;
 const TENANT_CAP: u64 = 2;
 /// Matches the store's default `op_timeout`, so neither path gives up sooner than the other.

@@ -36,14 +36,17 @@ pub struct CallsConfig {
     pub renew_interval: Duration,
     /// `TENANT_KEY`: which field names a call's tenant (its cap is the store's business).
     pub tenant_key: TenantKey,
-    /// `RESUME_LIMIT`: continuations granted per call after its stream was lost (SPEC §9).
+    /// `RESUME_LIMIT`: continuations granted per call after its stream was lost
+    /// (docs/reference.md#after-stream).
     pub resume_limit: u32,
 }
 
-/// The `customParameters` name a continued stream's grant travels under (SPEC §9).
+/// The `customParameters` name a continued stream's grant travels under
+/// (docs/reference.md#after-stream).
 pub const RESUMED_PARAMETER: &str = "resumed";
 
-/// What the caller hears once a stream has closed (SPEC §9), as `/twilio/after-stream` answers.
+/// What the caller hears once a stream has closed (docs/reference.md#after-stream), as
+/// `/twilio/after-stream` answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterStream {
     /// The call is over: `<Hangup/>`.
@@ -374,10 +377,10 @@ impl Calls {
         }
     }
 
-    /// SPEC §9: what the caller hears once a stream of the call has closed, decided from the
-    /// call's stored state; a continuation's grant is recorded (and counted) in the state before
-    /// it is answered. A store that cannot answer gets the fallback: the caller hears a message,
-    /// never dead air, and no grant could be recorded for a new stream to take.
+    /// docs/reference.md#after-stream: what the caller hears once a stream of the call has closed,
+    /// decided from the call's stored state; a continuation's grant is recorded (and counted) in
+    /// the state before it is answered. A store that cannot answer gets the fallback: the caller
+    /// hears a message, never dead air, and no grant could be recorded for a new stream to take.
     pub async fn after_stream(&self, call_sid: &CallSid) -> AfterStream {
         match self
             .store
@@ -422,7 +425,7 @@ impl Calls {
     }
 
     /// Whether another replica is alive and not draining (a fresh heartbeat), so a draining
-    /// replica can leave new streams to it (SPEC §7).
+    /// replica can leave new streams to it (docs/reference.md#drain).
     ///
     /// # Errors
     ///
@@ -541,7 +544,7 @@ impl Calls {
 
     /// Resolves when the live calls must re-register now, not at the next tick: the store found
     /// that Redis lost its data or restarted, or that it was out of reach for longer than a lease
-    /// (SPEC §4). The renewal task runs [`Self::renew`] when it does.
+    /// (docs/reference.md#admission). The renewal task runs [`Self::renew`] when it does.
     pub async fn reregister_wanted(&self) {
         self.store.reregister_wanted().await;
     }

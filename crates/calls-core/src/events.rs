@@ -24,7 +24,8 @@ pub trait CallEvents: Send + Sync + 'static {
     fn live_streams(&self, _count: usize) {}
     /// A webhook was answered but its stream never came; the reservation lapsed.
     fn reservation_lapsed(&self) {}
-    /// A stream took over a call continued after its stream was lost (SPEC §9).
+    /// A stream took over a call continued after its stream was lost
+    /// (docs/reference.md#after-stream).
     fn resumed(&self) {}
     /// A live stream ended, for `reason`.
     fn stream_ended(&self, _reason: EndReason) {}

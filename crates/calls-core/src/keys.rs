@@ -1,5 +1,6 @@
-//! The Redis key space of SPEC §4: every key the service reads or writes is named here and nowhere else.
-//! Keys have no braces: `calls:state:CA123…`, exactly as operators type them into `redis-cli`.
+//! The Redis key space of docs/reference.md#admission: every key the service reads or writes is
+//! named here and nowhere else. Keys have no braces: `calls:state:CA123…`, exactly as operators
+//! type them into `redis-cli`.
 
 use crate::call_sid::CallSid;
 
@@ -11,9 +12,9 @@ pub const STATS_STARTED: &str = "calls:stats:started";
 pub const STATS_REJECTED_MAX_CONCURRENT: &str = "calls:stats:rejected_max_concurrent";
 /// Created by the first script on a brand-new Redis; each replica remembers the value it saw.
 /// Missing or changed under a replica that saw one: Redis lost its data. Value: the Redis-time ms
-/// at which admissions (re)open, so live calls can re-register first (SPEC §4).
+/// at which admissions (re)open, so live calls can re-register first (docs/reference.md#admission).
 pub const EPOCH: &str = "calls:epoch";
-/// Hash tenant → integer: per-tenant caps, set at run time (SPEC §10).
+/// Hash tenant → integer: per-tenant caps, set at run time (docs/reference.md#tenants).
 pub const TENANT_LIMITS: &str = "calls:tenant_limits";
 pub const STATS_REJECTED_TENANT_LIMIT: &str = "calls:stats:rejected_tenant_limit";
 /// Hash call SID → tenant, one field per slot of a call that has a tenant: how a reclaim, which

@@ -7,12 +7,13 @@
 //! - [`keys`]: the Redis key space; the only place a key is spelled.
 //! - [`state`]: the per-call state JSON and its end reasons.
 //! - [`store`]: one [`store::CallStore`] trait; `memory` (in-process) and `redis` (Lua scripts in
-//!   `src/lua/`, loaded at start-up and after every reconnect, called by SHA); `store::recovery`
-//!   decides when live calls re-register at once and new admissions wait (SPEC §4).
+//!   `src/lua/`, loaded at start-up and after every reconnect, called by SHA); its recovery watch
+//!   decides when live calls re-register at once and new admissions wait
+//!   (docs/reference.md#admission).
 //! - [`live_calls`]: the streams live on this replica, with lock-free per-frame counters.
 //! - [`calls`]: the call lifecycle as [`calls::Calls`]: admit, start, end, status, renew.
 //! - [`reject`]: why a call is turned away ([`reject::RejectReason`]).
-//! - [`tenant`]: which tenant a call belongs to (`TENANT_KEY`, SPEC §10).
+//! - [`tenant`]: which tenant a call belongs to (`TENANT_KEY`, docs/reference.md#tenants).
 //! - [`events`]: what the lifecycle reports (refusals, store errors, timings) to whoever counts it.
 
 #![forbid(unsafe_code)]

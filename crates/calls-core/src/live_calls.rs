@@ -49,8 +49,9 @@ impl LiveCall {
         self.frames_out.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Changes the state (a mark, a digit); what a caller grows is then capped (SPEC §4), so the
-    /// state flushed every tick never grows with the call's length.
+    /// Changes the state (a mark, a digit); what a caller grows is then capped
+    /// (docs/reference.md#admission), so the state flushed every tick never grows with the call's
+    /// length.
     pub fn update(&self, f: impl FnOnce(&mut CallState)) {
         let mut details = self.details();
         f(&mut details);

@@ -5,7 +5,7 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RejectReason {
     MaxConcurrent,
-    /// Under the global cap, but the call's tenant is at its own (SPEC §10).
+    /// Under the global cap, but the call's tenant is at its own (docs/reference.md#tenants).
     TenantLimit,
     Draining,
     /// Redis lost its data moments ago; live calls are re-registering.

@@ -1,5 +1,6 @@
-//! The per-call session state stored as JSON under `calls:state:{call_sid}` (SPEC §4).
-//! Field names are part of the contract; dashboards and runbooks read them.
+//! The per-call session state stored as JSON under `calls:state:{call_sid}`
+//! (docs/reference.md#admission). Field names are part of the contract; dashboards and runbooks
+//! read them.
 
 use std::collections::BTreeMap;
 
@@ -7,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// SPEC §4: what a caller can grow is capped, so a state never grows with a call's length: the
-/// last 256 DTMF digits are kept.
+/// docs/reference.md#admission: what a caller can grow is capped, so a state never grows with a
+/// call's length: the last 256 DTMF digits are kept.
 pub const MAX_DTMF_DIGITS: usize = 256;
 /// The last 100 mark names are kept.
 pub const MAX_MARKS: usize = 100;
@@ -42,7 +43,8 @@ pub enum EndReason {
     SlowConsumer,
     MessageTooLarge,
     Error,
-    /// The voice agent closed its socket (1000 or 1001): the call is over (SPEC §8).
+    /// The voice agent closed its socket (1000 or 1001): the call is over
+    /// (docs/reference.md#bridge).
     AgentHangup,
     /// The voice agent could not be reached (refused, DNS, TLS, not 101, timeout).
     BridgeConnectFailed,
@@ -96,7 +98,8 @@ impl EndReason {
     }
 }
 
-/// What SPEC §9 makes of a stream's ending, before the continuation limit is applied.
+/// What docs/reference.md#after-stream makes of a stream's ending, before the continuation limit is
+/// applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Disposition {
     /// The call is over (its caller or agent ended it, bad input, or nothing is known).
@@ -108,8 +111,9 @@ pub enum Disposition {
 }
 
 impl CallState {
-    /// SPEC §9: what the after-stream answer does for a call whose stored state is this one. A
-    /// state still `reserved` or `active` means its replica died before recording an ending.
+    /// docs/reference.md#after-stream: what the after-stream answer does for a call whose stored
+    /// state is this one. A state still `reserved` or `active` means its replica died before
+    /// recording an ending.
     pub fn disposition(&self) -> Disposition {
         if self.status != CallStatus::Ended {
             return Disposition::Continue;
@@ -170,11 +174,11 @@ pub struct CallState {
     pub dtmf: String,
     #[serde(default)]
     pub marks: Vec<String>,
-    /// The tenant the call belongs to (SPEC §10), `None` without `TENANT_KEY` or when the webhook
-    /// or stream named none: such a call has only the global cap.
+    /// The tenant the call belongs to (docs/reference.md#tenants), `None` without `TENANT_KEY` or
+    /// when the webhook or stream named none: such a call has only the global cap.
     #[serde(default)]
     pub tenant: Option<String>,
-    /// Continuations granted so far (SPEC §9): at most `RESUME_LIMIT`.
+    /// Continuations granted so far (docs/reference.md#after-stream): at most `RESUME_LIMIT`.
     #[serde(default)]
     pub resumes: u32,
     /// The continuation granted by the after-stream answer and not yet taken by its stream: the

@@ -1,5 +1,6 @@
-//! Which tenant a call belongs to (SPEC §10): named by the webhook's `AccountSid` or `To`, or, for
-//! a stream without a reservation, by `start.accountSid` or its `to_number` parameter.
+//! Which tenant a call belongs to (docs/reference.md#tenants): named by the webhook's `AccountSid`
+//! or `To`, or, for a stream without a reservation, by `start.accountSid` or its `to_number`
+//! parameter.
 
 use std::collections::BTreeMap;
 

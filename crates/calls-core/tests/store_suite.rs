@@ -786,7 +786,7 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
         .unwrap();
     assert!(ttl > 3500, "state TTL not refreshed: {ttl}");
 
-    // The heartbeat as the lifecycle writes it: its TTL is SPEC's three ticks of this replica.
+    // The heartbeat as the lifecycle writes it: its TTL is three ticks of this replica.
     let store: Arc<dyn CallStore> = Arc::new(
         RedisStore::connect(&server.url(), redis_config(5))
             .await
@@ -888,7 +888,8 @@ async fn redis_data_loss_holds_admissions_until_live_calls_reregister() {
     .await;
     let server = fx.redis.as_ref().unwrap();
     let store = fx.store();
-    // A brand-new Redis is not data loss (SPEC §4): the first admission gets in at once.
+    // A brand-new Redis is not data loss (docs/reference.md#admission): the first admission gets in
+    // at once.
     assert_eq!(
         take(store, &sid(1), LEASE).await,
         Admission::Admitted {

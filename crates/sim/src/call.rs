@@ -1,7 +1,7 @@
 //! One simulated call from ringing to hang-up: voice webhook, stream handshake, `connected` and
 //! `start`, a 20 ms media frame on a fixed schedule, `stop` and close, every echo matched to the
 //! instant its frame was sent; a stream lost mid-call is followed through `<Connect action>` as
-//! Twilio does (SPEC §9), and the silence until the next echo measured.
+//! Twilio does (docs/reference.md#after-stream), and the silence until the next echo measured.
 
 use std::io;
 use std::time::Duration;
@@ -32,7 +32,7 @@ const RECV_BUFFER: usize = 4 * 1024;
 const MAX_SERVER_FRAME: usize = 64 * 1024;
 /// What may queue for a server that stopped reading before the call is failed.
 const MAX_PENDING: usize = 256 * 1024;
-/// Close code the server uses to refuse a stream over the limit (SPEC §5).
+/// Close code the server uses to refuse a stream over the limit (docs/reference.md#media-stream).
 const TRY_AGAIN_LATER: u16 = 1013;
 /// Streams one call may open in all: the server's `RESUME_LIMIT` bounds continuations long before.
 const MAX_STREAMS_PER_CALL: usize = 16;

@@ -33,7 +33,8 @@ pub struct Report {
     /// The first message of each error kind: why (which certificate was not trusted, what
     /// refused the connection).
     pub error_messages: BTreeMap<String, String>,
-    /// Streams lost mid-call and what `<Connect action>` made of them (SPEC §9).
+    /// Streams lost mid-call and what `<Connect action>` made of them
+    /// (docs/reference.md#after-stream).
     pub continuity: Continuity,
 }
 
@@ -99,7 +100,7 @@ pub struct Frames {
     pub other_messages: u64,
 }
 
-/// Above this share of late frames a run is saturated (issue 13: "more than 1 %").
+/// Above this share of late frames a run is saturated (more than 1 %).
 pub const SATURATED_LATE_PERCENT: f64 = 1.0;
 
 #[derive(Debug, Serialize)]

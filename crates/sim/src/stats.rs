@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::error::SimError;
 use super::histogram::Histogram;
-use super::webhook::Refusal;
+use super::webhook::RejectMode;
 
 #[derive(Default)]
 pub struct Stats {
@@ -41,7 +41,8 @@ pub struct Stats {
     pub echo_latency: Histogram,
     /// Streams the server closed (or lost) without our `stop`, while the call had time left.
     pub streams_lost: Counter,
-    /// `<Connect action>` answers that continued the call on a new stream (SPEC §9).
+    /// `<Connect action>` answers that continued the call on a new stream
+    /// (docs/reference.md#after-stream).
     pub continued: Counter,
     /// `<Connect action>` answers with the fallback, and with `<Hangup/>`.
     pub after_stream_fallback: Counter,
@@ -87,11 +88,11 @@ impl Counter {
 }
 
 impl Stats {
-    pub fn rejected(&self, refusal: Refusal) {
-        match refusal {
-            Refusal::Unavailable => self.rejected_503.inc(),
-            Refusal::Twiml => self.rejected_twiml.inc(),
-            Refusal::Busy => self.rejected_busy.inc(),
+    pub fn rejected(&self, mode: RejectMode) {
+        match mode {
+            RejectMode::Unavailable => self.rejected_503.inc(),
+            RejectMode::Twiml => self.rejected_twiml.inc(),
+            RejectMode::Busy => self.rejected_busy.inc(),
         }
     }
 

@@ -28,11 +28,11 @@ pub enum Answer {
     /// `<Connect><Stream url=…>`: the URL exactly as the TwiML wrote it, entities decoded.
     Connect(String),
     /// Over the limit: which reject mode said so.
-    Rejected(Refusal),
+    Rejected(RejectMode),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub enum RejectMode {
     /// HTTP 503 (`REJECT_MODE=503`).
     Unavailable,
     /// `<Say>` then `<Redirect>` or `<Hangup>` (`REJECT_MODE=twiml`).
@@ -41,7 +41,7 @@ pub enum Refusal {
     Busy,
 }
 
-impl Refusal {
+impl RejectMode {
     pub fn label(self) -> &'static str {
         match self {
             Self::Unavailable => "http_503",
@@ -56,13 +56,13 @@ impl Refusal {
 pub struct Connect {
     /// The `<Stream url>`, entities decoded.
     pub stream_url: String,
-    /// The `<Connect action>`, if the answer named one (SPEC §9).
+    /// The `<Connect action>`, if the answer named one (docs/reference.md#after-stream).
     pub action_url: Option<String>,
     /// The `<Parameter>`s, which the stream's `start` carries as `customParameters`.
     pub parameters: Vec<(String, String)>,
 }
 
-/// What the `<Connect action>` request answered (SPEC §9).
+/// What the `<Connect action>` request answered (docs/reference.md#after-stream).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterStream {
     /// A new stream for the same call.
@@ -241,17 +241,17 @@ fn dechunk(mut raw: &[u8]) -> Result<Vec<u8>, SimError> {
 fn classify(status: u16, body: &str) -> Result<Answer, SimError> {
     match status {
         200 => {}
-        503 => return Ok(Answer::Rejected(Refusal::Unavailable)),
+        503 => return Ok(Answer::Rejected(RejectMode::Unavailable)),
         other => return Err(SimError::WebhookStatus(other)),
     }
     if let Some(url) = stream_url_of(body) {
         return Ok(Answer::Connect(url));
     }
     if body.contains("<Reject") {
-        return Ok(Answer::Rejected(Refusal::Busy));
+        return Ok(Answer::Rejected(RejectMode::Busy));
     }
     if body.contains("<Say") || body.contains("<Hangup") || body.contains("<Redirect") {
-        return Ok(Answer::Rejected(Refusal::Twiml));
+        return Ok(Answer::Rejected(RejectMode::Twiml));
     }
     Err(SimError::BadTwiml)
 }
@@ -405,15 +405,15 @@ mod tests {
     fn classifies_every_reject_mode() {
         assert_eq!(
             classify(503, "busy").unwrap(),
-            Answer::Rejected(Refusal::Unavailable)
+            Answer::Rejected(RejectMode::Unavailable)
         );
         assert_eq!(
             classify(200, &twiml::say_then("busy", None)).unwrap(),
-            Answer::Rejected(Refusal::Twiml)
+            Answer::Rejected(RejectMode::Twiml)
         );
         assert_eq!(
             classify(200, &twiml::reject_busy()).unwrap(),
-            Answer::Rejected(Refusal::Busy)
+            Answer::Rejected(RejectMode::Busy)
         );
         assert!(matches!(
             classify(403, ""),

@@ -6,14 +6,15 @@ use url::Url;
 
 const DECLARATION: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
 
-/// Path of the Media Stream WebSocket (SPEC §3).
+/// Path of the Media Stream WebSocket (docs/reference.md#endpoints).
 pub const STREAM_PATH: &str = "/twilio/stream";
 
-/// Path Twilio requests through `<Connect action>` once a stream has closed (SPEC §3, §9).
+/// Path Twilio requests through `<Connect action>` once a stream has closed
+/// (docs/reference.md#endpoints, #after-stream).
 pub const AFTER_STREAM_PATH: &str = "/twilio/after-stream";
 
 /// The `<Parameter>`s of a `<Stream>`, which reach the stream's `start` as `customParameters`
-/// (SPEC §5, §9), under the names voice-agent frameworks read.
+/// (docs/reference.md#media-stream, #after-stream), under the names voice-agent frameworks read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamParameters<'a> {
     /// `CallSid`: always sent, so a stream names its call even where `start.callSid` is not read.
@@ -39,8 +40,8 @@ impl<'a> StreamParameters<'a> {
 }
 
 /// `<Connect action="…"><Stream url="…">` with [`StreamParameters`]: the voice webhook's answer,
-/// and the answer that continues a call whose stream was lost (SPEC §9). Twilio requests
-/// `action_url` when the stream closes while the call is still up.
+/// and the answer that continues a call whose stream was lost (docs/reference.md#after-stream).
+/// Twilio requests `action_url` when the stream closes while the call is still up.
 pub fn connect(action_url: &str, stream_url: &str, parameters: &StreamParameters<'_>) -> String {
     let StreamParameters {
         call_sid,
@@ -75,7 +76,7 @@ pub fn connect(action_url: &str, stream_url: &str, parameters: &StreamParameters
 
 /// `<Connect><Stream>` without an action: a bidirectional media stream to `stream_url`, handing
 /// each of `parameters` to the stream's `start` message as `customParameters`. See [`connect`]
-/// for the SPEC §9 form.
+/// for the docs/reference.md#after-stream form.
 pub fn connect_stream(stream_url: &str, parameters: &[(&str, &str)]) -> String {
     let mut xml = String::with_capacity(128 + stream_url.len() + 48 * parameters.len());
     xml.push_str(DECLARATION);
@@ -97,13 +98,15 @@ fn push_parameter(xml: &mut String, name: &str, value: &str) {
     xml.push_str(r#""/>"#);
 }
 
-/// The fallback (SPEC §9, `/twilio/fallback`, the `twiml` reject mode): `<Say>` the message, then
-/// `<Redirect>` (POST) to `redirect_url` if there is one, else `<Hangup/>`.
+/// The fallback (docs/reference.md#after-stream, `/twilio/fallback`, the `twiml` reject mode):
+/// `<Say>` the message, then `<Redirect>` (POST) to `redirect_url` if there is one, else
+/// `<Hangup/>`.
 pub fn fallback(message: &str, redirect_url: Option<&str>) -> String {
     say_then(message, redirect_url)
 }
 
-/// `<Hangup/>`: end the call (SPEC §9, a stream that ended with its call or for bad input).
+/// `<Hangup/>`: end the call (docs/reference.md#after-stream, a stream that ended with its call or
+/// for bad input).
 pub fn hangup() -> String {
     format!("{DECLARATION}<Response><Hangup/></Response>")
 }

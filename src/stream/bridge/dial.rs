@@ -1,5 +1,6 @@
-//! Dialling the voice agent (docs/reference.md#bridge): the rendered `BRIDGE_URL`, `BRIDGE_HEADERS` on the handshake
-//! and nothing of Twilio's, TCP_NODELAY, rustls with ring for wss://, sized like Twilio's socket.
+//! Dialling the voice agent (docs/reference.md#bridge): the rendered `BRIDGE_URL`, `BRIDGE_HEADERS`
+//! on the handshake and nothing of Twilio's, TCP_NODELAY, rustls with ring for wss://, sized like
+//! Twilio's socket.
 
 use std::sync::{Arc, LazyLock};
 

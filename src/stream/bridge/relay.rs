@@ -1,5 +1,6 @@
-//! The two-socket loop of a bridged call (docs/reference.md#bridge): Twilio's text frames to the agent byte for byte,
-//! the agent's `media`/`mark`/`clear` to Twilio with the call's `streamSid`, bounded both ways.
+//! The two-socket loop of a bridged call (docs/reference.md#bridge): Twilio's text frames to the
+//! agent byte for byte, the agent's `media`/`mark`/`clear` to Twilio with the call's `streamSid`,
+//! bounded both ways.
 //!
 //! One task polls both sockets: each direction has a small queue, a socket is read only while its
 //! queue has room, so a slow side holds the other back instead of growing memory; a write that
@@ -111,7 +112,7 @@ enum Event {
 
 /// Relays one call: dials the agent (bounded by the connect timeout) while queueing what Twilio
 /// sends, then copies both ways until one side ends. Returns how the call ended; the caller
-/// records it and only then closes Twilio's socket (SPEC §9).
+/// records it and only then closes Twilio's socket (docs/reference.md#after-stream).
 pub(super) async fn run<S, A, D>(
     ctx: &StreamContext,
     twilio: &mut S,

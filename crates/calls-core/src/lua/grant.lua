@@ -1,10 +1,10 @@
--- Records a continuation grant (SPEC §9) in one atomic step: the state the grant was decided on (read
--- by the replica) is replaced by the same state with `resumes` counted and `resume_grant` set, unless it
--- changed meanwhile or already counts `limit` resumes. The replica builds the JSON because cjson cannot
--- re-encode a whole state faithfully (an empty list would come back as an object).
--- KEYS: state
--- ARGV: expected_json (the state as read), granted_json, state_ttl_s, limit
--- Returns 1 when written, 0 when the state changed (the replica decides again), -1 at the limit.
+-- Records a continuation grant (docs/reference.md#after-stream) in one atomic step: the state the
+-- grant was decided on (read by the replica) is replaced by the same state with `resumes` counted
+-- and `resume_grant` set, unless it changed meanwhile or already counts `limit` resumes. The
+-- replica builds the JSON because cjson cannot re-encode a whole state faithfully (an empty list
+-- would come back as an object). KEYS: state ARGV: expected_json (the state as read), granted_json,
+-- state_ttl_s, limit Returns 1 when written, 0 when the state changed (the replica decides again),
+-- -1 at the limit.
 local stored = redis.call('GET', KEYS[1])
 if stored ~= ARGV[1] then
   return 0

@@ -5,10 +5,11 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- Tenants (SPEC §10). The slot of a call with a tenant is mirrored in calls:tenant:{tenant}:slots
--- (same member, same score) and named in calls:slot_tenant by every step that adds, extends or
--- removes a slot, so a tenant's count (ZCARD of its set) is exact whenever the global one is. The
--- key names come from keys.rs (lua_key_header, prepended before this prelude).
+-- Tenants (docs/reference.md#tenants). The slot of a call with a tenant is mirrored in
+-- calls:tenant:{tenant}:slots (same member, same score) and named in calls:slot_tenant by every
+-- step that adds, extends or removes a slot, so a tenant's count (ZCARD of its set) is exact
+-- whenever the global one is. The key names come from keys.rs (lua_key_header, prepended before
+-- this prelude).
 
 -- The tenant a held slot was admitted under, or false.
 local function slot_tenant(sid)
@@ -162,12 +163,13 @@ local function admit_slot(slots, count_key, started_key, rejected_key, sid, limi
   return 1, n + 1
 end
 
--- SPEC §9: a continuation granted by the after-stream answer must survive the old stream's last writes
--- (its end, or a tick of a replica that has not yet noticed its socket is gone), or the new stream
--- would find no grant. Returns `json` (a state as a replica wrote it, which never carries a grant)
--- with the pending grant and count of `stored` (the state as Redis holds it) spliced in; unchanged
--- when none is pending. The replica's JSON has exactly one top-level `"resumes":N` (strings escape their quotes), so the
--- splice is a text edit: cjson cannot re-encode a whole state faithfully.
+-- docs/reference.md#after-stream: a continuation granted by the after-stream answer must survive
+-- the old stream's last writes (its end, or a tick of a replica that has not yet noticed its socket
+-- is gone), or the new stream would find no grant. Returns `json` (a state as a replica wrote it,
+-- which never carries a grant) with the pending grant and count of `stored` (the state as Redis
+-- holds it) spliced in; unchanged when none is pending. The replica's JSON has exactly one
+-- top-level `"resumes":N` (strings escape their quotes), so the splice is a text edit: cjson cannot
+-- re-encode a whole state faithfully.
 local function keep_grant(stored, json)
   -- As in ended_for_good: no `"resume_grant":` in the text, no grant, and no decode.
   if not stored or not string.find(stored, '"resume_grant":', 1, true) then

@@ -36,7 +36,8 @@ local function renew_lock_and_state(sid, token, state, lock_key, state_key, stor
     return
   end
   if state ~= '' then
-    -- A continuation granted meanwhile (SPEC §9) stays until its stream takes the call.
+    -- A continuation granted meanwhile (docs/reference.md#after-stream) stays until its stream
+    -- takes the call.
     redis.call('SET', state_key, keep_grant(stored, state), 'EX', state_ttl)
   else
     redis.call('EXPIRE', state_key, state_ttl)

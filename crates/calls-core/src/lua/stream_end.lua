@@ -10,7 +10,7 @@ end
 if owner then
   redis.call('DEL', KEYS[4])
 end
--- A continuation granted meanwhile (SPEC §9) stays in the final state.
+-- A continuation granted meanwhile (docs/reference.md#after-stream) stays in the final state.
 redis.call('SET', KEYS[3], keep_grant(redis.call('GET', KEYS[3]), ARGV[3]), 'EX', ARGV[4])
 local freed = redis.call('ZREM', KEYS[1], ARGV[1])
 tenant_slot_remove(ARGV[1])

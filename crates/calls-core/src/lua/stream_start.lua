@@ -8,7 +8,7 @@
 --       fresh_json (the state to write when none is stored, or the stored one ended or is corrupt),
 --       rest_json (the same state without the carried fields),
 --       tenant ('' = none), default_tenant_limit ('' = none) (a reservation keeps the tenant it took),
---       resumed (the stream's `resumed` parameter, '' if none: SPEC §9 continuation),
+--       resumed (the stream's `resumed` parameter, '' if none: a continuation),
 --       then pairs of (field, default_json): fields the webhook wrote, carried from a stored state.
 -- Returns {code, active, reclaimed, epoch, reregister, owner, written_json, source}: code as
 -- admit_slot's, or 3 when `owner` holds the lock (or the `resumed` matches no grant), or 4 when the
@@ -17,10 +17,11 @@ local slots, count_key, state_key, lock_key = KEYS[1], KEYS[2], KEYS[6], KEYS[7]
 local token = ARGV[8]
 local owner = redis.call('GET', lock_key)
 
--- Continuation (SPEC §9): a stream whose `resumed` matches the grant the after-stream answer recorded
--- takes the call over: it replaces the old lock (whose socket is gone) and takes the slot back even
--- above the limit. A `resumed` that matches no grant is refused like any second stream.
--- A grant not yet taken reserves the call for its continuation: a stream without it is refused too.
+-- Continuation (docs/reference.md#after-stream): a stream whose `resumed` matches the grant the
+-- after-stream answer recorded takes the call over: it replaces the old lock (whose socket is gone)
+-- and takes the slot back even above the limit. A `resumed` that matches no grant is refused like
+-- any second stream. A grant not yet taken reserves the call for its continuation: a stream without
+-- it is refused too.
 local resumed = ARGV[15]
 local takeover = false
 local ok, granted = pcall(cjson.decode, redis.call('GET', state_key) or '')

@@ -2,8 +2,8 @@
 //! queued to one driver task, which sends whatever is queued as one admission script.
 //!
 //! Each admission's own cost in Redis is small next to a script call's (the Lua machinery of one
-//! EVALSHA costs about as much as a quarter of a whole admission), and so is the client's per-command
-//! cost; under a burst, one script for many admissions pays both once. A lone admission is sent at
+//! EVALSHA; docs/benchmarks.md, webhook burst), and so is the client's per-command cost; under a
+//! burst, one script for many admissions pays both once. A lone admission is sent at
 //! once (a batch of one): batching adds no wait at low load, only while a batch is already in flight.
 
 use std::future::Future;
@@ -16,8 +16,8 @@ use crate::call_sid::CallSid;
 
 /// Most admissions in one script. Redis runs a script alone, so a batch holds every other client
 /// (other replicas' admissions and renewal ticks) for as long as it runs: 64 admissions cost about
-/// as much as a renewal chunk of `RENEW_CHUNK` calls (around a millisecond on a loaded machine),
-/// while the per-script overhead shared by 64 is already a small fraction of each admission.
+/// as much as a renewal chunk of `RENEW_CHUNK` calls, while the per-script overhead shared by 64 is
+/// already a small fraction of each admission.
 const MAX_BATCH: usize = 64;
 
 /// One webhook's admission, with its arguments as the script takes them.

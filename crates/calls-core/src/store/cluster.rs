@@ -1,5 +1,6 @@
-//! A read-mostly view of the whole cluster for the operator's command line (SPEC §11): heartbeats,
-//! live slots with their states, stats and tenant caps, read with SCAN and MGET (never KEYS).
+//! A read-mostly view of the whole cluster for the operator's command line
+//! (docs/reference.md#command-line): heartbeats, live slots with their states, stats and tenant
+//! caps, read with SCAN and MGET (never KEYS).
 
 use std::collections::BTreeMap;
 use std::future::Future;

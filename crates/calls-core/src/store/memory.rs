@@ -147,8 +147,9 @@ impl Inner {
         }
     }
 
-    /// `state` with the stored state's pending continuation grant kept (SPEC §9): the old
-    /// stream's last writes must not take it from the new stream (`keep_grant` in the prelude).
+    /// `state` with the stored state's pending continuation grant kept
+    /// (docs/reference.md#after-stream): the old stream's last writes must not take it from the new
+    /// stream (`keep_grant` in the prelude).
     fn keep_grant(&self, call_sid: &str, now: Instant, state: &CallState) -> CallState {
         let mut state = state.clone();
         if let Some(grant) = self
@@ -242,7 +243,8 @@ impl CallStore for MemoryStore {
         let now = Instant::now();
         let sid = call_sid.as_str();
         let mut inner = self.lock();
-        // SPEC §9: a `resumed` stream takes the call over only with the grant the state records.
+        // docs/reference.md#after-stream: a `resumed` stream takes the call over only with the
+        // grant the state records.
         let stored = inner
             .states
             .get(sid)
@@ -529,9 +531,9 @@ mod tests {
             .unwrap()
     }
 
-    /// SPEC §9 in the in-process store, as the Redis scripts do it: a grant is counted against the
-    /// limit, taken once by the stream that carries it (lock replaced, slot back above the limit),
-    /// and no other stream gets the call.
+    /// docs/reference.md#after-stream in the in-process store, as the Redis scripts do it: a grant
+    /// is counted against the limit, taken once by the stream that carries it (lock replaced, slot
+    /// back above the limit), and no other stream gets the call.
     #[tokio::test]
     async fn a_grant_takes_the_call_over_once_even_above_the_limit() {
         let store = MemoryStore::new(StoreConfig {

@@ -1,5 +1,6 @@
-//! The call-state store: slots with leases, per-call locks and state, and cluster stats, behind one trait.
-//! `memory` is the embedded single-replica default; `redis` is the cluster backend of SPEC §4.
+//! The call-state store: slots with leases, per-call locks and state, and cluster stats, behind one
+//! trait. `memory` is the embedded single-replica default; `redis` is the cluster backend of
+//! docs/reference.md#admission.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -117,7 +118,7 @@ pub enum Refusal {
     /// Every slot is taken; counted in `calls:stats:rejected_max_concurrent`.
     AtLimit { active: u64 },
     /// Under the global cap, but the call's tenant holds all the slots its cap allows; counted in
-    /// `calls:stats:rejected_tenant_limit` (SPEC §10).
+    /// `calls:stats:rejected_tenant_limit` (docs/reference.md#tenants).
     TenantAtLimit { active: u64 },
     /// Redis lost its data moments ago; live calls are still re-registering.
     Recovering,
@@ -139,8 +140,9 @@ pub enum StreamAdmission {
         state: Box<CallState>,
         /// The stored state was not valid call-state JSON and was replaced.
         replaced_corrupt_state: bool,
-        /// The stream carried the continuation the after-stream answer granted (SPEC §9) and
-        /// took the call over: the old lock replaced, the slot taken back whatever the count.
+        /// The stream carried the continuation the after-stream answer granted
+        /// (docs/reference.md#after-stream) and took the call over: the old lock replaced, the slot
+        /// taken back whatever the count.
         took_over: bool,
     },
     /// Another stream owns the call's lock (its token, for the log line); nothing changed.
@@ -200,7 +202,8 @@ pub enum ResumeGrant {
     Granted { resumed: u32 },
     /// The call may be continued, but it already had `RESUME_LIMIT` continuations.
     LimitReached,
-    /// The state (as read, `None` if missing) does not allow a continuation (SPEC §9).
+    /// The state (as read, `None` if missing) does not allow a continuation
+    /// (docs/reference.md#after-stream).
     NotContinuable(Option<Box<CallState>>),
 }
 
@@ -274,8 +277,8 @@ pub struct ClusterStats {
     pub rejected_tenant_limit: u64,
 }
 
-/// One tenant's use of its cap (SPEC §6 `tenants`): live slots, reservations included, and the cap
-/// in force (its own, else the default, else none).
+/// One tenant's use of its cap (docs/reference.md#metrics `tenants`): live slots, reservations
+/// included, and the cap in force (its own, else the default, else none).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TenantUsage {
     pub active: u64,
@@ -426,10 +429,10 @@ pub trait CallStore: Send + Sync + 'static {
     /// that a stored state that has not ended keeps its `created_at`, `from` and `to`, and its
     /// `account_sid` unless `fresh` has one.
     ///
-    /// `resumed` is the stream's `resumed` parameter (SPEC §9): if it matches the grant recorded
-    /// in the stored state, the stream takes the call over whoever holds the lock, and takes its
-    /// slot back even above the limit, carrying the stored fields even from an ended state; a
-    /// `resumed` that matches no grant is refused as a second stream.
+    /// `resumed` is the stream's `resumed` parameter (docs/reference.md#after-stream): if it
+    /// matches the grant recorded in the stored state, the stream takes the call over whoever holds
+    /// the lock, and takes its slot back even above the limit, carrying the stored fields even from
+    /// an ended state; a `resumed` that matches no grant is refused as a second stream.
     async fn start_stream(
         &self,
         call_sid: &CallSid,
@@ -440,8 +443,9 @@ pub trait CallStore: Send + Sync + 'static {
         resumed: Option<u32>,
     ) -> Result<StreamAdmission, StoreError>;
 
-    /// SPEC §9, atomically: if the stored state allows a continuation and counts fewer than
-    /// `limit` resumes, records the next grant (`resumes + 1`) in it and counts it.
+    /// docs/reference.md#after-stream, atomically: if the stored state allows a continuation and
+    /// counts fewer than `limit` resumes, records the next grant (`resumes + 1`) in it and counts
+    /// it.
     async fn grant_resume(&self, call_sid: &CallSid, limit: u32)
     -> Result<ResumeGrant, StoreError>;
 

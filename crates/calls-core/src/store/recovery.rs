@@ -1,11 +1,12 @@
 //! What a replica knows about its Redis between operations: the epoch it has seen, Redis' `run_id`,
 //! and when it last reached it; from these, when live calls re-register at once and the wait opens.
 //!
-//! SPEC §4: after Redis lost its data, or came back after an outage longer than a lease, new
-//! admissions wait one tick plus a margin so live calls re-register first. The scripts tell a lost
-//! or replaced `calls:epoch` (compared with the value this replica saw last); this watch adds what
-//! only the replica can see: Redis restarted (its `run_id` changed) or this replica could not reach
-//! it for longer than a lease (every lease may have lapsed meanwhile, the data kept on disk or not).
+//! docs/reference.md#admission: after Redis lost its data, or came back after an outage longer than
+//! a lease, new admissions wait one tick plus a margin so live calls re-register first. The scripts
+//! tell a lost or replaced `calls:epoch` (compared with the value this replica saw last); this
+//! watch adds what only the replica can see: Redis restarted (its `run_id` changed) or this replica
+//! could not reach it for longer than a lease (every lease may have lapsed meanwhile, the data kept
+//! on disk or not).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};

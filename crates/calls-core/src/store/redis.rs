@@ -1,5 +1,5 @@
-//! The Redis backend: the key space of SPEC §4 driven by Lua scripts, loaded at start-up and after
-//! every reconnect and called by SHA; every call is bounded by `op_timeout`.
+//! The Redis backend: the key space of docs/reference.md#admission driven by Lua scripts, loaded at
+//! start-up and after every reconnect and called by SHA; every call is bounded by `op_timeout`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,21 +26,22 @@ use crate::state::{CallState, CallStatus, EndReason};
 
 const PRELUDE: &str = include_str!("../lua/prelude.lua");
 
-/// What `stream_start.lua` answers when the stream took the call over with its grant (SPEC §9).
+/// What `stream_start.lua` answers when the stream took the call over with its grant
+/// (docs/reference.md#after-stream).
 const TOOK_OVER: i64 = 4;
 
 /// Live calls renewed by one script. Redis runs a script alone, so a replica's whole tick in one
-/// script would hold every other replica's admissions for as long as it runs (68 ms for 500 calls
-/// on a loaded 2-core machine, measured); a chunk of this size keeps each stall near a millisecond,
-/// and the tick costs one round trip per chunk.
+/// script would hold every other replica's admissions for as long as it runs; a chunk of this size
+/// keeps each stall short (docs/benchmarks.md, renewal), and the tick costs one round trip per
+/// chunk.
 const RENEW_CHUNK: usize = 100;
 
 /// How many times a continuation grant is decided again when the state changed under it.
 const GRANT_ATTEMPTS: usize = 5;
 
-/// Fields of the webhook's state that a stream's start keeps (SPEC §4: the state says who called
-/// and when, and the tenant its slot was taken for); `account_sid` too, unless the stream's
-/// `start` names one.
+/// Fields of the webhook's state that a stream's start keeps (docs/reference.md#admission: the
+/// state says who called and when, and the tenant its slot was taken for); `account_sid` too,
+/// unless the stream's `start` names one.
 const CARRIED_FROM_WEBHOOK: [&str; 4] = ["created_at", "from", "to", "tenant"];
 
 /// The scripts, hashed once at start-up and loaded on every fresh connection, so the hot path
@@ -111,7 +112,7 @@ struct StoreCore {
     /// Reservations whose stream never came, found by any script's reclaim since the last renewal.
     lapsed: Mutex<Vec<LapsedReservation>>,
     /// The tenant caps as the last renewal read them: configuration this replica writes back
-    /// (never over a newer value) when it finds Redis lost its data (SPEC §10).
+    /// (never over a newer value) when it finds Redis lost its data (docs/reference.md#tenants).
     known_limits: Mutex<BTreeMap<String, u64>>,
     /// Set when a script found Redis lost its data; the next renewal writes the caps back first.
     limits_lost: AtomicBool,

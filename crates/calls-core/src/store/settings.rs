@@ -1,5 +1,6 @@
-//! Where the state store is: `REDIS_URL` and the `REDIS_TLS_*` files (docs/reference.md#configuration),
-//! parsed once into typed pieces for `serve`, the command line and the connection alike.
+//! Where the state store is: `REDIS_URL` and the `REDIS_TLS_*` files
+//! (docs/reference.md#configuration), parsed once into typed pieces for `serve`, the command line
+//! and the connection alike.
 //!
 //! The URL keeps its credentials and only the connection reads it; [`RedisTarget`] is the address
 //! without them, what logs and error messages may show.
