@@ -5,9 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use testkit::free_port;
-
-use crate::helpers::nginx_or_skip;
+use crate::helpers::{free_base, nginx_or_skip};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster");
 
@@ -70,21 +68,6 @@ impl Drop for Cluster {
     fn drop(&mut self) {
         let _ = self.run(&["down"]);
     }
-}
-
-/// A base port whose 13 ports the script uses (BASE..BASE+12) were all free a moment ago.
-fn free_base() -> u16 {
-    for _ in 0..50 {
-        let base = free_port().unwrap();
-        if base > 65_000 {
-            continue;
-        }
-        if (0..=12).all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok())
-        {
-            return base;
-        }
-    }
-    panic!("no run of 13 free loopback ports found");
 }
 
 fn text(out: &Output) -> String {

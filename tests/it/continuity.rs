@@ -16,7 +16,7 @@ use prosaas_calls_sim::report::Report;
 use prosaas_calls_sim::run::{self, EchoMode, RunConfig};
 use prosaas_calls_sim::target::Target;
 use testkit::nginx::{NginxProcess, find_nginx};
-use testkit::{RedisServer, ReplicaProcess, free_port};
+use testkit::{RedisServer, ReplicaProcess};
 
 const FALLBACK_MESSAGE: &str = "Sorry, we lost the line.";
 
@@ -650,21 +650,6 @@ async fn a_rolling_restart_refuses_and_drops_nobody() {
         steady.continuity.continued,
         arriving.continuity.continued,
     );
-}
-
-/// A base port whose 13 ports scripts/cluster uses (BASE..BASE+12) were all free a moment ago.
-fn free_base() -> u16 {
-    for _ in 0..50 {
-        let base = free_port().unwrap();
-        if base > 65_000 {
-            continue;
-        }
-        if (0..=12).all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok())
-        {
-            return base;
-        }
-    }
-    panic!("no run of 13 free loopback ports found");
 }
 
 /// docs/reference.md#drain on two in-process replicas sharing Redis: while another replica is live,

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
-use testkit::{RedisServer, ReplicaProcess};
+use testkit::RedisServer;
 
 const LEASE_SECS: u64 = 2;
 const TICK_SECS: u64 = 1;
@@ -17,15 +17,8 @@ const VICTIM_CALLS: usize = 2;
 const CONVERGE: Duration = Duration::from_secs(20);
 const LIMIT: u64 = 50;
 
-fn spawn(redis: &RedisServer, id: &str) -> ReplicaProcess {
-    let env = [
-        ("REDIS_URL", redis.url()),
-        ("MAX_CONCURRENT_CALLS", LIMIT.to_string()),
-        ("CALL_LEASE_SECS", LEASE_SECS.to_string()),
-        ("RENEW_INTERVAL_SECS", TICK_SECS.to_string()),
-        ("CALL_LOCK_TTL_SECS", "4".to_string()),
-    ];
-    ReplicaProcess::spawn(binary(), id, &env).expect("replica starts")
+fn replicas(redis: &RedisServer) -> ReplicaEnv {
+    ReplicaEnv::new(redis.url(), LIMIT).leases(LEASE_SECS, TICK_SECS, 4)
 }
 
 /// Keys matching `pattern` whose TTL is -1 (none): a leak, since every call key must expire.
@@ -45,9 +38,9 @@ async fn keys_without_ttl(redis: &RedisServer, pattern: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_kill_9_cycles_converge_each_time_and_leak_nothing() {
     let redis = RedisServer::start().unwrap();
-    let a = spawn(&redis, "a");
-    let b = spawn(&redis, "b");
-    let mut victim = spawn(&redis, "c");
+    let a = replicas(&redis).spawn("a");
+    let b = replicas(&redis).spawn("b");
+    let mut victim = replicas(&redis).spawn("c");
     let mut steady = Vec::new();
     for n in 0..STEADY_PER_SURVIVOR {
         steady.push((n, open_call(&a, n).await));
@@ -79,7 +72,7 @@ async fn five_kill_9_cycles_converge_each_time_and_leak_nothing() {
         for (_, stream) in &mut steady {
             stream.echo_round(1).await;
         }
-        victim = spawn(&redis, "c");
+        victim = replicas(&redis).spawn("c");
     }
     eprintln!(
         "crash cycles: slowest convergence {slowest:?} (lease {LEASE_SECS} s + tick {TICK_SECS} s)"

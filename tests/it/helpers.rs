@@ -551,3 +551,60 @@ pub async fn race_webhooks(
     }
     admitted
 }
+
+/// What a replica process of the built binary is started with: its Redis and limit, then any
+/// variable on top (a later one wins). Shared by every test that runs replicas as processes.
+pub struct ReplicaEnv(Vec<(&'static str, String)>);
+
+impl ReplicaEnv {
+    pub fn new(redis_url: String, limit: u64) -> Self {
+        Self(vec![
+            ("REDIS_URL", redis_url),
+            ("MAX_CONCURRENT_CALLS", limit.to_string()),
+        ])
+    }
+
+    /// Leases, ticks and locks short enough for a test to see them lapse.
+    pub fn leases(
+        self,
+        lease_secs: impl std::fmt::Display,
+        tick_secs: impl std::fmt::Display,
+        lock_secs: impl std::fmt::Display,
+    ) -> Self {
+        self.with("CALL_LEASE_SECS", lease_secs)
+            .with("RENEW_INTERVAL_SECS", tick_secs)
+            .with("CALL_LOCK_TTL_SECS", lock_secs)
+    }
+
+    pub fn with(mut self, var: &'static str, value: impl std::fmt::Display) -> Self {
+        self.0.push((var, value.to_string()));
+        self
+    }
+
+    /// Starts replica `id`; panics if it does not come up.
+    pub fn spawn(&self, id: &str) -> testkit::ReplicaProcess {
+        testkit::ReplicaProcess::spawn(binary(), id, &self.0).expect("replica starts")
+    }
+}
+
+/// A base port whose 13 ports scripts/cluster uses (BASE..BASE+12) were all free a moment ago.
+pub fn free_base() -> u16 {
+    for _ in 0..50 {
+        let base = testkit::free_port().unwrap();
+        if base > 65_000 {
+            continue;
+        }
+        if (0..=12).all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok())
+        {
+            return base;
+        }
+    }
+    panic!("no run of 13 free loopback ports found");
+}
+
+impl Replica {
+    /// Live slots cluster-wide, as this replica's store counts them.
+    pub async fn active(&self) -> u64 {
+        self.app.calls().store().stats().await.unwrap().active
+    }
+}

@@ -133,7 +133,7 @@ async fn health_and_readiness() {
         admitted.is_some(),
         "admissions never reopened after Redis came back"
     );
-    assert_eq!(replica.app.calls().store().stats().await.unwrap().active, 1);
+    assert_eq!(replica.active().await, 1);
     // Draining with no live call exits at once; with one, readiness says why it is out.
     let mut call = live_call(&replica, 1).await;
     replica.begin_drain();

@@ -2,7 +2,6 @@
 //! and a Redis that comes back with its data after an outage longer than a lease over-admits nobody
 //! while calls re-register.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::helpers::*;
@@ -10,32 +9,6 @@ use testkit::{RedisServer, ReplicaProcess};
 
 const LEASE_SECS: u64 = 3;
 const TICK_SECS: u64 = 1;
-
-fn spawn(redis: &RedisServer, id: &str, limit: u64, extra: &[(&str, String)]) -> ReplicaProcess {
-    let mut env = vec![
-        ("REDIS_URL", redis.url()),
-        ("MAX_CONCURRENT_CALLS", limit.to_string()),
-    ];
-    env.extend(extra.iter().cloned());
-    ReplicaProcess::spawn(Path::new(env!("CARGO_BIN_EXE_prosaas-calls")), id, &env)
-        .expect("replica starts")
-}
-
-fn fast_ticks() -> Vec<(&'static str, String)> {
-    vec![
-        ("CALL_LEASE_SECS", LEASE_SECS.to_string()),
-        ("RENEW_INTERVAL_SECS", TICK_SECS.to_string()),
-        ("CALL_LOCK_TTL_SECS", "5".to_string()),
-    ]
-}
-
-fn active(redis: &RedisServer) -> u64 {
-    redis
-        .cli(&["GET", "calls:active_count"])
-        .unwrap()
-        .parse()
-        .unwrap_or(0)
-}
 
 /// The Redis-time ms at which admissions (re)open, and Redis' clock now.
 fn epoch_and_now(redis: &RedisServer) -> Option<(u64, u64)> {
@@ -52,7 +25,7 @@ async fn first_deploy_admits_the_first_webhook_on_every_replica_at_once() {
     let redis = RedisServer::start().unwrap();
     // Production's tick (10 s): the old hold-off would refuse for 15 s after the first script.
     let replicas: Vec<ReplicaProcess> = (1..=3)
-        .map(|i| spawn(&redis, &format!("calls-{i}"), 10, &[]))
+        .map(|i| ReplicaEnv::new(redis.url(), 10).spawn(&format!("calls-{i}")))
         .collect();
     // One try each, no retry: the old hold-off answered these with 503 for 15 s.
     for (i, replica) in replicas.iter().enumerate() {
@@ -60,7 +33,7 @@ async fn first_deploy_admits_the_first_webhook_on_every_replica_at_once() {
         assert_eq!(status, 200, "first webhook on {}: {twiml}", replica.id);
         assert!(twiml.contains("<Stream"), "{twiml}");
     }
-    assert_eq!(active(&redis), 3);
+    assert_eq!(active_count(&redis).await, 3);
     let (opens, now) = epoch_and_now(&redis).expect("the first script created calls:epoch");
     assert!(
         opens <= now,
@@ -90,15 +63,16 @@ async fn first_deploy_admits_the_first_webhook_on_every_replica_at_once() {
 async fn redis_back_with_its_data_after_longer_than_a_lease_over_admits_nobody() {
     const LIMIT: u64 = 5;
     let mut redis = RedisServer::start_append_only().unwrap();
-    let a = spawn(&redis, "a", LIMIT, &fast_ticks());
-    let b = spawn(&redis, "b", LIMIT, &fast_ticks());
+    let replicas = ReplicaEnv::new(redis.url(), LIMIT).leases(LEASE_SECS, TICK_SECS, 5);
+    let a = replicas.spawn("a");
+    let b = replicas.spawn("b");
     let mut calls = vec![
         open_call(&a, 1).await,
         open_call(&a, 2).await,
         open_call(&b, 3).await,
         open_call(&b, 4).await,
     ];
-    assert_eq!(active(&redis), 4);
+    assert_eq!(active_count(&redis).await, 4);
 
     redis.stop();
     // Longer than a lease: every slot's deadline passes while Redis is away. Calls go on.
@@ -130,7 +104,7 @@ async fn redis_back_with_its_data_after_longer_than_a_lease_over_admits_nobody()
         "{admitted} admitted while live calls re-registered"
     );
     let count = eventually(Duration::from_secs(10), || async {
-        Some(active(&redis)).filter(|n| *n == 4 + admitted)
+        Some(active_count(&redis).await).filter(|n| *n == 4 + admitted)
     })
     .await;
     assert_eq!(count, Some(4 + admitted), "live calls re-registered");
@@ -147,7 +121,7 @@ async fn redis_back_with_its_data_after_longer_than_a_lease_over_admits_nobody()
     assert!(over.is_some(), "the recovery wait never ended");
     let later = race_webhooks(&[&a, &b], 200..210).await;
     assert_eq!(admitted + later, 1, "exactly the one free slot is taken");
-    assert_eq!(active(&redis), LIMIT);
+    assert_eq!(active_count(&redis).await, LIMIT);
     for stream in &mut calls {
         stream.echo_round(1).await;
     }
@@ -160,19 +134,15 @@ async fn after_data_loss_live_calls_reregister_at_once_not_at_the_next_tick() {
     let mut redis = RedisServer::start().unwrap();
     // A tick so long that none falls inside the test after the replicas' first: whatever
     // re-registers the calls below is the immediate renewal, not the interval.
-    let slow_ticks = [
-        ("CALL_LEASE_SECS", "300".to_string()),
-        ("RENEW_INTERVAL_SECS", "100".to_string()),
-        ("CALL_LOCK_TTL_SECS", "400".to_string()),
-    ];
-    let a = spawn(&redis, "a", 10, &slow_ticks);
-    let b = spawn(&redis, "b", 10, &slow_ticks);
+    let slow_ticks = ReplicaEnv::new(redis.url(), 10).leases(300, 100, 400);
+    let a = slow_ticks.spawn("a");
+    let b = slow_ticks.spawn("b");
     let mut calls = vec![
         open_call(&a, 1).await,
         open_call(&a, 2).await,
         open_call(&b, 3).await,
     ];
-    assert_eq!(active(&redis), 3);
+    assert_eq!(active_count(&redis).await, 3);
     redis.restart_empty().unwrap();
 
     // A readiness probe is all each replica needs to find Redis restarted and lost.
@@ -190,7 +160,7 @@ async fn after_data_loss_live_calls_reregister_at_once_not_at_the_next_tick() {
         assert!(ready.is_some(), "{} ready again", replica.id);
     }
     let back = eventually(Duration::from_secs(10), || async {
-        Some(active(&redis)).filter(|n| *n == 3)
+        Some(active_count(&redis).await).filter(|n| *n == 3)
     })
     .await;
     assert_eq!(

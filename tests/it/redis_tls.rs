@@ -9,17 +9,14 @@ use crate::helpers::*;
 use testkit::ReplicaProcess;
 use testkit::tls::{TestCa, TlsRedisServer};
 
-fn spawn(redis: &TlsRedisServer, id: &str, tls: &[(&str, &Path)]) -> ReplicaProcess {
-    let mut env = vec![
-        ("REDIS_URL", redis.url()),
-        ("MAX_CONCURRENT_CALLS", "5".to_string()),
-        ("RENEW_INTERVAL_SECS", "0.2".to_string()),
-    ];
-    env.extend(
-        tls.iter()
-            .map(|(var, path)| (*var, path.display().to_string())),
-    );
-    ReplicaProcess::spawn(binary(), id, &env).expect("replica starts")
+/// This file's replicas, with the `REDIS_TLS_*` files `tls` names.
+fn spawn(redis: &TlsRedisServer, id: &str, tls: &[(&'static str, &Path)]) -> ReplicaProcess {
+    tls.iter()
+        .fold(
+            ReplicaEnv::new(redis.url(), 5).with("RENEW_INTERVAL_SECS", 0.2),
+            |env, (var, path)| env.with(var, path.display()),
+        )
+        .spawn(id)
 }
 
 async fn readyz(replica: &ReplicaProcess) -> (u16, String) {

@@ -132,19 +132,15 @@ async fn ops_answers(replica: &ReplicaProcess) -> (u16, String, u16, Value, Stri
     )
 }
 
-fn spawn(id: &str, redis_url: String) -> ReplicaProcess {
-    let env = [
-        ("REDIS_URL", redis_url),
-        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.to_owned()),
-        ("PUBLIC_URL", PUBLIC.to_owned()),
+/// This file's replicas: signatures on, every secret set, every log line written.
+fn replicas(redis_url: String) -> ReplicaEnv {
+    ReplicaEnv::new(redis_url, 50)
+        .with("TWILIO_AUTH_TOKEN", AUTH_TOKEN)
+        .with("PUBLIC_URL", PUBLIC)
         // Checked and then ignored (the handler is echo): its value must still never print.
-        ("BRIDGE_HEADERS", bridge_headers()),
-        ("RUST_LOG", "trace".to_owned()),
-        ("CALL_LEASE_SECS", "3".to_owned()),
-        ("RENEW_INTERVAL_SECS", "0.5".to_owned()),
-        ("CALL_LOCK_TTL_SECS", "5".to_owned()),
-    ];
-    ReplicaProcess::spawn(binary(), id, &env).expect("replica starts")
+        .with("BRIDGE_HEADERS", bridge_headers())
+        .with("RUST_LOG", "trace")
+        .leases(3, 0.5, 5)
 }
 
 /// Posts a signed voice webhook; returns (status, body).
@@ -166,7 +162,7 @@ async fn signed_voice(replica: &ReplicaProcess, call_sid: &str) -> (u16, String)
 async fn a_replica_at_trace_level_never_logs_or_serves_a_secret() {
     let redis = RedisServer::start_tcp_with_password(REDIS_PASSWORD).unwrap();
     assert!(redis.url().contains(REDIS_PASSWORD), "the URL carries it");
-    let replica = spawn("secrets-1", redis.url());
+    let replica = replicas(redis.url()).spawn("secrets-1");
 
     let ready = eventually(Duration::from_secs(15), || async {
         let response = client().get(replica.url("/readyz")).send().await.ok()?;
@@ -263,10 +259,8 @@ async fn a_replica_at_trace_level_never_logs_or_serves_a_secret() {
 #[tokio::test]
 async fn an_unreachable_or_refusing_redis_is_explained_without_a_secret() {
     let port = testkit::free_port().unwrap();
-    let unreachable = spawn(
-        "secrets-2",
-        format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0"),
-    );
+    let unreachable =
+        replicas(format!("redis://:{REDIS_PASSWORD}@127.0.0.1:{port}/0")).spawn("secrets-2");
     let (status, _) = signed_voice(&unreachable, &sid(2)).await;
     assert_eq!(status, 503, "no store, no admission");
     let (ready_status, ready_body, metrics_status, metrics, prometheus) =
@@ -317,7 +311,7 @@ async fn an_unreachable_or_refusing_redis_is_explained_without_a_secret() {
     let wrong = redis
         .url()
         .replace(REDIS_PASSWORD, "wrong-password-not-secret");
-    let refused = spawn("secrets-3", wrong);
+    let refused = replicas(wrong).spawn("secrets-3");
     let (ready_status, ready_body, _, metrics, _) = ops_answers(&refused).await;
     assert_eq!(ready_status, 503);
     assert!(ready_body.contains("authentication failed"), "{ready_body}");

@@ -11,16 +11,9 @@ use testkit::{RedisServer, ReplicaProcess};
 const LEASE_SECS: u64 = 3;
 const TICK_SECS: u64 = 1;
 
-fn spawn(redis: &RedisServer, id: &str, limit: u64, extra: &[(&str, &str)]) -> ReplicaProcess {
-    let mut env = vec![
-        ("REDIS_URL", redis.url()),
-        ("MAX_CONCURRENT_CALLS", limit.to_string()),
-        ("CALL_LEASE_SECS", LEASE_SECS.to_string()),
-        ("RENEW_INTERVAL_SECS", TICK_SECS.to_string()),
-        ("CALL_LOCK_TTL_SECS", "5".to_string()),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    ReplicaProcess::spawn(binary(), id, &env).expect("replica starts")
+/// This file's replicas: short leases and ticks.
+fn replicas(redis: &RedisServer, limit: u64) -> ReplicaEnv {
+    ReplicaEnv::new(redis.url(), limit).leases(LEASE_SECS, TICK_SECS, 5)
 }
 
 /// Waits out the recovery wait after Redis lost its data (docs/reference.md#admission:
@@ -47,8 +40,8 @@ async fn two_replicas_four_calls(
     redis: &RedisServer,
     limit: u64,
 ) -> (ReplicaProcess, ReplicaProcess, Vec<TwilioStream>) {
-    let a = spawn(redis, "a", limit, &[]);
-    let b = spawn(redis, "b", limit, &[]);
+    let a = replicas(redis, limit).spawn("a");
+    let b = replicas(redis, limit).spawn("b");
     let calls = vec![
         open_call(&a, 1).await,
         open_call(&a, 2).await,
@@ -76,8 +69,8 @@ const CONVERGE: Duration = Duration::from_secs(20);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_frees_the_dead_replicas_slots_within_a_lease() {
     let redis = RedisServer::start().unwrap();
-    let mut doomed = spawn(&redis, "doomed", 7, &[]);
-    let survivor = spawn(&redis, "survivor", 7, &[]);
+    let mut doomed = replicas(&redis, 7).spawn("doomed");
+    let survivor = replicas(&redis, 7).spawn("survivor");
     let mut dying = Vec::new();
     for n in 0..5 {
         dying.push(open_call(&doomed, n).await);
@@ -192,7 +185,7 @@ async fn after_redis_data_loss_new_calls_wait_for_live_ones_to_reregister() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_down_live_calls_go_on_and_admission_comes_back() {
     let mut redis = RedisServer::start().unwrap();
-    let replica = spawn(&redis, "solo", 10, &[]);
+    let replica = replicas(&redis, 10).spawn("solo");
     let mut calls = vec![open_call(&replica, 1).await, open_call(&replica, 2).await];
     redis.stop();
     for _ in 0..3 {
@@ -232,8 +225,8 @@ async fn redis_down_live_calls_go_on_and_admission_comes_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_replica_reregisters_its_calls_and_nothing_new_gets_in() {
     let redis = RedisServer::start().unwrap();
-    let paused = spawn(&redis, "paused", 4, &[]);
-    let other = spawn(&redis, "other", 4, &[]);
+    let paused = replicas(&redis, 4).spawn("paused");
+    let other = replicas(&redis, 4).spawn("other");
     let mut sleepers = Vec::new();
     for n in 0..3 {
         sleepers.push(open_call(&paused, n).await);
@@ -282,7 +275,9 @@ async fn a_paused_replica_reregisters_its_calls_and_nothing_new_gets_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_longer_than_the_state_ttl_keeps_its_state() {
     let redis = RedisServer::start().unwrap();
-    let replica = spawn(&redis, "solo", 5, &[("CALL_STATE_TTL_SECS", "2")]);
+    let replica = replicas(&redis, 5)
+        .with("CALL_STATE_TTL_SECS", 2)
+        .spawn("solo");
     let mut call = open_call(&replica, 1).await;
     let key = format!("calls:state:{}", sid(1));
     for _ in 0..10 {
@@ -304,7 +299,9 @@ async fn a_call_longer_than_the_state_ttl_keeps_its_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_live_calls_then_exits_zero() {
     let redis = RedisServer::start().unwrap();
-    let mut replica = spawn(&redis, "drainer", 5, &[("DRAIN_TIMEOUT_SECS", "30")]);
+    let mut replica = replicas(&redis, 5)
+        .with("DRAIN_TIMEOUT_SECS", 30)
+        .spawn("drainer");
     let mut call = open_call(&replica, 1).await;
     replica.signal("TERM").unwrap();
     let unready = eventually(CONVERGE, || async {
@@ -336,7 +333,9 @@ async fn sigterm_drains_live_calls_then_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_timeout_ends_remaining_calls_and_releases_them() {
     let redis = RedisServer::start().unwrap();
-    let mut replica = spawn(&redis, "impatient", 5, &[("DRAIN_TIMEOUT_SECS", "1")]);
+    let mut replica = replicas(&redis, 5)
+        .with("DRAIN_TIMEOUT_SECS", 1)
+        .spawn("impatient");
     let mut call = open_call(&replica, 1).await;
     replica.signal("INT").unwrap();
     assert_eq!(call.close_code(Duration::from_secs(5)).await, Some(1001));

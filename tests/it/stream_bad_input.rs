@@ -48,8 +48,7 @@ async fn setup() -> (RedisServer, Replica, TwilioStream) {
 async fn bystander_fine(replica: &Replica, bystander: &mut TwilioStream, expect_active: u64) {
     bystander.echo_round(3).await;
     let settled = eventually(WAIT, || async {
-        Some(replica.app.calls().store().stats().await.unwrap().active)
-            .filter(|a| *a == expect_active)
+        Some(replica.active().await).filter(|a| *a == expect_active)
     })
     .await;
     assert_eq!(settled, Some(expect_active), "no slot leaked or lost");
@@ -300,7 +299,7 @@ async fn a_second_stream_for_a_locked_call_is_refused_with_1008() {
         .unwrap();
     assert_eq!(state.status, CallStatus::Active);
     assert_eq!(state.stream_sid.as_deref(), Some(call.stream_sid.as_str()));
-    assert_eq!(first.app.calls().store().stats().await.unwrap().active, 1);
+    assert_eq!(first.active().await, 1);
     call.stop(&sid(7)).await;
     let _ = call.ws.next().await;
     second.stop().await;

@@ -33,7 +33,7 @@ async fn a_call_past_the_drain_timeout_is_closed_with_1001() {
     assert_eq!(stream.close_code(WAIT).await, Some(1001));
     let state = ended_state(&replica, &call).await;
     assert_eq!(state.end_reason, Some(EndReason::DrainTimeout));
-    assert_eq!(replica.app.calls().store().stats().await.unwrap().active, 0);
+    assert_eq!(replica.active().await, 0);
     replica.stop().await;
 }
 
@@ -91,7 +91,7 @@ async fn a_stream_that_arrives_during_the_drain_is_held_to_the_same_deadline() {
         let state = ended_state(&replica, call).await;
         assert_eq!(state.end_reason, Some(EndReason::DrainTimeout), "{call}");
     }
-    assert_eq!(replica.app.calls().store().stats().await.unwrap().active, 0);
+    assert_eq!(replica.active().await, 0);
     replica.wait_stopped(deadline + STOP_SLACK).await;
     let took = drain_began.elapsed();
     assert!(took <= deadline + STOP_SLACK, "{took:?}");

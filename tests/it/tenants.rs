@@ -13,17 +13,11 @@ const TICK_SECS: u64 = 1;
 /// Generous: a loaded 2-core CI box may be seconds late; the exact counts are what is asserted.
 const CONVERGE: Duration = Duration::from_secs(20);
 
-fn spawn(redis: &RedisServer, id: &str, limit: u64, extra: &[(&str, &str)]) -> ReplicaProcess {
-    let mut env = vec![
-        ("REDIS_URL", redis.url()),
-        ("MAX_CONCURRENT_CALLS", limit.to_string()),
-        ("CALL_LEASE_SECS", LEASE_SECS.to_string()),
-        ("RENEW_INTERVAL_SECS", TICK_SECS.to_string()),
-        ("CALL_LOCK_TTL_SECS", "5".to_string()),
-        ("TENANT_KEY", "account_sid".to_string()),
-    ];
-    env.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
-    ReplicaProcess::spawn(binary(), id, &env).expect("replica starts")
+/// This file's replicas: tenants by `AccountSid`, short leases and ticks.
+fn replicas(redis: &RedisServer, limit: u64) -> ReplicaEnv {
+    ReplicaEnv::new(redis.url(), limit)
+        .leases(LEASE_SECS, TICK_SECS, 5)
+        .with("TENANT_KEY", "account_sid")
 }
 
 /// A voice webhook for call `n` of `tenant` (its AccountSid); (status, body).
@@ -111,12 +105,8 @@ fn cli(redis: &RedisServer, args: &[&str]) -> (i32, String, String) {
 async fn a_tenant_cap_holds_under_a_race_across_three_replicas() {
     let redis = RedisServer::start().unwrap();
     // Reservations outlive the test: every admitted webhook keeps its slot while we count.
-    let extra = [("RESERVATION_SECS", "600")];
-    let replicas = [
-        spawn(&redis, "r1", 50, &extra),
-        spawn(&redis, "r2", 50, &extra),
-        spawn(&redis, "r3", 50, &extra),
-    ];
+    let env = replicas(&redis, 50).with("RESERVATION_SECS", 600);
+    let replicas = [env.spawn("r1"), env.spawn("r2"), env.spawn("r3")];
     let all: Vec<&ReplicaProcess> = replicas.iter().collect();
     redis_cli(&redis, &["HSET", "calls:tenant_limits", "ACbusy", "10"]).await;
 
@@ -177,12 +167,10 @@ async fn a_tenant_cap_holds_under_a_race_across_three_replicas() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cap_set_with_the_command_line_applies_to_the_next_webhook() {
     let redis = RedisServer::start().unwrap();
-    let replica = spawn(
-        &redis,
-        "r1",
-        50,
-        &[("RESERVATION_SECS", "600"), ("DEFAULT_TENANT_LIMIT", "1")],
-    );
+    let replica = replicas(&redis, 50)
+        .with("RESERVATION_SECS", 600)
+        .with("DEFAULT_TENANT_LIMIT", 1)
+        .spawn("r1");
     let url = replica.url("/twilio/voice");
     // DEFAULT_TENANT_LIMIT covers a tenant without its own cap.
     assert_eq!(webhook(&url, 1, "ACx").await.0, 200);
@@ -221,8 +209,8 @@ async fn a_cap_set_with_the_command_line_applies_to_the_next_webhook() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_and_a_redis_restart_heal_a_tenants_count() {
     let mut redis = RedisServer::start().unwrap();
-    let mut doomed = spawn(&redis, "doomed", 20, &[]);
-    let survivor = spawn(&redis, "survivor", 20, &[]);
+    let mut doomed = replicas(&redis, 20).spawn("doomed");
+    let survivor = replicas(&redis, 20).spawn("survivor");
     redis_cli(&redis, &["HSET", "calls:tenant_limits", "ACt", "4"]).await;
     let mut dying = vec![
         live_call(&doomed, 1, "ACt").await,

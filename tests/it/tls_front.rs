@@ -122,13 +122,6 @@ async fn post_status(client: &reqwest::Client, base: &str, call_sid: &str) -> u1
         .as_u16()
 }
 
-async fn active_count(redis: &Arc<RedisServer>) -> String {
-    let redis = redis.clone();
-    tokio::task::spawn_blocking(move || redis.cli(&["GET", "calls:active_count"]).unwrap())
-        .await
-        .unwrap()
-}
-
 /// A whole call through the TLS listener: webhook over https (its stream URL must be wss:// on the
 /// TLS port, from nginx's X-Forwarded-Proto), the stream over wss with `versions` only, echoes,
 /// `stop`, and the status callback over https.
@@ -205,12 +198,12 @@ async fn webhooks_and_streams_over_tls() {
         post_status(&client, &nginx.https_url(""), &first).await,
         204
     );
-    assert_eq!(active_count(&redis).await, "0");
+    assert_eq!(active_count(&redis).await, 0);
 
     // TLS 1.3 and TLS 1.2 each carry a whole call.
     call_over_tls(&nginx, &pki, &sid(700_001), &[&rustls::version::TLS13]).await;
     call_over_tls(&nginx, &pki, &sid(700_002), &[&rustls::version::TLS12]).await;
-    assert_eq!(active_count(&redis).await, "0");
+    assert_eq!(active_count(&redis).await, 0);
 
     // The TLS listener shares the public server's locations: metrics stay internal.
     let metrics = client

@@ -13,10 +13,6 @@ use twilio::signature;
 
 const WAIT: Duration = Duration::from_secs(5);
 
-async fn active(replica: &Replica) -> u64 {
-    replica.app.calls().store().stats().await.unwrap().active
-}
-
 /// Webhook, TwiML, stream, 20 ms frames with dtmf and a mark, stop; then state and counts.
 async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
     let call = sid(1);
@@ -34,7 +30,7 @@ async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
         url.ends_with("/twilio/stream") && !url.contains('?'),
         "{url}"
     );
-    assert_eq!(active(replica).await, 1);
+    assert_eq!(replica.active().await, 1);
     let reserved = replica
         .app
         .calls()
@@ -203,7 +199,7 @@ async fn status_callback_releases_once_and_is_idempotent() {
     let replica = Replica::start(raw(Some(&redis), 5), StreamTimeouts::default()).await;
     let url = replica.url("/twilio/status");
     voice(&replica, &sid(1)).await;
-    assert_eq!(active(&replica).await, 1);
+    assert_eq!(replica.active().await, 1);
     let ringing = post_form(
         &url,
         &[("CallSid", &sid(1)), ("CallStatus", "in-progress")],
@@ -211,7 +207,7 @@ async fn status_callback_releases_once_and_is_idempotent() {
     )
     .await;
     assert_eq!(ringing.status().as_u16(), 204);
-    assert_eq!(active(&replica).await, 1);
+    assert_eq!(replica.active().await, 1);
     for _ in 0..2 {
         let done = post_form(
             &url,
@@ -221,7 +217,7 @@ async fn status_callback_releases_once_and_is_idempotent() {
         .await;
         assert_eq!(done.status().as_u16(), 204);
     }
-    assert_eq!(active(&replica).await, 0);
+    assert_eq!(replica.active().await, 0);
     let state = ended_state(&replica, &sid(1)).await;
     assert_eq!(state.end_reason, Some(EndReason::StatusCallback));
     let unknown = post_form(
@@ -333,7 +329,7 @@ async fn signatures_are_required_when_a_token_is_set() {
     let unsigned = post_form(&status_url, &status_pairs, None).await;
     assert_eq!(unsigned.status().as_u16(), 403);
     assert_eq!(
-        active(&replica).await,
+        replica.active().await,
         1,
         "a forged status callback frees nothing"
     );
@@ -344,7 +340,7 @@ async fn signatures_are_required_when_a_token_is_set() {
     let sig = signature::compute(token, &format!("{public}/twilio/status"), &owned);
     let signed = post_form(&status_url, &status_pairs, Some(&sig)).await;
     assert_eq!(signed.status().as_u16(), 204);
-    assert_eq!(active(&replica).await, 0);
+    assert_eq!(replica.active().await, 0);
     replica.stop().await;
 }
 
