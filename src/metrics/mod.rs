@@ -88,7 +88,6 @@ pub struct Metrics {
     pub calls_resumed: Counter,
     /// After-stream answers by kind: `hangup`, `fallback`, `continue`.
     after_stream: Family<Label, Counter>,
-    process: process::ProcessMetrics,
 }
 
 impl Default for Metrics {
@@ -143,7 +142,6 @@ impl Metrics {
             bridges_open: Gauge::default(),
             calls_resumed: Counter::default(),
             after_stream: Family::default(),
-            process: process::ProcessMetrics::default(),
             registry: Registry::default(),
         };
         let reg = &mut registry;
@@ -307,7 +305,7 @@ impl Metrics {
             "Always 1; the labels say which build this replica runs",
             build_info,
         );
-        m.process.register(reg);
+        reg.register_collector(Box::new(process::ProcessMetrics));
         // Every known label exists at zero from start-up, so `increase(...) > 0` sees the first
         // incident instead of a series that appears with it.
         for reason in RejectReason::ALL {
@@ -424,7 +422,6 @@ impl Metrics {
 
     /// Prometheus text exposition of everything registered.
     pub fn render(&self) -> String {
-        self.process.refresh();
         let mut out = String::with_capacity(8 * 1024);
         // Writing into a String cannot fail.
         let _ = encode(&mut out, &self.registry);

@@ -1,50 +1,32 @@
 //! Process metrics read from /proc at scrape time: CPU seconds, resident memory, open file
-//! descriptors, start time. On a system without /proc they stay at zero.
+//! descriptors, start time. On a system without /proc they read zero.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
 
 /// Linux reports CPU times in clock ticks of 1/100 s on every platform we ship for.
 const CLOCK_TICKS_PER_SEC: f64 = 100.0;
 const PAGE_SIZE: i64 = 4096;
 
-#[derive(Default)]
-pub(super) struct ProcessMetrics {
-    cpu_seconds: Counter<f64, AtomicU64>,
-    resident_bytes: Gauge,
-    open_fds: Gauge,
-    start_time_seconds: Gauge,
+/// Encodes this process's figures as /proc gives them at each scrape: the kernel keeps them, so
+/// nothing is copied into counters of our own.
+#[derive(Debug, Default)]
+pub(super) struct ProcessMetrics;
+
+/// One reading of /proc/self.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Reading {
+    cpu_seconds: f64,
+    resident_bytes: i64,
+    open_fds: i64,
+    start_time_seconds: i64,
 }
 
-impl ProcessMetrics {
-    pub(super) fn register(&self, registry: &mut Registry) {
-        registry.register(
-            "process_cpu_seconds",
-            "User and system CPU time of this process",
-            self.cpu_seconds.clone(),
-        );
-        registry.register(
-            "process_resident_memory_bytes",
-            "Resident memory of this process",
-            self.resident_bytes.clone(),
-        );
-        registry.register(
-            "process_open_fds",
-            "Open file descriptors of this process (sockets included)",
-            self.open_fds.clone(),
-        );
-        registry.register(
-            "process_start_time_seconds",
-            "Start time of this process since the Unix epoch",
-            self.start_time_seconds.clone(),
-        );
-    }
-
-    /// Reads /proc/self once; called before each exposition.
-    pub(super) fn refresh(&self) {
+impl Reading {
+    fn now() -> Self {
+        let mut reading = Self::default();
         if let Ok(stat) = std::fs::read_to_string("/proc/self/stat")
             && let Some(fields) = stat_fields(&stat)
         {
@@ -54,24 +36,56 @@ impl ProcessMetrics {
             if let (Some(utime), Some(stime)) = (field(11), field(12)) {
                 #[allow(clippy::cast_precision_loss)]
                 let seconds = (utime + stime) as f64 / CLOCK_TICKS_PER_SEC;
-                self.cpu_seconds
-                    .inner()
-                    .store(seconds.to_bits(), Ordering::Relaxed);
+                reading.cpu_seconds = seconds;
             }
             if let Some(rss_pages) = field(21) {
-                self.resident_bytes
-                    .set(i64::try_from(rss_pages).unwrap_or(i64::MAX) * PAGE_SIZE);
+                reading.resident_bytes = i64::try_from(rss_pages).unwrap_or(i64::MAX) * PAGE_SIZE;
             }
             if let (Some(start_ticks), Some(boot)) = (field(19), boot_time()) {
                 #[allow(clippy::cast_possible_truncation)]
                 let since_boot = (start_ticks as f64 / CLOCK_TICKS_PER_SEC) as i64;
-                self.start_time_seconds.set(boot + since_boot);
+                reading.start_time_seconds = boot + since_boot;
             }
         }
         if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
-            self.open_fds
-                .set(i64::try_from(dir.count()).unwrap_or(i64::MAX));
+            reading.open_fds = i64::try_from(dir.count()).unwrap_or(i64::MAX);
         }
+        reading
+    }
+}
+
+impl Collector for ProcessMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let reading = Reading::now();
+        let cpu = ConstCounter::new(reading.cpu_seconds);
+        cpu.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "User and system CPU time of this process",
+            None,
+            cpu.metric_type(),
+        )?)?;
+        let gauges = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory of this process",
+                reading.resident_bytes,
+            ),
+            (
+                "process_open_fds",
+                "Open file descriptors of this process (sockets included)",
+                reading.open_fds,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of this process since the Unix epoch",
+                reading.start_time_seconds,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 
@@ -94,11 +108,10 @@ mod tests {
 
     #[test]
     fn reads_this_process() {
-        let metrics = ProcessMetrics::default();
-        metrics.refresh();
-        assert!(metrics.resident_bytes.get() > 0);
-        assert!(metrics.open_fds.get() > 0);
-        assert!(metrics.start_time_seconds.get() > 1_600_000_000);
+        let reading = Reading::now();
+        assert!(reading.resident_bytes > 0);
+        assert!(reading.open_fds > 0);
+        assert!(reading.start_time_seconds > 1_600_000_000);
     }
 
     #[test]
