@@ -4,6 +4,8 @@
 # rust-version in Cargo.toml (and the highest of the locked dependencies) is 1.88.
 FROM rust:1.88-bookworm AS builder
 WORKDIR /build
+# A failure anywhere in a RUN's pipe fails the build.
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
 # Dependencies in their own layer: build against stub sources with only the manifests copied, so a
 # change to a crate's sources rebuilds the workspace's crates alone. Every target a manifest names
@@ -35,7 +37,7 @@ COPY deploy ./deploy
 # COPY keeps the sources' older mtimes, which the stub build's fingerprints would count as up to
 # date: touch every crate root so cargo rebuilds the real crates. Debug info is stripped from the
 # shipped binary (the symbol table stays, so backtraces still name functions).
-RUN find src crates -name lib.rs -o -name main.rs | xargs touch \
+RUN find src crates \( -name lib.rs -o -name main.rs \) -exec touch {} + \
     && cargo build --release --locked -p prosaas-calls \
     && strip --strip-debug -o /build/prosaas-calls target/release/prosaas-calls
 

@@ -7,12 +7,14 @@
 //!   test restarts it with its data. Redis is never mocked.
 //! - [`ReplicaProcess`]: a replica as a real OS process, for crash, pause and drain tests.
 //! - [`nginx`]: a real nginx rendered from the shipped template.
+//! - [`prometheus`]: a real Prometheus scraping loopback targets.
 //! - [`tls`]: a private CA made per test and a `redis-server` that speaks only TLS.
 //! - [`sentinel`]: a primary, a replica and three Sentinels, for failover tests.
 
 #![forbid(unsafe_code)]
 
 pub mod nginx;
+pub mod prometheus;
 pub mod sentinel;
 pub mod tls;
 
