@@ -60,6 +60,9 @@ HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/${PORT:-8080} && printf 'GET /healthz HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && head -n 1 <&3 | grep -q ' 200 '"]
 
 # SIGTERM starts the drain (no new calls, live ones finish up to DRAIN_TIMEOUT_SECS, then exit 0);
-# give the container a stop timeout longer than that (docker-compose.prod.yml: stop_grace_period).
+# give the container a stop timeout longer than that (docker-compose.prod.yml: stop_grace_period;
+# Kubernetes: terminationGracePeriodSeconds). The binary is PID 1, so the signal reaches it directly.
+# Kubernetes ignores HEALTHCHECK and probes /healthz and /readyz itself; the user, port, stop signal
+# and health path here are checked against deploy/kubernetes by scripts/check-kubernetes.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/prosaas-calls"]
