@@ -793,6 +793,7 @@ async fn the_after_stream_request_must_be_signed_over_its_action_url() {
         account_sid: "AC0123456789abcdef0123456789abcdef",
         from: "+15005550006",
         to: "+15005550001",
+        direction: "inbound",
     };
     let (_, connect) = prosaas_calls_sim::webhook::request_voice(&signed, &ids)
         .await

@@ -249,6 +249,7 @@ pub async fn burst(plan: Arc<CallPlan>, webhooks: u64, seed: u64) -> BurstReport
                 account_sid: &plan.account_sid,
                 from: "+15005550006",
                 to: "+15005550001",
+                direction: "inbound",
             };
             stats.launched.inc();
             let sent = Instant::now();
