@@ -1,5 +1,6 @@
 //! Real processes for tests and benchmarks: `redis-server` on its own unix socket or port (started
-//! on demand, restartable empty), replicas of the built binary, and nginx; each killed by PID.
+//! on demand, restartable empty), replicas of the built binary, nginx, and the Twilio REST double;
+//! each killed by PID.
 //!
 //! # Layout
 //!
@@ -9,12 +10,15 @@
 //! - [`nginx`]: a real nginx rendered from the shipped template.
 //! - [`tls`]: a private CA made per test and a `redis-server` that speaks only TLS.
 //! - [`sentinel`]: a primary, a replica and three Sentinels, for failover tests.
+//! - [`twilio_api`]: the simulator's Twilio REST double, a process of its own, and the simulator
+//!   binary built for the running test ([`twilio_api::sim_binary`]).
 
 #![forbid(unsafe_code)]
 
 pub mod nginx;
 pub mod sentinel;
 pub mod tls;
+pub mod twilio_api;
 
 use std::io;
 use std::net::TcpListener;
