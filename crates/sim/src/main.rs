@@ -148,8 +148,9 @@ struct TwilioApiArgs {
     /// key, any basic auth is accepted (and recorded as `unverified`).
     #[arg(long = "api-key", value_name = "SID:SECRET")]
     api_keys: Vec<String>,
-    /// What POST …/Messages.json does: ok, hang, fail:STATUS[:CODE[:MESSAGE]],
-    /// rate-limit:first=N, rate-limit:per-second=N; prefix N* for the next N requests only.
+    /// What POST …/Messages.json does: ok, delay:SECS (acted on now, answered late), hang,
+    /// fail:STATUS[:CODE[:MESSAGE]], rate-limit:first=N, rate-limit:per-second=N; prefix N* for
+    /// the next N requests only.
     #[arg(long, default_value = "ok")]
     messages: String,
     /// What POST …/Calls.json does (as --messages).

@@ -125,7 +125,8 @@ impl TwilioApiDouble {
     }
 
     /// Sets what an endpoint (`messages`, `calls`, `call-update`) does from now on: `ok`,
-    /// `hang`, `fail:STATUS[:CODE[:MESSAGE]]`, `rate-limit:first=N`, `rate-limit:per-second=N`,
+    /// `delay:SECS` (acted on now, answered late), `hang` (never answered nor acted on),
+    /// `fail:STATUS[:CODE[:MESSAGE]]`, `rate-limit:first=N`, `rate-limit:per-second=N`,
     /// optionally prefixed `N*` (the next N requests only).
     pub fn set_behaviour(&self, endpoint: &str, spec: &str) -> io::Result<()> {
         self.put(&format!("/_double/behaviour/{endpoint}"), spec)

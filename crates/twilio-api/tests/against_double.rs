@@ -179,6 +179,35 @@ async fn a_hanging_api_is_a_timeout_within_the_client_s_bound() {
 }
 
 #[tokio::test]
+async fn a_call_answered_too_late_is_a_timeout_yet_placed() {
+    // Twilio acted on the request but its answer came after the client gave up: the call rings
+    // anyway, which is why a timeout "may have been processed".
+    let double = double(&["--calls", "delay:3", "--ring-secs", "60"]);
+    let client = with_key(&double).with_timeout(Duration::from_millis(300));
+    let call = NewCall {
+        to: "+14155550100",
+        from: "+14155550101",
+        url: "http://127.0.0.1:9/twilio/voice",
+        timeout_secs: None,
+        status_callback: None,
+        status_callback_events: &[],
+    };
+    let error = client.create_call(&call).await.unwrap_err();
+    assert!(
+        error.is_timeout() && error.may_have_been_processed(),
+        "{error:?}"
+    );
+    let requests = recorded(&double, "calls");
+    assert_eq!(requests.len(), 1);
+    assert_eq!(requests[0].answer.status, Some(201));
+    assert_eq!(requests[0].answer.delayed_ms, Some(3000));
+    let placed: Vec<serde_json::Value> =
+        serde_json::from_str(&double.calls_json().unwrap()).unwrap();
+    assert_eq!(placed.len(), 1);
+    assert_eq!(placed[0]["sid"], requests[0].answer.sid.as_deref().unwrap());
+}
+
+#[tokio::test]
 async fn nothing_listening_is_a_connect_error_and_nothing_was_sent() {
     let port = testkit::free_port().unwrap();
     let credentials = Credentials::auth_token(ACCOUNT_SID, Secret::new(TOKEN));

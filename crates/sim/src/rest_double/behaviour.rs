@@ -1,6 +1,6 @@
-//! What one REST endpoint of the double does with a request: answer as Twilio does, fail with a
-//! given status and Twilio code, hang, or rate-limit with 429/20429; set per endpoint at start
-//! (`--messages fail:500`) or at run time (`PUT /_double/behaviour/{endpoint}`).
+//! What one REST endpoint of the double does with a request: answer as Twilio does, answer late,
+//! fail with a given status and Twilio code, hang, or rate-limit with 429/20429; set per endpoint
+//! at start (`--messages fail:500`) or at run time (`PUT /_double/behaviour/{endpoint}`).
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -44,7 +44,10 @@ pub enum Mode {
     Answer,
     /// This HTTP status with Twilio's error JSON.
     Fail(ApiError),
-    /// Accepted and never answered: the client's own timeout ends it.
+    /// Acted on at once (a call placed, a message queued) and answered this much later: a client
+    /// that gives up first has still placed the call.
+    Delay(Duration),
+    /// Accepted and never answered, nor acted on: the client's own timeout ends it.
     Hang,
     /// 429 with code 20429 for the first N requests after the behaviour was set.
     RateLimitFirst(u64),
@@ -69,8 +72,8 @@ impl Default for Behaviour {
 }
 
 impl Behaviour {
-    /// Parses `ok`, `fail:STATUS[:CODE[:MESSAGE]]`, `hang`, `rate-limit:first=N` or
-    /// `rate-limit:per-second=N`, optionally prefixed `N*` (the next N requests only).
+    /// Parses `ok`, `delay:SECS`, `fail:STATUS[:CODE[:MESSAGE]]`, `hang`, `rate-limit:first=N`
+    /// or `rate-limit:per-second=N`, optionally prefixed `N*` (the next N requests only).
     pub fn parse(spec: &str) -> Result<Self, String> {
         let spec = spec.trim();
         let (times, mode) = match spec.split_once('*') {
@@ -84,6 +87,14 @@ impl Behaviour {
             Mode::Answer
         } else if mode == "hang" {
             Mode::Hang
+        } else if let Some(secs) = mode.strip_prefix("delay:") {
+            let secs: f64 = secs
+                .trim()
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && (0.0..=3600.0).contains(s))
+                .ok_or_else(|| format!("{spec:?}: delay needs seconds, 0 to 3600"))?;
+            Mode::Delay(Duration::from_secs_f64(secs))
         } else if let Some(rest) = mode.strip_prefix("fail:") {
             let mut parts = rest.splitn(3, ':');
             let status: u16 = parts
@@ -119,8 +130,8 @@ impl Behaviour {
             )
         } else {
             return Err(format!(
-                "{spec:?}: expected ok, hang, fail:STATUS[:CODE[:MESSAGE]], rate-limit:first=N or \
-                 rate-limit:per-second=N, optionally prefixed N*"
+                "{spec:?}: expected ok, delay:SECS, hang, fail:STATUS[:CODE[:MESSAGE]], \
+                 rate-limit:first=N or rate-limit:per-second=N, optionally prefixed N*"
             ));
         };
         Ok(Self { mode, times })
@@ -134,6 +145,7 @@ impl fmt::Display for Behaviour {
         }
         match &self.mode {
             Mode::Answer => f.write_str("ok"),
+            Mode::Delay(d) => write!(f, "delay:{}", d.as_secs_f64()),
             Mode::Hang => f.write_str("hang"),
             Mode::Fail(e) => write!(f, "fail:{}:{}:{}", e.status, e.code, e.message),
             Mode::RateLimitFirst(n) => write!(f, "rate-limit:first={n}"),
@@ -161,6 +173,8 @@ fn reason(status: u16) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
     Answer,
+    /// Act on it now, answer after this long.
+    Delay(Duration),
     Fail(ApiError),
     Hang,
 }
@@ -193,6 +207,7 @@ impl EndpointState {
         let decision = match &self.behaviour.mode {
             _ if !active => Decision::Answer,
             Mode::Answer => Decision::Answer,
+            Mode::Delay(d) => Decision::Delay(*d),
             Mode::Hang => Decision::Hang,
             Mode::Fail(error) => Decision::Fail(error.clone()),
             Mode::RateLimitFirst(n) if self.seen <= *n => Decision::Fail(ApiError::rate_limited()),
@@ -212,7 +227,7 @@ impl EndpointState {
                 }
             }
         };
-        if decision == Decision::Answer {
+        if matches!(decision, Decision::Answer | Decision::Delay(_)) {
             self.answered.push_back(now);
             if self.answered.len() > 10_000 {
                 self.answered.pop_front();
@@ -231,6 +246,7 @@ mod tests {
         for spec in [
             "ok",
             "hang",
+            "delay:12.5",
             "fail:500:20500:Internal Server Error",
             "fail:400:21211:Invalid 'To' Phone Number: a:b",
             "rate-limit:first=3",

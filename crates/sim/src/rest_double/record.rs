@@ -31,6 +31,9 @@ pub struct Answer {
     /// Twilio's error code, for a refusal.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<u32>,
+    /// How long the answer was held back (`delay:SECS`), in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delayed_ms: Option<u64>,
 }
 
 /// One request as the double stores it.

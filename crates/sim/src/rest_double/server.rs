@@ -226,30 +226,45 @@ async fn twilio_route(
             std::future::pending::<()>().await;
             text_reply(504, "")
         }
-        Some(Ok((status, body, sid))) => {
-            entry.answer = Answer {
-                status: Some(status),
-                sid,
-                code: None,
+        Some((delay, result)) => {
+            let delayed_ms = delay.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            let (answer, reply) = match result {
+                Ok((status, body, sid)) => (
+                    Answer {
+                        status: Some(status),
+                        sid,
+                        code: None,
+                        delayed_ms,
+                    },
+                    json_reply(status, &body),
+                ),
+                Err(error) => (
+                    Answer {
+                        status: Some(error.status),
+                        sid: None,
+                        code: Some(error.code),
+                        delayed_ms,
+                    },
+                    error_reply(&error),
+                ),
             };
+            entry.answer = answer;
             state.log.push(entry);
-            json_reply(status, &body)
-        }
-        Some(Err(error)) => {
-            entry.answer = Answer {
-                status: Some(error.status),
-                sid: None,
-                code: Some(error.code),
-            };
-            state.log.push(entry);
-            error_reply(&error)
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            reply
         }
     }
 }
 
-type Answered = Option<Result<(u16, Value, Option<String>), ApiError>>;
+/// What a Twilio route answers: `None` to hang; else how long to hold the answer back, and the
+/// status, JSON and SID, or an error.
+type Answered = Option<(
+    Option<std::time::Duration>,
+    Result<(u16, Value, Option<String>), ApiError>,
+)>;
 
-/// What a Twilio route answers: `None` to hang, else the status, JSON and SID, or an error.
 fn answer(
     state: &State,
     method: &Method,
@@ -260,44 +275,48 @@ fn answer(
     entry: &mut Recorded,
 ) -> Answered {
     let Some((account, endpoint, call_sid)) = routed else {
-        return Some(Err(ApiError::not_found(path)));
+        return Some((None, Err(ApiError::not_found(path))));
     };
     entry.auth = state.authenticate(auth_header, account);
     if entry.auth.as_ref().is_none_or(|a| a.kind == "refused") {
-        return Some(Err(ApiError::authenticate()));
+        return Some((None, Err(ApiError::authenticate())));
     }
     if method != Method::POST {
-        return Some(Err(ApiError::method_not_allowed()));
+        return Some((None, Err(ApiError::method_not_allowed())));
     }
     let decision = lock(&state.endpoints)
         .entry(endpoint)
         .or_default()
         .decide(Instant::now());
-    match decision {
+    let delay = match decision {
         Decision::Hang => return None,
-        Decision::Fail(error) => return Some(Err(error)),
-        Decision::Answer => {}
-    }
+        Decision::Fail(error) => return Some((None, Err(error))),
+        Decision::Answer => None,
+        Decision::Delay(delay) => Some(delay),
+    };
     let form = Form(form);
-    Some(match endpoint {
-        Endpoint::Messages => NewMessage::from_form(&form).map(|message| {
-            let sid = lock(&state.sids).sid("SM");
-            let body = message_json(&state.account_sid, &sid, &message, clock::now_us());
-            (201, body, Some(sid))
-        }),
-        Endpoint::Calls => NewCall::from_form(&form).map(|call| {
-            let sid = lock(&state.sids).sid("CA");
-            let placed = state.dialer.place(sid.clone(), call);
-            (201, placed.resource(&state.account_sid), Some(sid))
-        }),
-        Endpoint::CallUpdate => {
-            let sid = call_sid.unwrap_or_default();
-            state
-                .dialer
-                .update(sid, path, form.get("Status"))
-                .map(|body| (200, body, Some(sid.to_owned())))
-        }
-    })
+    Some((
+        delay,
+        match endpoint {
+            Endpoint::Messages => NewMessage::from_form(&form).map(|message| {
+                let sid = lock(&state.sids).sid("SM");
+                let body = message_json(&state.account_sid, &sid, &message, clock::now_us());
+                (201, body, Some(sid))
+            }),
+            Endpoint::Calls => NewCall::from_form(&form).map(|call| {
+                let sid = lock(&state.sids).sid("CA");
+                let placed = state.dialer.place(sid.clone(), call);
+                (201, placed.resource(&state.account_sid), Some(sid))
+            }),
+            Endpoint::CallUpdate => {
+                let sid = call_sid.unwrap_or_default();
+                state
+                    .dialer
+                    .update(sid, path, form.get("Status"))
+                    .map(|body| (200, body, Some(sid.to_owned())))
+            }
+        },
+    ))
 }
 
 fn error_reply(error: &ApiError) -> Reply {
