@@ -83,15 +83,22 @@ enum StreamEnd {
 pub async fn run(plan: &CallPlan, stats: &Stats, seed: u64) {
     let mut rng = Rng::new(seed);
     let call_sid = rng.sid("CA");
-    let ids = CallIds {
-        call_sid: &call_sid,
-        account_sid: &plan.account_sid,
-        from: "+15005550006",
-        to: "+15005550001",
-        direction: "inbound",
-    };
+    let ids = CallIds::inbound(&call_sid, &plan.account_sid);
     let voice_url = plan.target.voice_url();
-    follow(plan, stats, &mut rng, &ids, &voice_url, None).await;
+    let leg = Leg {
+        ids: &ids,
+        voice_url: &voice_url,
+        hangup: None,
+    };
+    follow(plan, stats, &mut rng, &leg).await;
+}
+
+/// What one call is to the simulator: its form fields, where its voice webhook is, and what
+/// makes the callee hang up early (a placed call only).
+struct Leg<'a> {
+    ids: &'a CallIds<'a>,
+    voice_url: &'a str,
+    hangup: Option<&'a Notify>,
 }
 
 /// How a call followed from its voice webhook ended (what the REST double reports of a call it
@@ -120,20 +127,18 @@ pub async fn run_placed(
     hangup: &Notify,
 ) -> CallEnd {
     let mut rng = Rng::new(seed);
-    follow(plan, stats, &mut rng, ids, voice_url, Some(hangup)).await
+    let leg = Leg {
+        ids,
+        voice_url,
+        hangup: Some(hangup),
+    };
+    follow(plan, stats, &mut rng, &leg).await
 }
 
-async fn follow(
-    plan: &CallPlan,
-    stats: &Stats,
-    rng: &mut Rng,
-    ids: &CallIds<'_>,
-    voice_url: &str,
-    hangup: Option<&Notify>,
-) -> CallEnd {
+async fn follow(plan: &CallPlan, stats: &Stats, rng: &mut Rng, leg: &Leg<'_>) -> CallEnd {
     stats.launched.inc();
     let mut settled = Settled::new(stats);
-    match attempt(plan, stats, rng, ids, voice_url, hangup, &mut settled).await {
+    match attempt(plan, stats, rng, leg, &mut settled).await {
         Ok(Outcome::Completed) => {
             stats.completed.inc();
             CallEnd::Completed
@@ -180,11 +185,14 @@ async fn attempt(
     plan: &CallPlan,
     stats: &Stats,
     rng: &mut Rng,
-    ids: &CallIds<'_>,
-    voice_url: &str,
-    hangup: Option<&Notify>,
+    leg: &Leg<'_>,
     settled: &mut Settled<'_>,
 ) -> Result<Outcome, SimError> {
+    let &Leg {
+        ids,
+        voice_url,
+        hangup,
+    } = leg;
     let call_sid = ids.call_sid;
     let mut connect = if plan.stream_only {
         Connect {

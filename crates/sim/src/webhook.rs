@@ -24,7 +24,18 @@ pub struct CallIds<'a> {
     pub direction: &'a str,
 }
 
-impl CallIds<'_> {
+impl<'a> CallIds<'a> {
+    /// A simulated inbound call from the simulator's caller to its number.
+    pub fn inbound(call_sid: &'a str, account_sid: &'a str) -> Self {
+        Self {
+            call_sid,
+            account_sid,
+            from: "+15005550006",
+            to: "+15005550001",
+            direction: "inbound",
+        }
+    }
+
     /// The `CallStatus` of the voice webhook: an inbound call is still `ringing` when Twilio asks
     /// for its TwiML; a call placed through the API is asked for it once answered.
     fn status_at_webhook(&self) -> &'static str {

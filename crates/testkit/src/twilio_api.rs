@@ -9,7 +9,7 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The account the double serves unless given `--account-sid`.
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
@@ -190,25 +190,10 @@ impl TwilioApiDouble {
     }
 
     fn wait_ready(&mut self, timeout: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                return Err(io::Error::other(format!(
-                    "the Twilio REST double exited with {status}: {}",
-                    self.log()
-                )));
-            }
-            if crate::healthz_ok(self.port) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("the Twilio REST double did not answer: {}", self.log()),
-        ))
+        let log = self.dir.path().join("double.log");
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        let what = "the Twilio REST double";
+        crate::wait_healthz(&mut self.child, self.port, timeout, what, read_log)
     }
 }
 

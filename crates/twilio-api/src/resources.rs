@@ -2,6 +2,7 @@
 //! Message and Call resources, the fields the server reads).
 
 use serde::Deserialize;
+pub use twilio::call_status::CallStatus;
 
 /// `POST /2010-04-01/Accounts/{AccountSid}/Messages.json`.
 #[derive(Debug, Clone, Copy)]
@@ -115,34 +116,6 @@ impl EndCall {
     }
 }
 
-/// A call's status as the Call resource says it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum CallStatus {
-    Queued,
-    Initiated,
-    Ringing,
-    InProgress,
-    Completed,
-    Busy,
-    NoAnswer,
-    Failed,
-    Canceled,
-    /// A status this client does not know (Twilio may add some).
-    #[serde(other)]
-    Unknown,
-}
-
-impl CallStatus {
-    /// The call is over (`completed`, `busy`, `no-answer`, `failed`, `canceled`).
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Completed | Self::Busy | Self::NoAnswer | Self::Failed | Self::Canceled
-        )
-    }
-}
-
 /// The Call resource.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct Call {
@@ -197,6 +170,5 @@ mod tests {
             serde_json::from_str(r#"{"sid":"CA1","status":"paused","to":"+1","from":"+2"}"#)
                 .unwrap();
         assert_eq!(odd.status, CallStatus::Unknown);
-        assert!(CallStatus::NoAnswer.is_final() && !CallStatus::Ringing.is_final());
     }
 }

@@ -13,7 +13,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use super::clock;
 use super::outcome::{Outcome, Outcomes};
-use super::resources::{ApiError, CallStatus, CallView, NewCall, call_json};
+use super::resources::{ApiError, CallStatus, CallView, NewCall, call_json, sip_response_code};
 use crate::call::{self, CallEnd, CallPlan};
 use crate::rng::Rng;
 use crate::stats::Stats;
@@ -210,7 +210,7 @@ impl PlacedCall {
             "status_callback": self.request.status_callback,
             "timeout_secs": self.request.timeout_secs,
             "outcome": self.outcome.name(),
-            "status": progress.status.name(),
+            "status": progress.status.as_str(),
             "created_at": clock::rfc3339(self.created_us),
             "created_unix_us": self.created_us,
             "dialed_unix_us": progress.dialed_us,
@@ -361,7 +361,7 @@ impl Dialer {
         let mut by_status: HashMap<&str, u64> = HashMap::new();
         let mut by_number: HashMap<&str, u64> = HashMap::new();
         for call in &book.order {
-            *by_status.entry(call.status().name()).or_default() += 1;
+            *by_status.entry(call.status().as_str()).or_default() += 1;
             *by_number.entry(call.request.to.as_str()).or_default() += 1;
         }
         let mut twice: Vec<(&str, u64)> = by_number.into_iter().filter(|(_, n)| *n > 1).collect();
@@ -534,7 +534,7 @@ impl Dialer {
             lock(&call.progress).callbacks.push(CallbackSent {
                 sequence,
                 event: event.name(),
-                call_status: status.name(),
+                call_status: status.as_str(),
                 sent_unix_us,
                 http_status: answer.as_ref().ok().copied(),
                 error: answer.err(),
@@ -556,7 +556,7 @@ impl Dialer {
             ("AccountSid", self.settings.account_sid.clone()),
             ("ApiVersion", "2010-04-01".to_owned()),
             ("CallSid", call.sid.clone()),
-            ("CallStatus", status.name().to_owned()),
+            ("CallStatus", status.as_str().to_owned()),
             ("Called", request.to.clone()),
             ("Caller", request.from.clone()),
             ("CallbackSource", "call-progress-events".to_owned()),
@@ -569,7 +569,7 @@ impl Dialer {
         if event == Event::Completed {
             let duration = PlacedCall::duration_secs(&lock(&call.progress)).unwrap_or(0);
             params.push(("CallDuration", duration.to_string()));
-            if let Some(code) = status.sip_response_code() {
+            if let Some(code) = sip_response_code(status) {
                 params.push(("SipResponseCode", code.to_owned()));
             }
         }

@@ -2,6 +2,7 @@
 //! JSON (`code`, `message`, `more_info`, `status`), and the form checks behind Twilio's 400s.
 
 use serde_json::{Value, json};
+pub use twilio::call_status::CallStatus;
 
 use super::clock;
 
@@ -296,51 +297,14 @@ fn is_http_url(url: &str) -> bool {
         .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
 }
 
-/// A call's status as the Call resource and the callbacks say it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallStatus {
-    Queued,
-    Initiated,
-    Ringing,
-    InProgress,
-    Completed,
-    Busy,
-    NoAnswer,
-    Failed,
-    Canceled,
-}
-
-impl CallStatus {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Initiated => "initiated",
-            Self::Ringing => "ringing",
-            Self::InProgress => "in-progress",
-            Self::Completed => "completed",
-            Self::Busy => "busy",
-            Self::NoAnswer => "no-answer",
-            Self::Failed => "failed",
-            Self::Canceled => "canceled",
-        }
-    }
-
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            Self::Completed | Self::Busy | Self::NoAnswer | Self::Failed | Self::Canceled
-        )
-    }
-
-    /// The SIP code a final status callback carries (what the carrier said).
-    pub fn sip_response_code(self) -> Option<&'static str> {
-        match self {
-            Self::Completed => Some("200"),
-            Self::Busy => Some("486"),
-            Self::NoAnswer | Self::Canceled => Some("487"),
-            Self::Failed => Some("404"),
-            _ => None,
-        }
+/// The SIP code a final status callback carries (what the carrier said).
+pub fn sip_response_code(status: CallStatus) -> Option<&'static str> {
+    match status {
+        CallStatus::Completed => Some("200"),
+        CallStatus::Busy => Some("486"),
+        CallStatus::NoAnswer | CallStatus::Canceled => Some("487"),
+        CallStatus::Failed => Some("404"),
+        _ => None,
     }
 }
 
@@ -386,7 +350,7 @@ pub fn call_json(call: &CallView<'_>) -> Value {
         "queue_time": call.queue_time_ms.to_string(),
         "sid": sid,
         "start_time": call.start_us.map(clock::rfc2822),
-        "status": call.status.name(),
+        "status": call.status.as_str(),
         "subresource_uris": {
             "events": format!("{base}/Events.json"),
             "notifications": format!("{base}/Notifications.json"),
