@@ -88,7 +88,7 @@ impl TwilioClient {
     }
 
     /// The same client (same connections) with another timeout for each whole request: the
-    /// waiting room's messages get 5 s, outbound calls 10 s (docs/reference.md).
+    /// waiting room's messages get 5 s, outbound calls 10 s.
     #[must_use]
     pub fn with_timeout(&self, timeout: Duration) -> Self {
         Self {
