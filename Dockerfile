@@ -12,16 +12,18 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # (the simulator's binary, the admission bench, the integration tests) gets a stub too.
 COPY Cargo.toml Cargo.lock ./
 COPY crates/twilio/Cargo.toml crates/twilio/
+COPY crates/twilio-api/Cargo.toml crates/twilio-api/
 COPY crates/calls-core/Cargo.toml crates/calls-core/
 COPY crates/sim/Cargo.toml crates/sim/
 COPY crates/testkit/Cargo.toml crates/testkit/
-RUN for dir in . crates/twilio crates/calls-core crates/sim crates/testkit; do \
+RUN for dir in . crates/twilio crates/twilio-api crates/calls-core crates/sim crates/testkit; do \
         mkdir -p "$dir/src" && touch "$dir/src/lib.rs"; \
     done \
     && echo 'fn main() {}' > src/main.rs \
     && echo 'fn main() {}' > crates/sim/src/main.rs \
     && mkdir -p crates/calls-core/benches tests/it \
     && echo 'fn main() {}' > crates/calls-core/benches/admission.rs \
+    && echo 'fn main() {}' > crates/calls-core/benches/renewal.rs \
     && touch tests/it/main.rs \
     && cargo build --release --locked -p prosaas-calls \
     && rm -rf src crates tests

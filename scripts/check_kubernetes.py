@@ -394,6 +394,28 @@ def check_dockerfile(render):
         problem(where, "the container must run the image's ENTRYPOINT as PID 1 (no command, no args)")
 
 
+def check_dockerfile_workspace():
+    """The builder's stub layer must know every workspace member and every target a manifest names,
+    or `cargo build --locked` fails inside `docker build` (nobody can build the image here)."""
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    cargo = (ROOT / "Cargo.toml").read_text()
+    members = re.search(r"(?m)^members = \[(.*)\]", cargo).group(1)
+    for member in re.findall(r'"([^"]+)"', members):
+        if member != "." and f"COPY {member}/Cargo.toml" not in dockerfile:
+            problem("Dockerfile", f"the stub layer does not COPY {member}/Cargo.toml")
+    for manifest in [ROOT / "Cargo.toml", *sorted(ROOT.glob("crates/*/Cargo.toml"))]:
+        crate = manifest.parent.relative_to(ROOT)
+        text = manifest.read_text()
+        for kind, folder in (("bench", "benches"), ("test", "tests"), ("bin", "src/bin")):
+            for block in re.findall(rf"(?ms)^\[\[{kind}\]\]\n(.*?)(?=^\[|\Z)", text):
+                name = re.search(r'(?m)^name = "([^"]+)"', block).group(1)
+                path = re.search(r'(?m)^path = "([^"]+)"', block)
+                path = path.group(1) if path else f"{folder}/{name}.rs"
+                stub = path if str(crate) == "." else f"{crate}/{path}"
+                if stub not in dockerfile:
+                    problem("Dockerfile", f"the stub layer has no {stub} ({kind} {name} of {manifest.relative_to(ROOT)})")
+
+
 def check_nginx(render):
     template_path = ROOT / "deploy/nginx/templates/default.conf.template"
     template = template_path.read_text()
@@ -451,6 +473,7 @@ def main():
         check_dashboard(render)
     if "hpa" in renders:
         same_autoscaling(renders["production"], renders["hpa"])
+    check_dockerfile_workspace()
     kinds = sorted({o["kind"] for r in renders.values() for o in r.objects})
     for custom in CHECKS:
         if custom not in kinds:
