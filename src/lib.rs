@@ -5,10 +5,11 @@
 //!
 //! - [`config`]: every environment variable and flag, parsed and checked at once.
 //! - [`cli`]: the operator's command line (`status`, `calls`, `tenants`) over a cluster view.
-//! - [`app`]: one replica's shared state (config, the core's `Calls`, metrics, lifecycle).
+//! - [`app`]: one replica's parts, built once (config, the core's `Calls`, metrics, lifecycle).
 //! - [`lifecycle`]: draining flag, stream tracker and the drain-deadline token.
 //! - [`http`]: the routes of the contract, thin handlers over `calls-core`.
-//! - [`stream`]: one Media Streams WebSocket after the upgrade: session, frame handlers, bridge.
+//! - [`stream`]: one Media Streams WebSocket after the upgrade (`start`, then frame handlers or
+//!   the voice-agent bridge), over an explicit `StreamContext`.
 //! - [`renewal`]: the periodic tick task.
 //! - [`metrics`]: the Prometheus registry, fed by the core's events.
 //! - [`server`]: the accept loop, and the drain on SIGTERM/SIGINT.
