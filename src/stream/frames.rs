@@ -1,6 +1,8 @@
 //! The per-frame loop of an admitted call in `echo` or `silent` mode: each message read, counted
 //! on the call, handed to the frame handler, and what it queued sent back. Never touches Redis.
 
+use std::future::poll_fn;
+
 use axum::extract::ws::{Message, Utf8Bytes};
 use bytes::BytesMut;
 use calls_core::live_calls::LiveCall;
@@ -67,7 +69,7 @@ impl<S: TwilioSocket> Frames<'_, S> {
             let message = tokio::select! {
                 biased;
                 message = self.socket.next() => message,
-                () = stop.stopped() => return ended_from_outside(live),
+                () = poll_fn(|cx| stop.poll_stopped(cx)) => return ended_from_outside(live),
                 _ = &mut idle => {
                     if last_heard.elapsed() >= idle_timeout {
                         return Ending::new(EndReason::IdleTimeout, Some((close::NORMAL, "idle timeout")));
