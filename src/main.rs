@@ -169,11 +169,13 @@ fn log_start_up(config: &Config) {
              enforce its own limit; set REDIS_URL to run more than one"
         ),
     }
+    // A PUBLIC_URL may carry user:password (basic auth in front of the webhooks): never logged.
+    let public_url = config.public_url.as_deref().map_or_else(
+        || "unset (derived from request headers)".to_owned(),
+        prosaas_calls::config::redact_userinfo,
+    );
     info!(
-        public_url = config
-            .public_url
-            .as_deref()
-            .unwrap_or("unset (derived from request headers)"),
+        public_url = %public_url,
         signatures = if config.twilio_auth_token.is_some() {
             "checked"
         } else {
@@ -207,7 +209,7 @@ fn log_start_up(config: &Config) {
         && url.starts_with("http://")
     {
         warn!(
-            public_url = %url,
+            public_url = %prosaas_calls::config::redact_userinfo(url),
             "PUBLIC_URL is http://, so the stream URL is ws://, which Twilio will not open: \
              calls will be answered and then fail. Use an https:// URL in front of a TLS proxy"
         );
