@@ -13,6 +13,7 @@ mod operations;
 mod recovery;
 mod redis_tls;
 mod round_trips;
+mod scripts;
 mod secrets;
 mod self_healing;
 mod sentinel;
