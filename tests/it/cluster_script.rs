@@ -156,10 +156,8 @@ fn status_reports_a_replica_down() {
     let mismatch = cluster.run_with_base(&["status"], Some(&other));
     assert_eq!(mismatch.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&mismatch.stderr).contains(&format!(
-            "was started on {}",
-            cluster.base
-        )),
+        String::from_utf8_lossy(&mismatch.stderr)
+            .contains(&format!("was started on {}", cluster.base)),
         "{mismatch:?}"
     );
 

@@ -193,10 +193,7 @@ async fn redis_garbage_is_counted_and_the_call_goes_on() {
 
 /// The series name a sample line belongs to (`_bucket`, `_sum`, `_count` fold into the histogram).
 fn series_name(sample: &str) -> &str {
-    let name = sample
-        .split(['{', ' '])
-        .next()
-        .unwrap_or_default();
+    let name = sample.split(['{', ' ']).next().unwrap_or_default();
     ["_bucket", "_sum", "_count"]
         .iter()
         .find_map(|suffix| name.strip_suffix(suffix))

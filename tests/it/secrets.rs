@@ -347,15 +347,12 @@ async fn a_refused_signature_names_the_url_it_was_checked_against() {
     let params = [("CallSid", sid(1)), ("From", "+15005550006".to_owned())];
     let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
     // Signed over the URL Twilio would have used had the number pointed elsewhere.
-    let elsewhere = signature::compute(AUTH_TOKEN, "https://other.example.com/twilio/voice", &pairs);
+    let elsewhere =
+        signature::compute(AUTH_TOKEN, "https://other.example.com/twilio/voice", &pairs);
     let refused = post_form(&replica.url("/twilio/voice"), &pairs, Some(&elsewhere)).await;
     assert_eq!(refused.status().as_u16(), 403);
     let query = format!("/twilio/voice?CallSid={}&From=%2B15005550006", sid(2));
-    let unsigned = client()
-        .get(replica.url(&query))
-        .send()
-        .await
-        .unwrap();
+    let unsigned = client().get(replica.url(&query)).send().await.unwrap();
     assert_eq!(unsigned.status().as_u16(), 403);
 
     let log = eventually(Duration::from_secs(5), || async {
@@ -376,7 +373,10 @@ async fn a_refused_signature_names_the_url_it_was_checked_against() {
                 && line.contains(&format!("query={query}")),
             "{line}"
         );
-        assert!(!line.contains("+1500555") && !line.contains("%2B1500"), "{line}");
+        assert!(
+            !line.contains("+1500555") && !line.contains("%2B1500"),
+            "{line}"
+        );
     }
     assert_no_secret("the refused-signature log lines", &log);
 }
