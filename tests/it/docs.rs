@@ -6,7 +6,13 @@ use std::path::Path;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const ROOTS: [&str; 7] = [
-    "src/", "crates/", "tests/", "scripts/", "deploy/", "docs/", "examples/",
+    "src/",
+    "crates/",
+    "tests/",
+    "scripts/",
+    "deploy/",
+    "docs/",
+    "examples/",
 ];
 
 /// The repository paths one Markdown text names in backticks: no spaces (a command is not a
@@ -18,12 +24,7 @@ fn cited_paths(text: &str) -> Vec<String> {
         .map(|code| code.trim_start_matches("./"))
         .filter(|code| ROOTS.iter().any(|root| code.starts_with(root)))
         .filter(|code| !code.contains([' ', '*', '{', '<', '$']))
-        .map(|code| {
-            code.split(['#', ':'])
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
+        .map(|code| code.split(['#', ':']).next().unwrap_or_default().to_owned())
         .collect()
 }
 
@@ -51,7 +52,10 @@ fn every_path_the_docs_cite_exists() {
             }
         }
     }
-    assert!(checked > 50, "only {checked} paths found: is the parser right?");
+    assert!(
+        checked > 50,
+        "only {checked} paths found: is the parser right?"
+    );
     assert!(
         missing.is_empty(),
         "the docs cite paths that do not exist: {missing:#?}"

@@ -241,3 +241,16 @@ async fn metrics_md_names_every_series_and_label_a_replica_exports() {
     );
     replica.stop().await;
 }
+
+#[test]
+fn an_empty_rust_log_counts_as_unset() {
+    // `RUST_LOG=` (a compose file passing an unset variable) must not silence the log.
+    let replica =
+        testkit::ReplicaProcess::spawn(binary(), "empty-rust-log", &[("RUST_LOG", String::new())])
+            .expect("replica starts");
+    let log = replica.log();
+    assert!(
+        log.contains("prosaas-calls listening") && log.contains("configuration"),
+        "{log}"
+    );
+}
