@@ -2,7 +2,7 @@
 //! that lets exactly one new stream take a call over, and with real processes behind a real nginx, a
 //! replica killed under live calls and a rolling restart, both measured with the simulator.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
