@@ -28,5 +28,6 @@ mod stream_drain;
 mod stream_endings;
 mod tenants;
 mod tls_front;
+mod twilio_api_double;
 mod twilio_e2e;
 mod twilio_setup;
