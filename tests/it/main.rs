@@ -10,6 +10,7 @@ mod cluster_script;
 mod continuity;
 mod crash_cycles;
 mod docs;
+mod kubernetes;
 mod operations;
 mod recovery;
 mod redis_tls;

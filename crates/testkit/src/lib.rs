@@ -8,6 +8,7 @@
 //!   test restarts it with its data. Redis is never mocked.
 //! - [`ReplicaProcess`]: a replica as a real OS process, for crash, pause and drain tests.
 //! - [`nginx`]: a real nginx rendered from the shipped template.
+//! - [`prometheus`]: a real Prometheus scraping loopback targets.
 //! - [`tls`]: a private CA made per test and a `redis-server` that speaks only TLS.
 //! - [`sentinel`]: a primary, a replica and three Sentinels, for failover tests.
 //! - [`twilio_api`]: the simulator's Twilio REST double, a process of its own, and the simulator
@@ -16,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod nginx;
+pub mod prometheus;
 pub mod sentinel;
 pub mod tls;
 pub mod twilio_api;
