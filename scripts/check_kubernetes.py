@@ -454,7 +454,10 @@ CHECKS = {
 
 
 def main():
-    if len(sys.argv) != 2:
+    if sys.argv[1:] in (["-h"], ["--help"]):
+        print(__doc__)
+        return
+    if len(sys.argv) != 2 or sys.argv[1].startswith("-"):
         sys.exit(__doc__)
     renders = {p.stem: Render(p) for p in sorted(pathlib.Path(sys.argv[1]).glob("*.yaml"))}
     if "production" not in renders:

@@ -69,6 +69,7 @@ fn calls_config(config: &Config) -> CallsConfig {
         call_lease: config.call_lease,
         renew_interval: config.renew_interval,
         tenant_key: config.tenant_key,
+        default_tenant_limit: config.default_tenant_limit,
         resume_limit: config.resume_limit,
     }
 }

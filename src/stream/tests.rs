@@ -172,6 +172,7 @@ pub(super) fn context(media: Media) -> Arc<StreamContext> {
         call_lease: Duration::from_secs(30),
         renew_interval: Duration::from_secs(10),
         tenant_key: TenantKey::None,
+        default_tenant_limit: None,
         resume_limit: 2,
     };
     Arc::new(StreamContext {

@@ -3,7 +3,7 @@
 //! real processes behind a real nginx, a replica killed under live calls and a rolling restart,
 //! both measured with the simulator.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use prosaas_calls_sim::call::CallPlan;
 use prosaas_calls_sim::report::Report;
 use prosaas_calls_sim::run::{self, EchoMode, RunConfig};
 use prosaas_calls_sim::target::Target;
-use testkit::nginx::{NginxProcess, find_nginx};
+use testkit::nginx::NginxProcess;
 use testkit::{RedisServer, ReplicaProcess};
 
 const FALLBACK_MESSAGE: &str = "Sorry, we lost the line.";
@@ -237,14 +237,6 @@ const TICK_SECS: u64 = 1;
 const LEASE_SECS: u64 = 3;
 /// Generous: a loaded 2-core CI box may be seconds late; the invariants are asserted, not speed.
 const CONVERGE: Duration = Duration::from_secs(30);
-
-fn nginx_binary() -> PathBuf {
-    // A missing nginx is a failure, never a silent pass: the production topology is untested.
-    find_nginx().expect(
-        "no nginx binary: install it (apt-get install nginx-light; .ci/run does), put nginx on \
-         the PATH, or set NGINX=/path/to/nginx",
-    )
-}
 
 /// How many live calls the kill test holds: 60 as the issue asks; `CONTINUITY_CALLS` lowers it on
 /// a box too small for 60 debug-build calls plus nginx.

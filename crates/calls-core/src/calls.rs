@@ -19,7 +19,7 @@ use crate::store::{
     Admission, AdmitPolicy, CallStore, Refusal, RenewBatch, RenewReport, Renewal, ReplicaHeartbeat,
     ResumeGrant, StoreError, StreamAdmission, StreamEnd,
 };
-use crate::tenant::TenantKey;
+use crate::tenant::{InvalidTenant, TenantKey};
 
 /// What the lifecycle needs from the service configuration.
 #[derive(Debug, Clone)]
@@ -36,6 +36,8 @@ pub struct CallsConfig {
     pub renew_interval: Duration,
     /// `TENANT_KEY`: which field names a call's tenant (its cap is the store's business).
     pub tenant_key: TenantKey,
+    /// `DEFAULT_TENANT_LIMIT`, only to report it in the heartbeat (the store enforces it).
+    pub default_tenant_limit: Option<u64>,
     /// `RESUME_LIMIT`: continuations granted per call after its stream was lost
     /// (docs/reference.md#after-stream).
     pub resume_limit: u32,
@@ -169,6 +171,20 @@ impl Calls {
         &self.started_at
     }
 
+    /// A call whose field names no valid tenant has only the global cap: Twilio never sends such a
+    /// value (only a client that is not Twilio can, where signatures are off), and refusing the
+    /// call for it would punish the caller for a field they do not choose.
+    fn tenant_or_none(
+        &self,
+        call_sid: &CallSid,
+        tenant: Result<Option<String>, InvalidTenant>,
+    ) -> Option<String> {
+        tenant.unwrap_or_else(|err| {
+            warn!(%call_sid, tenant_key = self.config.tenant_key.as_str(), error = %err, "no tenant for this call; only the global cap applies");
+            None
+        })
+    }
+
     /// Reserves a slot for an incoming call for `RESERVATION_SECS`, writing its state in the
     /// same atomic step. A retried webhook finds its slot and takes no second one.
     pub async fn admit_webhook(
@@ -183,10 +199,11 @@ impl Calls {
             return WebhookOutcome::Reject(RejectReason::Draining);
         }
         let mut state = CallState::reserved(call_sid.as_str(), &self.config.replica_id);
-        state.tenant = self
+        let tenant = self
             .config
             .tenant_key
             .of_webhook(call.account_sid.as_deref(), call.to.as_deref());
+        state.tenant = self.tenant_or_none(call_sid, tenant);
         state.account_sid = call.account_sid;
         state.from = call.from;
         state.to = call.to;
@@ -233,6 +250,7 @@ impl Calls {
             .config
             .tenant_key
             .of_stream(start.account_sid.as_deref(), &start.custom_parameters);
+        let tenant = self.tenant_or_none(call_sid, tenant);
         // A continued stream names its grant; one whose value is no number matches no grant.
         let resumed = start
             .custom_parameters
@@ -486,6 +504,8 @@ impl Calls {
                 max_concurrent_calls: self.config.max_concurrent_calls,
                 renew_interval_ms: u64::try_from(self.config.renew_interval.as_millis())
                     .unwrap_or(u64::MAX),
+                tenant_key: Some(self.config.tenant_key),
+                default_tenant_limit: self.config.default_tenant_limit,
             },
             heartbeat_ttl: self.config.renew_interval * 3,
         };
