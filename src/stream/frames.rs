@@ -23,12 +23,14 @@ use crate::metrics::MediaDrop;
 /// Global frame counters are shared by every socket; batching keeps their cache line quiet.
 const COUNTER_BATCH: u64 = 64;
 
-/// Runs the call's frames through `handler` until the call ends; returns how it ended.
-pub(crate) async fn run<S: TwilioSocket, H: MediaHandler>(
+/// Runs the call's frames through `handler` until the call ends; returns how it ended. One loop for
+/// every handler (a `dyn` call per frame): a copy per handler made the stream's task too large for
+/// the compiler to inline the parser and the socket into it (scripts/callgrind-media).
+pub(crate) async fn run<S: TwilioSocket>(
     ctx: &StreamContext,
     socket: &mut S,
     started: &Started,
-    handler: H,
+    handler: &mut dyn MediaHandler,
 ) -> Ending {
     let mut frames = Frames {
         ctx,
@@ -53,7 +55,7 @@ struct Frames<'a, S> {
 }
 
 impl<S: TwilioSocket> Frames<'_, S> {
-    async fn run<H: MediaHandler>(&mut self, mut handler: H) -> Ending {
+    async fn run(&mut self, handler: &mut dyn MediaHandler) -> Ending {
         let live = self.live;
         let mut outbox = Outbox::default();
         // Grows to one frame's size on first use and stays there; a silent call never allocates it.
@@ -112,47 +114,42 @@ impl<S: TwilioSocket> Frames<'_, S> {
                     continue;
                 }
             }
-            if !outbox.is_empty()
-                && let Err(ending) = self.send_outbox(&mut outbox, &mut out_text).await
-            {
-                return ending;
-            }
             if self.frames_in >= COUNTER_BATCH {
                 self.flush_counters();
             }
-        }
-    }
-
-    async fn send_outbox(
-        &mut self,
-        outbox: &mut Outbox,
-        text: &mut BytesMut,
-    ) -> Result<(), Ending> {
-        let stall = self.ctx.timeouts.write_stall;
-        for message in outbox.iter() {
-            match message {
-                Outbound::Media(payload) => messages::media(text, self.stream_sid, payload),
-                Outbound::Mark(name) => messages::mark(text, self.stream_sid, name),
-            }
-            // The frame takes the built bytes without copying; once the socket has written them
-            // the buffer is unique again and the next frame reuses it.
-            let Ok(frame) = Utf8Bytes::try_from(text.split().freeze()) else {
+            // What the handler queued goes out here, not in a method of its own: an awaited call
+            // per frame cost a future's set-up and a poll on every frame (scripts/callgrind-media).
+            if outbox.is_empty() {
                 continue;
-            };
-            socket::send(self.socket, Message::Text(frame), stall, &self.ctx.metrics)
-                .await
-                .inspect_err(|ending| {
-                    if ending.reason == EndReason::SlowConsumer {
-                        warn!(call_sid = %self.live.call_sid, ?stall, "peer stopped reading; closing");
-                    }
-                })?;
-            if matches!(message, Outbound::Media(_)) {
-                self.live.count_out();
-                self.frames_out += 1;
             }
+            let stall = self.ctx.timeouts.write_stall;
+            for message in outbox.iter() {
+                match message {
+                    Outbound::Media(payload) => {
+                        messages::media(&mut out_text, self.stream_sid, payload);
+                    }
+                    Outbound::Mark(name) => messages::mark(&mut out_text, self.stream_sid, name),
+                }
+                // The frame takes the built bytes without copying; once the socket has written
+                // them the buffer is unique again and the next frame reuses it.
+                let Ok(frame) = Utf8Bytes::try_from(out_text.split().freeze()) else {
+                    continue;
+                };
+                if let Err(ending) =
+                    socket::send(self.socket, Message::Text(frame), stall, &self.ctx.metrics).await
+                {
+                    if ending.reason == EndReason::SlowConsumer {
+                        warn!(call_sid = %live.call_sid, ?stall, "peer stopped reading; closing");
+                    }
+                    return ending;
+                }
+                if matches!(message, Outbound::Media(_)) {
+                    live.count_out();
+                    self.frames_out += 1;
+                }
+            }
+            outbox.reset();
         }
-        outbox.reset();
-        Ok(())
     }
 
     fn flush_counters(&mut self) {

@@ -23,6 +23,8 @@ use tracing::{Instrument, info_span};
 use crate::config::{Media, StreamTimeouts};
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use ending::Ending;
+use start::Started;
 
 pub(crate) use self::socket::{MAX_MESSAGE_BYTES, TwilioSocket};
 
@@ -43,16 +45,7 @@ pub(crate) struct StreamContext {
 pub(crate) async fn serve<S: TwilioSocket>(ctx: &StreamContext, mut socket: S) {
     ctx.metrics.sockets_open.inc();
     if let Some(started) = start::await_start(ctx, &mut socket).await {
-        // The live phase runs outside the call's span: entering and leaving it on every poll cost
-        // more than parsing the frame. Its log lines name the call themselves.
-        let ending = match &ctx.media {
-            Media::Echo => frames::run(ctx, &mut socket, &started, handler::Echo).await,
-            Media::Silent => frames::run(ctx, &mut socket, &started, handler::Silent).await,
-            Media::Bridge(config) => {
-                // Boxed: an echo call's future stays as small as it was without the bridge.
-                Box::pin(bridge::serve(ctx, config, &mut socket, &started)).await
-            }
-        };
+        let ending = live(ctx, &mut socket, &started).await;
         let span = info_span!("call", call_sid = %started.live.call_sid);
         async {
             // The ending is recorded before Twilio's socket closes: the after-stream request
@@ -66,4 +59,19 @@ pub(crate) async fn serve<S: TwilioSocket>(ctx: &StreamContext, mut socket: S) {
         .await;
     }
     ctx.metrics.sockets_open.dec();
+}
+
+/// The live phase, in the replica's one mode. It runs outside the call's span: entering and
+/// leaving it on every poll cost more than parsing the frame; its log lines name the call.
+async fn live<S: TwilioSocket>(ctx: &StreamContext, socket: &mut S, started: &Started) -> Ending {
+    let (mut echo, mut silent) = (handler::Echo, handler::Silent);
+    let handler: &mut dyn handler::MediaHandler = match &ctx.media {
+        Media::Echo => &mut echo,
+        Media::Silent => &mut silent,
+        // Boxed: an echo call's future stays as small as it was without the bridge.
+        Media::Bridge(config) => {
+            return Box::pin(bridge::serve(ctx, config, socket, started)).await;
+        }
+    };
+    frames::run(ctx, socket, started, handler).await
 }

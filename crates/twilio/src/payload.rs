@@ -4,6 +4,7 @@
 /// The number of audio bytes `payload` decodes to under standard base64 with canonical padding,
 /// or `None` where `base64`'s `STANDARD` engine would refuse it (length not a multiple of four,
 /// a byte outside the alphabet, misplaced or excess `=`, non-zero bits after the last byte).
+#[inline]
 pub fn decoded_len(payload: &[u8]) -> Option<usize> {
     if !payload.len().is_multiple_of(4) {
         return None;

@@ -20,6 +20,7 @@ pub use outbound::{TextBuf, clear, mark, media};
 /// Twilio sends it is parsed without allocating; only a string with JSON escapes (copied to
 /// unescape it) or an unknown field holding an object or array (serde_json keeps a nesting stack
 /// while skipping it) costs an allocation.
+#[inline]
 pub fn parse(text: &str) -> Result<Inbound<'_>, ParseError> {
     // Fifty `media` frames a second per call: a plain one is read by a one-pass scanner, far
     // cheaper than serde; everything else, and every error, by serde.
