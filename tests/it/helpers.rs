@@ -524,7 +524,7 @@ pub fn binary() -> &'static std::path::Path {
 pub async fn open_call(replica: &testkit::ReplicaProcess, n: usize) -> TwilioStream {
     let (status, twiml) = voice_at(&replica.url("/twilio/voice"), &sid(n)).await;
     assert_eq!(status, 200, "call {n}: {twiml}");
-    let url = format!("ws://127.0.0.1:{}/twilio/stream", replica.port);
+    let url = format!("ws://{}/twilio/stream", replica.addr());
     let mut stream = TwilioStream::connect(&url).await;
     stream.connected().await;
     stream.start(&sid(n)).await;

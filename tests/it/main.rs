@@ -9,6 +9,7 @@ mod cluster_nginx;
 mod cluster_script;
 mod continuity;
 mod crash_cycles;
+mod faults;
 mod operations;
 mod recovery;
 mod redis_tls;

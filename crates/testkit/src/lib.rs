@@ -9,15 +9,18 @@
 //! - [`nginx`]: a real nginx rendered from the shipped template.
 //! - [`tls`]: a private CA made per test and a `redis-server` that speaks only TLS.
 //! - [`sentinel`]: a primary, a replica and three Sentinels, for failover tests.
+//! - [`netns`]: hosts on one machine (network namespaces on a private bridge) and the faults
+//!   between them; every process above can run on such a host (`*_on`).
 
 #![forbid(unsafe_code)]
 
+pub mod netns;
 pub mod nginx;
 pub mod sentinel;
 pub mod tls;
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,7 +29,12 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 enum Endpoint {
     Unix(PathBuf),
-    Tcp(u16),
+    Tcp(SocketAddr),
+}
+
+/// The loopback address `port`.
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
 
 /// A private `redis-server` that keeps nothing on disk (unless started with an append-only file).
@@ -40,6 +48,8 @@ pub struct RedisServer {
     /// Persists every write to an append-only file in `dir` (fsync always), so [`Self::stop`]
     /// followed by [`Self::start_again`] comes back with its data, as production Redis does.
     append_only: bool,
+    /// The host it runs on; `None`: this machine's loopback.
+    host: Option<netns::Host>,
 }
 
 impl RedisServer {
@@ -53,15 +63,30 @@ impl RedisServer {
     /// Starts a server on a free loopback TCP port (for processes that want `redis://`).
     pub fn start_tcp() -> io::Result<Self> {
         let dir = new_dir()?;
-        let endpoint = Endpoint::Tcp(free_port()?);
+        let endpoint = Endpoint::Tcp(loopback(free_port()?));
         Self::launch(dir, endpoint)
+    }
+
+    /// Starts a server on `host`, on Redis' usual port 6379 of the host's address (no password,
+    /// protected mode off: only this test's hosts can reach it).
+    pub fn start_on(host: &netns::Host) -> io::Result<Self> {
+        let mut server = Self {
+            dir: new_dir()?,
+            endpoint: Endpoint::Tcp(host.addr(6379)),
+            password: None,
+            child: None,
+            append_only: false,
+            host: Some(host.clone()),
+        };
+        server.spawn()?;
+        Ok(server)
     }
 
     /// Starts a server on a free loopback TCP port that requires `password` (`requirepass`);
     /// `url()` carries it, as `REDIS_URL` would. Use URL-safe characters.
     pub fn start_tcp_with_password(password: &str) -> io::Result<Self> {
         let dir = new_dir()?;
-        let endpoint = Endpoint::Tcp(free_port()?);
+        let endpoint = Endpoint::Tcp(loopback(free_port()?));
         Self::launch_with(dir, endpoint, Some(password.to_owned()))
     }
 
@@ -76,6 +101,7 @@ impl RedisServer {
             password: None,
             child: None,
             append_only: true,
+            host: None,
         };
         server.spawn()?;
         Ok(server)
@@ -96,12 +122,14 @@ impl RedisServer {
             password,
             child: None,
             append_only: false,
+            host: None,
         };
         server.spawn()?;
         Ok(server)
     }
 
-    /// `redis+unix:///…` or `redis://127.0.0.1:PORT/0` (`redis://:PASSWORD@…` with a password).
+    /// `redis+unix:///…` or `redis://127.0.0.1:PORT/0` (`redis://:PASSWORD@…` with a password;
+    /// the host's address for a server on a host).
     pub fn url(&self) -> String {
         let auth = self
             .password
@@ -110,7 +138,15 @@ impl RedisServer {
             .unwrap_or_default();
         match &self.endpoint {
             Endpoint::Unix(path) => format!("redis+unix://{}", path.display()),
-            Endpoint::Tcp(port) => format!("redis://{auth}127.0.0.1:{port}/0"),
+            Endpoint::Tcp(addr) => format!("redis://{auth}{addr}/0"),
+        }
+    }
+
+    /// The TCP address it listens on; `None` on a unix socket.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match &self.endpoint {
+            Endpoint::Unix(_) => None,
+            Endpoint::Tcp(addr) => Some(*addr),
         }
     }
 
@@ -156,7 +192,11 @@ impl RedisServer {
         let mut cmd = Command::new("redis-cli");
         match &self.endpoint {
             Endpoint::Unix(path) => cmd.arg("-s").arg(path),
-            Endpoint::Tcp(port) => cmd.arg("-p").arg(port.to_string()),
+            Endpoint::Tcp(addr) => cmd
+                .arg("-h")
+                .arg(addr.ip().to_string())
+                .arg("-p")
+                .arg(addr.port().to_string()),
         };
         if let Some(password) = &self.password {
             cmd.arg("--no-auth-warning").arg("-a").arg(password);
@@ -166,7 +206,10 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> io::Result<()> {
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = match &self.host {
+            Some(host) => host.command("redis-server"),
+            None => Command::new("redis-server"),
+        };
         cmd.arg("--save").arg("").arg("--appendonly");
         if self.append_only {
             cmd.arg("yes").arg("--appendfsync").arg("always");
@@ -191,11 +234,15 @@ impl RedisServer {
                     .arg("--unixsocketperm")
                     .arg("700");
             }
-            Endpoint::Tcp(port) => {
+            Endpoint::Tcp(addr) => {
                 cmd.arg("--port")
-                    .arg(port.to_string())
+                    .arg(addr.port().to_string())
                     .arg("--bind")
-                    .arg("127.0.0.1");
+                    .arg(addr.ip().to_string());
+                if self.host.is_some() {
+                    // Its clients come from other hosts; the network is private to the test.
+                    cmd.arg("--protected-mode").arg("no");
+                }
             }
         }
         let child = cmd
@@ -249,8 +296,14 @@ impl Drop for RedisServer {
 
 /// Whether `GET /healthz` on a loopback port answers 200 right now (blocking, bounded at 500 ms).
 pub fn healthz_ok(port: u16) -> bool {
+    healthz_ok_at(loopback(port))
+}
+
+/// Whether `GET /healthz` at `addr` answers 200 right now (blocking, bounded at 500 ms).
+pub fn healthz_ok_at(addr: SocketAddr) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+    else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
@@ -276,6 +329,8 @@ fn new_dir() -> io::Result<tempfile::TempDir> {
 /// Dropping it kills the process by PID.
 pub struct ReplicaProcess {
     child: Option<Child>,
+    /// Where it listens: loopback, or its host's address.
+    pub ip: IpAddr,
     pub port: u16,
     pub id: String,
     log: PathBuf,
@@ -286,13 +341,31 @@ impl ReplicaProcess {
     /// Starts `binary` on a free loopback port with `env` on top of the process's environment
     /// and waits until `/healthz` answers.
     pub fn spawn(binary: &Path, id: &str, env: &[(&str, String)]) -> io::Result<Self> {
+        Self::launch(Command::new(binary), loopback(free_port()?), id, env)
+    }
+
+    /// Starts `binary` on `host`, listening on the host's address, port 8080 (as in production),
+    /// and waits until `/healthz` answers there.
+    pub fn spawn_on(
+        host: &netns::Host,
+        binary: &Path,
+        id: &str,
+        env: &[(&str, String)],
+    ) -> io::Result<Self> {
+        Self::launch(host.command(binary), host.addr(8080), id, env)
+    }
+
+    fn launch(
+        mut cmd: Command,
+        listen: SocketAddr,
+        id: &str,
+        env: &[(&str, String)],
+    ) -> io::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("prosaas-calls-replica-")
             .tempdir()?;
         let log = dir.path().join("replica.log");
-        let port = free_port()?;
-        let mut cmd = Command::new(binary);
-        cmd.env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        cmd.env("LISTEN_ADDR", listen.to_string())
             .env("REPLICA_ID", id)
             .env("RUST_LOG", "info")
             .env_remove("REDIS_URL")
@@ -308,7 +381,8 @@ impl ReplicaProcess {
             .spawn()?;
         let mut replica = Self {
             child: Some(child),
-            port,
+            ip: listen.ip(),
+            port: listen.port(),
             id: id.to_owned(),
             log,
             _dir: dir,
@@ -318,7 +392,12 @@ impl ReplicaProcess {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}{path}", self.addr())
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -383,7 +462,7 @@ impl ReplicaProcess {
                     self.log()
                 )));
             }
-            if healthz_ok(self.port) {
+            if healthz_ok_at(self.addr()) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
