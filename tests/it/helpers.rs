@@ -425,16 +425,17 @@ impl TwilioStream {
 pub async fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
     let url = redis.url();
     let mut command = tokio::process::Command::new("redis-cli");
-    if let Some(path) = url.strip_prefix("redis+unix://") {
-        command.arg("-s").arg(path);
-    } else {
-        let port = url
-            .rsplit(':')
-            .next()
-            .and_then(|tail| tail.split('/').next())
-            .expect("redis://127.0.0.1:PORT/0");
-        command.arg("-p").arg(port);
-    }
+    match redis.addr() {
+        Some(addr) => command
+            .arg("-h")
+            .arg(addr.ip().to_string())
+            .arg("-p")
+            .arg(addr.port().to_string()),
+        None => command.arg("-s").arg(
+            url.strip_prefix("redis+unix://")
+                .expect("a unix socket URL"),
+        ),
+    };
     let out = command
         .args(args)
         .stderr(std::process::Stdio::null())
