@@ -4,6 +4,7 @@
 //! The test process is `.1` on each network: it plays Twilio (webhooks, media streams, the
 //! simulator) and the operator (`redis-cli`, `/metrics`), and is never cut off itself.
 
+mod failover;
 mod kit;
 mod redis_cut;
 

@@ -351,6 +351,8 @@ impl StoreError {
                     || source.is_connection_dropped()
                     || source.is_connection_refusal()
                     || source.is_timeout()
+                    // A demoted or isolated primary answers, but the state cannot be written.
+                    || connect::refuses_writes(source)
             }
             _ => false,
         }

@@ -107,10 +107,11 @@ pub struct StoreCore {
     config: StoreConfig,
     scripts: Scripts,
     watch: RecoveryWatch,
-    /// False until the scripts are loaded on the current connection; set false again by any error
-    /// that may mean a new connection (the manager reconnects after one), so the next operation
-    /// loads them first.
-    prepared: AtomicBool,
+    /// The connection generation (plus one) the scripts were loaded on and `run_id` read from; 0:
+    /// none. A new generation (the link switched to another primary, or was replaced) or any error
+    /// that may mean a new connection (the manager reconnects after one) makes the next operation
+    /// load them and read `run_id` first: a failover is noticed as a restart is.
+    prepared_for: AtomicU64,
     preparing: tokio::sync::Mutex<()>,
     /// Preparations tried so far: an operation that waited for another's attempt, which failed,
     /// fails with it instead of queueing an attempt of its own (a burst during an outage must
@@ -154,7 +155,7 @@ impl RedisStore {
                 watch: RecoveryWatch::new(config.call_lease),
                 config,
                 scripts: Scripts::new(),
-                prepared: AtomicBool::new(false),
+                prepared_for: AtomicU64::new(0),
                 preparing: tokio::sync::Mutex::new(()),
                 prepare_attempts: AtomicU64::new(0),
                 lapsed: Mutex::new(Vec::new()),
@@ -187,10 +188,12 @@ impl StoreCore {
     /// loads the scripts and reads Redis' `run_id` first (once, however many operations wait).
     async fn link(&self, op: &'static str) -> Result<(Began, StoreConnection), StoreError> {
         let began = self.watch.begin();
-        if !self.prepared.load(Ordering::Acquire) {
+        let prepared =
+            |this: &Self| this.prepared_for.load(Ordering::Acquire) == this.conn.generation() + 1;
+        if !prepared(self) {
             let attempts = self.prepare_attempts.load(Ordering::Acquire);
             let _one_at_a_time = self.preparing.lock().await;
-            if !self.prepared.load(Ordering::Acquire) {
+            if !prepared(self) {
                 if self.prepare_attempts.load(Ordering::Acquire) != attempts {
                     return Err(StoreError::NotConnected {
                         op,
@@ -198,8 +201,10 @@ impl StoreCore {
                     });
                 }
                 self.prepare_attempts.fetch_add(1, Ordering::AcqRel);
+                // Read before: a switch while preparing leaves the new link unprepared.
+                let generation = self.conn.generation();
                 self.prepare(op).await?;
-                self.prepared.store(true, Ordering::Release);
+                self.prepared_for.store(generation + 1, Ordering::Release);
             }
         }
         Ok((began, self.conn.clone()))
@@ -254,7 +259,7 @@ impl StoreCore {
         if let Err(err) = &result
             && err.is_unavailable()
         {
-            self.prepared.store(false, Ordering::Release);
+            self.prepared_for.store(0, Ordering::Release);
         }
         result
     }
