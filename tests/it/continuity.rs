@@ -2,7 +2,7 @@
 //! that lets exactly one new stream take a call over, and with real processes behind a real nginx, a
 //! replica killed under live calls and a rolling restart, both measured with the simulator.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
@@ -10,11 +10,9 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 use prosaas_calls::config::StreamTimeouts;
-use prosaas_calls_sim::call::CallPlan;
-use prosaas_calls_sim::report::Report;
-use prosaas_calls_sim::run::{self, EchoMode, RunConfig};
+use prosaas_calls_sim::run;
 use prosaas_calls_sim::target::Target;
-use testkit::nginx::{NginxProcess, find_nginx};
+use testkit::nginx::NginxProcess;
 use testkit::{RedisServer, ReplicaProcess, free_port};
 
 const FALLBACK_MESSAGE: &str = "Sorry, we lost the line.";
@@ -236,14 +234,6 @@ const LEASE_SECS: u64 = 3;
 /// Generous: a loaded 2-core CI box may be seconds late; the invariants are asserted, not speed.
 const CONVERGE: Duration = Duration::from_secs(30);
 
-fn nginx_binary() -> PathBuf {
-    // A missing nginx is a failure, never a silent pass: the production topology is untested.
-    find_nginx().expect(
-        "no nginx binary: install it (apt-get install nginx-light; .ci/run does), put nginx on \
-         the PATH, or set NGINX=/path/to/nginx",
-    )
-}
-
 /// How many live calls the kill test holds: 60 as the issue asks; `CONTINUITY_CALLS` lowers it on
 /// a box too small for 60 debug-build calls plus nginx.
 fn kill_test_calls() -> u64 {
@@ -251,59 +241,6 @@ fn kill_test_calls() -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(60)
-}
-
-fn plan(target: Target, duration: Duration) -> CallPlan {
-    CallPlan {
-        target,
-        stream_only: false,
-        duration,
-        account_sid: "AC0123456789abcdef0123456789abcdef".into(),
-        dtmf: None,
-        mark: None,
-        drain: Duration::from_secs(5),
-    }
-}
-
-fn sim_run(target: Target, calls: u64, ramp: Duration, duration: Duration, seed: u64) -> RunConfig {
-    RunConfig {
-        plan: plan(target, duration),
-        calls,
-        concurrency: calls,
-        ramp,
-        echo: EchoMode::Expect,
-        settle: Duration::from_millis(500),
-        progress: None,
-        server_pid: None,
-        seed,
-    }
-}
-
-/// Live calls by the replica their state names, from Redis as an operator reads it.
-async fn calls_by_replica(redis: &RedisServer) -> Vec<(String, String)> {
-    let members = redis_cli(redis, &["ZRANGE", "calls:slots", "0", "-1"]).await;
-    let mut calls = Vec::new();
-    for call_sid in members.lines().filter(|l| !l.is_empty()) {
-        let state = redis_state(redis, call_sid).await;
-        calls.push((
-            call_sid.to_owned(),
-            state["replica"].as_str().unwrap_or("").to_owned(),
-        ));
-    }
-    calls
-}
-
-fn gap_ms(report: &Report) -> (f64, f64, f64) {
-    let gap = report
-        .continuity
-        .resume_gap_us
-        .as_ref()
-        .expect("continued streams measured their gap");
-    (
-        gap.p50 as f64 / 1000.0,
-        gap.p99 as f64 / 1000.0,
-        gap.max as f64 / 1000.0,
-    )
 }
 
 /// `kill -9` one replica of three under live calls: every call it served is continued on another

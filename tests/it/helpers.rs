@@ -552,3 +552,79 @@ pub async fn race_webhooks(
     }
     admitted
 }
+
+// ---- The simulator as Twilio in front of a cluster (continuity and fault tests).
+
+/// The nginx binary; a missing nginx is a failure, never a silent pass: the production topology
+/// is untested.
+pub fn nginx_binary() -> std::path::PathBuf {
+    testkit::nginx::find_nginx().expect(
+        "no nginx binary: install it (apt-get install nginx-light; .ci/run does), put nginx on \
+         the PATH, or set NGINX=/path/to/nginx",
+    )
+}
+
+/// Calls of `duration` against `target`, each echoed frame checked.
+pub fn plan(
+    target: prosaas_calls_sim::target::Target,
+    duration: Duration,
+) -> prosaas_calls_sim::call::CallPlan {
+    prosaas_calls_sim::call::CallPlan {
+        target,
+        stream_only: false,
+        duration,
+        account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+        dtmf: None,
+        mark: None,
+        drain: Duration::from_secs(5),
+    }
+}
+
+/// A simulator run: `calls` calls of `duration`, all at once over `ramp`, echoes expected.
+pub fn sim_run(
+    target: prosaas_calls_sim::target::Target,
+    calls: u64,
+    ramp: Duration,
+    duration: Duration,
+    seed: u64,
+) -> prosaas_calls_sim::run::RunConfig {
+    prosaas_calls_sim::run::RunConfig {
+        plan: plan(target, duration),
+        calls,
+        concurrency: calls,
+        ramp,
+        echo: prosaas_calls_sim::run::EchoMode::Expect,
+        settle: Duration::from_millis(500),
+        progress: None,
+        server_pid: None,
+        seed,
+    }
+}
+
+/// Live calls by the replica their state names, from Redis as an operator reads it.
+pub async fn calls_by_replica(redis: &RedisServer) -> Vec<(String, String)> {
+    let members = redis_cli(redis, &["ZRANGE", "calls:slots", "0", "-1"]).await;
+    let mut calls = Vec::new();
+    for call_sid in members.lines().filter(|l| !l.is_empty()) {
+        let state = redis_state(redis, call_sid).await;
+        calls.push((
+            call_sid.to_owned(),
+            state["replica"].as_str().unwrap_or("").to_owned(),
+        ));
+    }
+    calls
+}
+
+/// The silence between a lost stream and its continuation's first echo, p50/p99/max in ms.
+pub fn gap_ms(report: &prosaas_calls_sim::report::Report) -> (f64, f64, f64) {
+    let gap = report
+        .continuity
+        .resume_gap_us
+        .as_ref()
+        .expect("continued streams measured their gap");
+    (
+        gap.p50 as f64 / 1000.0,
+        gap.p99 as f64 / 1000.0,
+        gap.max as f64 / 1000.0,
+    )
+}

@@ -405,6 +405,13 @@ impl Host {
         cmd
     }
 
+    /// Sets a network sysctl inside this host only (`net.*` keys are per namespace), as a
+    /// container's `sysctls` would.
+    pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
+        self.run("sysctl", &["-q", "-w", &format!("{key}={value}")])
+            .map(drop)
+    }
+
     /// `ip:port` on this host.
     pub fn addr(&self, port: u16) -> SocketAddr {
         SocketAddr::new(IpAddr::V4(self.ip), port)

@@ -4,6 +4,7 @@
 //! The test process is `.1` on each network: it plays Twilio (webhooks, media streams, the
 //! simulator) and the operator (`redis-cli`, `/metrics`), and is never cut off itself.
 
+mod balancer;
 mod failover;
 mod kit;
 mod redis_cut;
@@ -105,4 +106,14 @@ pub async fn audio_flows(calls: &mut [TwilioStream]) {
     for call in calls {
         call.echo_round(1).await;
     }
+}
+
+/// The simulator's target at `url` on a host of this test's network: not loopback, so allowed
+/// explicitly (the network is the test's own, private to this machine).
+pub fn host_target(url: &str) -> prosaas_calls_sim::target::Target {
+    let reach = prosaas_calls_sim::target::Reach {
+        allow_remote: true,
+        ca_file: None,
+    };
+    prosaas_calls_sim::target::Target::with_reach(url, None, None, &reach).expect("a target")
 }
