@@ -8,6 +8,7 @@ mod balancer;
 mod failover;
 mod kit;
 mod redis_cut;
+mod roll;
 
 use std::time::Duration;
 

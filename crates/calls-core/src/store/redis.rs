@@ -38,10 +38,10 @@ const RENEW_CHUNK: usize = 100;
 /// How many times a continuation grant is decided again when the state changed under it.
 const GRANT_ATTEMPTS: usize = 5;
 
-/// Fields of the webhook's state that a stream's start keeps (SPEC §4: the state says who called
-/// and when, and the tenant its slot was taken for); `account_sid` too, unless the stream's
-/// `start` names one.
-const CARRIED_FROM_WEBHOOK: [&str; 4] = ["created_at", "from", "to", "tenant"];
+/// Fields of the stored state that a stream's start keeps (SPEC §4: the state says who called
+/// and when, and the tenant its slot was taken for; SPEC §9: a continued call, how many of its
+/// continuations were planned hand-overs); `account_sid` too, unless the stream's `start` names one.
+const CARRIED_FROM_WEBHOOK: [&str; 5] = ["created_at", "from", "to", "tenant", "handovers"];
 
 /// The scripts, hashed once at start-up and loaded on every fresh connection, so the hot path
 /// never meets NOSCRIPT. `Script::invoke_async` still loads and retries on NOSCRIPT, for a
@@ -1010,7 +1010,7 @@ mod tests {
         }
         assert_eq!(rest["account_sid"], "AC1");
         let names: Vec<&str> = carried.iter().map(|(f, _)| *f).collect();
-        assert_eq!(names, ["created_at", "from", "to", "tenant"]);
+        assert_eq!(names, ["created_at", "from", "to", "tenant", "handovers"]);
         assert_eq!(carried[1].1, "null");
         let whole: CallState = serde_json::from_str(&whole).unwrap();
         assert_eq!(whole, fresh);
