@@ -13,13 +13,11 @@ library drops such duplicates (it sorts set(values)), and whether Twilio's signe
 documented, so such a vector would pin down a guess.
 """
 
+import argparse
 import json
 import pathlib
 import sys
 from urllib.parse import urlparse
-
-import twilio
-from twilio.request_validator import RequestValidator
 
 OUT = pathlib.Path(__file__).resolve().parent.parent / "crates" / "twilio" / "tests" / "fixtures" / "twilio_signatures.json"
 
@@ -238,4 +236,13 @@ def main():
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(
+        prog="scripts/make_signature_fixtures.py",
+        description=f"Writes {OUT.relative_to(OUT.parents[4])} with Twilio's own Python validator "
+        "(python3 -m pip install twilio). Takes no argument.",
+    ).parse_args()
+    # Imported after the arguments, so --help works without the twilio package.
+    import twilio
+    from twilio.request_validator import RequestValidator
+
     main()

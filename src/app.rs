@@ -55,6 +55,7 @@ fn calls_config(config: &Config) -> CallsConfig {
             TenantKey::AccountSid => calls_core::tenant::TenantKey::AccountSid,
             TenantKey::To => calls_core::tenant::TenantKey::To,
         },
+        default_tenant_limit: config.default_tenant_limit,
         resume_limit: config.resume_limit,
     }
 }

@@ -169,11 +169,13 @@ fn log_start_up(config: &Config) {
              enforce its own limit; set REDIS_URL to run more than one"
         ),
     }
+    // A PUBLIC_URL may carry user:password (basic auth in front of the webhooks): never logged.
+    let public_url = config.public_url.as_deref().map_or_else(
+        || "unset (derived from request headers)".to_owned(),
+        prosaas_calls::config::redact_userinfo,
+    );
     info!(
-        public_url = config
-            .public_url
-            .as_deref()
-            .unwrap_or("unset (derived from request headers)"),
+        public_url = %public_url,
         signatures = if config.twilio_auth_token.is_some() {
             "checked"
         } else {
@@ -207,7 +209,7 @@ fn log_start_up(config: &Config) {
         && url.starts_with("http://")
     {
         warn!(
-            public_url = %url,
+            public_url = %prosaas_calls::config::redact_userinfo(url),
             "PUBLIC_URL is http://, so the stream URL is ws://, which Twilio will not open: \
              calls will be answered and then fail. Use an https:// URL in front of a TLS proxy"
         );
@@ -215,7 +217,13 @@ fn log_start_up(config: &Config) {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // An empty RUST_LOG (`RUST_LOG=` in a compose or env file) counts as unset, like every other
+    // variable: parsed as is, it would silence every line.
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|directives| !directives.trim().is_empty())
+        .and_then(|directives| EnvFilter::try_new(directives).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stdout().is_terminal());

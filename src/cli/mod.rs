@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use calls_core::store::RedisTls;
-use calls_core::store::cluster::ClusterView;
+use calls_core::store::cluster::{ClusterStatus, ClusterView};
 use clap::Args;
 use comfy_table::{ContentArrangement, Table, presets};
 
@@ -32,9 +32,6 @@ pub struct Target {
     /// PEM private key of the client certificate
     #[arg(long, env = "REDIS_TLS_KEY_FILE")]
     pub redis_tls_key_file: Option<PathBuf>,
-    /// The cap shown for tenants without their own (as `serve`'s DEFAULT_TENANT_LIMIT)
-    #[arg(long, env = "DEFAULT_TENANT_LIMIT")]
-    pub default_tenant_limit: Option<String>,
     /// JSON for scripts instead of tables
     #[arg(long, global = true)]
     pub json: bool,
@@ -45,8 +42,8 @@ impl Target {
     ///
     /// # Errors
     ///
-    /// No `REDIS_URL`, a URL or TLS file the client cannot use, a bad `DEFAULT_TENANT_LIMIT`;
-    /// never with the URL's credentials.
+    /// No `REDIS_URL`, or a URL or TLS file the client cannot use; never with the URL's
+    /// credentials.
     pub fn view(&self) -> anyhow::Result<ClusterView> {
         let Some(url) = self
             .redis_url
@@ -57,21 +54,46 @@ impl Target {
                 "REDIS_URL is not set: the command line reads a cluster's Redis (set REDIS_URL or --redis-url)"
             );
         };
-        let default_limit = match self.default_tenant_limit.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(text) => match text.parse::<u64>() {
-                Ok(limit) if limit > 0 => Some(limit),
-                _ => bail!("DEFAULT_TENANT_LIMIT must be a positive integer, not {text:?}"),
-            },
-        };
         let tls = RedisTls {
             ca_file: self.redis_tls_ca_file.clone(),
             cert_file: self.redis_tls_cert_file.clone(),
             key_file: self.redis_tls_key_file.clone(),
         };
-        ClusterView::new(url, &tls, TIMEOUT, default_limit)
-            .context("cannot use REDIS_URL and REDIS_TLS_*")
+        ClusterView::new(url, &tls, TIMEOUT).context("cannot use REDIS_URL and REDIS_TLS_*")
     }
+}
+
+/// Where a tenant's cap in force comes from, as the tables and `--json` say it.
+pub fn limit_source(status: &ClusterStatus, tenant: &str) -> &'static str {
+    if status.own_limits.contains_key(tenant) {
+        "own"
+    } else {
+        match status.settings.tenants {
+            None => "unknown",
+            Some(settings) if settings.default_tenant_limit.is_some() => "default",
+            Some(_) => "none",
+        }
+    }
+}
+
+/// Every tenant as `--json` prints it: live slots, the cap in force and where it comes from
+/// (`own`, `default`, `none`: only the global cap, `unknown`: no live replica reports the default).
+pub fn tenants_json(status: &ClusterStatus) -> serde_json::Value {
+    status
+        .tenants
+        .iter()
+        .map(|(tenant, usage)| {
+            (
+                tenant.clone(),
+                serde_json::json!({
+                    "active": usage.active,
+                    "limit": usage.limit,
+                    "limit_from": limit_source(status, tenant),
+                }),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 /// A table with aligned columns and the given header.

@@ -2,6 +2,8 @@
 //! `calls:tenant_limits`, honoured by every replica from its next admission (SPEC §10).
 
 use anyhow::bail;
+use calls_core::store::cluster::{ClusterSettings, ClusterView};
+use calls_core::tenant::check_name;
 use clap::Subcommand;
 use serde_json::json;
 
@@ -24,16 +26,17 @@ pub async fn run(target: &Target, command: &TenantsCommand) -> anyhow::Result<()
     let view = target.view()?;
     match command {
         TenantsCommand::List => {
-            let tenants = view.tenants().await?;
+            let status = view.status().await?;
             if target.json {
-                return print_json(&tenants);
+                return print_json(&super::tenants_json(&status));
             }
-            if tenants.is_empty() {
+            if status.tenants.is_empty() {
                 super::emit("No tenant has live calls or a cap.\n")?;
                 return Ok(());
             }
             let mut rows = table(&["TENANT", "ACTIVE", "LIMIT", "USE"]);
-            for (tenant, usage) in &tenants {
+            for (tenant, usage) in &status.tenants {
+                let source = super::limit_source(&status, tenant);
                 let (limit, share) = match usage.limit {
                     Some(0) => ("0".to_owned(), "AT CAP".to_owned()),
                     Some(cap) if usage.active >= cap => (
@@ -41,14 +44,27 @@ pub async fn run(target: &Target, command: &TenantsCommand) -> anyhow::Result<()
                         format!("{}% AT CAP", usage.active * 100 / cap),
                     ),
                     Some(cap) => (cap.to_string(), format!("{}%", usage.active * 100 / cap)),
+                    None if source == "unknown" => {
+                        ("? (default unknown)".to_owned(), "?".to_owned())
+                    }
                     None => ("-".to_owned(), "-".to_owned()),
+                };
+                let limit = if source == "default" {
+                    format!("{limit} (default)")
+                } else {
+                    limit
                 };
                 rows.add_row(vec![tenant.clone(), usage.active.to_string(), limit, share]);
             }
             super::emit(&format!("{rows}\n"))?;
+            if status.settings.tenants.is_none() {
+                super::emit(
+                    "The default cap is unknown: no live replica reports DEFAULT_TENANT_LIMIT.\n",
+                )?;
+            }
         }
         TenantsCommand::Set { tenant, limit } => {
-            check_tenant(tenant)?;
+            check_name(tenant)?;
             if *limit == 0 {
                 bail!(
                     "a tenant's cap must be a positive integer (to stop its calls, take its number off)"
@@ -56,9 +72,13 @@ pub async fn run(target: &Target, command: &TenantsCommand) -> anyhow::Result<()
             }
             view.set_tenant_limit(tenant, Some(*limit)).await?;
             report(target, tenant, Some(*limit), "set")?;
+            warn_if_unused(&view).await;
         }
         TenantsCommand::Unset { tenant } => {
-            check_tenant(tenant)?;
+            // Any stored name can be removed, one an older command line let in included.
+            if tenant.is_empty() {
+                bail!("name the tenant whose own cap to remove");
+            }
             view.set_tenant_limit(tenant, None).await?;
             report(target, tenant, None, "unset")?;
         }
@@ -66,11 +86,32 @@ pub async fn run(target: &Target, command: &TenantsCommand) -> anyhow::Result<()
     Ok(())
 }
 
-fn check_tenant(tenant: &str) -> anyhow::Result<()> {
-    if tenant.trim().is_empty() || tenant.trim() != tenant {
-        bail!("a tenant is an AccountSid or a To number, without surrounding spaces: {tenant:?}");
+/// A cap is stored whatever the replicas run with, but it only counts where they put calls in
+/// tenants: say so on stderr when no live replica does, or when none says.
+async fn warn_if_unused(view: &ClusterView) {
+    let replicas = match view.replicas().await {
+        Ok(replicas) => replicas,
+        Err(err) => {
+            eprintln!(
+                "prosaas-calls: warning: cannot read the replicas' heartbeats ({err}): whether they use this cap is unknown"
+            );
+            return;
+        }
+    };
+    match ClusterSettings::of(&replicas).tenants_on() {
+        Some(true) => {}
+        Some(false) => eprintln!(
+            "prosaas-calls: warning: no live replica has TENANT_KEY set (every one runs with TENANT_KEY=none): this cap is stored but unused until replicas run with TENANT_KEY=account_sid or to"
+        ),
+        None => eprintln!(
+            "prosaas-calls: warning: no live replica reports its TENANT_KEY{}: this cap is stored, and used only by replicas with TENANT_KEY=account_sid or to",
+            if replicas.is_empty() {
+                " (none is running)"
+            } else {
+                ""
+            }
+        ),
     }
-    Ok(())
 }
 
 fn report(target: &Target, tenant: &str, limit: Option<u64>, what: &str) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ use calls_core::call_sid::CallSid;
 use twilio::{signature, twiml};
 
 use crate::app::App;
+use crate::config::redact_userinfo;
 
 mod after_stream;
 mod fallback;
@@ -216,21 +217,26 @@ pub fn check_signature(
     let given = headers
         .get("x-twilio-signature")
         .and_then(|v| v.to_str().ok());
-    match given {
-        None => Err(refuse(
-            app,
-            StatusCode::FORBIDDEN,
-            "missing_signature",
-            uri.path(),
-        )),
-        Some(sig) if signature::is_valid(token, url, params, sig) => Ok(()),
-        Some(_) => Err(refuse(
-            app,
-            StatusCode::FORBIDDEN,
-            "bad_signature",
-            uri.path(),
-        )),
-    }
+    let reason = match given {
+        None => "missing_signature",
+        Some(sig) if signature::is_valid(token, url, params, sig) => return Ok(()),
+        Some(_) => "bad_signature",
+    };
+    // The most common Twilio misconfiguration is a PUBLIC_URL that is not the URL Twilio signed
+    // (scheme, host, a path prefix): the line names the URL the signature was checked against.
+    // Its query is left out (a GET webhook's carries the caller's number), and so is any
+    // user:password a PUBLIC_URL may hold.
+    let checked = redact_userinfo(url.split_once('?').map_or(url, |(base, _)| base));
+    app.metrics.http_rejected(reason);
+    warn!(
+        path = uri.path(),
+        reason,
+        status = StatusCode::FORBIDDEN.as_u16(),
+        checked_url = %checked,
+        query = url.contains('?'),
+        "request refused: no valid X-Twilio-Signature for checked_url (PUBLIC_URL and the path): Twilio signs the URL set on the number, so the two must be the same"
+    );
+    Err(Refused::new(StatusCode::FORBIDDEN, reason))
 }
 
 /// The `wss://…/twilio/stream` URL for the TwiML: from `PUBLIC_URL`, else from the forwarded headers

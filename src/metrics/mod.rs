@@ -32,12 +32,14 @@ const MEDIA_DROP_REASONS: [&str; 11] = [
 ];
 
 /// Why a Twilio request is refused before any state changes (`http_requests_rejected_total`).
-const HTTP_REJECT_REASONS: [&str; 5] = [
+const HTTP_REJECT_REASONS: [&str; 6] = [
     "missing_signature",
     "bad_signature",
     "missing_call_sid",
     "invalid_call_sid",
     "expected_form_body",
+    // A draining replica's 503 to a stream upgrade another replica takes (nginx retries it).
+    "stream_passed_on",
 ];
 /// The label values of `calls_after_stream_total{answer}`.
 pub const AFTER_STREAM_ANSWERS: [&str; 3] = ["hangup", "fallback", "continue"];

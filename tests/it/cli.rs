@@ -9,7 +9,10 @@ fn run(url: &str, args: &[&str]) -> (i32, String, String) {
     let out = std::process::Command::new(binary())
         .args(args)
         .env("REDIS_URL", url)
-        .env_remove("DEFAULT_TENANT_LIMIT")
+        // The command line reads the cluster's settings from the heartbeats, never its own
+        // environment: one set here must change nothing.
+        .env("DEFAULT_TENANT_LIMIT", "999")
+        .env("TENANT_KEY", "to")
         .output()
         .expect("the binary runs");
     (
@@ -37,6 +40,7 @@ async fn status_calls_and_tenants_show_a_live_cluster() {
         ("REDIS_URL", redis.url()),
         ("MAX_CONCURRENT_CALLS", "20".to_string()),
         ("TENANT_KEY", "account_sid".to_string()),
+        ("DEFAULT_TENANT_LIMIT", "3".to_string()),
         ("RESERVATION_SECS", "600".to_string()),
         ("RENEW_INTERVAL_SECS", "1".to_string()),
     ];
@@ -48,6 +52,11 @@ async fn status_calls_and_tenants_show_a_live_cluster() {
     assert_eq!(tenant_webhook(&a, 2, "ACacme").await, 200);
     assert_eq!(tenant_webhook(&a, 3, "ACacme").await, 503);
     assert_eq!(tenant_webhook(&a, 4, "ACglobex").await, 200);
+    // ACinitech has no cap of its own: DEFAULT_TENANT_LIMIT=3 on the replicas holds it.
+    for n in 5..8 {
+        assert_eq!(tenant_webhook(&a, n, "ACinitech").await, 200);
+    }
+    assert_eq!(tenant_webhook(&a, 8, "ACinitech").await, 503);
     // Both heartbeats are written within a tick.
     let beats = eventually(std::time::Duration::from_secs(10), || async {
         let (_, out, _) = run(&url, &["status", "--json"]);
@@ -57,24 +66,44 @@ async fn status_calls_and_tenants_show_a_live_cluster() {
     .await
     .expect("two heartbeats");
     assert_eq!(beats["max_concurrent_calls"], 20);
-    assert_eq!(beats["calls_active"], 3);
-    assert_eq!(beats["calls_rejected_tenant_limit"], 1);
-    assert_eq!(beats["tenants"]["ACacme"]["active"], 2);
-    assert_eq!(beats["tenants"]["ACacme"]["limit"], 2);
+    assert_eq!(
+        beats["tenant_settings"],
+        serde_json::json!({"tenant_key": "account_sid", "default_tenant_limit": 3})
+    );
+    assert_eq!(beats["replicas_differing"], serde_json::json!([]));
+    assert_eq!(beats["calls_active"], 6);
+    assert_eq!(beats["calls_rejected_tenant_limit"], 2);
+    assert_eq!(
+        beats["tenants"]["ACacme"],
+        serde_json::json!({"active": 2, "limit": 2, "limit_from": "own"})
+    );
+    assert_eq!(
+        beats["tenants"]["ACinitech"],
+        serde_json::json!({"active": 3, "limit": 3, "limit_from": "default"})
+    );
     assert_eq!(beats["replicas"][0]["id"], "cli-a");
     assert_eq!(beats["replicas"][0]["stale"], false);
+    assert_eq!(beats["replicas"][0]["tenant_key"], "account_sid");
 
     let (code, table, _) = run(&url, &["status"]);
     assert_eq!(code, 0);
-    assert!(table.contains("Live calls 3 of 20"), "{table}");
+    assert!(table.contains("Live calls 6 of 20"), "{table}");
     assert!(
-        table.contains("cli-a") && table.contains("cli-b"),
+        table.contains("Tenants: TENANT_KEY=account_sid, DEFAULT_TENANT_LIMIT=3"),
         "{table}"
     );
     assert!(
-        table.contains("ACacme") && table.contains("AT CAP"),
+        table.contains("cli-a") && table.contains("cli-b") && table.contains("account_sid, 3"),
         "{table}"
     );
+    // A tenant at the default cap is as much at its cap as one at its own.
+    let at_cap = |name: &str| {
+        table
+            .lines()
+            .any(|line| line.contains(name) && line.contains("AT CAP"))
+    };
+    assert!(at_cap("ACacme") && at_cap("ACinitech"), "{table}");
+    assert!(table.contains("3 (default)"), "{table}");
     assert!(
         !table.contains("ACglobex"),
         "only tenants near their caps: {table}"
@@ -84,7 +113,7 @@ async fn status_calls_and_tenants_show_a_live_cluster() {
     assert_eq!(code, 0);
     let calls: Value = serde_json::from_str(&out).unwrap();
     let calls = calls.as_array().unwrap();
-    assert_eq!(calls.len(), 3);
+    assert_eq!(calls.len(), 6);
     assert!(
         calls
             .iter()
@@ -95,20 +124,90 @@ async fn status_calls_and_tenants_show_a_live_cluster() {
         table.contains(&sid(4)) && table.contains("ACglobex"),
         "{table}"
     );
-    assert!(table.contains("3 live calls"), "{table}");
+    assert!(table.contains("6 live calls"), "{table}");
 
     let (_, out, _) = run(&url, &["tenants", "list", "--json"]);
     let tenants: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         tenants["ACglobex"],
-        serde_json::json!({"active": 1, "limit": null})
+        serde_json::json!({"active": 1, "limit": 3, "limit_from": "default"})
+    );
+    let (_, table, _) = run(&url, &["tenants", "list"]);
+    assert!(
+        table
+            .lines()
+            .any(|line| line.contains("ACinitech") && line.contains("3 (default)")),
+        "{table}"
     );
     assert_eq!(run(&url, &["tenants", "unset", "ACacme"]).0, 0);
     let (_, table, _) = run(&url, &["tenants", "list"]);
     assert!(
-        table.contains("ACacme") && !table.contains("AT CAP"),
-        "{table}"
+        table
+            .lines()
+            .any(|line| line.contains("ACacme") && line.contains("(default)")),
+        "ACacme falls back to the default: {table}"
     );
+
+    // A webhook whose AccountSid no tenant can be named by (never Twilio's) has only the global
+    // cap: the replicas apply the same rule as `tenants set`.
+    assert_eq!(tenant_webhook(&a, 9, "AC{bad}").await, 200);
+    let (_, out, _) = run(&url, &["tenants", "list", "--json"]);
+    let tenants: Value = serde_json::from_str(&out).unwrap();
+    assert!(tenants.get("AC{bad}").is_none(), "{tenants}");
+    let (_, out, _) = run(&url, &["calls", "--json"]);
+    assert!(
+        out.contains(&sid(9)),
+        "admitted under the global cap: {out}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cap_nobody_uses_is_said_and_a_bad_name_is_refused() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    // No replica yet: the default cap and whether tenants are on are unknown, and said so.
+    let (code, _, err) = run(&url, &["tenants", "set", "ACacme", "5"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("no live replica reports its TENANT_KEY (none is running)"),
+        "{err}"
+    );
+    let (_, table, _) = run(&url, &["tenants", "list"]);
+    assert!(table.contains("ACacme"), "{table}");
+    let (_, table, _) = run(&url, &["status"]);
+    assert!(table.contains("Tenants: settings unknown"), "{table}");
+
+    // Replicas without TENANT_KEY: the cap is stored, and the operator is told it is unused.
+    let env = [
+        ("REDIS_URL", url.clone()),
+        ("RENEW_INTERVAL_SECS", "1".to_string()),
+    ];
+    let _a = ReplicaProcess::spawn(binary(), "plain-a", &env).unwrap();
+    eventually(std::time::Duration::from_secs(10), || async {
+        let (_, out, _) = run(&url, &["status", "--json"]);
+        let status: Value = serde_json::from_str(&out).ok()?;
+        (status["replicas"].as_array()?.len() == 1).then_some(())
+    })
+    .await
+    .expect("a heartbeat");
+    let (code, out, err) = run(&url, &["tenants", "set", "ACacme", "5"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("cap set to 5"), "{out}");
+    assert!(
+        err.contains("no live replica has TENANT_KEY set") && err.contains("unused"),
+        "{err}"
+    );
+    let (_, table, _) = run(&url, &["status"]);
+    assert!(table.contains("Tenants: off (TENANT_KEY=none)"), "{table}");
+
+    // A name no replica would take as a tenant is refused before Redis is touched.
+    for bad in ["bad tenant{x}", "AC{x}", " ACacme", ""] {
+        let (code, _, err) = run(&url, &["tenants", "set", bad, "5"]);
+        assert_eq!(code, 1, "{bad:?}: {err}");
+        assert!(err.contains("is not a tenant name"), "{bad:?}: {err}");
+    }
+    let stored = redis.cli(&["HKEYS", "calls:tenant_limits"]).unwrap();
+    assert_eq!(stored.trim(), "ACacme", "only the valid name was stored");
 }
 
 #[test]

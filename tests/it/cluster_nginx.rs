@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crate::helpers::*;
 use futures_util::future::join_all;
 use serde_json::Value;
-use testkit::nginx::{NginxProcess, find_nginx};
+use testkit::nginx::NginxProcess;
 use testkit::{RedisServer, ReplicaProcess};
 
 const LIMIT: usize = 50;
@@ -47,11 +47,7 @@ async fn state_of(redis: &RedisServer, call_sid: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_behind_nginx() {
-    // A missing nginx is a failure, never a silent pass: the production topology is untested.
-    let nginx_bin = find_nginx().expect(
-        "no nginx binary: install it (apt-get install nginx-light; .ci/run does), put nginx on \
-         the PATH, or set NGINX=/path/to/nginx",
-    );
+    let nginx_bin = nginx_binary();
     let began = Instant::now();
     let redis = RedisServer::start_tcp().expect("redis-server");
     let env = [

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use testkit::free_port;
 
-use crate::helpers::nginx_or_skip;
+use crate::helpers::nginx_binary;
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster");
 
@@ -26,11 +26,20 @@ struct Cluster {
 
 impl Cluster {
     fn run(&self, args: &[&str]) -> Output {
-        let out = Command::new("bash")
+        self.run_with_base(args, Some(&self.base.to_string()))
+    }
+
+    /// As [`Cluster::run`], with `CLUSTER_BASE_PORT` set to `base`, or unset.
+    fn run_with_base(&self, args: &[&str], base: Option<&str>) -> Output {
+        let mut command = Command::new("bash");
+        match base {
+            Some(base) => command.env("CLUSTER_BASE_PORT", base),
+            None => command.env_remove("CLUSTER_BASE_PORT"),
+        };
+        let out = command
             .arg(SCRIPT)
             .args(args)
             .env("CLUSTER_STATE_DIR", self.state.path())
-            .env("CLUSTER_BASE_PORT", self.base.to_string())
             .env("CLUSTER_BINARY", env!("CARGO_BIN_EXE_prosaas-calls"))
             .env("NGINX", &self.nginx)
             // Fast ticks keep a fresh Redis's admission hold-off short; short drains keep `down` quick.
@@ -106,9 +115,7 @@ fn process_gone(pid: u32) -> bool {
 
 #[test]
 fn status_reports_a_replica_down() {
-    let Some(nginx) = nginx_or_skip("status_reports_a_replica_down") else {
-        return;
-    };
+    let nginx = nginx_binary();
     let began = std::time::Instant::now();
     let cluster = Cluster {
         state: tempfile::Builder::new()
@@ -136,6 +143,23 @@ fn status_reports_a_replica_down() {
     assert!(line_of(&report, "calls-2").contains("/readyz: 200"));
     // The TLS listener is checked with the cluster's CA, verification on.
     assert!(line_of(&report, "nginx").contains("TLS"));
+    // The state directory remembers its ports: CLUSTER_STATE_DIR alone finds this cluster, and a
+    // CLUSTER_BASE_PORT that disagrees is refused rather than probing some other cluster.
+    let remembered = cluster.run_with_base(&["status"], None);
+    assert_eq!(remembered.status.code(), Some(HEALTHY));
+    assert!(
+        text(&remembered).contains(&format!("public URL: http://127.0.0.1:{}", cluster.base)),
+        "{}",
+        text(&remembered)
+    );
+    let other = (cluster.base - 100).to_string();
+    let mismatch = cluster.run_with_base(&["status"], Some(&other));
+    assert_eq!(mismatch.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&mismatch.stderr)
+            .contains(&format!("was started on {}", cluster.base)),
+        "{mismatch:?}"
+    );
 
     // kill -9 one replica, by the PID the script recorded.
     let victim = cluster.pid_of("calls-2");

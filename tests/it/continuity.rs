@@ -725,12 +725,10 @@ async fn the_after_stream_request_must_be_signed_over_its_action_url() {
     .unwrap();
     let unsigned = Target::new(&replica.url(""), None, None).unwrap();
     let call_sid = sid(9);
-    let ids = prosaas_calls_sim::webhook::CallIds {
-        call_sid: &call_sid,
-        account_sid: "AC0123456789abcdef0123456789abcdef",
-        from: "+15005550006",
-        to: "+15005550001",
-    };
+    let ids = prosaas_calls_sim::webhook::CallIds::inbound(
+        &call_sid,
+        "AC0123456789abcdef0123456789abcdef",
+    );
     let (_, connect) = prosaas_calls_sim::webhook::request_voice(&signed, &ids)
         .await
         .unwrap();

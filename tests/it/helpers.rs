@@ -377,18 +377,14 @@ where
 // ---- The nginx front (deploy/nginx/templates/default.conf.template) and a client that talks to a
 // ---- cluster by URL rather than to an in-process `Replica`.
 
-/// The nginx binary, or `None` (the test says it skipped) where none is installed. CI installs
-/// nginx-light: a missing nginx there is a broken CI, not a skip.
-pub fn nginx_or_skip(test: &str) -> Option<std::path::PathBuf> {
-    let found = testkit::nginx::find_nginx();
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI is set but no nginx binary was found"
-        );
-        eprintln!("SKIPPED {test}: no nginx binary (apt-get install nginx-light)");
-    }
-    found
+/// The nginx binary. A missing one fails the test that needs it, saying how to install it, as
+/// the README says: a silent pass would leave the production topology untested and the totals
+/// line green.
+pub fn nginx_binary() -> std::path::PathBuf {
+    testkit::nginx::find_nginx().expect(
+        "no nginx binary: the tests of the nginx front need one (apt-get install nginx-light; \
+         .ci/run does), on the PATH or as NGINX=/path/to/nginx",
+    )
 }
 
 /// Posts a status callback to `base` and returns the HTTP status.
@@ -554,15 +550,6 @@ pub async fn race_webhooks(
 }
 
 // ---- The simulator as Twilio in front of a cluster (continuity and fault tests).
-
-/// The nginx binary; a missing nginx is a failure, never a silent pass: the production topology
-/// is untested.
-pub fn nginx_binary() -> std::path::PathBuf {
-    testkit::nginx::find_nginx().expect(
-        "no nginx binary: install it (apt-get install nginx-light; .ci/run does), put nginx on \
-         the PATH, or set NGINX=/path/to/nginx",
-    )
-}
 
 /// Calls of `duration` against `target`, each echoed frame checked.
 pub fn plan(

@@ -190,3 +190,67 @@ async fn redis_garbage_is_counted_and_the_call_goes_on() {
     call.stop(&sid(1)).await;
     replica.stop().await;
 }
+
+/// The series name a sample line belongs to (`_bucket`, `_sum`, `_count` fold into the histogram).
+fn series_name(sample: &str) -> &str {
+    let name = sample.split(['{', ' ']).next().unwrap_or_default();
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .filter(|base| base.ends_with("_seconds"))
+        .unwrap_or(name)
+}
+
+#[tokio::test]
+async fn metrics_md_names_every_series_and_label_a_replica_exports() {
+    // docs/metrics.md is the operator's list: every series a fresh replica exports, and every
+    // label value that exists at zero, must be in the row of its metric.
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/metrics.md"))
+        .expect("docs/metrics.md");
+    let rows: Vec<&str> = doc.lines().filter(|line| line.starts_with("| `")).collect();
+    let replica = Replica::start(raw(None, 5), StreamTimeouts::default()).await;
+    let (status, text) = get(&replica.url("/metrics")).await;
+    assert_eq!(status, 200);
+    let mut missing = Vec::new();
+    for sample in text.lines().filter(|line| !line.starts_with('#')) {
+        let name = series_name(sample);
+        let quoted = format!("`{name}`");
+        let Some(row) = rows.iter().find(|row| row.contains(&quoted)) else {
+            missing.push(format!("{name} (no row)"));
+            continue;
+        };
+        let labels = sample
+            .split_once('{')
+            .and_then(|(_, rest)| rest.split_once('}'))
+            .map_or("", |(labels, _)| labels);
+        for pair in labels.split(',').filter(|pair| !pair.is_empty()) {
+            let (label, value) = pair.split_once('=').expect("label=\"value\"");
+            // Bucket bounds and the build's own version are not a fixed set.
+            if matches!(label, "le" | "version" | "commit") {
+                continue;
+            }
+            if !row.contains(&format!("`{}`", value.trim_matches('"'))) {
+                missing.push(format!("{name}{{{pair}}}"));
+            }
+        }
+    }
+    missing.dedup();
+    assert!(
+        missing.is_empty(),
+        "docs/metrics.md does not name: {missing:#?}"
+    );
+    replica.stop().await;
+}
+
+#[test]
+fn an_empty_rust_log_counts_as_unset() {
+    // `RUST_LOG=` (a compose file passing an unset variable) must not silence the log.
+    let replica =
+        testkit::ReplicaProcess::spawn(binary(), "empty-rust-log", &[("RUST_LOG", String::new())])
+            .expect("replica starts");
+    let log = replica.log();
+    assert!(
+        log.contains("prosaas-calls listening") && log.contains("configuration"),
+        "{log}"
+    );
+}

@@ -330,3 +330,53 @@ fn redis_port(redis: &RedisServer) -> u16 {
     let after_host = url.rsplit_once("127.0.0.1:").expect("a TCP server").1;
     after_host.trim_end_matches("/0").parse().expect("a port")
 }
+
+#[tokio::test]
+async fn a_refused_signature_names_the_url_it_was_checked_against() {
+    // The most common Twilio misconfiguration: PUBLIC_URL is not the URL Twilio signed. The log
+    // line names the URL the replica checked, without the user:password a PUBLIC_URL may carry
+    // and without a GET webhook's query (the caller's number).
+    let env = [
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.to_owned()),
+        (
+            "PUBLIC_URL",
+            format!("https://ops:{REDIS_PASSWORD}@calls.example.com/base"),
+        ),
+    ];
+    let replica = ReplicaProcess::spawn(binary(), "sig-log", &env).expect("replica starts");
+    let params = [("CallSid", sid(1)), ("From", "+15005550006".to_owned())];
+    let pairs: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // Signed over the URL Twilio would have used had the number pointed elsewhere.
+    let elsewhere =
+        signature::compute(AUTH_TOKEN, "https://other.example.com/twilio/voice", &pairs);
+    let refused = post_form(&replica.url("/twilio/voice"), &pairs, Some(&elsewhere)).await;
+    assert_eq!(refused.status().as_u16(), 403);
+    let query = format!("/twilio/voice?CallSid={}&From=%2B15005550006", sid(2));
+    let unsigned = client().get(replica.url(&query)).send().await.unwrap();
+    assert_eq!(unsigned.status().as_u16(), 403);
+
+    let log = eventually(Duration::from_secs(5), || async {
+        let log = replica.log();
+        (log.matches("checked_url=").count() >= 2).then_some(log)
+    })
+    .await
+    .unwrap_or_else(|| replica.log());
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("checked_url=")).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    for (line, reason, query) in [
+        (lines[0], "bad_signature", false),
+        (lines[1], "missing_signature", true),
+    ] {
+        assert!(
+            line.contains("checked_url=https://***@calls.example.com/base/twilio/voice ")
+                && line.contains(reason)
+                && line.contains(&format!("query={query}")),
+            "{line}"
+        );
+        assert!(
+            !line.contains("+1500555") && !line.contains("%2B1500"),
+            "{line}"
+        );
+    }
+    assert_no_secret("the refused-signature log lines", &log);
+}

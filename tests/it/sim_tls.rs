@@ -1,65 +1,15 @@
 //! The simulator's own binary over TLS: https webhooks and wss streams through the TLS front (real
 //! nginx, replicas and Redis) trusting the test's CA given with --ca-file, refused without it.
 
-use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::helpers::*;
 use testkit::nginx::{NginxProcess, TlsFiles};
 use testkit::tls::TestCa;
+use testkit::twilio_api::sim_binary;
 use testkit::{RedisServer, ReplicaProcess};
-
-/// The `prosaas-calls-sim` binary of this build, beside the server's. Cargo hands a test only its
-/// own package's binaries, so the simulator's is built here (a no-op when it is fresh), with the
-/// profile and target directory of this test binary.
-fn sim_binary() -> &'static Path {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT.get_or_init(|| {
-        let server = Path::new(env!("CARGO_BIN_EXE_prosaas-calls"));
-        let profile_dir = server.parent().expect("the binary's directory");
-        let target_dir = profile_dir.parent().expect("the target directory");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut build = std::process::Command::new(cargo);
-        build
-            .args(["build", "--quiet", "-p", "prosaas-calls-sim"])
-            .args(["--bin", "prosaas-calls-sim", "--profile", profile])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        // What cargo set for running this test, not for a build: a build script that reads one
-        // (ring's reads CARGO_MANIFEST_DIR) would see it change, and the next `cargo test` would
-        // rebuild half the tree.
-        for (key, _) in std::env::vars_os() {
-            let name = key.to_string_lossy();
-            let set_for_the_test = name == "OUT_DIR"
-                || [
-                    "CARGO_MANIFEST_",
-                    "CARGO_PKG_",
-                    "CARGO_BIN_EXE_",
-                    "CARGO_CRATE_",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                ]
-                .iter()
-                .any(|prefix| name.starts_with(prefix));
-            if set_for_the_test {
-                build.env_remove(&key);
-            }
-        }
-        let status = build
-            .status()
-            .expect("running cargo build for prosaas-calls-sim");
-        assert!(status.success(), "cargo build of prosaas-calls-sim failed");
-        profile_dir.join("prosaas-calls-sim")
-    })
-}
 
 /// Runs the simulator with `args` (plus a short run's settings) and its JSON report on stdout.
 async fn simulate(args: &[&str]) -> (Output, serde_json::Value) {
@@ -85,9 +35,7 @@ async fn simulate(args: &[&str]) -> (Output, serde_json::Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_calls_through_the_tls_front() {
-    let Some(nginx_bin) = nginx_or_skip("the_simulator_calls_through_the_tls_front") else {
-        return;
-    };
+    let nginx_bin = nginx_binary();
     // Built before anything starts, so the build's time is not the processes' idle time.
     tokio::task::spawn_blocking(sim_binary).await.unwrap();
 

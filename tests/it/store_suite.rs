@@ -80,6 +80,8 @@ fn batch(lease: Duration, calls: Vec<(CallSid, &str, Option<CallState>)>) -> Ren
             draining: false,
             max_concurrent_calls: 5,
             renew_interval_ms: 1000,
+            tenant_key: None,
+            default_tenant_limit: None,
         },
         calls: calls
             .into_iter()
@@ -760,7 +762,8 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
             reservation: LEASE,
             call_lease: LEASE,
             renew_interval: Duration::from_secs(7),
-            tenant_key: Default::default(),
+            tenant_key: calls_core::tenant::TenantKey::To,
+            default_tenant_limit: Some(3),
             resume_limit: 2,
         },
         store,
@@ -773,6 +776,10 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
     assert_eq!(heartbeat["calls_active"], 0);
     assert_eq!(heartbeat["draining"], true);
     assert_eq!(heartbeat["max_concurrent_calls"], 5);
+    assert_eq!(heartbeat["renew_interval_ms"], 7000);
+    // The tenant settings the command line judges tenants by.
+    assert_eq!(heartbeat["tenant_key"], "to");
+    assert_eq!(heartbeat["default_tenant_limit"], 3);
     assert_eq!(heartbeat["started_at"], calls.started_at());
     let hb_ttl: i64 = server
         .cli(&["PTTL", "calls:replica:calls-2"])

@@ -139,6 +139,8 @@ fn batch(calls: &[Renewal]) -> RenewBatch {
             draining: false,
             max_concurrent_calls: 100_000,
             renew_interval_ms: 10_000,
+            tenant_key: None,
+            default_tenant_limit: None,
         },
         heartbeat_ttl: Duration::from_secs(30),
     }

@@ -18,7 +18,7 @@ use crate::store::{
     Admission, AdmitPolicy, CallStore, Refusal, RenewBatch, RenewReport, Renewal, ReplicaHeartbeat,
     ResumeGrant, StoreError, StreamAdmission, StreamEnd,
 };
-use crate::tenant::TenantKey;
+use crate::tenant::{InvalidTenant, TenantKey};
 
 /// What the lifecycle needs from the service configuration.
 #[derive(Debug, Clone)]
@@ -35,6 +35,8 @@ pub struct CallsConfig {
     pub renew_interval: Duration,
     /// `TENANT_KEY`: which field names a call's tenant (its cap is the store's business).
     pub tenant_key: TenantKey,
+    /// `DEFAULT_TENANT_LIMIT`, only to report it in the heartbeat (the store enforces it).
+    pub default_tenant_limit: Option<u64>,
     /// `RESUME_LIMIT`: continuations granted per call after its stream was lost (SPEC §9).
     pub resume_limit: u32,
 }
@@ -190,11 +192,25 @@ impl Calls {
         &self.started_at
     }
 
+    /// A call whose field names no valid tenant has only the global cap: Twilio never sends such a
+    /// value (only a client that is not Twilio can, where signatures are off), and refusing the
+    /// call for it would punish the caller for a field they do not choose.
+    fn tenant_or_none(
+        &self,
+        call_sid: &CallSid,
+        tenant: Result<Option<String>, InvalidTenant>,
+    ) -> Option<String> {
+        tenant.unwrap_or_else(|err| {
+            warn!(%call_sid, tenant_key = self.config.tenant_key.as_str(), error = %err, "no tenant for this call; only the global cap applies");
+            None
+        })
+    }
+
     /// Reserves a slot for an incoming call for `RESERVATION_SECS`, writing its state in the
     /// same atomic step. A retried webhook finds its slot and takes no second one.
     pub async fn admit_webhook(&self, call_sid: &CallSid, call: WebhookCall) -> WebhookOutcome {
         let mut state = CallState::reserved(call_sid.as_str(), &self.config.replica_id);
-        state.tenant = self.config.tenant_key.of_webhook(&call);
+        state.tenant = self.tenant_or_none(call_sid, self.config.tenant_key.of_webhook(&call));
         state.account_sid = call.account_sid;
         state.from = call.from;
         state.to = call.to;
@@ -237,7 +253,7 @@ impl Calls {
     ) -> Result<Arc<LiveCall>, StreamRefusal> {
         let token = self.new_lock_token();
         // Taken only by a stream without a reservation; a reserved call keeps its webhook's.
-        let tenant = self.config.tenant_key.of_stream(&start);
+        let tenant = self.tenant_or_none(call_sid, self.config.tenant_key.of_stream(&start));
         // A continued stream names its grant; one whose value is no number matches no grant.
         let resumed = start
             .custom_parameters
@@ -491,6 +507,8 @@ impl Calls {
                 max_concurrent_calls: self.config.max_concurrent_calls,
                 renew_interval_ms: u64::try_from(self.config.renew_interval.as_millis())
                     .unwrap_or(u64::MAX),
+                tenant_key: Some(self.config.tenant_key),
+                default_tenant_limit: self.config.default_tenant_limit,
             },
             heartbeat_ttl: self.config.renew_interval * 3,
         };

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use memchr::memmem;
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::Notify;
 use tokio::time::{Instant, sleep_until, timeout_at};
 
 use super::conn::Conn;
@@ -60,7 +61,8 @@ impl CallPlan {
 
 enum Outcome {
     Completed,
-    Refused,
+    /// Which reject mode refused it (`http_503`, `twiml`, `busy`, `stream_1013`).
+    Refused(&'static str),
     /// The call ended before its planned duration: a lost stream answered with the fallback or a
     /// hang-up (counted in `ended_early`).
     EndedEarly,
@@ -79,14 +81,77 @@ enum StreamEnd {
 
 /// Runs one call to its end and records what happened in `stats`.
 pub async fn run(plan: &CallPlan, stats: &Stats, seed: u64) {
+    let mut rng = Rng::new(seed);
+    let call_sid = rng.sid("CA");
+    let ids = CallIds::inbound(&call_sid, &plan.account_sid);
+    let voice_url = plan.target.voice_url();
+    let leg = Leg {
+        ids: &ids,
+        voice_url: &voice_url,
+        hangup: None,
+    };
+    follow(plan, stats, &mut rng, &leg).await;
+}
+
+/// What one call is to the simulator: its form fields, where its voice webhook is, and what
+/// makes the callee hang up early (a placed call only).
+struct Leg<'a> {
+    ids: &'a CallIds<'a>,
+    voice_url: &'a str,
+    hangup: Option<&'a Notify>,
+}
+
+/// How a call followed from its voice webhook ended (what the REST double reports of a call it
+/// placed and saw answered).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallEnd {
+    /// Streamed to its planned end, or until hung up.
+    Completed,
+    /// The webhook or the stream refused it: which reject mode said so.
+    Refused(&'static str),
+    /// A stream lost mid-call and not continued (the fallback or a hang-up).
+    EndedEarly,
+    /// Something broke: the error's kind and message.
+    Failed { kind: String, message: String },
+}
+
+/// Follows a call Twilio placed through its REST API and saw answered (the REST double's): the
+/// voice webhook at `voice_url` with `ids` (`Direction=outbound-api`), then the stream for the
+/// plan's duration, or until `hangup` is notified (the callee hangs up: `stop`, then a close).
+pub async fn run_placed(
+    plan: &CallPlan,
+    stats: &Stats,
+    seed: u64,
+    ids: &CallIds<'_>,
+    voice_url: &str,
+    hangup: &Notify,
+) -> CallEnd {
+    let mut rng = Rng::new(seed);
+    let leg = Leg {
+        ids,
+        voice_url,
+        hangup: Some(hangup),
+    };
+    follow(plan, stats, &mut rng, &leg).await
+}
+
+async fn follow(plan: &CallPlan, stats: &Stats, rng: &mut Rng, leg: &Leg<'_>) -> CallEnd {
     stats.launched.inc();
     let mut settled = Settled::new(stats);
-    match attempt(plan, stats, seed, &mut settled).await {
-        Ok(Outcome::Completed) => stats.completed.inc(),
-        Ok(Outcome::Refused | Outcome::EndedEarly) => {}
+    match attempt(plan, stats, rng, leg, &mut settled).await {
+        Ok(Outcome::Completed) => {
+            stats.completed.inc();
+            CallEnd::Completed
+        }
+        Ok(Outcome::Refused(label)) => CallEnd::Refused(label),
+        Ok(Outcome::EndedEarly) => CallEnd::EndedEarly,
         Err(err) => {
             stats.failed.inc();
             stats.failure(&err);
+            CallEnd::Failed {
+                kind: err.kind(),
+                message: err.to_string(),
+            }
         }
     }
 }
@@ -119,31 +184,30 @@ impl Drop for Settled<'_> {
 async fn attempt(
     plan: &CallPlan,
     stats: &Stats,
-    seed: u64,
+    rng: &mut Rng,
+    leg: &Leg<'_>,
     settled: &mut Settled<'_>,
 ) -> Result<Outcome, SimError> {
-    let mut rng = Rng::new(seed);
-    let call_sid = rng.sid("CA");
-    let ids = CallIds {
-        call_sid: &call_sid,
-        account_sid: &plan.account_sid,
-        from: "+15005550006",
-        to: "+15005550001",
-    };
+    let &Leg {
+        ids,
+        voice_url,
+        hangup,
+    } = leg;
+    let call_sid = ids.call_sid;
     let mut connect = if plan.stream_only {
         Connect {
             stream_url: plan.target.default_stream_url(),
             ..Connect::default()
         }
     } else {
-        match webhook::request_voice(&plan.target, &ids).await? {
+        match webhook::request_voice_at(&plan.target, voice_url, ids).await? {
             (Answer::Connect(url), connect) => connect.unwrap_or(Connect {
                 stream_url: url,
                 ..Connect::default()
             }),
             (Answer::Rejected(refusal), _) => {
                 stats.rejected(refusal);
-                return Ok(Outcome::Refused);
+                return Ok(Outcome::Refused(refusal.label()));
             }
         }
     };
@@ -158,7 +222,7 @@ async fn attempt(
                 .target
                 .stream_request(&connect.stream_url)
                 .map_err(|why| SimError::BadStreamUrl(connect.stream_url.clone(), why))?;
-            let (mut conn, early) = ws::connect(&plan.target, &request, &mut rng).await?;
+            let (mut conn, early) = ws::connect(&plan.target, &request, rng).await?;
             if streaming.is_none() {
                 stats.admitted.inc();
                 stats.streaming.inc();
@@ -166,11 +230,11 @@ async fn attempt(
                 settled.now();
             }
             let start_ids = StartIds {
-                call_sid: &call_sid,
+                call_sid,
                 stream_sid: &stream_sid,
                 account_sid: &plan.account_sid,
             };
-            let mut call = Call::new(plan, stats, &start_ids, rng.bytes(), early);
+            let mut call = Call::new(plan, stats, &start_ids, rng.bytes(), early, hangup);
             call.echoes.gap_since = lost_at;
             let start = frames::start(&start_ids, &connect.parameters);
             let began = *t0.get_or_insert_with(Instant::now);
@@ -187,7 +251,7 @@ async fn attempt(
             };
             stats.streams_lost.inc();
             lost_at = Some(at);
-            match webhook::post_action(&plan.target, &action, &ids).await? {
+            match webhook::post_action(&plan.target, &action, ids).await? {
                 AfterStream::Continue(more) => {
                     stats.continued.inc();
                     connect = more;
@@ -224,6 +288,9 @@ impl Drop for StreamingGuard<'_> {
 struct Call<'a> {
     plan: &'a CallPlan,
     stats: &'a Stats,
+    /// Notified when the callee hangs up before the planned end (a placed call ended through the
+    /// REST API).
+    hangup: Option<&'a Notify>,
     mask: [u8; 4],
     media: MediaFrame,
     rx: Receiver,
@@ -238,10 +305,12 @@ impl<'a> Call<'a> {
         ids: &StartIds<'_>,
         mask: [u8; 4],
         early: Vec<u8>,
+        hangup: Option<&'a Notify>,
     ) -> Self {
         Self {
             plan,
             stats,
+            hangup,
             mask,
             media: MediaFrame::new(ids.stream_sid, mask),
             rx: Receiver::new(&early),
@@ -362,13 +431,14 @@ impl<'a> Call<'a> {
                         return match code {
                             TRY_AGAIN_LATER => {
                                 self.stats.rejected_stream.inc();
-                                Ok(Some(Outcome::Refused))
+                                Ok(Some(Outcome::Refused("stream_1013")))
                             }
                             code => Err(SimError::ClosedEarly(code)),
                         };
                     }
                 }
                 drained = out.drain(), if out.busy() => drained?,
+                () = hung_up(self.hangup) => return Ok(None),
                 () = sleep.as_mut() => {
                     if *next > frames_total {
                         return Ok(None);
@@ -488,6 +558,14 @@ impl<'a> Call<'a> {
             self.rx.consume(frame.consumed);
         }
         Ok(None)
+    }
+}
+
+/// Resolves when `hangup` is notified; never without one.
+async fn hung_up(hangup: Option<&Notify>) {
+    match hangup {
+        Some(hangup) => hangup.notified().await,
+        None => std::future::pending().await,
     }
 }
 

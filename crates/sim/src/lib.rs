@@ -12,6 +12,7 @@ pub mod histogram;
 pub mod outbox;
 pub mod procfs;
 pub mod report;
+pub mod rest_double;
 pub mod rng;
 pub mod run;
 pub mod stats;

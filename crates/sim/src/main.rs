@@ -14,6 +14,10 @@ use clap::Parser;
 use prosaas_calls_sim::agent::{Agent, Behaviour};
 use prosaas_calls_sim::call::CallPlan;
 use prosaas_calls_sim::procfs;
+use prosaas_calls_sim::rest_double::behaviour::{self, Endpoint};
+use prosaas_calls_sim::rest_double::dialer::DialSettings;
+use prosaas_calls_sim::rest_double::outcome::Outcomes;
+use prosaas_calls_sim::rest_double::{self, RestDouble};
 use prosaas_calls_sim::rng::Rng;
 use prosaas_calls_sim::run::{self, EchoMode, RunConfig};
 use prosaas_calls_sim::target::{Reach, Target};
@@ -121,6 +125,85 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Serve the parts of Twilio's REST API the server calls (Messages, Calls, a call's Status),
+    /// recording every request, and play Twilio's side of each call it is asked to place: ring,
+    /// answer (or busy, no-answer, failed), status callbacks, the voice webhook and the Media
+    /// Stream. Runs until interrupted. docs/rest_double.md has the HTTP interface.
+    TwilioApi(Box<TwilioApiArgs>),
+}
+
+#[derive(clap::Args)]
+struct TwilioApiArgs {
+    /// Where to listen, host:port (TWILIO_API_BASE is then http://host:port).
+    #[arg(long, default_value = "127.0.0.1:8089")]
+    listen: std::net::SocketAddr,
+    /// The account served: requests must name it in their path.
+    #[arg(long, default_value = rest_double::DEFAULT_ACCOUNT_SID)]
+    account_sid: String,
+    /// The account's auth token: accepted as the basic-auth password with the account SID, and
+    /// signs every callback and webhook (X-Twilio-Signature). Also read from $TWILIO_AUTH_TOKEN.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: Option<String>,
+    /// An API key accepted as basic auth, SK…:SECRET (repeatable). With neither a token nor a
+    /// key, any basic auth is accepted (and recorded as `unverified`).
+    #[arg(long = "api-key", value_name = "SID:SECRET")]
+    api_keys: Vec<String>,
+    /// What POST …/Messages.json does: ok, delay:SECS (acted on now, answered late), hang,
+    /// fail:STATUS[:CODE[:MESSAGE]], rate-limit:first=N, rate-limit:per-second=N; prefix N* for
+    /// the next N requests only.
+    #[arg(long, default_value = "ok")]
+    messages: String,
+    /// What POST …/Calls.json does (as --messages).
+    #[arg(long, default_value = "ok")]
+    calls: String,
+    /// What POST …/Calls/{Sid}.json does (as --messages).
+    #[arg(long, default_value = "ok")]
+    call_update: String,
+    /// Also append every request, as one JSON line, to this file.
+    #[arg(long, value_name = "PATH")]
+    record: Option<std::path::PathBuf>,
+    /// Every webhook, callback and stream of a placed call connects here, whatever host its URL
+    /// names (as the simulator's --target); default: the host each URL names.
+    #[arg(long)]
+    target: Option<String>,
+    /// URLs may name (and --target may be) a non-loopback host.
+    #[arg(long)]
+    allow_remote: bool,
+    /// For https:// URLs: also trust the CA certificates in this PEM file.
+    #[arg(long, value_name = "PATH")]
+    ca_file: Option<std::path::PathBuf>,
+    /// How placed calls end, by weight: answered=70,no-answer=20,busy=10,failed=0. Calls are
+    /// given outcomes in a fixed order that keeps each to its share.
+    #[arg(long, default_value = "answered=100")]
+    mix: String,
+    /// Calls to this number always end so, NUMBER=OUTCOME (repeatable; over --mix).
+    #[arg(long = "outcome", value_name = "NUMBER=OUTCOME")]
+    outcomes: Vec<String>,
+    /// Seconds from the REST request to `initiated`.
+    #[arg(long, default_value = "0.1", value_parser = seconds_or_zero)]
+    dial_delay: Duration,
+    /// Seconds of ringing before an answer or a busy signal.
+    #[arg(long, default_value = "1", value_parser = seconds_or_zero)]
+    ring_secs: Duration,
+    /// Seconds of ringing before `no-answer` (default: the request's Timeout, as Twilio).
+    #[arg(long, value_parser = seconds)]
+    no_answer_secs: Option<Duration>,
+    /// Seconds an answered call streams before the callee hangs up.
+    #[arg(long, default_value = "5", value_parser = seconds)]
+    talk_secs: Duration,
+    /// The account's calls per second: dials beyond it wait their turn, as Twilio queues them
+    /// (default: no limit).
+    #[arg(long)]
+    cps: Option<f64>,
+    /// Seconds to wait after the callee's `stop` for the server's close.
+    #[arg(long, default_value = "2", value_parser = seconds)]
+    drain: Duration,
+    /// Seed for SIDs and stream keys (default: from the clock).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Runtime threads: 1 is a current-thread runtime.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
@@ -148,6 +231,90 @@ fn run_agent(listen: std::net::SocketAddr, threads: usize) -> anyhow::Result<Exi
         tokio::signal::ctrl_c()
             .await
             .context("waiting for Ctrl-C")?;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `prosaas-calls-sim twilio-api`: the REST double, until interrupted.
+fn run_twilio_api(args: TwilioApiArgs) -> anyhow::Result<ExitCode> {
+    let mut behaviours = Vec::new();
+    for (endpoint, spec) in [
+        (Endpoint::Messages, &args.messages),
+        (Endpoint::Calls, &args.calls),
+        (Endpoint::CallUpdate, &args.call_update),
+    ] {
+        let behaviour = behaviour::Behaviour::parse(spec)
+            .map_err(|why| anyhow::anyhow!("--{}: {why}", endpoint.name()))?;
+        behaviours.push((endpoint, behaviour));
+    }
+    let api_keys = args
+        .api_keys
+        .iter()
+        .map(|key| {
+            key.split_once(':')
+                .filter(|(sid, secret)| !sid.is_empty() && !secret.is_empty())
+                .map(|(sid, secret)| (sid.to_owned(), secret.to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("--api-key must be SID:SECRET"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut outcomes = Outcomes::default();
+    outcomes
+        .set_mix(&args.mix)
+        .map_err(|why| anyhow::anyhow!("--mix: {why}"))?;
+    for spec in &args.outcomes {
+        outcomes
+            .set_for_number(spec)
+            .map_err(|why| anyhow::anyhow!("--outcome: {why}"))?;
+    }
+    if args.cps.is_some_and(|cps| !(cps.is_finite() && cps > 0.0)) {
+        bail!("--cps must be more than 0");
+    }
+    let reach = Reach {
+        allow_remote: args.allow_remote,
+        ca_file: args.ca_file,
+    };
+    if let Some(target) = &args.target {
+        // Checked now, so a bad --target stops start-up rather than every call.
+        Target::with_reach(target, None, None, &reach)?;
+    }
+    let auth_token = args.auth_token.filter(|t| !t.is_empty());
+    let config = rest_double::Config {
+        account_sid: args.account_sid.clone(),
+        auth_token: auth_token.clone(),
+        api_keys,
+        behaviours,
+        record: args.record,
+        outcomes,
+        dial: DialSettings {
+            account_sid: args.account_sid,
+            auth_token,
+            target: args.target,
+            reach,
+            dial_delay: args.dial_delay,
+            ring: args.ring_secs,
+            no_answer: args.no_answer_secs,
+            talk: args.talk_secs,
+            cps: args.cps,
+            drain: args.drain,
+        },
+        seed: args.seed.unwrap_or_else(Rng::seed_from_clock),
+    };
+    procfs::raise_nofile_limit().context("raising RLIMIT_NOFILE")?;
+    runtime(args.threads)?.block_on(async {
+        let double = RestDouble::start(args.listen, config)
+            .await
+            .with_context(|| format!("listening on {}", args.listen))?;
+        eprintln!(
+            "prosaas-calls-sim: Twilio REST double on {}",
+            double.base_url()
+        );
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .context("watching SIGTERM")?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
         Ok(ExitCode::SUCCESS)
     })
 }
@@ -181,8 +348,10 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
-    if let Some(Command::Agent { listen, threads }) = cli.command {
-        return run_agent(listen, threads);
+    match cli.command {
+        Some(Command::Agent { listen, threads }) => return run_agent(listen, threads),
+        Some(Command::TwilioApi(args)) => return run_twilio_api(*args),
+        None => {}
     }
     if cli.calls == 0 {
         bail!("--calls must be at least 1");

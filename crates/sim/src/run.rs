@@ -244,12 +244,7 @@ pub async fn burst(plan: Arc<CallPlan>, webhooks: u64, seed: u64) -> BurstReport
         let call_sid = Rng::new(seeds.next_u64()).sid("CA");
         tasks.spawn(async move {
             gate.wait().await;
-            let ids = CallIds {
-                call_sid: &call_sid,
-                account_sid: &plan.account_sid,
-                from: "+15005550006",
-                to: "+15005550001",
-            };
+            let ids = CallIds::inbound(&call_sid, &plan.account_sid);
             stats.launched.inc();
             let sent = Instant::now();
             let answer = webhook::post_voice(&plan.target, &ids).await;

@@ -20,6 +20,31 @@ pub struct CallIds<'a> {
     pub account_sid: &'a str,
     pub from: &'a str,
     pub to: &'a str,
+    /// `inbound`, or `outbound-api` for a call placed through the REST API (the REST double's).
+    pub direction: &'a str,
+}
+
+impl<'a> CallIds<'a> {
+    /// A simulated inbound call from the simulator's caller to its number.
+    pub fn inbound(call_sid: &'a str, account_sid: &'a str) -> Self {
+        Self {
+            call_sid,
+            account_sid,
+            from: "+15005550006",
+            to: "+15005550001",
+            direction: "inbound",
+        }
+    }
+
+    /// The `CallStatus` of the voice webhook: an inbound call is still `ringing` when Twilio asks
+    /// for its TwiML; a call placed through the API is asked for it once answered.
+    fn status_at_webhook(&self) -> &'static str {
+        if self.direction == "inbound" {
+            "ringing"
+        } else {
+            "in-progress"
+        }
+    }
 }
 
 /// How the server answered the voice webhook.
@@ -82,17 +107,25 @@ pub async fn request_voice(
     target: &Target,
     call: &CallIds<'_>,
 ) -> Result<(Answer, Option<Connect>), SimError> {
+    request_voice_at(target, &target.voice_url(), call).await
+}
+
+/// [`request_voice`] at `url` (absolute, signed as written): the `Url` a REST request named.
+pub async fn request_voice_at(
+    target: &Target,
+    url: &str,
+    call: &CallIds<'_>,
+) -> Result<(Answer, Option<Connect>), SimError> {
     let params = [
         ("CallSid", call.call_sid),
         ("AccountSid", call.account_sid),
         ("From", call.from),
         ("To", call.to),
-        ("CallStatus", "ringing"),
-        ("Direction", "inbound"),
+        ("CallStatus", call.status_at_webhook()),
+        ("Direction", call.direction),
         ("ApiVersion", "2010-04-01"),
     ];
-    let url = target.voice_url();
-    let (status, body) = timeout(WEBHOOK_TIMEOUT, exchange(target, &url, &params))
+    let (status, body) = timeout(WEBHOOK_TIMEOUT, post(target, url, &params))
         .await
         .map_err(|_| SimError::Timeout("webhook"))??;
     let answer = classify(status, &body)?;
@@ -114,10 +147,10 @@ pub async fn post_action(
         ("From", call.from),
         ("To", call.to),
         ("CallStatus", "in-progress"),
-        ("Direction", "inbound"),
+        ("Direction", call.direction),
         ("ApiVersion", "2010-04-01"),
     ];
-    let (status, body) = timeout(WEBHOOK_TIMEOUT, exchange(target, action_url, &params))
+    let (status, body) = timeout(WEBHOOK_TIMEOUT, post(target, action_url, &params))
         .await
         .map_err(|_| SimError::Timeout("after_stream"))??;
     classify_after_stream(status, &body)
@@ -139,8 +172,9 @@ fn classify_after_stream(status: u16, body: &str) -> Result<AfterStream, SimErro
     Err(SimError::BadTwiml)
 }
 
-/// Posts `params` to `url` (signed over it as given), connected to the target whatever its host.
-async fn exchange(
+/// Posts `params` to `url` (signed over it as given), connected to the target whatever its host:
+/// the status and body of the answer. Unbounded in time: callers wrap it in their own timeout.
+pub async fn post(
     target: &Target,
     url: &str,
     params: &[(&str, &str)],

@@ -1,5 +1,6 @@
 //! Real processes for tests and benchmarks: `redis-server` on its own unix socket or port (started
-//! on demand, restartable empty), replicas of the built binary, and nginx; each killed by PID.
+//! on demand, restartable empty), replicas of the built binary, nginx, and the Twilio REST double;
+//! each killed by PID.
 //!
 //! # Layout
 //!
@@ -7,17 +8,22 @@
 //!   test restarts it with its data. Redis is never mocked.
 //! - [`ReplicaProcess`]: a replica as a real OS process, for crash, pause and drain tests.
 //! - [`nginx`]: a real nginx rendered from the shipped template.
+//! - [`prometheus`]: a real Prometheus scraping loopback targets.
 //! - [`tls`]: a private CA made per test and a `redis-server` that speaks only TLS.
 //! - [`sentinel`]: a primary, a replica and three Sentinels, for failover tests.
+//! - [`twilio_api`]: the simulator's Twilio REST double, a process of its own, and the simulator
+//!   binary built for the running test ([`twilio_api::sim_binary`]).
 //! - [`netns`]: hosts on one machine (network namespaces on a private bridge) and the faults
-//!   between them; every process above can run on such a host (`*_on`).
+//!   between them; Redis, replicas, nginx and Sentinel can run on such a host (`*_on`).
 
 #![forbid(unsafe_code)]
 
 pub mod netns;
 pub mod nginx;
+pub mod prometheus;
 pub mod sentinel;
 pub mod tls;
+pub mod twilio_api;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
@@ -314,6 +320,36 @@ pub fn healthz_ok_at(addr: SocketAddr) -> bool {
     response.starts_with("HTTP/1.1 200")
 }
 
+/// Waits until `GET /healthz` at `addr` answers 200; fails at once if `child` exited, and after
+/// `timeout`, either way with what `log` returns (the process's own account of why).
+pub(crate) fn wait_healthz(
+    child: &mut Option<Child>,
+    addr: SocketAddr,
+    timeout: Duration,
+    what: &str,
+    log: impl Fn() -> String,
+) -> io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(child) = child.as_mut()
+            && let Some(status) = child.try_wait()?
+        {
+            return Err(io::Error::other(format!(
+                "{what} exited with {status}: {}",
+                log()
+            )));
+        }
+        if healthz_ok_at(addr) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(io::Error::new(
+        io::ErrorKind::TimedOut,
+        format!("{what} not healthy in time: {}", log()),
+    ))
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
@@ -452,25 +488,10 @@ impl ReplicaProcess {
     }
 
     fn wait_healthy(&mut self, timeout: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(child) = self.child.as_mut()
-                && let Some(status) = child.try_wait()?
-            {
-                return Err(io::Error::other(format!(
-                    "replica exited with {status}: {}",
-                    self.log()
-                )));
-            }
-            if healthz_ok_at(self.addr()) {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("replica not healthy in time: {}", self.log()),
-        ))
+        let log = self.log.clone();
+        let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+        let addr = self.addr();
+        wait_healthz(&mut self.child, addr, timeout, "replica", read_log)
     }
 }
 

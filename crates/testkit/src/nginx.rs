@@ -1,6 +1,7 @@
 //! A real nginx rendered from deploy/nginx's template in front of loopback replicas, the way
 //! scripts/cluster runs it (or on a host of its own, in front of replicas on theirs):
-//! single-process (one PID to kill), everything in a temporary directory.
+//! single-process (one PID to kill), or with a master process where a test changes the upstreams
+//! under live connections; everything in a temporary directory.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
@@ -138,12 +139,25 @@ pub struct NginxProcess {
     pub internal_port: u16,
     /// The TLS listener's port, when started with [`NginxProcess::start_tls`].
     pub tls_port: Option<u16>,
+    /// Started with a master process ([`NginxProcess::start_reloadable`]).
+    master: bool,
     dir: tempfile::TempDir,
 }
 
 impl NginxProcess {
     pub fn start(binary: &std::path::Path, upstream_ports: &[u16]) -> std::io::Result<Self> {
-        Self::launch(binary, upstream_ports, None)
+        Self::launch(binary, upstream_ports, None, false)
+    }
+
+    /// As [`NginxProcess::start`], with a master process and one worker, so the upstream servers
+    /// can change under live connections ([`NginxProcess::set_upstreams`]) the way a balancer
+    /// follows a Service's endpoints: a reload starts a new worker with the new servers while the
+    /// old one finishes the connections it holds.
+    pub fn start_reloadable(
+        binary: &std::path::Path,
+        upstream_ports: &[u16],
+    ) -> std::io::Result<Self> {
+        Self::launch(binary, upstream_ports, None, true)
     }
 
     /// nginx on `host` (public side on port 80, internal on 81) in front of `upstreams` (replicas
@@ -156,7 +170,13 @@ impl NginxProcess {
     ) -> std::io::Result<Self> {
         let config = render(IpAddr::V4(host.ip), (80, 81), upstreams, None, balancing);
         let mut command = host.command(binary);
-        Self::run(&mut command, config, IpAddr::V4(host.ip), (80, 81, None))
+        Self::run(
+            &mut command,
+            config,
+            IpAddr::V4(host.ip),
+            (80, 81, None),
+            false,
+        )
     }
 
     /// As [`NginxProcess::start`], plus the TLS listener on its own free port with `tls`'s files.
@@ -165,13 +185,14 @@ impl NginxProcess {
         upstream_ports: &[u16],
         tls: &TlsFiles,
     ) -> std::io::Result<Self> {
-        Self::launch(binary, upstream_ports, Some(tls))
+        Self::launch(binary, upstream_ports, Some(tls), false)
     }
 
     fn launch(
         binary: &std::path::Path,
         upstream_ports: &[u16],
         tls: Option<&TlsFiles>,
+        master: bool,
     ) -> std::io::Result<Self> {
         use crate::free_port;
         let port = free_port()?;
@@ -184,16 +205,19 @@ impl NginxProcess {
             config,
             IpAddr::V4(Ipv4Addr::LOCALHOST),
             (port, internal_port, tls_port),
+            master,
         )
     }
 
     /// Runs `command` (nginx, or nginx inside a host) with `config` as the http context's
-    /// include, and waits until it answers on `ip`'s public port.
+    /// include (with a master process if `master`), and waits until it answers on `ip`'s public
+    /// port.
     fn run(
         command: &mut std::process::Command,
         config: String,
         ip: IpAddr,
         (port, internal_port, tls_port): (u16, u16, Option<u16>),
+        master: bool,
     ) -> std::io::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("prosaas-calls-nginx-")
@@ -204,13 +228,14 @@ impl NginxProcess {
         std::fs::write(
             dir.path().join("nginx.conf"),
             format!(
-                "daemon off;\nmaster_process off;\nworker_rlimit_nofile 8192;\n\
+                "daemon off;\nmaster_process {};\nworker_processes 1;\nworker_rlimit_nofile 8192;\n\
                  pid {d}/nginx.pid;\nerror_log {d}/error.log notice;\n\
                  events {{ worker_connections 4096; }}\n\
                  http {{\n  access_log {d}/access.log;\n\
                  client_body_temp_path {d}/tmp/client_body;\n  proxy_temp_path {d}/tmp/proxy;\n\
                  fastcgi_temp_path {d}/tmp/fastcgi;\n  uwsgi_temp_path {d}/tmp/uwsgi;\n\
-                 scgi_temp_path {d}/tmp/scgi;\n  include {d}/calls.conf;\n}}\n"
+                 scgi_temp_path {d}/tmp/scgi;\n  include {d}/calls.conf;\n}}\n",
+                if master { "on" } else { "off" }
             ),
         )?;
         let child = command
@@ -232,6 +257,7 @@ impl NginxProcess {
             port,
             internal_port,
             tls_port,
+            master,
             dir,
         };
         nginx.wait_ready(Duration::from_secs(10))?;
@@ -254,6 +280,50 @@ impl NginxProcess {
             "http://{}{path}",
             SocketAddr::new(self.ip, self.internal_port)
         )
+    }
+
+    /// Points the upstream at `upstream_ports` and reloads, as a balancer does when a Service's
+    /// endpoints change; returns once the new worker serves and the old one has stopped accepting
+    /// (it keeps the connections it holds, so live streams are not cut). Only after
+    /// [`NginxProcess::start_reloadable`].
+    pub fn set_upstreams(&self, upstream_ports: &[u16]) -> std::io::Result<Duration> {
+        assert!(self.master, "set_upstreams needs start_reloadable");
+        let started = std::time::Instant::now();
+        let count = |log: &str, what: &str| log.matches(what).count();
+        let before = self.error_log();
+        let (workers, retired) = (
+            count(&before, "start worker process "),
+            count(&before, "gracefully shutting down"),
+        );
+        std::fs::write(
+            self.dir.path().join("calls.conf"),
+            render_nginx_template(self.port, self.internal_port, upstream_ports),
+        )?;
+        let pid = self
+            .child
+            .as_ref()
+            .map(std::process::Child::id)
+            .unwrap_or(0);
+        let status = std::process::Command::new("kill")
+            .arg("-HUP")
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            return Err(std::io::Error::other(format!("kill -HUP {pid} failed")));
+        }
+        while started.elapsed() < Duration::from_secs(10) {
+            let log = self.error_log();
+            if count(&log, "start worker process ") > workers
+                && count(&log, "gracefully shutting down") > retired
+            {
+                return Ok(started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(std::io::Error::other(format!(
+            "nginx did not reload within 10 s: {}",
+            self.error_log()
+        )))
     }
 
     pub fn error_log(&self) -> String {
@@ -287,6 +357,21 @@ impl NginxProcess {
 impl Drop for NginxProcess {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A master's workers outlive a SIGKILL of the master: ask it to stop them (TERM is
+            // nginx's fast shutdown), and kill it only if it does not exit.
+            if self.master {
+                let _ = std::process::Command::new("kill")
+                    .arg("-TERM")
+                    .arg(child.id().to_string())
+                    .status();
+                let deadline = std::time::Instant::now() + Duration::from_secs(5);
+                while std::time::Instant::now() < deadline {
+                    if matches!(child.try_wait(), Ok(Some(_))) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`signature`]: `X-Twilio-Signature`, computed and checked.
+//! - [`call_status`]: a call's status as the REST API and status callbacks spell it.
 //! - [`twiml`]: the documents Twilio's requests are answered with, and the URLs they name.
 //! - [`messages`]: Media Streams JSON: `inbound` (serde), `fast` (a plain `media` frame in one
 //!   pass), `outbound` (frames built into a reused buffer).
@@ -14,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod call_status;
 pub mod messages;
 pub mod payload;
 pub mod signature;

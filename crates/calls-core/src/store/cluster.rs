@@ -14,6 +14,7 @@ use super::connect::{self, RedisTls, StoreConnection};
 use super::{ClusterStats, ReplicaHeartbeat, StoreError, TenantsUsage, tenants_usage};
 use crate::keys;
 use crate::state::CallState;
+use crate::tenant::TenantKey;
 
 /// States are read in batches of this many keys per MGET, so a large cluster never builds one
 /// huge reply.
@@ -46,39 +47,107 @@ pub struct LiveSlot {
     pub lease_left_ms: i64,
 }
 
+/// A replica's tenant settings, as its heartbeat reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct TenantSettings {
+    pub tenant_key: TenantKey,
+    /// `DEFAULT_TENANT_LIMIT`; `None`: unset (a tenant without its own cap has only the global one).
+    pub default_tenant_limit: Option<u64>,
+}
+
+/// The settings the live replicas report, as most of them report them: the cluster runs with
+/// these (a replica that differs is named in `differing`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ClusterSettings {
+    /// `MAX_CONCURRENT_CALLS`; `None` without a live replica.
+    pub max_concurrent_calls: Option<u64>,
+    /// `None`: unknown, because no live replica reports its tenant settings (none is alive, or
+    /// every one is older than this command line). Never a guess.
+    pub tenants: Option<TenantSettings>,
+    /// Replicas whose limit or tenant settings differ from the ones above.
+    pub differing: Vec<String>,
+}
+
+impl ClusterSettings {
+    /// The most common value of each setting among `replicas` (a tie goes to the larger value,
+    /// so the answer never depends on the order replicas are read in).
+    pub fn of(replicas: &[ReplicaView]) -> Self {
+        let limit = most_common(replicas.iter().map(|r| r.heartbeat.max_concurrent_calls));
+        let tenants = most_common(
+            replicas
+                .iter()
+                .filter_map(|r| tenant_settings(&r.heartbeat)),
+        );
+        let differing = replicas
+            .iter()
+            .filter(|r| {
+                Some(r.heartbeat.max_concurrent_calls) != limit
+                    || tenant_settings(&r.heartbeat).is_some_and(|own| Some(own) != tenants)
+            })
+            .map(|r| r.heartbeat.id.clone())
+            .collect();
+        Self {
+            max_concurrent_calls: limit,
+            tenants,
+            differing,
+        }
+    }
+
+    /// Whether the live replicas put calls in tenants: `Some(false)` when every one that says
+    /// runs with `TENANT_KEY=none`, `None` when none says.
+    pub fn tenants_on(&self) -> Option<bool> {
+        self.tenants.map(|t| t.tenant_key != TenantKey::None)
+    }
+}
+
+fn tenant_settings(heartbeat: &ReplicaHeartbeat) -> Option<TenantSettings> {
+    heartbeat.tenant_key.map(|tenant_key| TenantSettings {
+        tenant_key,
+        default_tenant_limit: heartbeat.default_tenant_limit,
+    })
+}
+
+fn most_common<T: Ord + Copy>(values: impl Iterator<Item = T>) -> Option<T> {
+    let mut votes: BTreeMap<T, usize> = BTreeMap::new();
+    for value in values {
+        *votes.entry(value).or_default() += 1;
+    }
+    votes
+        .into_iter()
+        .max_by_key(|(value, count)| (*count, *value))
+        .map(|(value, _)| value)
+}
+
 /// What `prosaas-calls status` shows.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ClusterStatus {
     pub stats: ClusterStats,
     pub replicas: Vec<ReplicaView>,
+    pub settings: ClusterSettings,
+    /// Each tenant with live slots or its own cap; `limit` is its own cap, else the cluster's
+    /// default where the replicas report one (`settings.tenants`), else `None`.
     pub tenants: TenantsUsage,
+    /// The tenants with a cap of their own (`calls:tenant_limits`), to tell it from the default.
+    pub own_limits: BTreeMap<String, u64>,
 }
 
 pub struct ClusterView {
     conn: StoreConnection,
     addr: String,
     timeout: Duration,
-    default_tenant_limit: Option<u64>,
 }
 
 impl ClusterView {
-    /// Nothing is dialled until the first read. `default_tenant_limit`: `DEFAULT_TENANT_LIMIT`,
-    /// the cap shown for tenants without their own.
+    /// Nothing is dialled until the first read.
     ///
     /// # Errors
     ///
     /// A URL or TLS setting the client cannot use; the message never repeats credentials.
-    pub fn new(
-        url: &str,
-        tls: &RedisTls,
-        timeout: Duration,
-        default_tenant_limit: Option<u64>,
-    ) -> Result<Self, StoreError> {
+    pub fn new(url: &str, tls: &RedisTls, timeout: Duration) -> Result<Self, StoreError> {
         Ok(Self {
             conn: connect::connect_lazy(url, tls, timeout)?,
             addr: connect::address_of(url),
             timeout,
-            default_tenant_limit,
         })
     }
 
@@ -115,15 +184,20 @@ impl ClusterView {
             rejected_max_concurrent: rejected.unwrap_or(0),
             rejected_tenant_limit: tenant_rejected.unwrap_or(0),
         };
+        let replicas = self.replicas().await?;
+        let settings = ClusterSettings::of(&replicas);
+        let default_limit = settings.tenants.and_then(|t| t.default_tenant_limit);
         let tenants = tenants_usage(
             slot_tenants.iter().map(String::as_str),
             &limits,
-            self.default_tenant_limit,
+            default_limit,
         );
         Ok(ClusterStatus {
             stats,
-            replicas: self.replicas().await?,
+            replicas,
+            settings,
             tenants,
+            own_limits: limits,
         })
     }
 
@@ -204,11 +278,6 @@ impl ClusterView {
                 .then(a.call_sid.cmp(&b.call_sid))
         });
         Ok(live)
-    }
-
-    /// Every tenant with live slots or a cap of its own.
-    pub async fn tenants(&self) -> Result<TenantsUsage, StoreError> {
-        Ok(self.status().await?.tenants)
     }
 
     /// Sets (`Some`) or removes (`None`) a tenant's own cap: honoured from the next admission.

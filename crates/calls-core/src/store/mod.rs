@@ -10,6 +10,7 @@ use thiserror::Error;
 
 use crate::call_sid::CallSid;
 use crate::state::{CallState, CallStatus, EndReason};
+use crate::tenant::TenantKey;
 
 mod admit_batch;
 pub mod cluster;
@@ -168,6 +169,14 @@ pub struct ReplicaHeartbeat {
     /// ticks minus its remaining TTL (Redis' clock only), and one older than two ticks is stale.
     #[serde(default)]
     pub renew_interval_ms: u64,
+    /// This replica's `TENANT_KEY`; `None` from a replica too old to say (its tenant settings are
+    /// then unknown, not "off").
+    #[serde(default)]
+    pub tenant_key: Option<TenantKey>,
+    /// This replica's `DEFAULT_TENANT_LIMIT` (`null`: unset), meaningful where `tenant_key` is
+    /// given: the command line judges tenants without their own cap by it.
+    #[serde(default)]
+    pub default_tenant_limit: Option<u64>,
 }
 
 /// What a continuation request found (see [`CallStore::grant_resume`]).
