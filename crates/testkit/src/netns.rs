@@ -405,10 +405,21 @@ impl Host {
         cmd
     }
 
-    /// Sets a network sysctl inside this host only (`net.*` keys are per namespace), as a
-    /// container's `sysctls` would.
+    /// Sets a network sysctl (`net.ipv4.tcp_retries2`) inside this host only (`net.*` keys are
+    /// per namespace), as a container's `sysctls` would: written to `/proc/sys` from inside.
     pub fn sysctl(&self, key: &str, value: &str) -> io::Result<()> {
-        self.run("sysctl", &["-q", "-w", &format!("{key}={value}")])
+        if !key.starts_with("net.")
+            || !key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')
+        {
+            return Err(io::Error::other(format!("not a network sysctl: {key}")));
+        }
+        if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit() || b == b' ') {
+            return Err(io::Error::other(format!("{key}: not a number: {value:?}")));
+        }
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        self.run("sh", &["-c", &format!("echo {value} > {path}")])
             .map(drop)
     }
 
