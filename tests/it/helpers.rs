@@ -615,3 +615,22 @@ pub fn gap_ms(report: &prosaas_calls_sim::report::Report) -> (f64, f64, f64) {
         gap.max as f64 / 1000.0,
     )
 }
+
+/// Asserts that a simulator run lost nobody: finished, every one of `calls` completed, none failed
+/// or ended early (a hang-up or the fallback), every lost stream continued. Returns the report as
+/// text, for further messages.
+pub fn assert_nobody_lost(report: &prosaas_calls_sim::report::Report, calls: u64) -> String {
+    let summary = format!("{report:#?}");
+    assert_eq!(report.outcome, "finished", "{summary}");
+    assert_eq!(
+        report.calls.completed, calls,
+        "no call ends early: {summary}"
+    );
+    assert_eq!(report.calls.failed, 0, "{summary}");
+    assert_eq!(report.continuity.ended_early, 0, "{summary}");
+    assert_eq!(
+        report.continuity.continued, report.continuity.streams_lost,
+        "every lost stream continued: {summary}"
+    );
+    summary
+}

@@ -89,14 +89,7 @@ async fn a_replica_lost_behind_nginx_mid_call_is_continued_on_another() {
     let last = taken_over.iter().max().copied().unwrap_or_default();
 
     let report = sim.await.expect("the simulator run");
-    let summary = format!("{report:#?}");
-    assert_eq!(report.outcome, "finished", "{summary}");
-    assert_eq!(
-        report.calls.completed, CALLS,
-        "no call ends early: {summary}"
-    );
-    assert_eq!(report.calls.failed, 0, "{summary}");
-    assert_eq!(report.continuity.ended_early, 0, "{summary}");
+    let summary = assert_nobody_lost(&report, CALLS);
     assert_eq!(
         report.continuity.continued,
         doomed.len() as u64,

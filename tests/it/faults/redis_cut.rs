@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use testkit::RedisServer;
+use testkit::netns::{Host, Network};
+use testkit::{RedisServer, ReplicaProcess};
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -16,6 +17,35 @@ const LIMIT: u64 = 4;
 
 /// How long a cut lasts: longer than a lease, so every slot of the cut-off side lapses.
 const CUT: Duration = Duration::from_secs(5);
+
+/// Redis and two replicas, `a` and `b`, each on a host of its own.
+struct Cluster {
+    net: Network,
+    redis_host: Host,
+    a_host: Host,
+    b_host: Host,
+    redis: RedisServer,
+    a: ReplicaProcess,
+    b: ReplicaProcess,
+}
+
+fn cluster(test: &str) -> Option<Cluster> {
+    let net = network(test)?;
+    let redis_host = net.host("redis").unwrap();
+    let (a_host, b_host) = (net.host("a").unwrap(), net.host("b").unwrap());
+    let redis = RedisServer::start_on(&redis_host).unwrap();
+    let a = replica_on(&a_host, "a", &redis.url(), LIMIT, &[]);
+    let b = replica_on(&b_host, "b", &redis.url(), LIMIT, &[]);
+    Some(Cluster {
+        net,
+        redis_host,
+        a_host,
+        b_host,
+        redis,
+        a,
+        b,
+    })
+}
 
 /// Ends `call` (number `n`) with Twilio's `stop` and waits for the server to close it.
 async fn hang_up(call: &mut TwilioStream, n: usize) {
@@ -51,15 +81,18 @@ fn sample_count(redis: &RedisServer, stop: CancellationToken) -> Arc<AtomicU64> 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_replica_cut_off_from_redis_keeps_its_calls_and_pauses_no_one() {
-    let Some(net) = network("one_replica_cut_off_from_redis_keeps_its_calls_and_pauses_no_one")
+    let Some(Cluster {
+        net,
+        redis_host,
+        a_host,
+        b_host: _,
+        redis,
+        a,
+        b,
+    }) = cluster("one_replica_cut_off_from_redis_keeps_its_calls_and_pauses_no_one")
     else {
         return;
     };
-    let redis_host = net.host("redis").unwrap();
-    let (a_host, b_host) = (net.host("a").unwrap(), net.host("b").unwrap());
-    let redis = RedisServer::start_on(&redis_host).unwrap();
-    let a = replica_on(&a_host, "a", &redis.url(), LIMIT, &[]);
-    let b = replica_on(&b_host, "b", &redis.url(), LIMIT, &[]);
     let mut cut_off = vec![open_call(&a, 1).await, open_call(&a, 2).await];
     let mut others = vec![open_call(&b, 3).await];
     let epoch = get(&redis, "calls:epoch");
@@ -143,16 +176,18 @@ async fn one_replica_cut_off_from_redis_keeps_its_calls_and_pauses_no_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_cut_off_from_every_replica_opens_the_wait_when_back_and_never_over_admits() {
-    let Some(net) =
-        network("redis_cut_off_from_every_replica_opens_the_wait_when_back_and_never_over_admits")
+    let Some(Cluster {
+        net,
+        redis_host,
+        a_host,
+        b_host,
+        redis,
+        a,
+        b,
+    }) = cluster("redis_cut_off_from_every_replica_opens_the_wait_when_back_and_never_over_admits")
     else {
         return;
     };
-    let redis_host = net.host("redis").unwrap();
-    let (a_host, b_host) = (net.host("a").unwrap(), net.host("b").unwrap());
-    let redis = RedisServer::start_on(&redis_host).unwrap();
-    let a = replica_on(&a_host, "a", &redis.url(), LIMIT, &[]);
-    let b = replica_on(&b_host, "b", &redis.url(), LIMIT, &[]);
     let mut calls = vec![
         open_call(&a, 1).await,
         open_call(&a, 2).await,
