@@ -41,6 +41,8 @@ fn store_problem(err: &StoreError) -> String {
                 "authentication failed"
             } else if source.code() == Some("NOPERM") {
                 "permission denied"
+            } else if calls_core::store::refuses_writes(source) {
+                "refuses writes: not the primary, or cut off from its replicas"
             } else if source.is_io_error() {
                 "I/O error"
             } else {

@@ -11,9 +11,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::*;
 use prosaas_calls::config::StreamTimeouts;
-use prosaas_calls_sim::call::CallPlan;
-use prosaas_calls_sim::report::Report;
-use prosaas_calls_sim::run::{self, EchoMode, RunConfig};
+use prosaas_calls_sim::run;
 use prosaas_calls_sim::target::Target;
 use testkit::nginx::NginxProcess;
 use testkit::{RedisServer, ReplicaProcess};
@@ -247,59 +245,6 @@ fn kill_test_calls() -> u64 {
         .unwrap_or(60)
 }
 
-fn plan(target: Target, duration: Duration) -> CallPlan {
-    CallPlan {
-        target,
-        stream_only: false,
-        duration,
-        account_sid: "AC0123456789abcdef0123456789abcdef".into(),
-        dtmf: None,
-        mark: None,
-        drain: Duration::from_secs(5),
-    }
-}
-
-fn sim_run(target: Target, calls: u64, ramp: Duration, duration: Duration, seed: u64) -> RunConfig {
-    RunConfig {
-        plan: plan(target, duration),
-        calls,
-        concurrency: calls,
-        ramp,
-        echo: EchoMode::Expect,
-        settle: Duration::from_millis(500),
-        progress: None,
-        server_pid: None,
-        seed,
-    }
-}
-
-/// Live calls by the replica their state names, from Redis as an operator reads it.
-async fn calls_by_replica(redis: &RedisServer) -> Vec<(String, String)> {
-    let members = redis_cli(redis, &["ZRANGE", "calls:slots", "0", "-1"]).await;
-    let mut calls = Vec::new();
-    for call_sid in members.lines().filter(|l| !l.is_empty()) {
-        let state = redis_state(redis, call_sid).await;
-        calls.push((
-            call_sid.to_owned(),
-            state["replica"].as_str().unwrap_or("").to_owned(),
-        ));
-    }
-    calls
-}
-
-fn gap_ms(report: &Report) -> (f64, f64, f64) {
-    let gap = report
-        .continuity
-        .resume_gap_us
-        .as_ref()
-        .expect("continued streams measured their gap");
-    (
-        gap.p50 as f64 / 1000.0,
-        gap.p99 as f64 / 1000.0,
-        gap.max as f64 / 1000.0,
-    )
-}
-
 /// `kill -9` one replica of three under live calls: every call it served is continued on another
 /// replica through `<Connect action>`, no call ends early, the audio comes back within 2 s, the
 /// count stays exact (no slot lost, none counted twice) and is exact again at the end.
@@ -420,14 +365,7 @@ async fn a_replica_killed_under_live_calls_costs_no_call() {
     );
 
     let report = sim.await.expect("the simulator run");
-    let summary = format!("{report:#?}");
-    assert_eq!(report.outcome, "finished", "{summary}");
-    assert_eq!(
-        report.calls.completed, calls,
-        "no call ends early: {summary}"
-    );
-    assert_eq!(report.calls.failed, 0, "{summary}");
-    assert_eq!(report.continuity.ended_early, 0, "{summary}");
+    let summary = assert_nobody_lost(&report, calls);
     assert_eq!(
         report.continuity.continued,
         doomed.len() as u64,
@@ -597,15 +535,10 @@ async fn a_rolling_restart_refuses_and_drops_nobody() {
         ("steady", &steady, steady_calls),
         ("arriving", &arriving, arriving_calls),
     ] {
-        let summary = format!("{name}: {report:#?}");
-        assert_eq!(report.outcome, "finished", "{summary}");
-        assert_eq!(report.calls.rejected, 0, "zero webhooks refused: {summary}");
-        assert_eq!(report.calls.failed, 0, "zero calls dropped: {summary}");
-        assert_eq!(report.calls.completed, calls, "{summary}");
-        assert_eq!(report.continuity.ended_early, 0, "{summary}");
+        let summary = assert_nobody_lost(report, calls);
         assert_eq!(
-            report.continuity.continued, report.continuity.streams_lost,
-            "every cut call continued: {summary}"
+            report.calls.rejected, 0,
+            "zero webhooks refused ({name}): {summary}"
         );
     }
     // The steady calls outlive every replica: each was cut at least once and continued.

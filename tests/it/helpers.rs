@@ -421,16 +421,17 @@ impl TwilioStream {
 pub async fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
     let url = redis.url();
     let mut command = tokio::process::Command::new("redis-cli");
-    if let Some(path) = url.strip_prefix("redis+unix://") {
-        command.arg("-s").arg(path);
-    } else {
-        let port = url
-            .rsplit(':')
-            .next()
-            .and_then(|tail| tail.split('/').next())
-            .expect("redis://127.0.0.1:PORT/0");
-        command.arg("-p").arg(port);
-    }
+    match redis.addr() {
+        Some(addr) => command
+            .arg("-h")
+            .arg(addr.ip().to_string())
+            .arg("-p")
+            .arg(addr.port().to_string()),
+        None => command.arg("-s").arg(
+            url.strip_prefix("redis+unix://")
+                .expect("a unix socket URL"),
+        ),
+    };
     let out = command
         .args(args)
         .stderr(std::process::Stdio::null())
@@ -520,7 +521,7 @@ pub fn binary() -> &'static std::path::Path {
 pub async fn open_call(replica: &testkit::ReplicaProcess, n: usize) -> TwilioStream {
     let (status, twiml) = voice_at(&replica.url("/twilio/voice"), &sid(n)).await;
     assert_eq!(status, 200, "call {n}: {twiml}");
-    let url = format!("ws://127.0.0.1:{}/twilio/stream", replica.port);
+    let url = format!("ws://{}/twilio/stream", replica.addr());
     let mut stream = TwilioStream::connect(&url).await;
     stream.connected().await;
     stream.start(&sid(n)).await;
@@ -603,4 +604,90 @@ impl Replica {
     pub async fn active(&self) -> u64 {
         self.app.calls().store().stats().await.unwrap().active
     }
+}
+
+// ---- The simulator as Twilio in front of a cluster (continuity and fault tests).
+
+/// Calls of `duration` against `target`, each echoed frame checked.
+pub fn plan(
+    target: prosaas_calls_sim::target::Target,
+    duration: Duration,
+) -> prosaas_calls_sim::call::CallPlan {
+    prosaas_calls_sim::call::CallPlan {
+        target,
+        stream_only: false,
+        duration,
+        account_sid: "AC0123456789abcdef0123456789abcdef".into(),
+        dtmf: None,
+        mark: None,
+        drain: Duration::from_secs(5),
+    }
+}
+
+/// A simulator run: `calls` calls of `duration`, all at once over `ramp`, echoes expected.
+pub fn sim_run(
+    target: prosaas_calls_sim::target::Target,
+    calls: u64,
+    ramp: Duration,
+    duration: Duration,
+    seed: u64,
+) -> prosaas_calls_sim::run::RunConfig {
+    prosaas_calls_sim::run::RunConfig {
+        plan: plan(target, duration),
+        calls,
+        concurrency: calls,
+        ramp,
+        echo: prosaas_calls_sim::run::EchoMode::Expect,
+        settle: Duration::from_millis(500),
+        progress: None,
+        server_pid: None,
+        seed,
+    }
+}
+
+/// Live calls by the replica their state names, from Redis as an operator reads it.
+pub async fn calls_by_replica(redis: &RedisServer) -> Vec<(String, String)> {
+    let members = redis_cli(redis, &["ZRANGE", "calls:slots", "0", "-1"]).await;
+    let mut calls = Vec::new();
+    for call_sid in members.lines().filter(|l| !l.is_empty()) {
+        let state = redis_state(redis, call_sid).await;
+        calls.push((
+            call_sid.to_owned(),
+            state["replica"].as_str().unwrap_or("").to_owned(),
+        ));
+    }
+    calls
+}
+
+/// The silence between a lost stream and its continuation's first echo, p50/p99/max in ms.
+pub fn gap_ms(report: &prosaas_calls_sim::report::Report) -> (f64, f64, f64) {
+    let gap = report
+        .continuity
+        .resume_gap_us
+        .as_ref()
+        .expect("continued streams measured their gap");
+    (
+        gap.p50 as f64 / 1000.0,
+        gap.p99 as f64 / 1000.0,
+        gap.max as f64 / 1000.0,
+    )
+}
+
+/// Asserts that a simulator run lost nobody: finished, every one of `calls` completed, none failed
+/// or ended early (a hang-up or the fallback), every lost stream continued. Returns the report as
+/// text, for further messages.
+pub fn assert_nobody_lost(report: &prosaas_calls_sim::report::Report, calls: u64) -> String {
+    let summary = format!("{report:#?}");
+    assert_eq!(report.outcome, "finished", "{summary}");
+    assert_eq!(
+        report.calls.completed, calls,
+        "no call ends early: {summary}"
+    );
+    assert_eq!(report.calls.failed, 0, "{summary}");
+    assert_eq!(report.continuity.ended_early, 0, "{summary}");
+    assert_eq!(
+        report.continuity.continued, report.continuity.streams_lost,
+        "every lost stream continued: {summary}"
+    );
+    summary
 }

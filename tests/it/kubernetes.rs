@@ -15,9 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::helpers::*;
-use prosaas_calls_sim::call::CallPlan;
-use prosaas_calls_sim::report::Report;
-use prosaas_calls_sim::run::{self, EchoMode, RunConfig};
+use prosaas_calls_sim::run;
 use prosaas_calls_sim::target::Target;
 use testkit::nginx::{NginxProcess, find_nginx};
 use testkit::prometheus::{PrometheusServer, ScrapeJob, find_prometheus};
@@ -245,28 +243,6 @@ async fn wait_ready(pod: &ReplicaProcess) {
 
 // ---- The load: steady calls that outlive the whole sequence, and new callers arriving through it
 
-fn sim_run(public: &str, calls: u64, ramp: Duration, duration: Duration, seed: u64) -> RunConfig {
-    RunConfig {
-        plan: CallPlan {
-            target: Target::new(public, None, None).unwrap(),
-            stream_only: false,
-            duration,
-            account_sid: "AC0123456789abcdef0123456789abcdef".into(),
-            dtmf: None,
-            mark: None,
-            drain: Duration::from_secs(5),
-        },
-        calls,
-        concurrency: calls,
-        ramp,
-        echo: EchoMode::Expect,
-        settle: Duration::from_millis(500),
-        progress: None,
-        server_pid: None,
-        seed,
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 enum Sequence {
     /// `kubectl delete pod`, a node drain, an eviction: one pod of three.
@@ -306,7 +282,7 @@ async fn under_load(sequence: Sequence) {
     };
     let sequence_takes = work + t.pre_stop + t.drain;
     let steady = tokio::spawn(run::run(sim_run(
-        &public,
+        Target::new(&public, None, None).unwrap(),
         STEADY_CALLS,
         Duration::from_secs(2),
         sequence_takes + Duration::from_secs(20),
@@ -321,7 +297,7 @@ async fn under_load(sequence: Sequence) {
     let arrival_window = sequence_takes + Duration::from_secs(5);
     let arriving_calls = arrival_window.as_secs();
     let arriving = tokio::spawn(run::run(sim_run(
-        &public,
+        Target::new(&public, None, None).unwrap(),
         arriving_calls,
         arrival_window,
         Duration::from_secs(5),
@@ -464,19 +440,6 @@ async fn under_load(sequence: Sequence) {
         );
     }
     drop(surged);
-}
-
-fn gap_ms(report: &Report) -> (f64, f64, f64) {
-    let gap = report
-        .continuity
-        .resume_gap_us
-        .as_ref()
-        .expect("handed-over streams measured their gap");
-    (
-        gap.p50 as f64 / 1000.0,
-        gap.p99 as f64 / 1000.0,
-        gap.max as f64 / 1000.0,
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -13,6 +13,7 @@ mod cluster_script;
 mod continuity;
 mod crash_cycles;
 mod docs;
+mod faults;
 mod kubernetes;
 mod operations;
 mod recovery;

@@ -21,6 +21,11 @@ pub const STATS_REJECTED_TENANT_LIMIT: &str = "calls:stats:rejected_tenant_limit
 /// finds only call SIDs in `calls:slots`, knows which tenant set to remove each from. Kept by the
 /// same scripts that keep `calls:slots`, so it always names exactly the tenant-owned slots.
 pub const SLOT_TENANT: &str = "calls:slot_tenant";
+/// The latest lease deadline any replica's renewal set (ms of Redis `TIME`): passed, while lapsed
+/// slots remain, means no replica could renew for longer than a lease (Redis was out of reach of
+/// every replica, or stopped), and the recovery wait opens; one replica's loss leaves it in the
+/// future (docs/reference.md#admission).
+pub const RENEWED_UNTIL: &str = "calls:renewed_until";
 /// Heartbeats are found by `SCAN MATCH` with this pattern (the command line; never `KEYS`).
 pub const REPLICA_PATTERN: &str = "calls:replica:*";
 
@@ -51,6 +56,7 @@ pub fn lua_key_header() -> String {
         "local SLOT_TENANT_KEY = '{SLOT_TENANT}'\n\
          local TENANT_LIMITS_KEY = '{TENANT_LIMITS}'\n\
          local REJECTED_TENANT_LIMIT_KEY = '{STATS_REJECTED_TENANT_LIMIT}'\n\
+         local RENEWED_UNTIL_KEY = '{RENEWED_UNTIL}'\n\
          local function tenant_slots_key(tenant)\n  \
            return '{TENANT_SLOTS_PREFIX}' .. tenant .. '{TENANT_SLOTS_SUFFIX}'\n\
          end\n"

@@ -178,9 +178,15 @@ pub struct CallState {
     /// when the webhook or stream named none: such a call has only the global cap.
     #[serde(default)]
     pub tenant: Option<String>,
-    /// Continuations granted so far (docs/reference.md#after-stream): at most `RESUME_LIMIT`.
+    /// Continuations granted so far (docs/reference.md#after-stream), planned hand-overs included:
+    /// at most `RESUME_LIMIT` more than `handovers`.
     #[serde(default)]
     pub resumes: u32,
+    /// Of `resumes`, the continuations of a stream its replica's drain ended (`drain_timeout`): a
+    /// planned hand-over, which does not use up the budget `RESUME_LIMIT` keeps for failures, so a
+    /// rolling restart of any size cuts nobody however the balancer places the calls.
+    #[serde(default)]
+    pub handovers: u32,
     /// The continuation granted by the after-stream answer and not yet taken by its stream: the
     /// `resumed` parameter a new stream's `start` must carry to take the call over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -212,6 +218,7 @@ impl CallState {
             marks: Vec::new(),
             tenant: None,
             resumes: 0,
+            handovers: 0,
             resume_grant: None,
         }
     }

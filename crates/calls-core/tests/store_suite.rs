@@ -1046,38 +1046,68 @@ async fn redis_epoch_replaced_under_a_replica_opens_the_wait() {
     assert!(!reregister_wanted(old).await);
 }
 
+/// One tick of a replica serving call `call` alone.
+async fn renew_one(store: &dyn CallStore, lease: Duration, call: usize) {
+    store
+        .renew(&batch(lease, vec![(sid(call), "t", None)]))
+        .await
+        .unwrap();
+}
+
+/// docs/reference.md#admission: the wait is for the whole cluster's loss. Two replicas renew a
+/// one-second lease; one stays away longer than a lease while the other goes on: on its return it
+/// re-registers, and no one waits. Then neither renews for longer than a lease (Redis out of reach
+/// of every replica): whichever script comes first opens the wait.
 #[tokio::test]
-async fn redis_out_of_reach_longer_than_a_lease_opens_the_wait() {
+async fn only_a_cluster_that_renewed_nothing_for_longer_than_a_lease_opens_the_wait() {
     let holdoff = Duration::from_millis(600);
+    let lease = Duration::from_secs(1);
     let fx = redis(
         StoreConfig {
             recovery_holdoff: holdoff,
-            call_lease: Duration::from_secs(1),
+            call_lease: lease,
             ..redis_config(5)
         },
-        1,
+        2,
     )
     .await;
-    let store = fx.store();
-    assert!(take(store, &sid(1), LEASE).await.is_admitted());
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (away, staying) = (fx.stores[0].as_ref(), fx.stores[1].as_ref());
+    assert!(take(away, &sid(1), lease).await.is_admitted());
+    assert!(take(staying, &sid(2), lease).await.is_admitted());
+    renew_one(away, lease, 1).await;
+    // One replica away for longer than a lease; the other renews every 300 ms meanwhile, and its
+    // tick reclaims the lapsed slot.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        renew_one(staying, lease, 2).await;
+    }
+    let back = take(away, &sid(3), lease).await;
     assert!(
-        take(store, &sid(2), LEASE).await.is_admitted(),
-        "within a lease"
+        back.is_admitted(),
+        "one replica's loss opened the wait: {back:?}"
     );
-    assert!(!reregister_wanted(store).await);
-    // No contact for longer than a lease: every lease may have lapsed meanwhile.
-    tokio::time::sleep(Duration::from_millis(1300)).await;
+    assert!(
+        reregister_wanted(away).await,
+        "its calls re-register at once"
+    );
+    assert!(take(staying, &sid(4), lease).await.is_admitted());
+
+    // Now no one renews for longer than a lease: every slot lapses unseen.
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
     let refused = std::time::Instant::now();
     assert_eq!(
-        take(store, &sid(3), LEASE).await,
+        take(staying, &sid(5), lease).await,
         Admission::Refused(Refusal::Recovering)
     );
-    assert!(reregister_wanted(store).await);
-    // Polled (each poll is a contact, so no new cut-off): admitted once the wait is over.
+    assert_eq!(
+        take(away, &sid(5), lease).await,
+        Admission::Refused(Refusal::Recovering),
+        "the wait holds every replica"
+    );
+    // Polled: admitted once the wait is over.
     let mut admitted = false;
     while refused.elapsed() < Duration::from_secs(5) {
-        if take(store, &sid(3), LEASE).await.is_admitted() {
+        if take(staying, &sid(5), lease).await.is_admitted() {
             admitted = true;
             break;
         }

@@ -13,9 +13,12 @@
 //! - [`sentinel`]: a primary, a replica and three Sentinels, for failover tests.
 //! - [`twilio_api`]: the simulator's Twilio REST double, a process of its own, and the simulator
 //!   binary built for the running test ([`twilio_api::sim_binary`]).
+//! - [`netns`]: hosts on one machine (network namespaces on a private bridge) and the faults
+//!   between them; Redis, replicas, nginx and Sentinel can run on such a host (`*_on`).
 
 #![forbid(unsafe_code)]
 
+pub mod netns;
 pub mod nginx;
 pub mod prometheus;
 pub mod sentinel;
@@ -23,7 +26,7 @@ pub mod tls;
 pub mod twilio_api;
 
 use std::io;
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -32,7 +35,12 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 enum Endpoint {
     Unix(PathBuf),
-    Tcp(u16),
+    Tcp(SocketAddr),
+}
+
+/// The loopback address `port`.
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
 }
 
 /// A private `redis-server` that keeps nothing on disk (unless started with an append-only file).
@@ -46,6 +54,8 @@ pub struct RedisServer {
     /// Persists every write to an append-only file in `dir` (fsync always), so [`Self::stop`]
     /// followed by [`Self::start_again`] comes back with its data, as production Redis does.
     append_only: bool,
+    /// The host it runs on; `None`: this machine's loopback.
+    host: Option<netns::Host>,
 }
 
 impl RedisServer {
@@ -59,15 +69,30 @@ impl RedisServer {
     /// Starts a server on a free loopback TCP port (for processes that want `redis://`).
     pub fn start_tcp() -> io::Result<Self> {
         let dir = new_dir()?;
-        let endpoint = Endpoint::Tcp(free_port()?);
+        let endpoint = Endpoint::Tcp(loopback(free_port()?));
         Self::launch(dir, endpoint)
+    }
+
+    /// Starts a server on `host`, on Redis' usual port 6379 of the host's address (no password,
+    /// protected mode off: only this test's hosts can reach it).
+    pub fn start_on(host: &netns::Host) -> io::Result<Self> {
+        let mut server = Self {
+            dir: new_dir()?,
+            endpoint: Endpoint::Tcp(host.addr(6379)),
+            password: None,
+            child: None,
+            append_only: false,
+            host: Some(host.clone()),
+        };
+        server.spawn()?;
+        Ok(server)
     }
 
     /// Starts a server on a free loopback TCP port that requires `password` (`requirepass`);
     /// `url()` carries it, as `REDIS_URL` would. Use URL-safe characters.
     pub fn start_tcp_with_password(password: &str) -> io::Result<Self> {
         let dir = new_dir()?;
-        let endpoint = Endpoint::Tcp(free_port()?);
+        let endpoint = Endpoint::Tcp(loopback(free_port()?));
         Self::launch_with(dir, endpoint, Some(password.to_owned()))
     }
 
@@ -82,6 +107,7 @@ impl RedisServer {
             password: None,
             child: None,
             append_only: true,
+            host: None,
         };
         server.spawn()?;
         Ok(server)
@@ -102,12 +128,14 @@ impl RedisServer {
             password,
             child: None,
             append_only: false,
+            host: None,
         };
         server.spawn()?;
         Ok(server)
     }
 
-    /// `redis+unix:///…` or `redis://127.0.0.1:PORT/0` (`redis://:PASSWORD@…` with a password).
+    /// `redis+unix:///…` or `redis://127.0.0.1:PORT/0` (`redis://:PASSWORD@…` with a password;
+    /// the host's address for a server on a host).
     pub fn url(&self) -> String {
         let auth = self
             .password
@@ -116,7 +144,15 @@ impl RedisServer {
             .unwrap_or_default();
         match &self.endpoint {
             Endpoint::Unix(path) => format!("redis+unix://{}", path.display()),
-            Endpoint::Tcp(port) => format!("redis://{auth}127.0.0.1:{port}/0"),
+            Endpoint::Tcp(addr) => format!("redis://{auth}{addr}/0"),
+        }
+    }
+
+    /// The TCP address it listens on; `None` on a unix socket.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match &self.endpoint {
+            Endpoint::Unix(_) => None,
+            Endpoint::Tcp(addr) => Some(*addr),
         }
     }
 
@@ -162,7 +198,11 @@ impl RedisServer {
         let mut cmd = Command::new("redis-cli");
         match &self.endpoint {
             Endpoint::Unix(path) => cmd.arg("-s").arg(path),
-            Endpoint::Tcp(port) => cmd.arg("-p").arg(port.to_string()),
+            Endpoint::Tcp(addr) => cmd
+                .arg("-h")
+                .arg(addr.ip().to_string())
+                .arg("-p")
+                .arg(addr.port().to_string()),
         };
         if let Some(password) = &self.password {
             cmd.arg("--no-auth-warning").arg("-a").arg(password);
@@ -172,7 +212,10 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> io::Result<()> {
-        let mut cmd = Command::new("redis-server");
+        let mut cmd = match &self.host {
+            Some(host) => host.command("redis-server"),
+            None => Command::new("redis-server"),
+        };
         cmd.arg("--save").arg("").arg("--appendonly");
         if self.append_only {
             cmd.arg("yes").arg("--appendfsync").arg("always");
@@ -197,11 +240,15 @@ impl RedisServer {
                     .arg("--unixsocketperm")
                     .arg("700");
             }
-            Endpoint::Tcp(port) => {
+            Endpoint::Tcp(addr) => {
                 cmd.arg("--port")
-                    .arg(port.to_string())
+                    .arg(addr.port().to_string())
                     .arg("--bind")
-                    .arg("127.0.0.1");
+                    .arg(addr.ip().to_string());
+                if self.host.is_some() {
+                    // Its clients come from other hosts; the network is private to the test.
+                    cmd.arg("--protected-mode").arg("no");
+                }
             }
         }
         let child = cmd
@@ -255,8 +302,14 @@ impl Drop for RedisServer {
 
 /// Whether `GET /healthz` on a loopback port answers 200 right now (blocking, bounded at 500 ms).
 pub fn healthz_ok(port: u16) -> bool {
+    healthz_ok_at(loopback(port))
+}
+
+/// Whether `GET /healthz` at `addr` answers 200 right now (blocking, bounded at 500 ms).
+pub fn healthz_ok_at(addr: SocketAddr) -> bool {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+    else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
@@ -267,11 +320,11 @@ pub fn healthz_ok(port: u16) -> bool {
     response.starts_with("HTTP/1.1 200")
 }
 
-/// Waits until `GET /healthz` on `port` answers 200; fails at once if `child` exited, and after
+/// Waits until `GET /healthz` at `addr` answers 200; fails at once if `child` exited, and after
 /// `timeout`, either way with what `log` returns (the process's own account of why).
 pub(crate) fn wait_healthz(
     child: &mut Option<Child>,
-    port: u16,
+    addr: SocketAddr,
     timeout: Duration,
     what: &str,
     log: impl Fn() -> String,
@@ -286,7 +339,7 @@ pub(crate) fn wait_healthz(
                 log()
             )));
         }
-        if healthz_ok(port) {
+        if healthz_ok_at(addr) {
             return Ok(());
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -312,6 +365,8 @@ fn new_dir() -> io::Result<tempfile::TempDir> {
 /// Dropping it kills the process by PID.
 pub struct ReplicaProcess {
     child: Option<Child>,
+    /// Where it listens: loopback, or its host's address.
+    pub ip: IpAddr,
     pub port: u16,
     pub id: String,
     log: PathBuf,
@@ -322,13 +377,31 @@ impl ReplicaProcess {
     /// Starts `binary` on a free loopback port with `env` on top of the process's environment
     /// and waits until `/healthz` answers.
     pub fn spawn(binary: &Path, id: &str, env: &[(&str, String)]) -> io::Result<Self> {
+        Self::launch(Command::new(binary), loopback(free_port()?), id, env)
+    }
+
+    /// Starts `binary` on `host`, listening on the host's address, port 8080 (as in production),
+    /// and waits until `/healthz` answers there.
+    pub fn spawn_on(
+        host: &netns::Host,
+        binary: &Path,
+        id: &str,
+        env: &[(&str, String)],
+    ) -> io::Result<Self> {
+        Self::launch(host.command(binary), host.addr(8080), id, env)
+    }
+
+    fn launch(
+        mut cmd: Command,
+        listen: SocketAddr,
+        id: &str,
+        env: &[(&str, String)],
+    ) -> io::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("prosaas-calls-replica-")
             .tempdir()?;
         let log = dir.path().join("replica.log");
-        let port = free_port()?;
-        let mut cmd = Command::new(binary);
-        cmd.env("LISTEN_ADDR", format!("127.0.0.1:{port}"))
+        cmd.env("LISTEN_ADDR", listen.to_string())
             .env("REPLICA_ID", id)
             .env("RUST_LOG", "info")
             .env_remove("REDIS_URL")
@@ -344,7 +417,8 @@ impl ReplicaProcess {
             .spawn()?;
         let mut replica = Self {
             child: Some(child),
-            port,
+            ip: listen.ip(),
+            port: listen.port(),
             id: id.to_owned(),
             log,
             _dir: dir,
@@ -354,7 +428,12 @@ impl ReplicaProcess {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}{path}", self.addr())
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -411,7 +490,8 @@ impl ReplicaProcess {
     fn wait_healthy(&mut self, timeout: Duration) -> io::Result<()> {
         let log = self.log.clone();
         let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
-        wait_healthz(&mut self.child, self.port, timeout, "replica", read_log)
+        let addr = self.addr();
+        wait_healthz(&mut self.child, addr, timeout, "replica", read_log)
     }
 }
 

@@ -1,8 +1,19 @@
 //! A real nginx rendered from deploy/nginx's template in front of loopback replicas, the way
-//! scripts/cluster runs it: single-process (one PID to kill), or with a master process where a test
-//! changes the upstreams under live connections; everything in a temporary directory.
+//! scripts/cluster runs it (or on a host of its own, in front of replicas on theirs):
+//! single-process (one PID to kill), or with a master process where a test changes the upstreams
+//! under live connections; everything in a temporary directory.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
+
+/// How the upstream block picks a replica for each new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balancing {
+    /// As shipped: `least_conn` (the replica with the fewest open connections).
+    LeastConn,
+    /// nginx's default, round-robin: the template's `least_conn;` line left out.
+    RoundRobin,
+}
 
 /// The nginx binary: `$NGINX`, else `nginx` on the PATH, else Debian's `/usr/sbin/nginx`.
 pub fn find_nginx() -> Option<std::path::PathBuf> {
@@ -48,16 +59,47 @@ pub fn render_nginx_template_tls(
     upstream_ports: &[u16],
     tls: Option<(u16, &TlsFiles)>,
 ) -> String {
-    let template = std::fs::read_to_string(NGINX_TEMPLATE).expect("the nginx template");
-    let servers: String = upstream_ports
+    let upstreams: Vec<SocketAddr> = upstream_ports
         .iter()
-        .map(|port| format!("server 127.0.0.1:{port}; "))
+        .map(|port| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), *port))
+        .collect();
+    render(
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        (public_port, internal_port),
+        &upstreams,
+        tls,
+        Balancing::LeastConn,
+    )
+}
+
+/// The template rendered to listen on `listen` (`ports`: public, internal) in front of
+/// `upstreams`, with `balancing`. Panics if the template grew a placeholder this rendering does
+/// not know, or lost the `least_conn;` line round-robin removes.
+fn render(
+    listen: IpAddr,
+    (public_port, internal_port): (u16, u16),
+    upstreams: &[SocketAddr],
+    tls: Option<(u16, &TlsFiles)>,
+    balancing: Balancing,
+) -> String {
+    let mut template = std::fs::read_to_string(NGINX_TEMPLATE).expect("the nginx template");
+    if balancing == Balancing::RoundRobin {
+        let line = "    least_conn;\n";
+        assert!(
+            template.contains(line),
+            "the template has no `least_conn;` line"
+        );
+        template = template.replace(line, "");
+    }
+    let servers: String = upstreams
+        .iter()
+        .map(|addr| format!("server {addr}; "))
         .collect();
     // With TLS off the TLS lines are comments, so what they name does not matter.
     let (if_tls, tls_listen, certificate, key) = match tls {
         Some((port, files)) => (
             "",
-            format!("127.0.0.1:{port}"),
+            format!("{listen}:{port}"),
             files.certificate.display().to_string(),
             files.key.display().to_string(),
         ),
@@ -69,10 +111,10 @@ pub fn render_nginx_template_tls(
         ),
     };
     let rendered = template
-        .replace("${NGINX_LISTEN}", &format!("127.0.0.1:{public_port}"))
+        .replace("${NGINX_LISTEN}", &format!("{listen}:{public_port}"))
         .replace(
             "${NGINX_INTERNAL_LISTEN}",
-            &format!("127.0.0.1:{internal_port}"),
+            &format!("{listen}:{internal_port}"),
         )
         .replace("${NGINX_RESOLVER}", "127.0.0.1")
         .replace("${CALLS_UPSTREAM_SERVERS}", &servers)
@@ -91,6 +133,8 @@ pub fn render_nginx_template_tls(
 /// writes in a temporary directory. Dropping it kills the process by PID.
 pub struct NginxProcess {
     child: Option<std::process::Child>,
+    /// Where both listeners are: loopback, or its host's address.
+    pub ip: IpAddr,
     pub port: u16,
     pub internal_port: u16,
     /// The TLS listener's port, when started with [`NginxProcess::start_tls`].
@@ -116,6 +160,25 @@ impl NginxProcess {
         Self::launch(binary, upstream_ports, None, true)
     }
 
+    /// nginx on `host` (public side on port 80, internal on 81) in front of `upstreams` (replicas
+    /// on their hosts), balancing as `balancing` says.
+    pub fn start_on(
+        host: &crate::netns::Host,
+        binary: &std::path::Path,
+        upstreams: &[SocketAddr],
+        balancing: Balancing,
+    ) -> std::io::Result<Self> {
+        let config = render(IpAddr::V4(host.ip), (80, 81), upstreams, None, balancing);
+        let mut command = host.command(binary);
+        Self::run(
+            &mut command,
+            config,
+            IpAddr::V4(host.ip),
+            (80, 81, None),
+            false,
+        )
+    }
+
     /// As [`NginxProcess::start`], plus the TLS listener on its own free port with `tls`'s files.
     pub fn start_tls(
         binary: &std::path::Path,
@@ -132,18 +195,36 @@ impl NginxProcess {
         master: bool,
     ) -> std::io::Result<Self> {
         use crate::free_port;
-        let dir = tempfile::Builder::new()
-            .prefix("prosaas-calls-nginx-")
-            .tempdir()?;
         let port = free_port()?;
         let internal_port = free_port()?;
         let tls_port = tls.map(|_| free_port()).transpose()?;
+        let config =
+            render_nginx_template_tls(port, internal_port, upstream_ports, tls_port.zip(tls));
+        Self::run(
+            &mut std::process::Command::new(binary),
+            config,
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            (port, internal_port, tls_port),
+            master,
+        )
+    }
+
+    /// Runs `command` (nginx, or nginx inside a host) with `config` as the http context's
+    /// include (with a master process if `master`), and waits until it answers on `ip`'s public
+    /// port.
+    fn run(
+        command: &mut std::process::Command,
+        config: String,
+        ip: IpAddr,
+        (port, internal_port, tls_port): (u16, u16, Option<u16>),
+        master: bool,
+    ) -> std::io::Result<Self> {
+        let dir = tempfile::Builder::new()
+            .prefix("prosaas-calls-nginx-")
+            .tempdir()?;
         let d = dir.path().display().to_string();
         std::fs::create_dir_all(dir.path().join("tmp"))?;
-        std::fs::write(
-            dir.path().join("calls.conf"),
-            render_nginx_template_tls(port, internal_port, upstream_ports, tls_port.zip(tls)),
-        )?;
+        std::fs::write(dir.path().join("calls.conf"), config)?;
         std::fs::write(
             dir.path().join("nginx.conf"),
             format!(
@@ -157,7 +238,7 @@ impl NginxProcess {
                 if master { "on" } else { "off" }
             ),
         )?;
-        let child = std::process::Command::new(binary)
+        let child = command
             .arg("-p")
             .arg(dir.path())
             .arg("-c")
@@ -172,6 +253,7 @@ impl NginxProcess {
             .spawn()?;
         let mut nginx = Self {
             child: Some(child),
+            ip,
             port,
             internal_port,
             tls_port,
@@ -182,9 +264,9 @@ impl NginxProcess {
         Ok(nginx)
     }
 
-    /// `http://127.0.0.1:PORT{path}` on the public side.
+    /// `http://IP:PORT{path}` on the public side.
     pub fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
+        format!("http://{}{path}", SocketAddr::new(self.ip, self.port))
     }
 
     /// `https://127.0.0.1:PORT{path}` on the TLS listener. Panics without one.
@@ -194,7 +276,10 @@ impl NginxProcess {
     }
 
     pub fn internal_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.internal_port)
+        format!(
+            "http://{}{path}",
+            SocketAddr::new(self.ip, self.internal_port)
+        )
     }
 
     /// Points the upstream at `upstream_ports` and reloads, as a balancer does when a Service's
@@ -257,7 +342,7 @@ impl NginxProcess {
                     self.error_log()
                 )));
             }
-            if crate::healthz_ok(self.port) {
+            if crate::healthz_ok_at(SocketAddr::new(self.ip, self.port)) {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));

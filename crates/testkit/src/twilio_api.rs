@@ -193,7 +193,13 @@ impl TwilioApiDouble {
         let log = self.dir.path().join("double.log");
         let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
         let what = "the Twilio REST double";
-        crate::wait_healthz(&mut self.child, self.port, timeout, what, read_log)
+        crate::wait_healthz(
+            &mut self.child,
+            crate::loopback(self.port),
+            timeout,
+            what,
+            read_log,
+        )
     }
 }
 

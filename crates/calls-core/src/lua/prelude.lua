@@ -64,13 +64,27 @@ local function sync_count(slots, count_key)
   return n
 end
 
+-- Whether no replica could renew for longer than a lease: the deadline the last renewal of any
+-- replica set (calls:renewed_until) has passed and a slot lapsed meanwhile. Then every lease may
+-- have lapsed under live calls (Redis was out of reach of every replica, or stopped), and the wait
+-- opens, whoever's script finds it. One replica cut off or paused while others renew leaves the
+-- deadline ahead: its calls come back when it does, and no one's admissions wait
+-- (docs/reference.md#admission). No renewal recorded yet (a brand-new Redis, or one that lost its
+-- data): the epoch decides.
+local function cluster_lapsed(slots, now)
+  local renewed = tonumber(redis.call('GET', RENEWED_UNTIL_KEY) or '')
+  return renewed ~= nil and renewed < now
+    and #redis.call('ZRANGEBYSCORE', slots, '-inf', now, 'LIMIT', 0, 1) > 0
+end
+
 -- calls:epoch holds the Redis-time ms at which admissions open; the replica remembers the value it saw
 -- last (`seen`, '' if none). Missing under a replica that has seen one, or changed while no wait is
 -- open, means Redis lost its data: the wait opens (`holdoff` ms) and the replica must re-register its
 -- live calls at once. Missing where this replica has seen none and no slot exists is a brand-new Redis:
--- admissions open now. `open_wait` (the replica found Redis restarted, or was cut off from it longer
--- than a lease) opens the wait too. Returns the ms at which admissions open, the epoch as it now
--- reads, and 1 if the replica must re-register now.
+-- admissions open now. `open_wait` (the replica found Redis restarted or failed over) opens the wait
+-- too, and so does a cluster that could not renew for longer than a lease (cluster_lapsed). Returns
+-- the ms at which admissions open, the epoch as it now reads, and 1 if the replica must re-register
+-- now.
 local function check_epoch(epoch_key, slots, now, seen, open_wait, holdoff, serving)
   local value = redis.call('GET', epoch_key)
   local lost = 0
@@ -89,6 +103,9 @@ local function check_epoch(epoch_key, slots, now, seen, open_wait, holdoff, serv
     end
   end
   local opens = tonumber(value or '') or 0
+  if not open_wait and cluster_lapsed(slots, now) then
+    open_wait = true
+  end
   if open_wait and opens < now + holdoff then
     opens = now + holdoff
     value = tostring(opens)
@@ -181,5 +198,9 @@ local function keep_grant(stored, json)
   end
   local grant = string.format('%d', decoded['resume_grant'])
   local kept = string.gsub(json, '"resumes":%d+', '"resumes":' .. grant .. ',"resume_grant":' .. grant, 1)
+  -- The grant may have counted a planned hand-over (a drain): that count goes with it.
+  if type(decoded['handovers']) == 'number' then
+    kept = string.gsub(kept, '"handovers":%d+', '"handovers":' .. string.format('%d', decoded['handovers']), 1)
+  end
   return kept
 end

@@ -1,6 +1,6 @@
 -- One replica's renewal tick in one round trip: reclaim lapsed slots, re-add and extend each of its live
 -- calls whatever the count (the limiter never drops a live call), renew or re-take their locks, flush
--- their states, write the replica heartbeat.
+-- their states, write the replica heartbeat and how long the cluster has renewed (calls:renewed_until).
 -- KEYS: slots, active_count, epoch, heartbeat, then for each call: lock, state
 -- ARGV: lease_ms, lock_ttl_ms, state_ttl_s, recovery_holdoff_ms, heartbeat_json, heartbeat_ttl_ms,
 --       seen_epoch, open_wait (0|1),
@@ -69,5 +69,9 @@ for i = 0, calls - 1 do
 end
 
 redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
+-- The cluster renewed until `deadline` at least (a replica with a longer lease may have set more).
+if (tonumber(redis.call('GET', RENEWED_UNTIL_KEY) or '') or 0) < deadline then
+  redis.call('SET', RENEWED_UNTIL_KEY, deadline)
+end
 return {sync_count(slots, KEYS[2]), readded, lost, expired, epoch, ended, data_lost,
   redis.call('HGETALL', TENANT_LIMITS_KEY)}

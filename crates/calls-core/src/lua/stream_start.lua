@@ -70,7 +70,8 @@ end
 
 redis.call('SET', lock_key, token, 'PX', ARGV[9])
 
--- The webhook's state carries created_at, from and to; its fields are spliced in as JSON text, since
+-- The webhook's state carries created_at, from and to (and a continued call its hand-over count); its
+-- fields are spliced in as JSON text, since
 -- cjson cannot re-encode a whole state faithfully (an empty list would come back as an object).
 local written, source = ARGV[11], 'fresh'
 local stored = redis.call('GET', state_key)
@@ -85,6 +86,8 @@ if stored then
       local field, value = ARGV[i], decoded[ARGV[i]]
       if type(value) == 'string' then
         parts[#parts + 1] = cjson.encode(field) .. ':' .. cjson.encode(value)
+      elseif type(value) == 'number' then
+        parts[#parts + 1] = cjson.encode(field) .. ':' .. string.format('%d', value)
       else
         parts[#parts + 1] = cjson.encode(field) .. ':' .. ARGV[i + 1]
       end

@@ -1,10 +1,18 @@
 //! The connection to Redis as `REDIS_URL` and the `REDIS_TLS_*` files describe it ([`RedisSettings`]): direct
 //! (plain, or TLS with a private CA and a client certificate) or through Sentinel, following failovers.
 //!
-//! A direct URL gets one [`ConnectionManager`], which reconnects to the same address on its own. A
-//! Sentinel URL gets a manager for the primary Sentinel names; a manager would reconnect to the dead
-//! primary forever, so a connection error, a timeout or a `READONLY` reply (a demoted primary) makes
+//! A direct URL gets a [`ConnectionManager`], which reconnects to the same address on its own after
+//! a connection error. A Sentinel URL gets a manager for the primary Sentinel names; a manager would
+//! reconnect to the dead primary forever, so a connection error, a timeout or a reply that says the
+//! node no longer takes writes (`READONLY`: a demoted primary; `NOREPLICAS`; `MASTERDOWN`) makes
 //! this module ask Sentinel again, in the background, and switch once Sentinel names another one.
+//!
+//! Either way a timeout or such a reply also replaces the link with a fresh one (relink): a socket
+//! whose packets vanish (a partition) would otherwise wait out TCP's retransmission backoff after
+//! the network heals, and a plain `redis://` name that moved to the new primary would never be
+//! resolved again. Every switch or relink counts a new [`StoreConnection::generation`], so the
+//! store loads its scripts and reads `run_id` again: a failover is noticed like a restart
+//! (docs/reference.md#admission).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,8 +28,8 @@ use tracing::{info, warn};
 
 use super::settings::{ConnectError, RedisSettings, RedisTarget, RedisTls, SentinelTarget};
 
-/// After one Sentinel lookup, the next waits at least this long: a failing primary fails every
-/// command, and one lookup per burst of failures is enough.
+/// After one Sentinel lookup or relink, the next waits at least this long: a failing primary fails
+/// every command, and one lookup per burst of failures is enough.
 const LOOKUP_SPACING: Duration = Duration::from_millis(100);
 
 /// The same diagnosis is logged at most this often: a bad certificate fails every command.
@@ -50,10 +58,11 @@ pub(crate) fn connect_lazy(
         )?)),
         RedisTarget::Tcp { .. } | RedisTarget::Unix { .. } => {
             let client = direct_client(settings.url(), &settings.tls)?;
-            Route::Direct(
-                ConnectionManager::new_lazy_with_config(client, manager_config)
-                    .map_err(ConnectError::Client)?,
-            )
+            Route::Direct(Arc::new(DirectRoute::new(
+                client,
+                manager_config,
+                op_timeout,
+            )?))
         }
     };
     Ok(StoreConnection {
@@ -82,15 +91,25 @@ pub(super) struct StoreConnection {
 
 #[derive(Clone)]
 enum Route {
-    Direct(ConnectionManager),
+    Direct(Arc<DirectRoute>),
     Sentinel(Arc<SentinelRoute>),
 }
 
 impl StoreConnection {
+    /// Counts the links this connection has used: a new value means commands now go to a fresh
+    /// link (another primary, or the same name resolved again), where the scripts are not loaded
+    /// and Redis may be another server.
+    pub(super) fn generation(&self) -> u64 {
+        match &self.route {
+            Route::Direct(route) => route.generation.load(Ordering::Acquire),
+            Route::Sentinel(route) => route.generation.load(Ordering::Acquire),
+        }
+    }
+
     /// The connection this command goes to, and what to do if it fails.
     async fn begin(&self) -> RedisResult<(ConnectionManager, Attempt)> {
         match &self.route {
-            Route::Direct(conn) => Ok((conn.clone(), Attempt(None))),
+            Route::Direct(route) => Ok((route.current(), Attempt::new(&self.route))),
             Route::Sentinel(route) => {
                 let conn = match route.primary().await {
                     Ok(conn) => conn,
@@ -99,7 +118,7 @@ impl StoreConnection {
                         return Err(err);
                     }
                 };
-                Ok((conn, Attempt(Some(route.clone()))))
+                Ok((conn, Attempt::new(&self.route)))
             }
         }
     }
@@ -117,7 +136,14 @@ impl ConnectionLike for StoreConnection {
         Box::pin(async move {
             let (mut conn, attempt) = self.begin().await?;
             let result = conn.req_packed_command(cmd).await;
-            self.end(attempt, &result);
+            // A server's error reply (`READONLY`, …) comes back as a value, turned into an
+            // error only when the caller reads it: look at it here, where the link is known.
+            let outcome = match &result {
+                Ok(Value::ServerError(err)) => Err(RedisError::from(err.clone())),
+                Ok(_) => Ok(()),
+                Err(err) => Err(err.clone()),
+            };
+            self.end(attempt, &outcome);
             result
         })
     }
@@ -131,38 +157,75 @@ impl ConnectionLike for StoreConnection {
         Box::pin(async move {
             let (mut conn, attempt) = self.begin().await?;
             let result = conn.req_packed_commands(pipeline, offset, count).await;
-            self.end(attempt, &result);
+            let first_error = match &result {
+                Ok(values) => values.iter().find_map(|value| match value {
+                    Value::ServerError(err) => Some(RedisError::from(err.clone())),
+                    _ => None,
+                }),
+                Err(err) => Some(err.clone()),
+            };
+            self.end(attempt, &first_error.map_or(Ok(()), Err));
             result
         })
     }
 
     fn get_db(&self) -> i64 {
         match &self.route {
-            Route::Direct(conn) => conn.get_db(),
+            Route::Direct(route) => route.current().get_db(),
             Route::Sentinel(route) => route.db,
         }
     }
 }
 
-/// One command on a Sentinel-found primary. If it fails as a lost primary fails, or is dropped
-/// unfinished (the store's timeout gave up on a primary that does not answer), Sentinel is asked again.
-struct Attempt(Option<Arc<SentinelRoute>>);
+/// One command. If it fails as a lost primary or a dead link fails, or is dropped unfinished after
+/// about a timeout (the store gave up on a server that does not answer), the route relinks:
+/// Sentinel is asked again, a direct name is resolved again on a fresh link.
+struct Attempt {
+    route: Option<Route>,
+    began: Instant,
+}
 
 impl Attempt {
+    fn new(route: &Route) -> Self {
+        Self {
+            route: Some(route.clone()),
+            began: Instant::now(),
+        }
+    }
+
     fn finish<T>(mut self, result: &RedisResult<T>) {
-        let Some(route) = self.0.take() else { return };
-        if let Err(err) = result
-            && primary_may_have_moved(err)
-        {
-            route.look_up_in_background();
+        let Some(route) = self.route.take() else {
+            return;
+        };
+        let Err(err) = result else { return };
+        match route {
+            Route::Sentinel(route) if primary_may_have_moved(err) => {
+                route.look_up_in_background(link_is_suspect(err));
+            }
+            // A connection error is the manager's own to repair (it reconnects, resolving the
+            // name again); a timeout or a demoted node is not.
+            Route::Direct(route) if link_is_suspect(err) => route.relink(err),
+            _ => {}
         }
     }
 }
 
 impl Drop for Attempt {
     fn drop(&mut self) {
-        if let Some(route) = self.0.take() {
-            route.look_up_in_background();
+        let Some(route) = self.route.take() else {
+            return;
+        };
+        // Dropped sooner, the command was abandoned by its caller, not by a silent server.
+        let timeout = match &route {
+            Route::Sentinel(route) => route.lookup_timeout,
+            Route::Direct(route) => route.op_timeout,
+        };
+        if self.began.elapsed() < timeout * 9 / 10 {
+            return;
+        }
+        match route {
+            Route::Sentinel(route) => route.look_up_in_background(true),
+            Route::Direct(route) => route.relink_after_timeout(),
         }
     }
 }
@@ -171,11 +234,97 @@ fn primary_may_have_moved(err: &RedisError) -> bool {
     err.is_io_error()
         || err.is_connection_dropped()
         || err.is_connection_refusal()
-        || err.is_timeout()
-        || matches!(
-            err.kind(),
-            ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
-        )
+        || link_is_suspect(err)
+}
+
+/// Whether `err` says this link leads nowhere useful any more, though the connection stands: no
+/// answer in time (packets vanish: a partition), or the node no longer takes writes (demoted by a
+/// failover, or cut off from its replicas with `min-replicas-to-write`).
+pub(crate) fn link_is_suspect(err: &RedisError) -> bool {
+    err.is_timeout() || refuses_writes(err)
+}
+
+/// `READONLY` (a replica now), `MASTERDOWN`, `NOREPLICAS` (`min-replicas-to-write` unmet): the
+/// node answers but will not take this write.
+pub fn refuses_writes(err: &RedisError) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown)
+    ) || err.code() == Some("NOREPLICAS")
+}
+
+/// A direct URL's link: a manager for the URL's address, replaced by a fresh one (the name
+/// resolved again, a new socket) when a command times out or the node refuses writes.
+struct DirectRoute {
+    client: Client,
+    manager_config: ConnectionManagerConfig,
+    op_timeout: Duration,
+    conn: Mutex<ConnectionManager>,
+    generation: AtomicU64,
+    /// When the link was last replaced: one relink per burst of failures.
+    relinked_at: Mutex<Option<Instant>>,
+}
+
+impl DirectRoute {
+    fn new(
+        client: Client,
+        manager_config: ConnectionManagerConfig,
+        op_timeout: Duration,
+    ) -> Result<Self, ConnectError> {
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone())
+            .map_err(ConnectError::Client)?;
+        Ok(Self {
+            client,
+            manager_config,
+            op_timeout,
+            conn: Mutex::new(conn),
+            generation: AtomicU64::new(0),
+            relinked_at: Mutex::new(None),
+        })
+    }
+
+    fn current(&self) -> ConnectionManager {
+        self.conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn relink(&self, err: &RedisError) {
+        if self.replace() {
+            warn!(error = %err, "Redis link replaced: the next command resolves the address again on a fresh connection");
+        }
+    }
+
+    fn relink_after_timeout(&self) {
+        if self.replace() {
+            warn!("Redis did not answer in time: the link is replaced by a fresh connection");
+        }
+    }
+
+    /// Replaces the manager with a new lazy one, unless one was made moments ago. Commands in
+    /// flight finish (or time out) on the old one, which closes when the last of them lets go.
+    fn replace(&self) -> bool {
+        {
+            let mut at = self
+                .relinked_at
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if at.is_some_and(|at| at.elapsed() < LOOKUP_SPACING) {
+                return false;
+            }
+            *at = Some(Instant::now());
+        }
+        let Ok(fresh) = ConnectionManager::new_lazy_with_config(
+            self.client.clone(),
+            self.manager_config.clone(),
+        ) else {
+            return false;
+        };
+        *self.conn.lock().unwrap_or_else(PoisonError::into_inner) = fresh;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        true
+    }
 }
 
 /// The primary Sentinel names for one master, and the Sentinel client that names it.
@@ -187,6 +336,8 @@ struct SentinelRoute {
     manager_config: ConnectionManagerConfig,
     lookup_timeout: Duration,
     looking: AtomicBool,
+    /// Counts switches and relinks (see [`StoreConnection::generation`]).
+    generation: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -247,6 +398,7 @@ impl SentinelRoute {
             manager_config,
             lookup_timeout: op_timeout,
             looking: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -267,7 +419,7 @@ impl SentinelRoute {
         if let Some(primary) = self.current() {
             return Ok(primary.conn);
         }
-        self.look_up_with(&mut sentinel).await?;
+        self.look_up_with(&mut sentinel, false).await?;
         self.current().map(|p| p.conn).ok_or_else(|| {
             RedisError::from((
                 ErrorKind::MasterNameNotFoundBySentinel,
@@ -276,13 +428,14 @@ impl SentinelRoute {
         })
     }
 
-    /// Asks Sentinel which node is the primary now and switches to it if it moved.
-    async fn look_up(&self) -> RedisResult<()> {
+    /// Asks Sentinel which node is the primary now and switches to it if it moved; with `fresh`,
+    /// relinks to it even where it did not (the old link timed out or met a demoted node).
+    async fn look_up(&self, fresh: bool) -> RedisResult<()> {
         let mut sentinel = self.sentinel.lock().await;
-        self.look_up_with(&mut sentinel).await
+        self.look_up_with(&mut sentinel, fresh).await
     }
 
-    async fn look_up_with(&self, sentinel: &mut SentinelClient) -> RedisResult<()> {
+    async fn look_up_with(&self, sentinel: &mut SentinelClient, fresh: bool) -> RedisResult<()> {
         let client = tokio::time::timeout(self.lookup_timeout, sentinel.async_get_client())
             .await
             .map_err(|_| {
@@ -294,7 +447,8 @@ impl SentinelRoute {
             })??;
         let addr = client.get_connection_info().addr().to_string();
         let previous = self.current().map(|p| p.addr);
-        if previous.as_deref() == Some(addr.as_str()) {
+        let moved = previous.as_deref() != Some(addr.as_str());
+        if !moved && !fresh {
             return Ok(());
         }
         let conn = ConnectionManager::new_lazy_with_config(client, self.manager_config.clone())?;
@@ -302,9 +456,13 @@ impl SentinelRoute {
             addr: addr.clone(),
             conn,
         });
+        self.generation.fetch_add(1, Ordering::AcqRel);
         match previous {
             None => {
                 info!(master = %self.master_name, primary = %addr, "Sentinel named the Redis primary");
+            }
+            Some(_) if !moved => {
+                info!(master = %self.master_name, primary = %addr, "Sentinel names the same primary; on a fresh connection");
             }
             Some(previous) => warn!(
                 master = %self.master_name,
@@ -318,7 +476,7 @@ impl SentinelRoute {
 
     /// One lookup at a time, spaced, off the command's path: the failed command has already
     /// returned its error; the next one goes to whichever primary Sentinel named meanwhile.
-    fn look_up_in_background(self: &Arc<Self>) {
+    fn look_up_in_background(self: &Arc<Self>, fresh: bool) {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
@@ -327,7 +485,7 @@ impl SentinelRoute {
         }
         let route = self.clone();
         runtime.spawn(async move {
-            if let Err(err) = route.look_up().await {
+            if let Err(err) = route.look_up(fresh).await {
                 warn!(master = %route.master_name, error = %err, "Sentinel could not name a reachable primary; retrying on the next failure");
             }
             tokio::time::sleep(LOOKUP_SPACING).await;

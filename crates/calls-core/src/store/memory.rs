@@ -160,6 +160,9 @@ impl Inner {
         {
             state.resumes = grant;
             state.resume_grant = Some(grant);
+            if let Some((stored, _)) = self.states.get(call_sid) {
+                state.handovers = stored.handovers;
+            }
         }
         state
     }
@@ -304,6 +307,7 @@ impl CallStore for MemoryStore {
             if stored.tenant.is_some() {
                 state.tenant.clone_from(&stored.tenant);
             }
+            state.handovers = stored.handovers;
         }
         inner
             .states
@@ -589,13 +593,34 @@ mod tests {
             start(&store, &call, "replay", Some(1)).await,
             StreamAdmission::LockedBy(_)
         ));
-        let mut ended = active_state(&call);
-        ended.resumes = 1;
-        ended.end(EndReason::DrainTimeout);
-        store.end_stream(&call, "new", &ended).await.unwrap();
+        // A drain's ending is a planned hand-over: continued at the limit, on no budget; asked
+        // again (that grant's stream never came) it is a failure, and the budget is spent.
+        let mut drained = active_state(&call);
+        drained.resumes = 1;
+        drained.end(EndReason::DrainTimeout);
+        store.end_stream(&call, "new", &drained).await.unwrap();
+        assert_eq!(
+            store.grant_resume(&call, 1).await.unwrap(),
+            ResumeGrant::Granted { resumed: 2 }
+        );
         assert_eq!(
             store.grant_resume(&call, 1).await.unwrap(),
             ResumeGrant::LimitReached
+        );
+        match start(&store, &call, "handed-over", Some(2)).await {
+            StreamAdmission::Started { state, .. } => {
+                assert_eq!((state.resumes, state.handovers), (2, 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut lost = active_state(&call);
+        (lost.resumes, lost.handovers) = (2, 1);
+        lost.end(EndReason::Disconnected);
+        store.end_stream(&call, "handed-over", &lost).await.unwrap();
+        assert_eq!(
+            store.grant_resume(&call, 1).await.unwrap(),
+            ResumeGrant::LimitReached,
+            "one failure continued already: the budget of 1 is spent"
         );
         // A call that ended for good, or that was never seen, is not continued.
         let mut stopped = active_state(&other);

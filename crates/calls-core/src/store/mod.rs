@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::call_sid::CallSid;
-use crate::state::{CallState, EndReason};
+use crate::state::{CallState, CallStatus, EndReason};
 use crate::tenant::TenantKey;
 
 mod admit_batch;
@@ -21,6 +21,7 @@ mod recovery;
 mod redis;
 mod settings;
 
+pub use self::connect::refuses_writes;
 pub use self::memory::MemoryStore;
 pub use self::redis::RedisStore;
 pub use self::settings::{
@@ -386,6 +387,8 @@ impl StoreError {
                     || source.is_connection_dropped()
                     || source.is_connection_refusal()
                     || source.is_timeout()
+                    // A demoted or isolated primary answers, but the state cannot be written.
+                    || connect::refuses_writes(source)
             }
             _ => false,
         }
@@ -404,7 +407,18 @@ pub(crate) fn next_grant(
     if state.disposition() != crate::state::Disposition::Continue {
         return Err(ResumeGrant::NotContinuable(Some(Box::new(state.clone()))));
     }
-    if state.resumes >= limit {
+    // `RESUME_LIMIT=0` turns continuations off, planned ones included.
+    if limit == 0 {
+        return Err(ResumeGrant::LimitReached);
+    }
+    // A planned hand-over (the stream ended by its replica's drain) does not use up the budget
+    // meant for failures: however many replicas a roll drains after each other, and wherever the
+    // balancer sends each continuation, a call is never cut by a restart. Only the first answer
+    // for that ending is one: asked again, its grant was not taken, which is a failure.
+    let handover = state.status == CallStatus::Ended
+        && state.end_reason == Some(EndReason::DrainTimeout)
+        && state.resume_grant.is_none();
+    if !handover && state.resumes.saturating_sub(state.handovers) >= limit {
         return Err(ResumeGrant::LimitReached);
     }
     // A grant not taken (its stream never came) is replaced: every answer counts one resume, so
@@ -412,6 +426,7 @@ pub(crate) fn next_grant(
     let resumed = state.resumes + 1;
     let mut granted = state.clone();
     granted.resumes = resumed;
+    granted.handovers += u32::from(handover);
     granted.resume_grant = Some(resumed);
     Ok((granted, resumed))
 }
@@ -500,4 +515,51 @@ pub trait CallStore: Send + Sync + 'static {
     /// the store found that Redis lost its data or restarted, or that it had been out of reach
     /// for longer than a lease. The renewal task waits on it beside its interval.
     async fn reregister_wanted(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ended(reason: EndReason, resumes: u32, handovers: u32) -> CallState {
+        let mut state = CallState::reserved("CA1", "r1");
+        (state.resumes, state.handovers) = (resumes, handovers);
+        state.end(reason);
+        state
+    }
+
+    #[test]
+    fn drains_hand_calls_over_on_no_budget_and_failures_spend_it() {
+        // A roll of ten replicas, each drain landing the call on the next one to drain: ten
+        // hand-overs, and the budget of 2 still whole.
+        let mut state = ended(EndReason::DrainTimeout, 0, 0);
+        for hop in 1..=10 {
+            let (granted, resumed) = next_grant(Some(&state), 2).expect("a hand-over");
+            assert_eq!((resumed, granted.handovers), (hop, hop));
+            state = ended(EndReason::DrainTimeout, granted.resumes, granted.handovers);
+        }
+        // Then two failures are continued, the third is not.
+        let mut state = ended(EndReason::Disconnected, 10, 10);
+        for _ in 0..2 {
+            let (granted, _) = next_grant(Some(&state), 2).expect("a continuation");
+            assert_eq!(granted.handovers, 10);
+            state = ended(EndReason::LockLost, granted.resumes, granted.handovers);
+        }
+        assert_eq!(
+            next_grant(Some(&state), 2).unwrap_err(),
+            ResumeGrant::LimitReached
+        );
+        // A hand-over asked again (its stream never came) counts as a failure.
+        let mut pending = ended(EndReason::DrainTimeout, 2, 0);
+        pending.resume_grant = Some(2);
+        assert_eq!(
+            next_grant(Some(&pending), 2).unwrap_err(),
+            ResumeGrant::LimitReached
+        );
+        // RESUME_LIMIT=0 turns every continuation off, hand-overs too.
+        assert_eq!(
+            next_grant(Some(&ended(EndReason::DrainTimeout, 0, 0)), 0).unwrap_err(),
+            ResumeGrant::LimitReached
+        );
+    }
 }

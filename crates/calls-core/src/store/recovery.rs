@@ -3,10 +3,12 @@
 //!
 //! docs/reference.md#admission: after Redis lost its data, or came back after an outage longer than
 //! a lease, new admissions wait one tick plus a margin so live calls re-register first. The scripts
-//! tell a lost or replaced `calls:epoch` (compared with the value this replica saw last); this
-//! watch adds what only the replica can see: Redis restarted (its `run_id` changed) or this replica
-//! could not reach it for longer than a lease (every lease may have lapsed meanwhile, the data kept
-//! on disk or not).
+//! tell a lost or replaced `calls:epoch` (compared with the value this replica saw last), and a
+//! cluster that could not renew for longer than a lease (`calls:renewed_until` passed); this watch
+//! adds what only the replica can see: Redis restarted or failed over (its `run_id` changed). A
+//! replica that could not reach Redis for longer than a lease re-registers its calls the moment it
+//! can, but that alone opens no wait: the others may have gone on renewing, and the wait is for the
+//! whole cluster's loss.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -51,16 +53,13 @@ impl RecoveryWatch {
         }
     }
 
-    /// Called as every store operation begins. One that begins more than a lease after the last
-    /// successful contact asks for the wait: its own script, if it has one, opens it.
+    /// Called as every store operation begins: notes whether it begins more than a lease after the
+    /// last successful contact (this replica was cut off, or paused).
     pub(super) fn begin(&self) -> Began {
         let last_contact = *lock(&self.last_contact);
         let cut_off = last_contact
             .map(|at| at.elapsed())
             .filter(|gap| *gap > self.cut_off_after);
-        if cut_off.is_some() {
-            self.request_wait();
-        }
         Began {
             last_contact,
             cut_off,
@@ -68,7 +67,7 @@ impl RecoveryWatch {
     }
 
     /// Called when an operation succeeded. The first success after a cut-off longer than a lease
-    /// asks for the live calls to re-register now.
+    /// asks for the live calls to re-register now (their slots may have been reclaimed meanwhile).
     pub(super) fn contact_ok(&self, began: Began) {
         let mut last = lock(&self.last_contact);
         if let Some(gap) = began.cut_off
@@ -76,7 +75,7 @@ impl RecoveryWatch {
         {
             warn!(
                 out_of_reach = ?gap,
-                "Redis was out of reach for longer than a lease: live calls re-register now and new admissions wait"
+                "Redis was out of reach for longer than a lease: live calls re-register now"
             );
             self.reregister.notify_one();
         }
@@ -120,7 +119,7 @@ impl RecoveryWatch {
             warn!(
                 previous,
                 run_id,
-                "Redis restarted (run_id changed): live calls re-register now and new admissions wait"
+                "Redis restarted or failed over (run_id changed): live calls re-register now and new admissions wait"
             );
             self.request_wait();
             self.reregister.notify_one();
@@ -170,28 +169,24 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_cut_off_longer_than_a_lease_opens_the_wait_and_reregisters_once() {
+    async fn a_cut_off_longer_than_a_lease_reregisters_once_and_opens_no_wait_by_itself() {
         let watch = RecoveryWatch::new(LEASE);
         let first = watch.begin();
-        assert!(
-            watch.wait_ticket().is_none(),
-            "no contact yet is no cut-off"
-        );
         watch.contact_ok(first);
+        assert!(!wanted(&watch).await, "no contact yet is no cut-off");
         tokio::time::advance(LEASE - Duration::from_secs(1)).await;
         watch.contact_ok(watch.begin());
-        assert!(watch.wait_ticket().is_none());
         assert!(!wanted(&watch).await);
 
         tokio::time::advance(LEASE + Duration::from_secs(1)).await;
         let (a, b) = (watch.begin(), watch.begin());
-        let ticket = watch.wait_ticket();
-        assert!(ticket.is_some());
+        // Whether the whole cluster lost sight of Redis is the scripts' to tell
+        // (docs/reference.md#admission).
+        assert!(watch.wait_ticket().is_none());
         watch.contact_ok(a);
         watch.contact_ok(b);
         assert!(wanted(&watch).await);
         assert!(!wanted(&watch).await, "two ops of one gap ask once");
-        watch.wait_opened(ticket);
         assert!(watch.wait_ticket().is_none());
     }
 

@@ -39,10 +39,11 @@ const RENEW_CHUNK: usize = 100;
 /// How many times a continuation grant is decided again when the state changed under it.
 const GRANT_ATTEMPTS: usize = 5;
 
-/// Fields of the webhook's state that a stream's start keeps (docs/reference.md#admission: the
-/// state says who called and when, and the tenant its slot was taken for); `account_sid` too,
+/// Fields of the stored state that a stream's start keeps (docs/reference.md#admission: the state
+/// says who called and when, and the tenant its slot was taken for; docs/reference.md#after-stream:
+/// a continued call, how many of its continuations were planned hand-overs); `account_sid` too,
 /// unless the stream's `start` names one.
-const CARRIED_FROM_WEBHOOK: [&str; 4] = ["created_at", "from", "to", "tenant"];
+const CARRIED_FROM_WEBHOOK: [&str; 5] = ["created_at", "from", "to", "tenant", "handovers"];
 
 /// The scripts, hashed once at start-up and loaded on every fresh connection, so the hot path
 /// never meets NOSCRIPT. `Script::invoke_async` still loads and retries on NOSCRIPT, for a
@@ -100,10 +101,11 @@ struct StoreCore {
     config: StoreConfig,
     scripts: Scripts,
     watch: RecoveryWatch,
-    /// False until the scripts are loaded on the current connection; set false again by any error
-    /// that may mean a new connection (the manager reconnects after one), so the next operation
-    /// loads them first.
-    prepared: AtomicBool,
+    /// The connection generation (plus one) the scripts were loaded on and `run_id` read from; 0:
+    /// none. A new generation (the link switched to another primary, or was replaced) or any error
+    /// that may mean a new connection (the manager reconnects after one) makes the next operation
+    /// load them and read `run_id` first: a failover is noticed as a restart is.
+    prepared_for: AtomicU64,
     preparing: tokio::sync::Mutex<()>,
     /// Preparations tried so far: an operation that waited for another's attempt, which failed,
     /// fails with it instead of queueing an attempt of its own (a burst during an outage must
@@ -147,7 +149,7 @@ impl RedisStore {
                 watch: RecoveryWatch::new(config.call_lease),
                 config,
                 scripts: Scripts::new(),
-                prepared: AtomicBool::new(false),
+                prepared_for: AtomicU64::new(0),
                 preparing: tokio::sync::Mutex::new(()),
                 prepare_attempts: AtomicU64::new(0),
                 lapsed: Mutex::new(Vec::new()),
@@ -180,10 +182,12 @@ impl StoreCore {
     /// loads the scripts and reads Redis' `run_id` first (once, however many operations wait).
     async fn link(&self, op: &'static str) -> Result<(Began, StoreConnection), StoreError> {
         let began = self.watch.begin();
-        if !self.prepared.load(Ordering::Acquire) {
+        let prepared =
+            |this: &Self| this.prepared_for.load(Ordering::Acquire) == this.conn.generation() + 1;
+        if !prepared(self) {
             let attempts = self.prepare_attempts.load(Ordering::Acquire);
             let _one_at_a_time = self.preparing.lock().await;
-            if !self.prepared.load(Ordering::Acquire) {
+            if !prepared(self) {
                 if self.prepare_attempts.load(Ordering::Acquire) != attempts {
                     return Err(StoreError::NotConnected {
                         op,
@@ -191,8 +195,10 @@ impl StoreCore {
                     });
                 }
                 self.prepare_attempts.fetch_add(1, Ordering::AcqRel);
+                // Read before: a switch while preparing leaves the new link unprepared.
+                let generation = self.conn.generation();
                 self.prepare(op).await?;
-                self.prepared.store(true, Ordering::Release);
+                self.prepared_for.store(generation + 1, Ordering::Release);
             }
         }
         Ok((began, self.conn.clone()))
@@ -247,7 +253,7 @@ impl StoreCore {
         if let Err(err) = &result
             && err.is_unavailable()
         {
-            self.prepared.store(false, Ordering::Release);
+            self.prepared_for.store(0, Ordering::Release);
         }
         result
     }
@@ -1005,7 +1011,7 @@ mod tests {
         }
         assert_eq!(rest["account_sid"], "AC1");
         let names: Vec<&str> = carried.iter().map(|(f, _)| *f).collect();
-        assert_eq!(names, ["created_at", "from", "to", "tenant"]);
+        assert_eq!(names, ["created_at", "from", "to", "tenant", "handovers"]);
         assert_eq!(carried[1].1, "null");
         let whole: CallState = serde_json::from_str(&whole).unwrap();
         assert_eq!(whole, fresh);
