@@ -29,6 +29,9 @@ pub use calls_core::store::{
 };
 
 pub const DEFAULT_PORT: u16 = 8080;
+/// Each live call holds one connection (its stream) for its whole length; webhooks hold one for a
+/// moment. Far above what a replica's calls need, far below a container's file-descriptor limit.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
 pub const DEFAULT_REJECT_MODE: RejectMode = RejectMode::ServiceUnavailable;
 pub const DEFAULT_REJECT_MESSAGE: &str =
     "All of our lines are busy right now. Please try again in a few minutes.";
@@ -174,6 +177,8 @@ pub struct Config {
     /// `REDIS_URL` and `REDIS_TLS_*`; `None`: in-process state, one replica.
     pub redis: Option<RedisSettings>,
     pub listen_addr: SocketAddr,
+    /// `MAX_CONNECTIONS`: connections served at once (docs/reference.md#connections).
+    pub max_connections: usize,
     /// Without a trailing slash, e.g. `https://calls.example.com`.
     pub public_url: Option<String>,
     pub twilio_auth_token: Option<Secret<String>>,
@@ -401,6 +406,21 @@ impl Config {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), DEFAULT_PORT),
         );
 
+        let max_connections = match given(&raw.max_connections) {
+            None => DEFAULT_MAX_CONNECTIONS,
+            Some(v) => c.or(
+                match v.parse::<usize>() {
+                    Ok(n) if n > 0 => Ok(n),
+                    _ => Err(ConfigError::new(
+                        "MAX_CONNECTIONS",
+                        v,
+                        "expected a positive integer",
+                    )),
+                },
+                DEFAULT_MAX_CONNECTIONS,
+            ),
+        };
+
         let public_url = match given(&raw.public_url) {
             None => None,
             Some(v) => c.ok(public_url(v)),
@@ -513,6 +533,7 @@ impl Config {
             max_concurrent_calls,
             redis,
             listen_addr,
+            max_connections,
             public_url,
             twilio_auth_token,
             reject,

@@ -17,6 +17,11 @@ use crate::app::App;
 use crate::lifecycle::STREAMS_END_GRACE;
 use crate::{http, renewal};
 
+mod connections;
+
+pub use connections::OVERFLOW_CONNECTIONS;
+use connections::{ConnectionLimit, Counted, OVERFLOW_HEADER_TIMEOUT, Place};
+
 /// A request whose headers have not all arrived by then is dropped (docs/reference.md#media-stream,
 /// slowloris).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,7 +59,7 @@ pub async fn serve(
             drain(&app, &stop_http).await;
         })
     };
-    serve_http(listener, http::router(app.clone()), stop_http).await;
+    serve_http(listener, &app, stop_http).await;
     let drained = drain_task.await;
 
     // The ticks renew live calls' leases through the whole drain; they stop with the last stream.
@@ -68,15 +73,28 @@ pub async fn serve(
     Ok(())
 }
 
-/// The accept loop: HTTP/1.1 with upgrades (WebSockets), TCP_NODELAY for 20 ms frames, and a
-/// header-read timeout so a client trickling headers (slowloris) is dropped.
-async fn serve_http(listener: TcpListener, router: axum::Router, stop: CancellationToken) {
+/// The accept loop: HTTP/1.1 with upgrades (WebSockets), TCP_NODELAY for 20 ms frames, a
+/// header-read timeout so a client trickling headers (slowloris) is dropped, and at most
+/// `MAX_CONNECTIONS` connections served (past it, a few more answered 503, then the backlog).
+async fn serve_http(listener: TcpListener, app: &Arc<App>, stop: CancellationToken) {
+    let router = http::router(app.clone());
+    let overflow_router = http::overflow_router(app.clone());
+    let limit = ConnectionLimit::new(app.config().max_connections);
     let connections = TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    // Over the limit: one quick request per connection, then close.
+    let mut overflow_builder = builder.clone();
+    overflow_builder
+        .keep_alive(false)
+        .header_read_timeout(OVERFLOW_HEADER_TIMEOUT);
     loop {
+        let permit = tokio::select! {
+            _ = stop.cancelled() => break,
+            permit = limit.place() => permit,
+        };
         let stream = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -90,9 +108,14 @@ async fn serve_http(listener: TcpListener, router: axum::Router, stop: Cancellat
             },
         };
         let _ = stream.set_nodelay(true);
+        let permit = limit.settle(permit);
+        let (builder, router) = match permit.place() {
+            Place::Served => (&builder, &router),
+            Place::Overflow => (&overflow_builder, &overflow_router),
+        };
         let service = TowerToHyperService::new(router.clone());
         let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(TokioIo::new(Counted::new(stream, permit)), service)
             .with_upgrades();
         let stop = stop.clone();
         connections.spawn(async move {

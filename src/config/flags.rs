@@ -8,8 +8,9 @@ use clap::Args;
 use super::{
     DEFAULT_BRIDGE_CONNECT_TIMEOUT_SECS, DEFAULT_CALL_LEASE_SECS, DEFAULT_CALL_LOCK_TTL_SECS,
     DEFAULT_CALL_STATE_TTL_SECS, DEFAULT_DRAIN_TIMEOUT_SECS, DEFAULT_LOG_FORMAT,
-    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MEDIA_HANDLER, DEFAULT_PORT, DEFAULT_REJECT_MODE,
-    DEFAULT_RESERVATION_SECS, DEFAULT_RESUME_LIMIT, DEFAULT_RETRY_AFTER_SECS, DEFAULT_TENANT_KEY,
+    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MEDIA_HANDLER, DEFAULT_PORT,
+    DEFAULT_REJECT_MODE, DEFAULT_RESERVATION_SECS, DEFAULT_RESUME_LIMIT, DEFAULT_RETRY_AFTER_SECS,
+    DEFAULT_TENANT_KEY,
 };
 
 /// A flag's help line with its default, so `--help` and the constants never disagree.
@@ -60,6 +61,10 @@ pub struct RawConfig {
         help = "host:port to listen on, e.g. 127.0.0.1:8080; overrides PORT"
     )]
     pub listen_addr: Option<String>,
+    #[arg(long, env = "MAX_CONNECTIONS", help = with_default(
+        "Connections served at once (each live call holds one); past it /healthz still answers, the rest 503, then the backlog",
+        DEFAULT_MAX_CONNECTIONS))]
+    pub max_connections: Option<String>,
     #[arg(
         long,
         env = "PUBLIC_URL",

@@ -286,6 +286,20 @@ fn bridge_parses_with_its_url_headers_and_timeout() {
 }
 
 #[test]
+fn max_connections_is_a_positive_integer() {
+    assert_eq!(parse(RawConfig::default()).unwrap().0.max_connections, 4096);
+    let (c, _) = parse(with(|r| r.max_connections = Some("8".into()))).unwrap();
+    assert_eq!(c.max_connections, 8);
+    for bad in ["0", "-1", "many", "1.5"] {
+        assert_eq!(
+            named(with(|r| r.max_connections = Some(bad.into()))),
+            ["MAX_CONNECTIONS"],
+            "{bad}"
+        );
+    }
+}
+
+#[test]
 fn bad_bridge_settings_stop_start_up() {
     let bridge = |r: &mut RawConfig| r.media_handler = Some("bridge".into());
     assert_eq!(named(with(bridge)), ["BRIDGE_URL"]);
@@ -610,5 +624,5 @@ fn every_flag_has_help_and_secrets_hide_their_values() {
             arg.get_id()
         );
     }
-    assert_eq!(count, 29);
+    assert_eq!(count, 30);
 }

@@ -3,6 +3,7 @@
 //! `calls_core::calls`.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -20,15 +21,22 @@ use crate::config::redact_userinfo;
 use crate::metrics::HttpReject;
 use crate::stream::StreamContext;
 
+pub(crate) use overflow::overflow_router;
+
 mod after_stream;
 mod fallback;
 mod ops;
+mod overflow;
 mod status;
 mod stream;
 mod voice;
 
 /// Twilio's webhooks are a few hundred bytes; anything near this is not Twilio.
 const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// A request body not all in this long after the handler starts reading it is dropped (408), like
+/// headers trickled past `server::HEADER_READ_TIMEOUT` (docs/reference.md#endpoints).
+pub(crate) const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) fn router(app: Arc<App>) -> Router {
     // What every stream of this replica gets, instead of the whole replica.
@@ -138,20 +146,36 @@ pub(crate) struct TwilioRequest {
 }
 
 /// Every Twilio route takes its request this way: one extractor instead of five per handler.
-impl<S: Send + Sync> axum::extract::FromRequest<S> for TwilioRequest {
+impl axum::extract::FromRequest<Arc<App>> for TwilioRequest {
     type Rejection = Response;
 
-    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, Response> {
+    async fn from_request(
+        request: axum::extract::Request,
+        app: &Arc<App>,
+    ) -> Result<Self, Response> {
         let uri = request
             .extensions()
             .get::<axum::extract::OriginalUri>()
             .map_or_else(|| request.uri().clone(), |original| original.0.clone());
         let method = request.method().clone();
         let headers = request.headers().clone();
-        // The body limit (`DefaultBodyLimit`) applies here, as it did to a `Bytes` extractor.
-        let body = axum::body::Bytes::from_request(request, state)
-            .await
-            .map_err(IntoResponse::into_response)?;
+        // The body limit (`DefaultBodyLimit`) applies here, as it did to a `Bytes` extractor; the
+        // deadline keeps a body trickled a byte at a time from holding a connection (and a task)
+        // for as long as the sender likes, as the header timeout does for headers.
+        let read = axum::body::Bytes::from_request(request, app);
+        let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+            Ok(body) => body.map_err(IntoResponse::into_response)?,
+            Err(_) => {
+                let refused = reject(
+                    app,
+                    StatusCode::REQUEST_TIMEOUT,
+                    HttpReject::BodyTimeout,
+                    uri.path(),
+                );
+                // The rest of the body may still be on its way: the connection cannot be reused.
+                return Err(([(header::CONNECTION, "close")], refused).into_response());
+            }
+        };
         Ok(Self {
             method,
             headers,

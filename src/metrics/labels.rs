@@ -63,6 +63,10 @@ labels! {
         InvalidCallSid => "invalid_call_sid",
         ExpectedFormBody => "expected_form_body",
         StreamPassedOn => "stream_passed_on",
+        /// A request body not all in within `BODY_READ_TIMEOUT` (408, connection closed).
+        BodyTimeout => "body_timeout",
+        /// A connection over `MAX_CONNECTIONS`, answered 503 from the overflow (server::connections).
+        ConnectionLimit => "connection_limit",
     }
 }
 

@@ -14,6 +14,7 @@ mod continuity;
 mod crash_cycles;
 mod docs;
 mod faults;
+mod http_limits;
 mod kubernetes;
 mod operations;
 mod recovery;
