@@ -18,7 +18,8 @@ use thiserror::Error;
 use url::Url;
 
 pub use self::bridge::{
-    BridgeConfig, BridgeUrl, DEFAULT_BRIDGE_CONNECT_TIMEOUT_SECS, Placeholder, parse_headers,
+    BridgeConfig, BridgeUrl, DEFAULT_BRIDGE_CONNECT_TIMEOUT_SECS, DotSegment, Placeholder,
+    parse_headers,
 };
 pub use self::flags::RawConfig;
 pub use self::secret::{Secret, redact_userinfo};
@@ -809,6 +810,14 @@ fn parse_bridge(
             "BRIDGE_URL",
             "required with MEDIA_HANDLER=bridge: the voice agent's ws:// or wss:// URL",
         ));
+    }
+    if !headers.is_empty() && url.as_ref().is_some_and(BridgeUrl::is_plain_remote) {
+        c.warnings.push(
+            "BRIDGE_HEADERS go to the voice agent over plain ws:// (BRIDGE_URL): what they carry \
+             (a token?) crosses the network in the clear; use wss:// unless the path between is \
+             private"
+                .to_owned(),
+        );
     }
     Some(BridgeConfig {
         url: url?,

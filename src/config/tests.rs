@@ -300,6 +300,55 @@ fn max_connections_is_a_positive_integer() {
 }
 
 #[test]
+fn bridge_headers_over_plain_ws_to_another_host_warn() {
+    let warnings = |url: &str, headers: Option<&str>| {
+        parse(with(|r| {
+            r.media_handler = Some("bridge".into());
+            r.bridge_url = Some(url.into());
+            r.bridge_headers = headers.map(Into::into);
+        }))
+        .unwrap()
+        .1
+    };
+    let token = Some(r#"{"Authorization":"Bearer s3cret"}"#);
+    let warned = warnings("ws://agent.internal:9000/media", token);
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("BRIDGE_HEADERS") && warned[0].contains("ws://"));
+    assert!(!warned[0].contains("s3cret"));
+    for (url, headers) in [
+        ("wss://agent.example.com/media", token),
+        ("ws://agent.internal:9000/media", None),
+        ("ws://127.0.0.1:9000/media", token),
+        ("ws://localhost:9000/media", token),
+        ("ws://[::1]:9000/media", token),
+    ] {
+        assert!(warnings(url, headers).is_empty(), "{url}");
+    }
+}
+
+#[test]
+fn a_placeholder_in_the_bridge_urls_host_stops_start_up_naming_it() {
+    for (url, placeholder) in [
+        ("wss://{tenant}.agents.example.com/media", "{tenant}"),
+        ("ws://agent:{to}/media", "{to}"),
+        ("ws://{from}@agent/media", "{from}"),
+        ("wss://agent{call_sid}?x=1", "{call_sid}"),
+    ] {
+        let err = parse(with(|r| {
+            r.media_handler = Some("bridge".into());
+            r.bridge_url = Some(url.into());
+        }))
+        .unwrap_err();
+        assert_eq!(err.vars(), ["BRIDGE_URL"], "{url}");
+        let text = err.to_string();
+        assert!(
+            text.contains(placeholder) && text.contains("host"),
+            "{url}: {text}"
+        );
+    }
+}
+
+#[test]
 fn bad_bridge_settings_stop_start_up() {
     let bridge = |r: &mut RawConfig| r.media_handler = Some("bridge".into());
     assert_eq!(named(with(bridge)), ["BRIDGE_URL"]);

@@ -40,6 +40,8 @@ labels! {
         NoStart => "no_start",
         TooLarge => "too_large",
         SlowConsumer => "slow_consumer",
+        /// `bridge`: past the bound of what waits while the agent is dialled.
+        DialQueueFull => "dial_queue_full",
     }
 }
 
@@ -82,6 +84,8 @@ labels! {
         Handshake => "handshake",
         Lost => "lost",
         Stalled => "stalled",
+        /// Not dialled: a caller's value would have been a `..` segment of `BRIDGE_URL`'s path.
+        UnsafeUrl => "unsafe_url",
     }
 }
 

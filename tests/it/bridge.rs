@@ -596,3 +596,56 @@ async fn the_last_frames_before_stop_still_come_back() {
     released_once(&replica, &redis, 1, EndReason::Stop).await;
     replica.stop().await;
 }
+
+/// A webhook for call `n` from `from` to `to`, then its stream's opening.
+async fn call_from(replica: &Replica, n: usize, from: &str, to: &str) -> TwilioStream {
+    let response = post_form(
+        &replica.url("/twilio/voice"),
+        &[
+            ("CallSid", &sid(n)),
+            ("AccountSid", ACCOUNT),
+            ("From", from),
+            ("To", to),
+            ("CallStatus", "ringing"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 200);
+    let twiml = response.text().await.unwrap();
+    let mut stream = TwilioStream::connect(&stream_url_of(&twiml)).await;
+    send_opening(&mut stream, n).await;
+    stream
+}
+
+#[tokio::test]
+async fn a_callers_values_cannot_change_the_shape_of_the_agents_path() {
+    let redis = RedisServer::start().unwrap();
+    let agent = agent(Behaviour::Echo).await;
+    let template = agent.url("/agent/{from}/media?to={to}&call={call_sid}");
+    let replica = Replica::start(bridged(&redis, &template), StreamTimeouts::default()).await;
+
+    // Caller IDs are the caller's to choose: every trick stays inside its one segment.
+    let mut tricked = call_from(&replica, 1, "../../admin/%2F;x?y=1#z", "..").await;
+    tricked.echo_round_through_agent().await;
+    tricked.stop(&sid(1)).await;
+    let session = agent_session(&agent).await;
+    assert_eq!(
+        session.path_and_query,
+        format!(
+            "/agent/..%2F..%2Fadmin%2F%252F%3Bx%3Fy%3D1%23z/media?to=..&call={}",
+            sid(1)
+        )
+    );
+    released_once(&replica, &redis, 1, EndReason::Stop).await;
+
+    // A whole segment of dots would be resolved on the way (`/agent/../media` is `/media`): that
+    // call is not dialled at all, and ends as an unreachable agent does.
+    let mut dots = call_from(&replica, 2, "..", "+15005550001").await;
+    assert_eq!(dots.close_code(WAIT).await, Some(1000));
+    let state = ended_state(&replica, &sid(2)).await;
+    assert_eq!(state.end_reason, Some(EndReason::BridgeConnectFailed));
+    assert_eq!(counter(&replica, "failures", ("reason", "unsafe_url")), 1);
+    assert_eq!(agent.connections(), 1, "the dots were never dialled");
+    replica.stop().await;
+}

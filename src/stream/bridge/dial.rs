@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use crate::config::{BridgeConfig, Placeholder};
+use crate::config::{BridgeConfig, DotSegment, Placeholder};
 use crate::metrics::BridgeFailure;
 
 /// The agent's side of a bridged call, as dialled.
@@ -41,6 +41,8 @@ pub(super) enum DialError {
     Rejected(u16),
     #[error("WebSocket handshake failed: {0}")]
     Handshake(String),
+    #[error("not dialled: {0}")]
+    UnsafeValue(DotSegment),
 }
 
 impl DialError {
@@ -52,23 +54,28 @@ impl DialError {
             Self::Tls(_) => BridgeFailure::Tls,
             Self::Rejected(_) => BridgeFailure::HandshakeRejected,
             Self::Handshake(_) => BridgeFailure::Handshake,
+            Self::UnsafeValue(_) => BridgeFailure::UnsafeUrl,
         }
     }
 }
 
-/// The agent's URL for one call: `BRIDGE_URL` with its placeholders filled from the call's state.
-pub(super) fn render_url(config: &BridgeConfig, state: &CallState) -> String {
-    config.url.render(|placeholder| {
-        match placeholder {
-            Placeholder::CallSid => Some(state.call_sid.as_str()),
-            Placeholder::AccountSid => state.account_sid.as_deref(),
-            Placeholder::From => state.from.as_deref(),
-            Placeholder::To => state.to.as_deref(),
-            // Empty without TENANT_KEY, as for any unknown value.
-            Placeholder::Tenant => state.tenant.as_deref(),
-        }
-        .unwrap_or("")
-    })
+/// The agent's URL for one call: `BRIDGE_URL` with its placeholders filled from the call's state;
+/// a caller's value that would be a `..` path segment is refused (the call is not dialled).
+pub(super) fn render_url(config: &BridgeConfig, state: &CallState) -> Result<String, DialError> {
+    config
+        .url
+        .render(|placeholder| {
+            match placeholder {
+                Placeholder::CallSid => Some(state.call_sid.as_str()),
+                Placeholder::AccountSid => state.account_sid.as_deref(),
+                Placeholder::From => state.from.as_deref(),
+                Placeholder::To => state.to.as_deref(),
+                // Empty without TENANT_KEY, as for any unknown value.
+                Placeholder::Tenant => state.tenant.as_deref(),
+            }
+            .unwrap_or("")
+        })
+        .map_err(DialError::UnsafeValue)
 }
 
 /// Opens the agent's WebSocket. The handshake carries `BRIDGE_HEADERS` and what the WebSocket
@@ -149,13 +156,16 @@ mod tests {
         let mut state = CallState::reserved("CA1", "r1");
         state.from = Some("+15550001".into());
         assert_eq!(
-            render_url(&config, &state),
+            render_url(&config, &state).unwrap(),
             "wss://agent.example//CA1?from=%2B15550001&to="
         );
         state.tenant = Some("AC 9".into());
         assert_eq!(
-            render_url(&config, &state),
+            render_url(&config, &state).unwrap(),
             "wss://agent.example/AC%209/CA1?from=%2B15550001&to="
         );
+        state.tenant = Some("..".into());
+        let refused = render_url(&config, &state).unwrap_err();
+        assert_eq!(refused.reason(), BridgeFailure::UnsafeUrl);
     }
 }

@@ -31,7 +31,8 @@ pub(crate) async fn serve<S: TwilioSocket>(
         Opening::of(started),
         config.connect_timeout,
         // Boxed: the TLS handshake's state is large, and lives only until the agent answers.
-        Box::pin(dial::dial(config, &url)),
+        // A URL refused for the call's values fails as any unreachable agent does.
+        Box::pin(async move { dial::dial(config, &url?).await }),
     )
     .await
 }

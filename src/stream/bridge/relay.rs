@@ -29,7 +29,7 @@ use twilio::payload;
 
 use super::agent_message::{self, AgentMessage};
 use super::dial::DialError;
-use crate::metrics::{BridgeDrop, BridgeFailure, Direction};
+use crate::metrics::{BridgeDrop, BridgeFailure, Direction, MediaDrop};
 use crate::stream::StreamContext;
 use crate::stream::ending::{Ending, close, ended_from_outside};
 use crate::stream::socket::{
@@ -42,6 +42,12 @@ pub(super) const QUEUE_MESSAGES: usize = 64;
 /// Audio frames a second (20 ms each): what waits while the agent is dialled is bounded by
 /// `BRIDGE_CONNECT_TIMEOUT_SECS` of them, plus room for `connected`, `start`, marks and DTMF.
 const FRAMES_PER_SECOND: usize = 50;
+/// However long `BRIDGE_CONNECT_TIMEOUT_SECS` is, what waits for the agent never passes 30 s of
+/// audio nor 1 MiB (a frame is ~330 bytes; 64 KiB messages would reach it after 16): past either
+/// bound Twilio's messages are dropped and counted (`media_messages_dropped_total{reason=
+/// "dial_queue_full"}`), and still read, so a `stop` ends the call.
+const DIAL_QUEUE_MAX_MESSAGES: usize = 30 * FRAMES_PER_SECOND + QUEUE_MESSAGES;
+const DIAL_QUEUE_MAX_BYTES: usize = 1024 * 1024;
 /// How often the agent is pinged, so idle proxies in between keep the socket.
 pub(super) const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// How long the last messages and the close may take on the way out of a call.
@@ -181,6 +187,16 @@ where
     ending
 }
 
+/// Messages that may wait for the agent: `connect_timeout` of audio (rounded up), plus room for
+/// `connected`, `start`, marks and DTMF, within [`DIAL_QUEUE_MAX_MESSAGES`].
+pub(super) fn dial_queue_cap(connect_timeout: Duration) -> usize {
+    let seconds = usize::try_from(connect_timeout.as_millis().div_ceil(1000)).unwrap_or(usize::MAX);
+    FRAMES_PER_SECOND
+        .saturating_mul(seconds)
+        .saturating_add(QUEUE_MESSAGES)
+        .min(DIAL_QUEUE_MAX_MESSAGES)
+}
+
 struct Relay<'a> {
     ctx: &'a StreamContext,
     live: &'a LiveCall,
@@ -226,9 +242,8 @@ impl Relay<'_> {
         connect_timeout: Duration,
         dial: impl Future<Output = Result<A, DialError>>,
     ) -> Result<A, Ending> {
-        let cap = FRAMES_PER_SECOND
-            .saturating_mul(usize::try_from(connect_timeout.as_secs()).unwrap_or(usize::MAX))
-            .saturating_add(QUEUE_MESSAGES);
+        let cap = dial_queue_cap(connect_timeout);
+        let mut queued_bytes: usize = self.to_agent.iter().map(AgentFrame::len).sum();
         let dial = timeout(connect_timeout, dial);
         tokio::pin!(dial);
         loop {
@@ -248,9 +263,16 @@ impl Relay<'_> {
                     ));
                 }
                 () = stop.stopped() => return Err(ended_from_outside(self.live)),
-                message = twilio.next(), if self.to_agent.len() < cap => {
+                message = twilio.next() => {
                     match self.read_twilio(message) {
-                        FromTwilio::Forward(frame) => self.to_agent.push_back(frame),
+                        FromTwilio::Forward(frame)
+                            if self.to_agent.len() < cap
+                                && queued_bytes + frame.len() <= DIAL_QUEUE_MAX_BYTES =>
+                        {
+                            queued_bytes += frame.len();
+                            self.to_agent.push_back(frame);
+                        }
+                        FromTwilio::Forward(_) => self.ctx.metrics.dropped(MediaDrop::DialQueueFull),
                         FromTwilio::Ignore => {}
                         // Nothing reached the agent: the dial is dropped with the call.
                         FromTwilio::End(ending) => return Err(ending),

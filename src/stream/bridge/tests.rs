@@ -248,3 +248,95 @@ async fn the_agent_is_pinged_every_20_s_and_a_silent_twilio_times_out() {
         .collect();
     assert_eq!(kinds, ["text", "text", "ping", "stop", "close"]);
 }
+
+/// Twilio sending `messages` at once, then nothing more.
+struct Burst {
+    messages: std::collections::VecDeque<String>,
+}
+
+impl Burst {
+    fn media(count: usize, payload_bytes: usize) -> Self {
+        let payload = "A".repeat(payload_bytes);
+        Self {
+            messages: (0..count)
+                .map(|n| {
+                    format!(
+                        r#"{{"event":"media","sequenceNumber":"{n}","streamSid":"MZ1","media":{{"payload":"{payload}"}}}}"#
+                    )
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Stream for Burst {
+    type Item = Result<TwilioMessage, axum::Error>;
+    fn poll_next(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        match self.messages.pop_front() {
+            Some(text) => Poll::Ready(Some(Ok(TwilioMessage::Text(text.into())))),
+            None => Poll::Pending,
+        }
+    }
+}
+
+impl Sink<TwilioMessage> for Burst {
+    type Error = axum::Error;
+    fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+    fn start_send(self: Pin<&mut Self>, _: TwilioMessage) -> Result<(), Self::Error> {
+        Ok(())
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Relays `twilio` to an agent that never answers its handshake; returns the drops counted.
+async fn dial_never_answered(twilio: &mut Burst, connect_timeout: Duration) -> u64 {
+    let ctx = ctx();
+    let live = LiveCall::new(
+        CallSid::parse(CALL).unwrap(),
+        "token".into(),
+        CallState::reserved(CALL, "unit"),
+    );
+    let ending = relay::run(
+        &ctx,
+        twilio,
+        &live,
+        "MZ1",
+        opening(),
+        connect_timeout,
+        std::future::pending::<Result<StalledAgent, super::dial::DialError>>(),
+    )
+    .await;
+    assert_eq!(ending.reason, EndReason::BridgeConnectFailed);
+    assert!(twilio.messages.is_empty(), "Twilio is read to the end");
+    sample(
+        &ctx.metrics,
+        "media_messages_dropped_total{reason=\"dial_queue_full\"}",
+    )
+}
+
+#[tokio::test(start_paused = true)]
+async fn what_waits_for_the_agent_is_bounded_and_the_rest_dropped_and_counted() {
+    // 1.5 s of audio rounds up to 2 s: 100 frames plus 64 of room, `connected` and `start` in it.
+    let cap = relay::dial_queue_cap(Duration::from_millis(1500));
+    assert_eq!(cap, 164);
+    let dropped =
+        dial_never_answered(&mut Burst::media(1000, 4), Duration::from_millis(1500)).await;
+    assert_eq!(dropped, 1000 - (164 - 2) as u64);
+
+    // A connect timeout of an hour still holds 30 s of audio at most ...
+    assert_eq!(
+        relay::dial_queue_cap(Duration::from_secs(3600)),
+        30 * 50 + 64
+    );
+    // ... and 1 MiB: 60 KiB messages stop after 17.
+    let dropped =
+        dial_never_answered(&mut Burst::media(40, 60 * 1024), Duration::from_secs(5)).await;
+    assert_eq!(dropped, 40 - 17);
+}
