@@ -10,6 +10,7 @@ mod bridge;
 mod cli;
 mod cluster_nginx;
 mod cluster_script;
+mod compose_prod;
 mod continuity;
 mod crash_cycles;
 mod docs;
