@@ -86,9 +86,15 @@ async fn a_body_trickled_a_byte_a_second_is_cut_at_the_deadline_while_other_call
         "cut after {took:?}, before the deadline"
     );
 
-    // Counted, and call 1 took nothing: only call 2 holds a slot.
+    // Counted and logged, and call 1 took nothing: only call 2 holds a slot.
     let (_, metrics) = get_text(&replica.url("/metrics")).await;
     assert_eq!(rejected(&metrics, "body_timeout"), Some(1.0), "{metrics}");
+    let log = replica.log();
+    assert!(
+        log.lines()
+            .any(|line| line.contains("request refused") && line.contains("body_timeout")),
+        "{log}"
+    );
     let (_, json) = get_text(&replica.url("/metrics.json")).await;
     let json: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(json["calls_active"], 1, "{json}");
