@@ -52,6 +52,7 @@ fn store_problem(err: &StoreError) -> String {
         StoreError::CorruptState { .. } => "unreadable call state",
         StoreError::UnexpectedReply { .. } => "unexpected reply",
         StoreError::Connect(_) => "bad connection settings",
+        StoreError::Shed { .. } => "too slow for the admissions arriving",
     };
     let what = if err.is_unavailable() {
         "state store unreachable"

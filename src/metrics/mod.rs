@@ -11,7 +11,7 @@ use std::time::Duration;
 use calls_core::calls::RejectReason;
 use calls_core::events::CallEvents;
 use calls_core::state::EndReason;
-use calls_core::store::{ClusterStats, RenewReport, TenantsUsage};
+use calls_core::store::{ClusterStats, RenewReport, Shed, TenantsUsage};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -76,6 +76,8 @@ pub struct Metrics {
     pub fallbacks_served: Counter,
     /// Webhooks answered whose stream never came (their reservation lapsed).
     pub reservations_lapsed: Counter,
+    /// Webhook admissions refused without Redis' answer, by cause: `queue_full`, `deadline`.
+    admissions_shed: Family<Label, Counter>,
     /// `bridge` mode (docs/reference.md#bridge): the agent's handshake time, successful ones.
     pub bridge_connect_duration: Histogram,
     bridge_failures: Family<Label, Counter>,
@@ -131,6 +133,7 @@ impl Metrics {
             streams_started: Counter::default(),
             fallbacks_served: Counter::default(),
             reservations_lapsed: Counter::default(),
+            admissions_shed: Family::default(),
             // 1 ms .. ~16 s: a local agent accepts in a millisecond; the tail reaches past any
             // BRIDGE_CONNECT_TIMEOUT_SECS worth setting.
             bridge_connect_duration: Histogram::new(
@@ -259,6 +262,11 @@ impl Metrics {
             m.reservations_lapsed.clone(),
         );
         reg.register(
+            "calls_admissions_shed",
+            "Webhook admissions refused without Redis' answer, by cause: queue_full, deadline",
+            m.admissions_shed.clone(),
+        );
+        reg.register(
             "bridge_connect_duration_seconds",
             "Time for the voice agent to accept its WebSocket (bridge mode)",
             m.bridge_connect_duration.clone(),
@@ -334,6 +342,9 @@ impl Metrics {
         }
         for answer in Answer::ALL {
             at_zero(&m.after_stream, "answer", answer.as_str());
+        }
+        for cause in Shed::ALL {
+            at_zero(&m.admissions_shed, "cause", cause.as_str());
         }
         Self { registry, ..m }
     }
@@ -451,6 +462,12 @@ impl CallEvents for Metrics {
 
     fn store_error(&self, op: &'static str) {
         self.redis_error(op);
+    }
+
+    fn admission_shed(&self, cause: Shed) {
+        self.admissions_shed
+            .get_or_create(&[("cause", cause.as_str())])
+            .inc();
     }
 
     fn admission_time(&self, elapsed: Duration) {

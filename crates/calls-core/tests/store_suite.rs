@@ -1527,3 +1527,114 @@ async fn a_retried_webhook_of_an_ended_call_is_refused_inside_a_batch() {
     let sent = evalsha_calls(&server) - before;
     assert!(sent < 200, "{sent} EVALSHA for 200 concurrent admissions");
 }
+
+// ---- Redis only: admissions under a stalled Redis (docs/reference.md#admission-deadline).
+
+/// Every admission meets a Redis stopped (`SIGSTOP`: its socket buffers what is sent, and it runs
+/// all of it when it is continued) as it arrives: each is answered within its deadline (one past
+/// the queue's bound at once), and none takes a slot when Redis runs the held scripts afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_stalled_admissions_are_answered_in_time_and_take_no_slot() {
+    use calls_core::store::{Shed, StoreError};
+
+    let deadline = Duration::from_millis(1500);
+    let config = StoreConfig {
+        admission_deadline: deadline,
+        admission_queue: 8,
+        ..redis_config(50)
+    };
+    let fx = redis(config, 1).await;
+    let server = fx.redis.as_ref().unwrap();
+    let store = Arc::clone(&fx.stores[0]);
+    // Connected, scripts loaded, Redis' clock known: as a replica that has served for a while.
+    assert!(take(store.as_ref(), &sid(1000), LEASE).await.is_admitted());
+    assert!(store.release(&sid(1000), EndReason::Stop).await.unwrap());
+
+    let pid = server.pid().unwrap().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let began = tokio::time::Instant::now();
+    let admit = |n: usize| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let state = CallState::reserved(sid(n).as_str(), "r1");
+            let answer = store
+                .admit(&sid(n), AdmitPolicy::MayTakeSlot, LEASE, Some(&state))
+                .await;
+            (answer, began.elapsed())
+        })
+    };
+    // The first is sent and held by the pause; then eight fill the queue and four find it full.
+    let first = admit(0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rest: Vec<_> = (1..=12).map(admit).collect();
+    let mut full = 0;
+    for handle in std::iter::once(first).chain(rest) {
+        let (answer, took) = handle.await.unwrap();
+        match answer {
+            Err(StoreError::Shed {
+                cause: Shed::QueueFull,
+            }) => {
+                full += 1;
+                assert!(took < deadline, "refused at once, not after {took:?}");
+            }
+            Err(StoreError::Shed {
+                cause: Shed::Deadline,
+            }) => {
+                assert!(
+                    took < deadline + Duration::from_millis(700),
+                    "answered after {took:?}"
+                );
+            }
+            other => panic!("a stalled admission answered {other:?}"),
+        }
+    }
+    assert_eq!(full, 4);
+    // Redis goes on and runs what it held: nothing may be admitted now.
+    tokio::time::sleep(Duration::from_millis(4000).saturating_sub(began.elapsed())).await;
+    signal("-CONT");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = store.ping().await;
+    assert_eq!(server.cli(&["ZCARD", "calls:slots"]).unwrap(), "0");
+    assert_eq!(server.cli(&["GET", "calls:active_count"]).unwrap(), "0");
+    assert_eq!(server.cli(&["GET", "calls:stats:started"]).unwrap(), "1");
+    // And the store admits again as before.
+    assert!(take(store.as_ref(), &sid(2000), LEASE).await.is_admitted());
+}
+
+/// The admission script succeeded (the slot is taken) but ending the states of the slots it
+/// reclaimed failed (this user may not `MGET`): the admission stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_failed_follow_up_write_does_not_refuse_an_admitted_call() {
+    let server = RedisServer::start_tcp().expect("start redis-server");
+    server
+        .cli(&[
+            "ACL", "SETUSER", "calls", "on", ">pw", "~*", "&*", "+@all", "-mget",
+        ])
+        .unwrap();
+    let addr = server.addr().unwrap();
+    let url = format!("redis://calls:pw@{addr}/0");
+    let store = RedisStore::connect(&url, redis_config(5)).await.unwrap();
+    // A slot whose lease lapsed long ago: the next admission reclaims it and ends its state.
+    let lapsed = sid(7);
+    server
+        .cli(&["ZADD", "calls:slots", "1", lapsed.as_str()])
+        .unwrap();
+    let state = CallState::reserved(sid(1).as_str(), "r1");
+    let admission = store
+        .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, Some(&state))
+        .await
+        .expect("the admission stands");
+    assert!(
+        matches!(admission, Admission::Admitted { new: true, .. }),
+        "{admission:?}"
+    );
+    assert_eq!(server.cli(&["ZCARD", "calls:slots"]).unwrap(), "1");
+    assert_eq!(server.cli(&["GET", "calls:active_count"]).unwrap(), "1");
+}
