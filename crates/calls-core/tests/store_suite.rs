@@ -1638,3 +1638,22 @@ async fn redis_a_failed_follow_up_write_does_not_refuse_an_admitted_call() {
     assert_eq!(server.cli(&["ZCARD", "calls:slots"]).unwrap(), "1");
     assert_eq!(server.cli(&["GET", "calls:active_count"]).unwrap(), "1");
 }
+
+/// The task that sends the admissions to Redis ended under a store that lives on (here: its
+/// runtime shut down): the store says so (`/readyz` answers 503) and refuses every admission.
+#[test]
+fn redis_a_dead_admission_driver_is_reported() {
+    let server = RedisServer::start().expect("start redis-server");
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let store = first
+        .block_on(RedisStore::connect(&server.url(), redis_config(5)))
+        .unwrap();
+    assert!(!store.admissions_stopped());
+    assert!(first.block_on(take(&store, &sid(1), LEASE)).is_admitted());
+    assert!(!store.admissions_stopped());
+    drop(first);
+    assert!(store.admissions_stopped());
+    let second = tokio::runtime::Runtime::new().unwrap();
+    let refused = second.block_on(store.admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE, None));
+    assert!(refused.is_err(), "{refused:?}");
+}

@@ -555,6 +555,12 @@ pub trait CallStore: Send + Sync + 'static {
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// `/readyz`'s check, one round trip: the store is reachable, and if the recovery wait
+    /// (docs/reference.md#admission) is open, about how long it has left.
+    async fn admission_wait(&self) -> Result<Option<Duration>, StoreError> {
+        self.ping().await.map(|()| None)
+    }
+
     /// Whether this replica can no longer admit at all, whatever the store says: the task that
     /// sends the webhooks' admissions to Redis has stopped (`/readyz` answers 503).
     fn admissions_stopped(&self) -> bool {

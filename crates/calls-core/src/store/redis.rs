@@ -1084,6 +1084,32 @@ impl CallStore for RedisStore {
     fn admissions_stopped(&self) -> bool {
         self.admits.stopped()
     }
+
+    async fn admission_wait(&self) -> Result<Option<Duration>, StoreError> {
+        let (began, mut conn) = self.core.link("ping").await?;
+        let mut pipe = redis::pipe();
+        pipe.get(keys::EPOCH).cmd("TIME");
+        let (epoch, (secs, micros)): (Option<String>, (i64, i64)) = self
+            .core
+            .run("ping", began, pipe.query_async(&mut conn))
+            .await?;
+        let now = secs * 1000 + micros / 1000;
+        // calls:epoch holds the Redis-time ms at which admissions open.
+        if let Some(opens) = epoch.as_deref().and_then(|e| e.parse::<i64>().ok())
+            && opens > now
+        {
+            return Ok(Some(Duration::from_millis(
+                u64::try_from(opens - now).unwrap_or(0),
+            )));
+        }
+        // The wait is due but no script has opened it yet: this replica found Redis restarted,
+        // or the epoch it saw is gone. The next admission or tick opens it.
+        let lost = epoch.is_none() && !self.core.watch.seen_epoch().is_empty();
+        if lost || self.core.watch.wait_ticket().is_some() {
+            return Ok(Some(self.core.config.recovery_holdoff));
+        }
+        Ok(None)
+    }
 }
 
 #[cfg(test)]
