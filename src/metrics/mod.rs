@@ -562,3 +562,32 @@ impl Collector for ClusterFigures {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_totals_and_every_error_series_exist_at_zero_from_start_up() {
+        let text = Metrics::new().render();
+        for total in [
+            "calls_cluster_active 0",
+            "calls_cluster_started_total 0",
+            "calls_cluster_rejected_max_concurrent_total 0",
+            "calls_cluster_rejected_tenant_limit_total 0",
+        ] {
+            assert!(text.lines().any(|line| line == total), "{total}\n{text}");
+        }
+        for op in calls_core::store::OPERATIONS {
+            let series = format!("redis_errors_total{{op=\"{op}\"}} 0");
+            assert!(text.lines().any(|line| line == series), "{series}");
+        }
+        for cause in Shed::ALL {
+            let series = format!(
+                "calls_admissions_shed_total{{cause=\"{}\"}} 0",
+                cause.as_str()
+            );
+            assert!(text.lines().any(|line| line == series), "{series}");
+        }
+    }
+}

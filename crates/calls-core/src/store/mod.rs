@@ -263,7 +263,7 @@ pub struct RenewReport {
 
 /// Every operation a store error can name (`StoreError::op`), for the `redis_errors_total{op}`
 /// series that exist at zero from start-up.
-pub const OPERATIONS: [&str; 12] = [
+pub const OPERATIONS: [&str; 15] = [
     "admit",
     "start_stream",
     "end_stream",
@@ -276,6 +276,9 @@ pub const OPERATIONS: [&str; 12] = [
     "ping",
     "connect",
     "state_decode",
+    "grant_resume",
+    "live_replicas",
+    "restore_limits",
 ];
 
 /// A webhook answered whose stream never arrived: the classic misconfiguration (a wrong
@@ -576,6 +579,27 @@ pub trait CallStore: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_operation_the_redis_store_names_has_its_error_series() {
+        // Every `link("op")`, `run("op"`, `bounded("op"` and `op: "op"` of the Redis backend.
+        let source = include_str!("redis.rs");
+        let mut named = Vec::new();
+        for marker in ["link(\"", "run(\"", "bounded(\"", "op: \""] {
+            for (at, _) in source.match_indices(marker) {
+                let rest = &source[at + marker.len()..];
+                let op = &rest[..rest.find('"').unwrap()];
+                named.push(op.to_owned());
+            }
+        }
+        assert!(named.len() > 20, "{named:?}");
+        for op in named {
+            assert!(
+                OPERATIONS.contains(&op.as_str()),
+                "redis_errors_total{{op=\"{op}\"}} would appear only with its first error"
+            );
+        }
+    }
 
     fn ended(reason: EndReason, resumes: u32, handovers: u32) -> CallState {
         let mut state = CallState::reserved("CA1", "r1");
