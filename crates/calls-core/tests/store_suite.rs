@@ -329,6 +329,52 @@ where
     assert_eq!(reclaim(store).await, vec![sid(1).to_string()]);
     assert_eq!(store.stats().await.unwrap().active, 0);
 }
+/// `started` counts calls, not slots: a call whose reservation lapsed and that comes back (its
+/// webhook retried, or its stream late) takes a slot again without counting as started again.
+async fn started_counts_each_call_once<F>(make: Make<F>)
+where
+    F: std::future::Future<Output = Fixture>,
+{
+    let fx = make(config(5), 1).await;
+    let store = fx.store();
+    let short = Duration::from_millis(100);
+    for call in [sid(1), sid(2)] {
+        let state = CallState::reserved(call.as_str(), "r1");
+        let admission = store
+            .admit(&call, AdmitPolicy::MayTakeSlot, short, Some(&state))
+            .await
+            .unwrap();
+        assert!(
+            matches!(admission, Admission::Admitted { new: true, .. }),
+            "{admission:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(reclaim(store).await.len(), 2);
+    // Call 1's webhook is retried after its reservation lapsed; call 2's stream comes late.
+    let state = CallState::reserved(sid(1).as_str(), "r1");
+    let again = store
+        .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, Some(&state))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, Admission::Admitted { new: false, .. }),
+        "{again:?}"
+    );
+    match start(store, &sid(2), "late", AdmitPolicy::MayTakeSlot, LEASE).await {
+        StreamAdmission::Started { new_slot, .. } => assert!(!new_slot),
+        other => panic!("{other:?}"),
+    }
+    // A call never admitted before is counted.
+    assert!(matches!(
+        take(store, &sid(3), LEASE).await,
+        Admission::Admitted { new: true, .. }
+    ));
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.active, stats.started), (3, 3));
+}
+suite!(started_once, super::started_counts_each_call_once);
+
 suite!(
     activation_sets_the_lease,
     super::activation_replaces_a_long_reservation_with_the_lease

@@ -117,7 +117,9 @@ pub enum AdmitPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     /// The call holds a slot whose lease now runs `lease` from now (replacing any earlier one).
-    /// `new` is false when it already held one (a retried webhook, an activated reservation).
+    /// `new`: this is the call's first slot, counted in `started`; false when it already held one
+    /// (a retried webhook, an activated reservation) or was admitted before and took one again
+    /// (its reservation lapsed, its slot was reclaimed): `started` counts each call once.
     Admitted {
         new: bool,
         active: u64,

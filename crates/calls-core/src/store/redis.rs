@@ -676,7 +676,8 @@ async fn invoke<T: FromRedisValue>(
 fn admission(op: &'static str, code: i64, active: u64) -> Result<Admission, StoreError> {
     Ok(match code {
         1 => Admission::Admitted { new: true, active },
-        2 => Admission::Admitted { new: false, active },
+        // A slot taken again by a call admitted before: not a new call.
+        2 | 5 => Admission::Admitted { new: false, active },
         0 => Admission::Refused(Refusal::AtLimit { active }),
         -1 => Admission::Refused(Refusal::Recovering),
         -2 => Admission::Refused(Refusal::NoSlotHeld),
