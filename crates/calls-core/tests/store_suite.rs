@@ -1703,3 +1703,54 @@ fn redis_a_dead_admission_driver_is_reported() {
     let refused = second.block_on(store.admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE, None));
     assert!(refused.is_err(), "{refused:?}");
 }
+
+/// A tenant's set that drifted from `calls:slots` (a member it should not have, a member missing:
+/// a key edited or lost) is exact again after the next renewal tick, so the tenant's cap counts
+/// its live calls, no more and no fewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_drifted_tenant_set_heals_on_the_next_tick() {
+    let fx = redis(
+        StoreConfig {
+            default_tenant_limit: Some(3),
+            ..redis_config(50)
+        },
+        1,
+    )
+    .await;
+    let server = fx.redis.as_ref().unwrap();
+    let store = fx.store();
+    for n in [1, 2] {
+        assert!(take_for(store, &sid(n), "acme", LEASE).await.is_admitted());
+    }
+    assert!(
+        take_for(store, &sid(5), "globex", LEASE)
+            .await
+            .is_admitted()
+    );
+    let acme = "calls:tenant:acme:slots";
+    let globex = "calls:tenant:globex:slots";
+    // A phantom in acme's set (no slot in calls:slots), and globex's set lost its member.
+    server
+        .cli(&["ZADD", acme, "99999999999999", "CAphantom"])
+        .unwrap();
+    server.cli(&["ZREM", globex, sid(5).as_str()]).unwrap();
+    // acme counts 3 of its cap of 3: its next call is refused while it truly holds 2.
+    assert!(matches!(
+        take_for(store, &sid(3), "acme", LEASE).await,
+        Admission::Refused(Refusal::TenantAtLimit { .. })
+    ));
+
+    reclaim(store).await;
+    let members = server.cli(&["ZRANGE", acme, "0", "-1"]).unwrap();
+    let mut members: Vec<&str> = members.lines().collect();
+    members.sort_unstable();
+    assert_eq!(members, [sid(1).as_str(), sid(2).as_str()]);
+    assert_eq!(
+        server.cli(&["ZSCORE", globex, sid(5).as_str()]).unwrap(),
+        server
+            .cli(&["ZSCORE", "calls:slots", sid(5).as_str()])
+            .unwrap(),
+        "globex's call is back in its set with its deadline"
+    );
+    assert!(take_for(store, &sid(3), "acme", LEASE).await.is_admitted());
+}

@@ -409,6 +409,7 @@ impl StoreCore {
         heartbeat: &str,
         calls: &[Renewal],
         open_wait: bool,
+        heal: bool,
     ) -> Result<RenewReport, StoreError> {
         let (began, mut conn) = self.link("renew").await?;
         let mut invocation = self.scripts.renew.prepare_invoke();
@@ -424,7 +425,8 @@ impl StoreCore {
             .arg(heartbeat)
             .arg(millis(batch.heartbeat_ttl))
             .arg(self.watch.seen_epoch())
-            .arg(u8::from(open_wait));
+            .arg(u8::from(open_wait))
+            .arg(u8::from(heal));
         for call in calls {
             invocation
                 .key(keys::lock(&call.call_sid))
@@ -443,10 +445,17 @@ impl StoreCore {
             Vec<String>,
             i64,
             BTreeMap<String, u64>,
+            u64,
         );
-        let (active, readded, lock_lost, reclaimed, epoch, ended, data_lost, limits): Reply = self
-            .run("renew", began, invocation.invoke_async(&mut conn))
-            .await?;
+        let (active, readded, lock_lost, reclaimed, epoch, ended, data_lost, limits, healed): Reply =
+            self.run("renew", began, invocation.invoke_async(&mut conn))
+                .await?;
+        if healed > 0 {
+            warn!(
+                healed,
+                "tenants' slot sets had drifted from calls:slots; healed"
+            );
+        }
         // This very script re-added its calls: no second renewal is needed for the loss (a later
         // chunk re-adds its own whatever it finds).
         self.watch.saw_epoch(&epoch, data_lost == 1, true);
@@ -963,9 +972,10 @@ impl CallStore for RedisStore {
         for (i, calls) in chunks.into_iter().enumerate() {
             // The wait after a restart opens with the first chunk; the later ones find it open.
             let open_wait = i == 0 && ticket.is_some();
+            // The tenants' sets are healed once per tick, by its first chunk.
             let part = self
                 .core
-                .renew_chunk(batch, &heartbeat, calls, open_wait)
+                .renew_chunk(batch, &heartbeat, calls, open_wait, i == 0)
                 .await?;
             if i == 0 {
                 self.core.watch.wait_opened(ticket);
