@@ -1633,15 +1633,17 @@ async fn redis_stalled_admissions_are_answered_in_time_and_take_no_slot() {
             Err(StoreError::Shed {
                 cause: Shed::Deadline,
             }) => {
+                // The deadline, plus this machine's scheduling under load.
                 assert!(
-                    took < deadline + Duration::from_millis(700),
+                    took < deadline + Duration::from_secs(1),
                     "answered after {took:?}"
                 );
             }
             other => panic!("a stalled admission answered {other:?}"),
         }
     }
-    assert_eq!(full, 4);
+    // Four over the bound; five if the driver had not yet taken the first off the queue.
+    assert!((4..=5).contains(&full), "{full} refused for a full queue");
     // Redis goes on and runs what it held: nothing may be admitted now.
     tokio::time::sleep(Duration::from_millis(4000).saturating_sub(began.elapsed())).await;
     signal("-CONT");
