@@ -89,6 +89,9 @@ pub fn build_store(config: &Config) -> Result<Arc<dyn CallStore>, StoreError> {
         op_timeout: config.store_op_timeout,
         call_lease: config.call_lease,
         default_tenant_limit: config.default_tenant_limit,
+        // Fixed, not variables (docs/reference.md#admission-deadline).
+        admission_deadline: calls_core::store::ADMISSION_DEADLINE,
+        admission_queue: calls_core::store::ADMISSION_QUEUE_BOUND,
     };
     Ok(match &config.redis {
         Some(redis) => Arc::new(RedisStore::connect_lazy(redis, store_config)?),

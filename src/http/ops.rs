@@ -52,6 +52,7 @@ fn store_problem(err: &StoreError) -> String {
         StoreError::CorruptState { .. } => "unreadable call state",
         StoreError::UnexpectedReply { .. } => "unexpected reply",
         StoreError::Connect(_) => "bad connection settings",
+        StoreError::Shed { .. } => "too slow for the admissions arriving",
     };
     let what = if err.is_unavailable() {
         "state store unreachable"
@@ -84,24 +85,36 @@ pub(super) async fn healthz() -> &'static str {
 
 pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: draining\n").into_response();
+        return not_ready("draining".into());
     }
-    match tokio::time::timeout(READY_PING_TIMEOUT, app.calls().store().ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+    let store = app.calls().store();
+    if store.admissions_stopped() {
+        return not_ready(
+            "the admission task stopped; every webhook is refused until this replica restarts"
+                .into(),
+        );
+    }
+    match tokio::time::timeout(READY_PING_TIMEOUT, store.admission_wait()).await {
+        Ok(Ok(None)) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Ok(Some(left))) => not_ready(format!(
+            "recovering: Redis lost its data or was out of reach; live calls re-register before new calls are admitted (about {} s left)",
+            left.as_secs().max(1)
+        )),
         Ok(Err(err)) => {
             app.metrics().redis_error(err.op());
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("not ready: {}\n", store_problem(&err)),
-            )
-                .into_response()
+            not_ready(store_problem(&err))
         }
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: state store did not answer within 1 s\n",
-        )
-            .into_response(),
+        Err(_) => not_ready("state store did not answer within 1 s".into()),
     }
+}
+
+/// 503 with the reason (docs/reference.md#readiness).
+fn not_ready(reason: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("not ready: {reason}\n"),
+    )
+        .into_response()
 }
 
 /// Reads the cluster figures (with the tenants' where tenants are on) in one round trip and

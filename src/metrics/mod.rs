@@ -11,7 +11,7 @@ use std::time::Duration;
 use calls_core::calls::RejectReason;
 use calls_core::events::CallEvents;
 use calls_core::state::EndReason;
-use calls_core::store::{ClusterStats, RenewReport, TenantsUsage};
+use calls_core::store::{ClusterStats, RenewReport, Shed, TenantsUsage};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -76,6 +76,8 @@ pub struct Metrics {
     pub fallbacks_served: Counter,
     /// Webhooks answered whose stream never came (their reservation lapsed).
     pub reservations_lapsed: Counter,
+    /// Webhook admissions refused without Redis' answer, by cause: `queue_full`, `deadline`.
+    admissions_shed: Family<Label, Counter>,
     /// `bridge` mode (docs/reference.md#bridge): the agent's handshake time, successful ones.
     pub bridge_connect_duration: Histogram,
     bridge_failures: Family<Label, Counter>,
@@ -131,6 +133,7 @@ impl Metrics {
             streams_started: Counter::default(),
             fallbacks_served: Counter::default(),
             reservations_lapsed: Counter::default(),
+            admissions_shed: Family::default(),
             // 1 ms .. ~16 s: a local agent accepts in a millisecond; the tail reaches past any
             // BRIDGE_CONNECT_TIMEOUT_SECS worth setting.
             bridge_connect_duration: Histogram::new(
@@ -259,6 +262,11 @@ impl Metrics {
             m.reservations_lapsed.clone(),
         );
         reg.register(
+            "calls_admissions_shed",
+            "Webhook admissions refused without Redis' answer, by cause: queue_full, deadline",
+            m.admissions_shed.clone(),
+        );
+        reg.register(
             "bridge_connect_duration_seconds",
             "Time for the voice agent to accept its WebSocket (bridge mode)",
             m.bridge_connect_duration.clone(),
@@ -334,6 +342,9 @@ impl Metrics {
         }
         for answer in Answer::ALL {
             at_zero(&m.after_stream, "answer", answer.as_str());
+        }
+        for cause in Shed::ALL {
+            at_zero(&m.admissions_shed, "cause", cause.as_str());
         }
         Self { registry, ..m }
     }
@@ -453,6 +464,12 @@ impl CallEvents for Metrics {
         self.redis_error(op);
     }
 
+    fn admission_shed(&self, cause: Shed) {
+        self.admissions_shed
+            .get_or_create(&[("cause", cause.as_str())])
+            .inc();
+    }
+
     fn admission_time(&self, elapsed: Duration) {
         self.admission_duration.observe(elapsed.as_secs_f64());
     }
@@ -543,5 +560,34 @@ impl Collector for ClusterFigures {
             total.encode(encoder.encode_descriptor(name, help, None, total.metric_type())?)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_totals_and_every_error_series_exist_at_zero_from_start_up() {
+        let text = Metrics::new().render();
+        for total in [
+            "calls_cluster_active 0",
+            "calls_cluster_started_total 0",
+            "calls_cluster_rejected_max_concurrent_total 0",
+            "calls_cluster_rejected_tenant_limit_total 0",
+        ] {
+            assert!(text.lines().any(|line| line == total), "{total}\n{text}");
+        }
+        for op in calls_core::store::OPERATIONS {
+            let series = format!("redis_errors_total{{op=\"{op}\"}} 0");
+            assert!(text.lines().any(|line| line == series), "{series}");
+        }
+        for cause in Shed::ALL {
+            let series = format!(
+                "calls_admissions_shed_total{{cause=\"{}\"}} 0",
+                cause.as_str()
+            );
+            assert!(text.lines().any(|line| line == series), "{series}");
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod admission_deadline;
 mod bridge;
 mod cli;
 mod cluster_nginx;

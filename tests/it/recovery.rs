@@ -119,6 +119,10 @@ async fn redis_back_with_its_data_after_longer_than_a_lease_over_admits_nobody()
     })
     .await;
     assert!(over.is_some(), "the recovery wait never ended");
+    for replica in [&a, &b] {
+        let (status, body) = get_text(&replica.url("/readyz")).await;
+        assert_eq!(status, 200, "{}: {body}", replica.id);
+    }
     let later = race_webhooks(&[&a, &b], 200..210).await;
     assert_eq!(admitted + later, 1, "exactly the one free slot is taken");
     assert_eq!(active_count(&redis).await, LIMIT);
@@ -145,19 +149,19 @@ async fn after_data_loss_live_calls_reregister_at_once_not_at_the_next_tick() {
     assert_eq!(active_count(&redis).await, 3);
     redis.restart_empty().unwrap();
 
-    // A readiness probe is all each replica needs to find Redis restarted and lost.
+    // A readiness probe is all each replica needs to find Redis restarted and lost; while the
+    // recovery wait is open it says so (docs/reference.md#readiness).
     for replica in [&a, &b] {
-        let ready = eventually(Duration::from_secs(10), || async {
-            let status = client()
-                .get(replica.url("/readyz"))
-                .send()
-                .await
-                .ok()?
-                .status();
-            (status == 200).then_some(())
+        let recovering = eventually(Duration::from_secs(10), || async {
+            let (status, body) = get_text(&replica.url("/readyz")).await;
+            (status == 503 && body.contains("recovering")).then_some(body)
         })
         .await;
-        assert!(ready.is_some(), "{} ready again", replica.id);
+        assert!(
+            recovering.is_some(),
+            "{}: /readyz names the recovery wait",
+            replica.id
+        );
     }
     let back = eventually(Duration::from_secs(10), || async {
         Some(active_count(&redis).await).filter(|n| *n == 3)

@@ -231,6 +231,13 @@ impl Calls {
             Ok(Admission::Refused(refusal)) => {
                 WebhookOutcome::Reject(self.refused(call_sid, refusal, state.tenant.as_deref()))
             }
+            Err(StoreError::Shed { cause }) => {
+                // Not an error of Redis' own: it was too slow for the webhooks arriving.
+                self.events.admission_shed(cause);
+                self.events.refused(RejectReason::StoreUnavailable);
+                warn!(%call_sid, %cause, "call refused: Redis did not answer its admission in time; no slot taken");
+                WebhookOutcome::Reject(RejectReason::StoreUnavailable)
+            }
             Err(err) => WebhookOutcome::Reject(self.store_failed(call_sid, "admit", &err)),
         }
     }

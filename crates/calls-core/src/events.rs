@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::reject::RejectReason;
 use crate::state::EndReason;
-use crate::store::RenewReport;
+use crate::store::{RenewReport, Shed};
 
 /// Receives the lifecycle's events. Every method has a no-op default, so a test or a bench
 /// implements only what it looks at. Called on the admission path: keep implementations cheap.
@@ -16,6 +16,8 @@ pub trait CallEvents: Send + Sync + 'static {
     fn refused(&self, _reason: RejectReason) {}
     /// A store operation failed; `op` names it (`admit`, `release`, `renew`, …).
     fn store_error(&self, _op: &'static str) {}
+    /// A webhook's admission was refused without Redis' answer (docs/reference.md#admission-deadline).
+    fn admission_shed(&self, _cause: Shed) {}
     /// One admission's round trip to the store, admitted or refused.
     fn admission_time(&self, _elapsed: Duration) {}
     /// A media stream started on this replica (whether or not it took a new slot).

@@ -15,19 +15,28 @@ pub struct InvalidTenant {
     pub why: &'static str,
 }
 
+/// The longest tenant name, in bytes (docs/reference.md#tenants): an `AccountSid` is 34, a phone
+/// number at most 16, and a `client:` or `sip:` address that names a business fits. The name is
+/// part of a Redis key and of every slot's entry in `calls:slot_tenant`: a caller-chosen `To` (a
+/// SIP address) must not make either as large as it likes.
+pub const MAX_TENANT_NAME: usize = 64;
+
 /// Whether `name` can name a tenant: what Twilio sends as an `AccountSid` (`AC` and 32 hex
 /// digits) or a `To` (`+15551234567`, `client:alice`, `sip:alice@example.com`) always can. Not
-/// empty, no whitespace or control characters (a `To` with one is no number Twilio dialled), no
+/// empty, at most [`MAX_TENANT_NAME`] bytes, no whitespace or control characters (a `To` with
+/// one is no number Twilio dialled), no
 /// `{` or `}` (the name is spliced into `calls:tenant:{tenant}:slots`, where braces would read
 /// as a placeholder, and as a hash tag on a Redis Cluster). The one rule the replicas and
 /// `prosaas-calls tenants set` share.
 ///
 /// # Errors
 ///
-/// [`InvalidTenant`], saying which rule the name breaks.
+/// [`InvalidTenant`], saying which rule the name breaks (a long name cut to its first bytes).
 pub fn check_name(name: &str) -> Result<(), InvalidTenant> {
     let why = if name.is_empty() {
         "it is empty"
+    } else if name.len() > MAX_TENANT_NAME {
+        "it is longer than 64 bytes"
     } else if name.chars().any(char::is_whitespace) {
         "it holds whitespace"
     } else if name.chars().any(char::is_control) {
@@ -37,8 +46,14 @@ pub fn check_name(name: &str) -> Result<(), InvalidTenant> {
     } else {
         return Ok(());
     };
+    // The error is logged and printed: a long name is cut, never copied whole.
+    let mut end = name.len().min(MAX_TENANT_NAME);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let cut = if end < name.len() { "…" } else { "" };
     Err(InvalidTenant {
-        name: name.to_owned(),
+        name: format!("{}{cut}", &name[..end]),
         why,
     })
 }
@@ -171,11 +186,21 @@ mod tests {
             ("bell\u{7}", "control"),
             ("acme{x}", "{ or }"),
             ("}", "{ or }"),
+            (&"a".repeat(MAX_TENANT_NAME + 1), "longer than 64 bytes"),
+            (
+                &format!("sip:{}@example.com", "x".repeat(10_000)),
+                "longer than 64",
+            ),
         ] {
             let err = check_name(bad).expect_err(bad);
             assert!(err.why.contains(why), "{bad:?}: {err}");
             assert!(err.to_string().contains("is not a tenant name"), "{err}");
+            assert!(err.name.len() <= MAX_TENANT_NAME + '…'.len_utf8(), "{err}");
         }
+        assert_eq!(check_name(&"a".repeat(MAX_TENANT_NAME)), Ok(()));
+        // A long `To` from the webhook names no tenant: the call has only the global cap.
+        let long = format!("sip:{}@example.com", "x".repeat(100));
+        assert!(TenantKey::To.of_webhook(None, Some(&long)).is_err());
     }
 
     #[test]

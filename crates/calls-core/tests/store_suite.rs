@@ -329,6 +329,52 @@ where
     assert_eq!(reclaim(store).await, vec![sid(1).to_string()]);
     assert_eq!(store.stats().await.unwrap().active, 0);
 }
+/// `started` counts calls, not slots: a call whose reservation lapsed and that comes back (its
+/// webhook retried, or its stream late) takes a slot again without counting as started again.
+async fn started_counts_each_call_once<F>(make: Make<F>)
+where
+    F: std::future::Future<Output = Fixture>,
+{
+    let fx = make(config(5), 1).await;
+    let store = fx.store();
+    let short = Duration::from_millis(100);
+    for call in [sid(1), sid(2)] {
+        let state = CallState::reserved(call.as_str(), "r1");
+        let admission = store
+            .admit(&call, AdmitPolicy::MayTakeSlot, short, Some(&state))
+            .await
+            .unwrap();
+        assert!(
+            matches!(admission, Admission::Admitted { new: true, .. }),
+            "{admission:?}"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    assert_eq!(reclaim(store).await.len(), 2);
+    // Call 1's webhook is retried after its reservation lapsed; call 2's stream comes late.
+    let state = CallState::reserved(sid(1).as_str(), "r1");
+    let again = store
+        .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, Some(&state))
+        .await
+        .unwrap();
+    assert!(
+        matches!(again, Admission::Admitted { new: false, .. }),
+        "{again:?}"
+    );
+    match start(store, &sid(2), "late", AdmitPolicy::MayTakeSlot, LEASE).await {
+        StreamAdmission::Started { new_slot, .. } => assert!(!new_slot),
+        other => panic!("{other:?}"),
+    }
+    // A call never admitted before is counted.
+    assert!(matches!(
+        take(store, &sid(3), LEASE).await,
+        Admission::Admitted { new: true, .. }
+    ));
+    let stats = store.stats().await.unwrap();
+    assert_eq!((stats.active, stats.started), (3, 3));
+}
+suite!(started_once, super::started_counts_each_call_once);
+
 suite!(
     activation_sets_the_lease,
     super::activation_replaces_a_long_reservation_with_the_lease
@@ -1526,4 +1572,187 @@ async fn a_retried_webhook_of_an_ended_call_is_refused_inside_a_batch() {
     assert_eq!(server.cli(&["GET", "calls:stats:started"]).unwrap(), "200");
     let sent = evalsha_calls(&server) - before;
     assert!(sent < 200, "{sent} EVALSHA for 200 concurrent admissions");
+}
+
+// ---- Redis only: admissions under a stalled Redis (docs/reference.md#admission-deadline).
+
+/// Every admission meets a Redis stopped (`SIGSTOP`: its socket buffers what is sent, and it runs
+/// all of it when it is continued) as it arrives: each is answered within its deadline (one past
+/// the queue's bound at once), and none takes a slot when Redis runs the held scripts afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_stalled_admissions_are_answered_in_time_and_take_no_slot() {
+    use calls_core::store::{Shed, StoreError};
+
+    let deadline = Duration::from_millis(1500);
+    let config = StoreConfig {
+        admission_deadline: deadline,
+        admission_queue: 8,
+        ..redis_config(50)
+    };
+    let fx = redis(config, 1).await;
+    let server = fx.redis.as_ref().unwrap();
+    let store = Arc::clone(&fx.stores[0]);
+    // Connected, scripts loaded, Redis' clock known: as a replica that has served for a while.
+    assert!(take(store.as_ref(), &sid(1000), LEASE).await.is_admitted());
+    assert!(store.release(&sid(1000), EndReason::Stop).await.unwrap());
+
+    let pid = server.pid().unwrap().to_string();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    let began = tokio::time::Instant::now();
+    let admit = |n: usize| {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move {
+            let state = CallState::reserved(sid(n).as_str(), "r1");
+            let answer = store
+                .admit(&sid(n), AdmitPolicy::MayTakeSlot, LEASE, Some(&state))
+                .await;
+            (answer, began.elapsed())
+        })
+    };
+    // The first is sent and held by the pause; then eight fill the queue and four find it full.
+    let first = admit(0);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let rest: Vec<_> = (1..=12).map(admit).collect();
+    let mut full = 0;
+    for handle in std::iter::once(first).chain(rest) {
+        let (answer, took) = handle.await.unwrap();
+        match answer {
+            Err(StoreError::Shed {
+                cause: Shed::QueueFull,
+            }) => {
+                full += 1;
+                assert!(took < deadline, "refused at once, not after {took:?}");
+            }
+            Err(StoreError::Shed {
+                cause: Shed::Deadline,
+            }) => {
+                // The deadline, plus this machine's scheduling under load.
+                assert!(
+                    took < deadline + Duration::from_secs(1),
+                    "answered after {took:?}"
+                );
+            }
+            other => panic!("a stalled admission answered {other:?}"),
+        }
+    }
+    // Four over the bound; five if the driver had not yet taken the first off the queue.
+    assert!((4..=5).contains(&full), "{full} refused for a full queue");
+    // Redis goes on and runs what it held: nothing may be admitted now.
+    tokio::time::sleep(Duration::from_millis(4000).saturating_sub(began.elapsed())).await;
+    signal("-CONT");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = store.ping().await;
+    assert_eq!(server.cli(&["ZCARD", "calls:slots"]).unwrap(), "0");
+    assert_eq!(server.cli(&["GET", "calls:active_count"]).unwrap(), "0");
+    assert_eq!(server.cli(&["GET", "calls:stats:started"]).unwrap(), "1");
+    // And the store admits again as before.
+    assert!(take(store.as_ref(), &sid(2000), LEASE).await.is_admitted());
+}
+
+/// The admission script succeeded (the slot is taken) but ending the states of the slots it
+/// reclaimed failed (this user may not `MGET`): the admission stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_failed_follow_up_write_does_not_refuse_an_admitted_call() {
+    let server = RedisServer::start_tcp().expect("start redis-server");
+    server
+        .cli(&[
+            "ACL", "SETUSER", "calls", "on", ">pw", "~*", "&*", "+@all", "-mget",
+        ])
+        .unwrap();
+    let addr = server.addr().unwrap();
+    let url = format!("redis://calls:pw@{addr}/0");
+    let store = RedisStore::connect(&url, redis_config(5)).await.unwrap();
+    // A slot whose lease lapsed long ago: the next admission reclaims it and ends its state.
+    let lapsed = sid(7);
+    server
+        .cli(&["ZADD", "calls:slots", "1", lapsed.as_str()])
+        .unwrap();
+    let state = CallState::reserved(sid(1).as_str(), "r1");
+    let admission = store
+        .admit(&sid(1), AdmitPolicy::MayTakeSlot, LEASE, Some(&state))
+        .await
+        .expect("the admission stands");
+    assert!(
+        matches!(admission, Admission::Admitted { new: true, .. }),
+        "{admission:?}"
+    );
+    assert_eq!(server.cli(&["ZCARD", "calls:slots"]).unwrap(), "1");
+    assert_eq!(server.cli(&["GET", "calls:active_count"]).unwrap(), "1");
+}
+
+/// The task that sends the admissions to Redis ended under a store that lives on (here: its
+/// runtime shut down): the store says so (`/readyz` answers 503) and refuses every admission.
+#[test]
+fn redis_a_dead_admission_driver_is_reported() {
+    let server = RedisServer::start().expect("start redis-server");
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let store = first
+        .block_on(RedisStore::connect(&server.url(), redis_config(5)))
+        .unwrap();
+    assert!(!store.admissions_stopped());
+    assert!(first.block_on(take(&store, &sid(1), LEASE)).is_admitted());
+    assert!(!store.admissions_stopped());
+    drop(first);
+    assert!(store.admissions_stopped());
+    let second = tokio::runtime::Runtime::new().unwrap();
+    let refused = second.block_on(store.admit(&sid(2), AdmitPolicy::MayTakeSlot, LEASE, None));
+    assert!(refused.is_err(), "{refused:?}");
+}
+
+/// A tenant's set that drifted from `calls:slots` (a member it should not have, a member missing:
+/// a key edited or lost) is exact again after the next renewal tick, so the tenant's cap counts
+/// its live calls, no more and no fewer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_drifted_tenant_set_heals_on_the_next_tick() {
+    let fx = redis(
+        StoreConfig {
+            default_tenant_limit: Some(3),
+            ..redis_config(50)
+        },
+        1,
+    )
+    .await;
+    let server = fx.redis.as_ref().unwrap();
+    let store = fx.store();
+    for n in [1, 2] {
+        assert!(take_for(store, &sid(n), "acme", LEASE).await.is_admitted());
+    }
+    assert!(
+        take_for(store, &sid(5), "globex", LEASE)
+            .await
+            .is_admitted()
+    );
+    let acme = "calls:tenant:acme:slots";
+    let globex = "calls:tenant:globex:slots";
+    // A phantom in acme's set (no slot in calls:slots), and globex's set lost its member.
+    server
+        .cli(&["ZADD", acme, "99999999999999", "CAphantom"])
+        .unwrap();
+    server.cli(&["ZREM", globex, sid(5).as_str()]).unwrap();
+    // acme counts 3 of its cap of 3: its next call is refused while it truly holds 2.
+    assert!(matches!(
+        take_for(store, &sid(3), "acme", LEASE).await,
+        Admission::Refused(Refusal::TenantAtLimit { .. })
+    ));
+
+    reclaim(store).await;
+    let members = server.cli(&["ZRANGE", acme, "0", "-1"]).unwrap();
+    let mut members: Vec<&str> = members.lines().collect();
+    members.sort_unstable();
+    assert_eq!(members, [sid(1).as_str(), sid(2).as_str()]);
+    assert_eq!(
+        server.cli(&["ZSCORE", globex, sid(5).as_str()]).unwrap(),
+        server
+            .cli(&["ZSCORE", "calls:slots", sid(5).as_str()])
+            .unwrap(),
+        "globex's call is back in its set with its deadline"
+    );
+    assert!(take_for(store, &sid(3), "acme", LEASE).await.is_admitted());
 }

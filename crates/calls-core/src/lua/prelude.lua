@@ -129,14 +129,23 @@ local function ended_for_good(blob)
     and state.end_reason ~= 'lease_expired'
 end
 
+-- Whether a stored state says its call was admitted before (reserved, active, or ended after
+-- either): a slot it takes again (its reservation lapsed, or its slot was reclaimed) is no new
+-- call, and `started` counts calls. A state written before any admission (a caller waiting in
+-- line, status `waiting`) is not one.
+local function admitted_before(blob)
+  return blob ~= nil and blob ~= false and not string.find(blob, '"status":"waiting"', 1, true)
+end
+
 -- Takes a slot for `sid` with the given lease deadline, or refreshes the one it holds. Returns a code
 -- (1 new slot, 2 already held, 0 at limit, -1 recovering, -2 no slot held with policy 'existing',
--- 4 under the global cap but at its tenant's) and the live count. `tenant` ('' = none) and
+-- 4 under the global cap but at its tenant's, 5 a new slot for a call `counted` before: not
+-- counted as started again) and the live count. `tenant` ('' = none) and
 -- `tenant_default` ('' = none) are checked in this same step: the global cap first, then the tenant's.
 -- `held` is the slot's ZSCORE when the caller already read it in this script (false: none), nil
 -- otherwise: each command a script runs costs Redis, and the webhook's admission is the hot path.
 local function admit_slot(slots, count_key, started_key, rejected_key, sid, limit, deadline, policy,
-                          now, opens, tenant, tenant_default, held)
+                          now, opens, tenant, tenant_default, held, counted)
   if held == nil then
     held = redis.call('ZSCORE', slots, sid)
   end
@@ -175,8 +184,11 @@ local function admit_slot(slots, count_key, started_key, rejected_key, sid, limi
   if tenant ~= '' then
     tenant_slot_set(sid, tenant, deadline)
   end
-  redis.call('INCR', started_key)
   redis.call('SET', count_key, n + 1)
+  if counted then
+    return 5, n + 1
+  end
+  redis.call('INCR', started_key)
   return 1, n + 1
 end
 

@@ -3,15 +3,16 @@
 -- their states, write the replica heartbeat and how long the cluster has renewed (calls:renewed_until).
 -- KEYS: slots, active_count, epoch, heartbeat, then for each call: lock, state
 -- ARGV: lease_ms, lock_ttl_ms, state_ttl_s, recovery_holdoff_ms, heartbeat_json, heartbeat_ttl_ms,
---       seen_epoch, open_wait (0|1),
+--       seen_epoch, open_wait (0|1), heal (0|1: heal the tenants' sets, once per tick),
 --       then for each call: call_sid, lock_token, state_json ('' keeps the stored state, refreshing its TTL),
 --       tenant ('' = none; re-registers the call in its tenant's set too)
 -- A call whose stored state has ended is skipped: it is over, and renewing it would resurrect its slot.
--- Returns {active, readded, lock_lost, reclaimed, epoch, ended, data_lost (1|0), tenant_limits (HGETALL)}. Data loss found here needs no second
+-- Returns {active, readded, lock_lost, reclaimed, epoch, ended, data_lost (1|0), tenant_limits (HGETALL),
+-- healed (entries of tenants' sets corrected)}. Data loss found here needs no second
 -- pass: this very script re-adds the batch.
 local slots = KEYS[1]
 local now = now_ms()
-local header = 8
+local header = 9
 local stride = 4
 local calls = (#ARGV - header) / stride
 local _, epoch, data_lost = check_epoch(KEYS[3], slots, now, ARGV[7], ARGV[8] == '1', tonumber(ARGV[4]),
@@ -68,10 +69,62 @@ for i = 0, calls - 1 do
   end
 end
 
+-- docs/reference.md#tenants: every tenant's set holds exactly the live slots calls:slot_tenant
+-- names for it, with their deadlines, so its count is exact whatever made it drift (a key lost
+-- or edited, a script of an older version). Checked for every tenant with a live slot or a cap.
+local function heal_tenant_sets()
+  local named = redis.call('HGETALL', SLOT_TENANT_KEY)
+  local want = {}
+  for i = 1, #named, 2 do
+    local sid, tenant = named[i], named[i + 1]
+    local score = redis.call('ZSCORE', slots, sid)
+    if score then
+      want[tenant] = want[tenant] or {}
+      want[tenant][sid] = score
+    else
+      redis.call('HDEL', SLOT_TENANT_KEY, sid)
+    end
+  end
+  for _, tenant in ipairs(redis.call('HKEYS', TENANT_LIMITS_KEY)) do
+    want[tenant] = want[tenant] or {}
+  end
+  local healed = 0
+  for tenant, members in pairs(want) do
+    local key = tenant_slots_key(tenant)
+    local held = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    local found = {}
+    for i = 1, #held, 2 do
+      local sid = held[i]
+      if members[sid] then
+        found[sid] = true
+        if tonumber(held[i + 1]) ~= tonumber(members[sid]) then
+          redis.call('ZADD', key, members[sid], sid)
+          healed = healed + 1
+        end
+      else
+        redis.call('ZREM', key, sid)
+        healed = healed + 1
+      end
+    end
+    for sid, score in pairs(members) do
+      if not found[sid] then
+        redis.call('ZADD', key, score, sid)
+        healed = healed + 1
+      end
+    end
+  end
+  return healed
+end
+
+local healed = 0
+if ARGV[9] == '1' then
+  healed = heal_tenant_sets()
+end
+
 redis.call('SET', KEYS[4], ARGV[5], 'PX', ARGV[6])
 -- The cluster renewed until `deadline` at least (a replica with a longer lease may have set more).
 if (tonumber(redis.call('GET', RENEWED_UNTIL_KEY) or '') or 0) < deadline then
   redis.call('SET', RENEWED_UNTIL_KEY, deadline)
 end
 return {sync_count(slots, KEYS[2]), readded, lost, expired, epoch, ended, data_lost,
-  redis.call('HGETALL', TENANT_LIMITS_KEY)}
+  redis.call('HGETALL', TENANT_LIMITS_KEY), healed}

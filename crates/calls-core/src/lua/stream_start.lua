@@ -24,7 +24,8 @@ local owner = redis.call('GET', lock_key)
 -- it is refused too.
 local resumed = ARGV[15]
 local takeover = false
-local ok, granted = pcall(cjson.decode, redis.call('GET', state_key) or '')
+local stored_before = redis.call('GET', state_key)
+local ok, granted = pcall(cjson.decode, stored_before or '')
 local grant = ok and type(granted) == 'table' and type(granted['resume_grant']) == 'number'
   and tostring(granted['resume_grant']) or nil
 if resumed ~= '' or grant then
@@ -62,9 +63,10 @@ if takeover then
   code, active = 4, sync_count(slots, count_key)
 else
   code, active = admit_slot(slots, count_key, KEYS[3], KEYS[4], ARGV[1], tonumber(ARGV[2]),
-    now + tonumber(ARGV[3]), ARGV[4], now, opens, ARGV[13], ARGV[14])
+    now + tonumber(ARGV[3]), ARGV[4], now, opens, ARGV[13], ARGV[14], nil,
+    admitted_before(stored_before))
 end
-if code ~= 1 and code ~= 2 and code ~= 4 then
+if code ~= 1 and code ~= 2 and code ~= 4 and code ~= 5 then
   return {code, active, expired, epoch, lost, '', '', ''}
 end
 

@@ -105,7 +105,8 @@ impl Inner {
     }
 
     /// The admission rule of `admit_slot` in the Lua prelude, after a reclaim: the global cap
-    /// first, then the tenant's (its own, else `default_tenant_limit`).
+    /// first, then the tenant's (its own, else `default_tenant_limit`). A call admitted before
+    /// (`admitted_before`) takes a slot again without being counted as started again.
     fn admit(
         &mut self,
         call_sid: &str,
@@ -114,6 +115,7 @@ impl Inner {
         config: &StoreConfig,
         tenant: Option<&str>,
     ) -> Admission {
+        let counted = self.states.contains_key(call_sid);
         if let Some(held) = self.slots.get_mut(call_sid) {
             // The new lease replaces the old one (a stream activating its reservation).
             *held = deadline;
@@ -140,9 +142,11 @@ impl Inner {
                 .insert(call_sid.to_owned(), tenant.to_owned());
         }
         self.slots.insert(call_sid.to_owned(), deadline);
-        self.started += 1;
+        if !counted {
+            self.started += 1;
+        }
         Admission::Admitted {
-            new: true,
+            new: !counted,
             active: active + 1,
         }
     }
@@ -224,8 +228,10 @@ impl CallStore for MemoryStore {
             return Ok(Admission::Refused(Refusal::Ended));
         }
         let tenant = initial_state.and_then(|state| state.tenant.as_deref());
+        let held = inner.slots.contains_key(call_sid.as_str());
         let admission = inner.admit(call_sid.as_str(), policy, now + lease, &self.config, tenant);
-        if let (Admission::Admitted { new: true, .. }, Some(state)) = (&admission, initial_state) {
+        if let (Admission::Admitted { .. }, false, Some(state)) = (&admission, held, initial_state)
+        {
             let until = now + self.config.state_ttl;
             inner
                 .states

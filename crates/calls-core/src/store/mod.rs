@@ -19,6 +19,7 @@ mod connect;
 mod memory;
 mod recovery;
 mod redis;
+mod redis_clock;
 mod settings;
 
 pub use self::connect::refuses_writes;
@@ -41,6 +42,15 @@ pub const DEFAULT_CALL_LEASE_SECS: u64 = 30;
 pub const DEFAULT_RENEWS_PER_LEASE: u32 = 3;
 /// Not a variable: the bound on one state-store operation (connect, command, script).
 pub const DEFAULT_STORE_OP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a webhook's admission may take, queue included, before it is answered with the reject
+/// mode (docs/reference.md#admission-deadline): well inside Twilio's 15 s wait for a webhook, so an
+/// answer nginx passes on to another replica (one attempt each) still reaches Twilio in time.
+pub const ADMISSION_DEADLINE: Duration = Duration::from_secs(5);
+/// Most webhook admissions a replica queues for Redis at once; one over it is refused at once
+/// (docs/reference.md#admission-deadline). Twice the 500-webhook burst of docs/benchmarks.md, so a
+/// burst on a healthy Redis is never refused for it.
+pub const ADMISSION_QUEUE_BOUND: usize = 1024;
 
 /// How long new admissions wait after Redis lost its data, for a renewal tick of `renew_interval`:
 /// one tick, plus a margin (half a tick, at least one second) for a tick that runs late or meets a
@@ -70,6 +80,10 @@ pub struct StoreConfig {
     /// `DEFAULT_TENANT_LIMIT`: the cap of a tenant without its own entry in `calls:tenant_limits`;
     /// `None`: such a tenant has only the global cap.
     pub default_tenant_limit: Option<u64>,
+    /// [`ADMISSION_DEADLINE`]; tests shorten it.
+    pub admission_deadline: Duration,
+    /// [`ADMISSION_QUEUE_BOUND`]; tests shorten it.
+    pub admission_queue: usize,
 }
 
 /// The defaults of the variables, as `serve` has them.
@@ -84,6 +98,8 @@ impl Default for StoreConfig {
             call_lease,
             op_timeout: DEFAULT_STORE_OP_TIMEOUT,
             default_tenant_limit: None,
+            admission_deadline: ADMISSION_DEADLINE,
+            admission_queue: ADMISSION_QUEUE_BOUND,
         }
     }
 }
@@ -101,7 +117,9 @@ pub enum AdmitPolicy {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     /// The call holds a slot whose lease now runs `lease` from now (replacing any earlier one).
-    /// `new` is false when it already held one (a retried webhook, an activated reservation).
+    /// `new`: this is the call's first slot, counted in `started`; false when it already held one
+    /// (a retried webhook, an activated reservation) or was admitted before and took one again
+    /// (its reservation lapsed, its slot was reclaimed): `started` counts each call once.
     Admitted {
         new: bool,
         active: u64,
@@ -247,7 +265,7 @@ pub struct RenewReport {
 
 /// Every operation a store error can name (`StoreError::op`), for the `redis_errors_total{op}`
 /// series that exist at zero from start-up.
-pub const OPERATIONS: [&str; 12] = [
+pub const OPERATIONS: [&str; 15] = [
     "admit",
     "start_stream",
     "end_stream",
@@ -260,6 +278,9 @@ pub const OPERATIONS: [&str; 12] = [
     "ping",
     "connect",
     "state_decode",
+    "grant_resume",
+    "live_replicas",
+    "restore_limits",
 ];
 
 /// A webhook answered whose stream never arrived: the classic misconfiguration (a wrong
@@ -363,6 +384,33 @@ pub enum StoreError {
     UnexpectedReply { op: &'static str, detail: String },
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// A webhook's admission was not answered by the store in time and was refused unanswered
+    /// (docs/reference.md#admission-deadline); it took no slot.
+    #[error("admission refused without asking Redis: {cause}")]
+    Shed { cause: Shed },
+}
+
+/// Why an admission was refused unanswered (`calls_admissions_shed_total{cause}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum Shed {
+    /// The admission queue was full: Redis is too slow for the webhooks arriving.
+    #[error("the admission queue is full")]
+    QueueFull,
+    /// The admission's deadline passed before Redis answered it.
+    #[error("no answer within the admission deadline")]
+    Deadline,
+}
+
+impl Shed {
+    /// Every cause, for the series that exist at zero from start-up.
+    pub const ALL: [Self; 2] = [Self::QueueFull, Self::Deadline];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::QueueFull => "queue_full",
+            Self::Deadline => "deadline",
+        }
+    }
 }
 
 impl StoreError {
@@ -375,13 +423,14 @@ impl StoreError {
             | Self::UnexpectedReply { op, .. } => op,
             Self::CorruptState { .. } => "state_decode",
             Self::Connect(_) => "connect",
+            Self::Shed { .. } => "admit",
         }
     }
 
     /// Whether the store itself is unreachable (as opposed to one bad value in it).
     pub fn is_unavailable(&self) -> bool {
         match self {
-            Self::Timeout { .. } | Self::NotConnected { .. } => true,
+            Self::Timeout { .. } | Self::NotConnected { .. } | Self::Shed { .. } => true,
             Self::Redis { source, .. } => {
                 source.is_io_error()
                     || source.is_connection_dropped()
@@ -511,6 +560,18 @@ pub trait CallStore: Send + Sync + 'static {
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;
 
+    /// `/readyz`'s check, one round trip: the store is reachable, and if the recovery wait
+    /// (docs/reference.md#admission) is open, about how long it has left.
+    async fn admission_wait(&self) -> Result<Option<Duration>, StoreError> {
+        self.ping().await.map(|()| None)
+    }
+
+    /// Whether this replica can no longer admit at all, whatever the store says: the task that
+    /// sends the webhooks' admissions to Redis has stopped (`/readyz` answers 503).
+    fn admissions_stopped(&self) -> bool {
+        false
+    }
+
     /// Resolves when this replica's live calls must re-register now rather than at the next tick:
     /// the store found that Redis lost its data or restarted, or that it had been out of reach
     /// for longer than a lease. The renewal task waits on it beside its interval.
@@ -520,6 +581,27 @@ pub trait CallStore: Send + Sync + 'static {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_operation_the_redis_store_names_has_its_error_series() {
+        // Every `link("op")`, `run("op"`, `bounded("op"` and `op: "op"` of the Redis backend.
+        let source = include_str!("redis.rs");
+        let mut named = Vec::new();
+        for marker in ["link(\"", "run(\"", "bounded(\"", "op: \""] {
+            for (at, _) in source.match_indices(marker) {
+                let rest = &source[at + marker.len()..];
+                let op = &rest[..rest.find('"').unwrap()];
+                named.push(op.to_owned());
+            }
+        }
+        assert!(named.len() > 20, "{named:?}");
+        for op in named {
+            assert!(
+                OPERATIONS.contains(&op.as_str()),
+                "redis_errors_total{{op=\"{op}\"}} would appear only with its first error"
+            );
+        }
+    }
 
     fn ended(reason: EndReason, resumes: u32, handovers: u32) -> CallState {
         let mut state = CallState::reserved("CA1", "r1");

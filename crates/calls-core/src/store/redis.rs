@@ -14,10 +14,11 @@ use tracing::{debug, warn};
 use super::admit_batch::{AdmitBatcher, AdmitRequest, AdmitScript};
 use super::connect::{self, StoreConnection};
 use super::recovery::{Began, RecoveryWatch};
+use super::redis_clock::RedisClock;
 use super::settings::{RedisSettings, RedisTls};
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
-    RenewBatch, RenewReport, Renewal, ReplicaHeartbeat, ResumeGrant, StoreConfig, StoreError,
+    RenewBatch, RenewReport, Renewal, ReplicaHeartbeat, ResumeGrant, Shed, StoreConfig, StoreError,
     StreamAdmission, StreamEnd, TenantsUsage, next_grant, tenants_usage,
 };
 use crate::call_sid::CallSid;
@@ -35,6 +36,11 @@ const TOOK_OVER: i64 = 4;
 /// keeps each stall short (docs/benchmarks.md, renewal), and the tick costs one round trip per
 /// chunk.
 const RENEW_CHUNK: usize = 100;
+
+/// How much earlier than its caller stops waiting an admission's script refuses it: the time its
+/// answer may take to come back (docs/reference.md#admission-deadline), at most a quarter of the
+/// store's operation bound. An answer slower still finds its caller gone and its slot is given back.
+const ANSWER_MARGIN: Duration = Duration::from_millis(500);
 
 /// How many times a continuation grant is decided again when the state changed under it.
 const GRANT_ATTEMPTS: usize = 5;
@@ -118,6 +124,11 @@ struct StoreCore {
     known_limits: Mutex<BTreeMap<String, u64>>,
     /// Set when a script found Redis lost its data; the next renewal writes the caps back first.
     limits_lost: AtomicBool,
+    /// Redis' clock against this replica's, for the admissions' deadlines.
+    clock: RedisClock,
+    /// Lapsed slots an admission reclaimed whose states it could not end (the admission stood);
+    /// the next renewal ends them.
+    unended: Mutex<Vec<String>>,
 }
 
 impl RedisStore {
@@ -142,6 +153,7 @@ impl RedisStore {
     pub fn connect_lazy(settings: &RedisSettings, config: StoreConfig) -> Result<Self, StoreError> {
         let addr = settings.address();
         let conn = connect::connect_lazy(settings, config.op_timeout)?;
+        let admits = AdmitBatcher::new(config.admission_deadline, config.admission_queue);
         Ok(Self {
             core: Arc::new(StoreCore {
                 conn,
@@ -155,8 +167,10 @@ impl RedisStore {
                 lapsed: Mutex::new(Vec::new()),
                 known_limits: Mutex::new(BTreeMap::new()),
                 limits_lost: AtomicBool::new(false),
+                clock: RedisClock::new(),
+                unended: Mutex::new(Vec::new()),
             }),
-            admits: AdmitBatcher::default(),
+            admits,
         })
     }
 
@@ -227,6 +241,19 @@ impl StoreCore {
             // noticed through the epoch and the cut-off.
             Err(err) => debug!(error = %err, "INFO server refused"),
         }
+        // Redis' clock, so the first admission on this link already carries its deadline.
+        let sent = tokio::time::Instant::now();
+        match self
+            .bounded(op, redis::cmd("TIME").query_async::<(i64, i64)>(&mut conn))
+            .await
+        {
+            Ok((secs, micros)) => {
+                let received = tokio::time::Instant::now();
+                self.clock.saw(secs * 1000 + micros / 1000, sent, received);
+            }
+            Err(err) if err.is_unavailable() => return Err(err),
+            Err(err) => debug!(error = %err, "TIME refused"),
+        }
         debug!("scripts loaded on a fresh Redis connection");
         Ok(())
     }
@@ -270,6 +297,24 @@ impl StoreCore {
         Ok(value)
     }
 
+    /// `release.lua`: frees the call's slot if held; returns (freed, state_open) as it does.
+    async fn release_slot(&self, call_sid: &CallSid) -> Result<(i64, i64), StoreError> {
+        let (began, mut conn) = self.link("release").await?;
+        let mut invocation = self.scripts.release.prepare_invoke();
+        invocation
+            .key(keys::SLOTS)
+            .key(keys::ACTIVE_COUNT)
+            .key(keys::state(call_sid))
+            .arg(call_sid.as_str());
+        self.run("release", began, invocation.invoke_async(&mut conn))
+            .await
+    }
+
+    /// Ends, after the fact, the states an admission could not (see `after_admission`).
+    fn take_unended(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.unended))
+    }
+
     /// Ends the states of calls whose slots lapsed, unless they already ended. Rare (a crashed
     /// replica, an abandoned reservation), so two round trips are fine; the state's TTL is kept.
     async fn end_states(&self, sids: &[String], reason: EndReason) -> Result<(), StoreError> {
@@ -308,22 +353,32 @@ impl StoreCore {
     }
 
     /// Records what an epoch-aware script reported and ends the states of the slots it reclaimed.
+    /// Cannot fail: the script's admissions stand whatever follows (their slots are taken), so a
+    /// failure to end the lapsed slots' states is logged as what it is and left to the next
+    /// renewal.
     async fn after_admission(
         &self,
         ticket: Option<u64>,
         epoch: &str,
         data_lost: i64,
         reclaimed: &[String],
-    ) -> Result<(), StoreError> {
+    ) {
         self.watch.wait_opened(ticket);
         self.watch.saw_epoch(epoch, data_lost == 1, false);
         if data_lost == 1 {
             self.limits_lost.store(true, Ordering::Release);
         }
-        if !reclaimed.is_empty() {
-            self.end_states(reclaimed, EndReason::LeaseExpired).await?;
+        if reclaimed.is_empty() {
+            return;
         }
-        Ok(())
+        if let Err(err) = self.end_states(reclaimed, EndReason::LeaseExpired).await {
+            warn!(
+                error = %err,
+                lapsed = reclaimed.len(),
+                "slots whose leases lapsed were reclaimed, but ending their states failed; the next renewal ends them"
+            );
+            lock(&self.unended).extend_from_slice(reclaimed);
+        }
     }
 
     /// Writes the caps this replica knew back with `HSETNX` (a cap set since the loss wins), after
@@ -354,6 +409,7 @@ impl StoreCore {
         heartbeat: &str,
         calls: &[Renewal],
         open_wait: bool,
+        heal: bool,
     ) -> Result<RenewReport, StoreError> {
         let (began, mut conn) = self.link("renew").await?;
         let mut invocation = self.scripts.renew.prepare_invoke();
@@ -369,7 +425,8 @@ impl StoreCore {
             .arg(heartbeat)
             .arg(millis(batch.heartbeat_ttl))
             .arg(self.watch.seen_epoch())
-            .arg(u8::from(open_wait));
+            .arg(u8::from(open_wait))
+            .arg(u8::from(heal));
         for call in calls {
             invocation
                 .key(keys::lock(&call.call_sid))
@@ -388,10 +445,17 @@ impl StoreCore {
             Vec<String>,
             i64,
             BTreeMap<String, u64>,
+            u64,
         );
-        let (active, readded, lock_lost, reclaimed, epoch, ended, data_lost, limits): Reply = self
-            .run("renew", began, invocation.invoke_async(&mut conn))
-            .await?;
+        let (active, readded, lock_lost, reclaimed, epoch, ended, data_lost, limits, healed): Reply =
+            self.run("renew", began, invocation.invoke_async(&mut conn))
+                .await?;
+        if healed > 0 {
+            warn!(
+                healed,
+                "tenants' slot sets had drifted from calls:slots; healed"
+            );
+        }
         // This very script re-added its calls: no second renewal is needed for the loss (a later
         // chunk re-adds its own whatever it finds).
         self.watch.saw_epoch(&epoch, data_lost == 1, true);
@@ -453,7 +517,11 @@ impl StoreCore {
 impl AdmitScript for StoreCore {
     /// One admission script for `batch` (admissions in the order given), answering each in order.
     /// The recovery wait and what the script reports about the epoch and reclaimed slots are per
-    /// script, so they are handled once for the batch.
+    /// script, so they are handled once for the batch. Each admission carries its deadline on
+    /// Redis' clock (docs/reference.md#admission-deadline): the earlier of when its caller stops
+    /// waiting and when this replica stops waiting for the reply, less the answer's way back; so a
+    /// refused caller's admission is never run after it, and one whose answer came back too late
+    /// anyway is seen and given back.
     async fn admit_batch(
         &self,
         batch: &[&AdmitRequest],
@@ -477,18 +545,32 @@ impl AdmitScript for StoreCore {
             .arg(self.watch.seen_epoch())
             .arg(u8::from(ticket.is_some()))
             .arg(&default_limit);
+        // The link gives up on a reply after `op_timeout` (and so does `run`): an admission Redis
+        // runs later than that, or later than its caller waits, must be refused by the script.
+        let sent = tokio::time::Instant::now();
+        let given_up = sent + self.config.op_timeout;
+        let margin = ANSWER_MARGIN.min(self.config.op_timeout / 4);
         for request in batch {
+            let deadline = self
+                .clock
+                .redis_ms(request.answer_by.min(given_up) - margin)
+                .map(|ms| ms.to_string())
+                .unwrap_or_default();
             cmd.arg(request.call_sid.as_str())
                 .arg(request.lease_ms)
                 .arg(request.policy)
                 .arg(&request.state_json)
-                .arg(&request.tenant);
+                .arg(&request.tenant)
+                .arg(deadline);
         }
-        let (reclaimed, epoch, data_lost, results): (Vec<String>, String, i64, Vec<i64>) = self
+        type Reply = (Vec<String>, String, i64, Vec<i64>, i64);
+        let reply: Reply = self
             .run("admit", began, invoke(&self.scripts.admit, &cmd, &mut conn))
             .await?;
+        let (reclaimed, epoch, data_lost, results, now) = reply;
+        self.clock.saw(now, sent, tokio::time::Instant::now());
         self.after_admission(ticket, &epoch, data_lost, &reclaimed)
-            .await?;
+            .await;
         if results.len() != 2 * batch.len() {
             return Err(StoreError::UnexpectedReply {
                 op: "admit",
@@ -497,8 +579,29 @@ impl AdmitScript for StoreCore {
         }
         Ok(results
             .chunks_exact(2)
-            .map(|pair| admission("admit", pair[0], u64::try_from(pair[1]).unwrap_or(0)))
+            .map(|pair| match pair[0] {
+                -4 => Err(StoreError::Shed {
+                    cause: Shed::Deadline,
+                }),
+                code => admission("admit", code, u64::try_from(pair[1]).unwrap_or(0)),
+            })
             .collect())
+    }
+
+    async fn give_back(&self, call_sids: Vec<CallSid>) {
+        for call_sid in call_sids {
+            match self.release_slot(&call_sid).await {
+                Ok(_) => warn!(
+                    %call_sid,
+                    "admitted after its webhook was refused for the deadline: slot given back"
+                ),
+                Err(err) => warn!(
+                    %call_sid,
+                    error = %err,
+                    "admitted after its webhook was refused for the deadline; giving the slot back failed, it lapses with its reservation"
+                ),
+            }
+        }
     }
 }
 
@@ -582,7 +685,8 @@ async fn invoke<T: FromRedisValue>(
 fn admission(op: &'static str, code: i64, active: u64) -> Result<Admission, StoreError> {
     Ok(match code {
         1 => Admission::Admitted { new: true, active },
-        2 => Admission::Admitted { new: false, active },
+        // A slot taken again by a call admitted before: not a new call.
+        2 | 5 => Admission::Admitted { new: false, active },
         0 => Admission::Refused(Refusal::AtLimit { active }),
         -1 => Admission::Refused(Refusal::Recovering),
         -2 => Admission::Refused(Refusal::NoSlotHeld),
@@ -635,6 +739,7 @@ impl CallStore for RedisStore {
             lease_ms: millis(lease),
             state_json: initial_state.map(encode).unwrap_or_default(),
             tenant: initial_state.map(tenant_arg).unwrap_or_default(),
+            answer_by: tokio::time::Instant::now(),
         };
         self.admits.admit(&self.core, request).await
     }
@@ -697,7 +802,7 @@ impl CallStore for RedisStore {
             .collect();
         self.core
             .after_admission(ticket, &epoch, data_lost, &reclaimed)
-            .await?;
+            .await;
         let new_slot = if took_over {
             false
         } else {
@@ -846,17 +951,7 @@ impl CallStore for RedisStore {
     }
 
     async fn release(&self, call_sid: &CallSid, reason: EndReason) -> Result<bool, StoreError> {
-        let (began, mut conn) = self.core.link("release").await?;
-        let mut invocation = self.core.scripts.release.prepare_invoke();
-        invocation
-            .key(keys::SLOTS)
-            .key(keys::ACTIVE_COUNT)
-            .key(keys::state(call_sid))
-            .arg(call_sid.as_str());
-        let (freed, state_open): (i64, i64) = self
-            .core
-            .run("release", began, invocation.invoke_async(&mut conn))
-            .await?;
+        let (freed, state_open) = self.core.release_slot(call_sid).await?;
         if state_open == 1 {
             self.core
                 .end_states(&[call_sid.to_string()], reason)
@@ -877,9 +972,10 @@ impl CallStore for RedisStore {
         for (i, calls) in chunks.into_iter().enumerate() {
             // The wait after a restart opens with the first chunk; the later ones find it open.
             let open_wait = i == 0 && ticket.is_some();
+            // The tenants' sets are healed once per tick, by its first chunk.
             let part = self
                 .core
-                .renew_chunk(batch, &heartbeat, calls, open_wait)
+                .renew_chunk(batch, &heartbeat, calls, open_wait, i == 0)
                 .await?;
             if i == 0 {
                 self.core.watch.wait_opened(ticket);
@@ -892,15 +988,23 @@ impl CallStore for RedisStore {
         }
         // A call of this batch that one chunk reclaimed and another re-added is live: its state
         // stays as flushed. Only the rest lapsed.
-        let lapsed: Vec<String> = report
+        let mut lapsed: Vec<String> = report
             .reclaimed
             .iter()
             .filter(|sid| !report.readded.contains(sid))
             .cloned()
             .collect();
-        self.core
-            .end_states(&lapsed, EndReason::LeaseExpired)
-            .await?;
+        let unended = self.core.take_unended();
+        lapsed.extend(
+            unended
+                .iter()
+                .filter(|sid| !report.readded.contains(sid))
+                .cloned(),
+        );
+        if let Err(err) = self.core.end_states(&lapsed, EndReason::LeaseExpired).await {
+            lock(&self.core.unended).extend(unended);
+            return Err(err);
+        }
         report.lapsed_reservations = std::mem::take(&mut *lock(&self.core.lapsed));
         Ok(report)
     }
@@ -986,6 +1090,36 @@ impl CallStore for RedisStore {
 
     async fn reregister_wanted(&self) {
         self.core.watch.reregister_wanted().await;
+    }
+
+    fn admissions_stopped(&self) -> bool {
+        self.admits.stopped()
+    }
+
+    async fn admission_wait(&self) -> Result<Option<Duration>, StoreError> {
+        let (began, mut conn) = self.core.link("ping").await?;
+        let mut pipe = redis::pipe();
+        pipe.get(keys::EPOCH).cmd("TIME");
+        let (epoch, (secs, micros)): (Option<String>, (i64, i64)) = self
+            .core
+            .run("ping", began, pipe.query_async(&mut conn))
+            .await?;
+        let now = secs * 1000 + micros / 1000;
+        // calls:epoch holds the Redis-time ms at which admissions open.
+        if let Some(opens) = epoch.as_deref().and_then(|e| e.parse::<i64>().ok())
+            && opens > now
+        {
+            return Ok(Some(Duration::from_millis(
+                u64::try_from(opens - now).unwrap_or(0),
+            )));
+        }
+        // The wait is due but no script has opened it yet: this replica found Redis restarted,
+        // or the epoch it saw is gone. The next admission or tick opens it.
+        let lost = epoch.is_none() && !self.core.watch.seen_epoch().is_empty();
+        if lost || self.core.watch.wait_ticket().is_some() {
+            return Ok(Some(self.core.config.recovery_holdoff));
+        }
+        Ok(None)
     }
 }
 
