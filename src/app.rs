@@ -71,6 +71,7 @@ fn calls_config(config: &Config) -> CallsConfig {
         tenant_key: config.tenant_key,
         default_tenant_limit: config.default_tenant_limit,
         resume_limit: config.resume_limit,
+        wait: None,
     }
 }
 
