@@ -26,6 +26,7 @@ mod ops;
 mod status;
 mod stream;
 mod voice;
+mod wait;
 
 /// Twilio's webhooks are a few hundred bytes; anything near this is not Twilio.
 const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -52,6 +53,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             twiml::AFTER_STREAM_PATH,
             get(after_stream::handle).post(after_stream::handle),
         )
+        .route(twiml::WAIT_PATH, get(wait::handle).post(wait::handle))
         .route(
             "/twilio/stream",
             get(stream::handle).layer(Extension(streams)),
@@ -283,7 +285,7 @@ pub(crate) fn after_stream_url(app: &App, headers: &HeaderMap) -> String {
 }
 
 /// Whether the request came in over https, and its host, as nginx forwards them (else `Host`).
-fn forwarded_origin(headers: &HeaderMap) -> (bool, &str) {
+pub(crate) fn forwarded_origin(headers: &HeaderMap) -> (bool, &str) {
     let header = |name: &str| {
         headers
             .get(name)

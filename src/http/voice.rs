@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use calls_core::calls::{Intake, RejectReason, WebhookCall, WebhookOutcome};
 use twilio::twiml;
 
+use super::wait::{self, Via};
 use super::{TwilioRequest, after_stream_url, stream_url, twilio_call_form};
 use crate::app::App;
 use crate::config::RejectMode;
@@ -37,6 +38,21 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
         to: to.map(str::to_owned),
         stream_url: Some(url.clone()),
     };
+    if app.calls().waiting_room().is_some() {
+        // docs/reference.md#waiting-room: over the cap, the caller waits in line.
+        let headers = &request.headers;
+        return wait::visit(
+            &app,
+            headers,
+            &call_sid,
+            &form,
+            call,
+            intake,
+            false,
+            Via::Voice,
+        )
+        .await;
+    }
     match app.calls().admit_webhook(&call_sid, call, intake).await {
         WebhookOutcome::Connect { .. } => {
             // Per-call values travel as <Parameter>s, never in the stream URL's query string
@@ -50,7 +66,10 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
             };
             connect(&app, &request.headers, &parameters)
         }
-        WebhookOutcome::Reject(reason) => reject(&app, reason),
+        WebhookOutcome::Reject(reason) => {
+            wait::hand_off(&app, &call_sid, &form);
+            reject(&app, reason)
+        }
         WebhookOutcome::Ended => xml(StatusCode::OK, twiml::hangup()),
     }
 }
@@ -82,7 +101,7 @@ pub(super) fn xml(status: StatusCode, body: String) -> Response {
 /// The configured reject mode (docs/reference.md#configuration `REJECT_MODE`). A 503's body says
 /// why (it is no secret, and an operator reading Twilio's debugger needs it); the caller hears the
 /// same either way.
-fn reject(app: &App, reason: RejectReason) -> Response {
+pub(super) fn reject(app: &App, reason: RejectReason) -> Response {
     let reject = &app.config().reject;
     match reject.mode {
         RejectMode::ServiceUnavailable => {

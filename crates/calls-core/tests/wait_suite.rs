@@ -179,10 +179,10 @@ where
         line.retain(|(call, _)| *call != next);
     }
     assert_eq!(connected, ["a1", "b1", "a2", "a3"]);
-    assert_eq!(
-        state(store, "a3").await.unwrap().status,
-        CallStatus::Reserved
-    );
+    let a3 = state(store, "a3").await.unwrap();
+    assert_eq!(a3.status, CallStatus::Reserved);
+    // The admitted call's state still says when it joined the line.
+    assert!(a3.waiting_since.is_some(), "{a3:?}");
     let stats = fx.store.stats().await.unwrap();
     assert_eq!((stats.active, stats.started), (2, 6));
     // Joining the line is not a refusal.

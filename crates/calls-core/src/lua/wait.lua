@@ -190,6 +190,18 @@ local function position(line, who)
   return #all + 1
 end
 
+-- The reserved state (`json`, as a replica wrote it: no `waiting_since`) with the stored waiting
+-- state's `waiting_since` spliced in, so the admitted call's state says how long it waited. A text
+-- edit, as keep_grant's: cjson cannot re-encode a whole state faithfully.
+local function with_waiting_since(json)
+  local stored = redis.call('GET', state_key)
+  local since = stored and string.match(stored, '"waiting_since":"([^"]*)"')
+  if not since or string.sub(json, -1) ~= '}' then
+    return json
+  end
+  return string.sub(json, 1, -2) .. ',"waiting_since":"' .. since .. '"}'
+end
+
 local function free_slots()
   return math.max(0, limit - redis.call('ZCARD', slots))
 end
@@ -251,7 +263,7 @@ if mine then
         if code == 1 then
           remove(sid)
           redis.call('HSET', served_key, mine.tenant, now)
-          redis.call('SET', state_key, ARGV[12], 'EX', state_ttl)
+          redis.call('SET', state_key, with_waiting_since(ARGV[12]), 'EX', state_ttl)
           return finish({1, active, now - mine.joined, 0})
         end
       end

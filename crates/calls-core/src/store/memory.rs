@@ -271,7 +271,13 @@ impl Inner {
                 {
                     self.line.remove(sid);
                     self.line.served(&caller_tenant);
-                    self.write_state(visit.reserved, now, config);
+                    // The admitted call's state says how long it waited (as wait.lua splices it).
+                    let mut reserved = visit.reserved.clone();
+                    reserved.waiting_since = self
+                        .states
+                        .get(sid)
+                        .and_then(|(stored, _)| stored.waiting_since.clone());
+                    self.write_state(&reserved, now, config);
                     return WaitOutcome::Admitted {
                         new,
                         active,
