@@ -293,6 +293,20 @@ async fn a_replica_killed_while_callers_wait_loses_no_place() {
     assert_eq!(connected, [sid(11), sid(21)]);
     // Waiting callers held no slot: two live, the cap.
     assert_eq!(active_count(&redis).await, 2);
+    // The operator's view: two still wait.
+    let redis_url = redis.url();
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary())
+            .args(["status", "--json"])
+            .env("REDIS_URL", redis_url)
+            .output()
+            .expect("prosaas-calls status")
+    })
+    .await
+    .unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).expect("status --json");
+    assert_eq!(status["calls_waiting"], 2, "{status}");
+    assert!(status["longest_wait_secs"].is_u64(), "{status}");
     let state = redis_state(&redis, &sid(21)).await;
     assert_eq!(state["status"], "reserved", "{state}");
     assert!(state["waiting_since"].is_string(), "{state}");
