@@ -557,3 +557,46 @@ async fn the_overflow_digit_hands_the_caller_to_whatsapp() {
     assert_eq!(sent[0]["form"]["To"], format!("whatsapp:{}", waiting.from));
     assert_eq!(messages(&double).len(), 1);
 }
+
+/// One visit, one script: a caller's return to `/twilio/wait` costs Redis exactly one `EVALSHA`
+/// and nothing else (docs/reference.md#waiting-room).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_visit_costs_one_script() {
+    let redis = redis().await;
+    let mut raw = raw(Some(&redis), 1);
+    // No tick inside the measured window: its renewal and sweep are scripts too.
+    raw.renew_interval_secs = Some("20".into());
+    raw.wait_max_secs = Some("60".into());
+    raw.wait_poll_secs = Some("10".into());
+    let replica = Replica::start(raw, StreamTimeouts::default()).await;
+    let base = replica.url("");
+    assert_eq!(webhook(&base, &caller(1, TENANT_A)).await, Heard::Connect);
+    let line: Vec<Caller> = (11..16).map(|n| caller(n, TENANT_A)).collect();
+    for caller in &line {
+        assert!(webhook(&base, caller).await.is_hold());
+    }
+    let before = command_calls(&redis).await;
+    const ROUNDS: u64 = 4;
+    for _ in 0..ROUNDS {
+        for caller in &line {
+            assert!(visit(&base, caller).await.is_hold());
+        }
+    }
+    let after = command_calls(&redis).await;
+    let visits = ROUNDS * line.len() as u64;
+    let delta = |name: &str| after.get(name).unwrap_or(&0) - before.get(name).unwrap_or(&0);
+    assert_eq!(delta("evalsha"), visits, "{before:?} -> {after:?}");
+    // Commands run inside the scripts count in `INFO commandstats` too: what one visit costs
+    // Redis inside its script, for the record (docs/benchmarks.md).
+    let inside: u64 = after
+        .keys()
+        .filter(|name| !matches!(name.as_str(), "evalsha" | "info"))
+        .map(|name| delta(name))
+        .sum();
+    eprintln!(
+        "one visit in a line of {}: 1 EVALSHA, {} commands inside it",
+        line.len(),
+        inside / visits
+    );
+    replica.stop().await;
+}
