@@ -25,6 +25,7 @@ mod fallback;
 mod ops;
 mod status;
 mod stream;
+mod turned_away;
 mod voice;
 mod wait;
 
@@ -43,7 +44,11 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
         // Twilio lets a number's webhooks use GET (parameters in the query string): every Twilio
         // endpoint but the stream accepts both.
-        .route("/twilio/voice", get(voice::handle).post(voice::handle))
+        // With the waiting room on, the voice webhook visits the line first (`wait.rs`).
+        .route(
+            "/twilio/voice",
+            get(wait::voice_webhook).post(wait::voice_webhook),
+        )
         .route("/twilio/status", get(status::handle).post(status::handle))
         .route(
             "/twilio/fallback",

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use calls_core::calls::{Intake, RejectReason, WebhookCall, WebhookOutcome};
 use twilio::twiml;
 
-use super::wait::{self, Via};
+use super::turned_away;
 use super::{TwilioRequest, after_stream_url, stream_url, twilio_call_form};
 use crate::app::App;
 use crate::config::RejectMode;
@@ -38,21 +38,6 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
         to: to.map(str::to_owned),
         stream_url: Some(url.clone()),
     };
-    if app.calls().waiting_room().is_some() {
-        // docs/reference.md#waiting-room: over the cap, the caller waits in line.
-        let headers = &request.headers;
-        return wait::visit(
-            &app,
-            headers,
-            &call_sid,
-            &form,
-            call,
-            intake,
-            false,
-            Via::Voice,
-        )
-        .await;
-    }
     match app.calls().admit_webhook(&call_sid, call, intake).await {
         WebhookOutcome::Connect { .. } => {
             // Per-call values travel as <Parameter>s, never in the stream URL's query string
@@ -67,7 +52,7 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
             connect(&app, &request.headers, &parameters)
         }
         WebhookOutcome::Reject(reason) => {
-            wait::hand_off(&app, &call_sid, &form);
+            turned_away::hand_off(&app, &call_sid, &form);
             reject(&app, reason)
         }
         WebhookOutcome::Ended => xml(StatusCode::OK, twiml::hangup()),

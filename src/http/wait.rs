@@ -12,10 +12,10 @@ use calls_core::calls::{Intake, WaitAnswer, WebhookCall};
 use calls_core::wait::OverflowReason;
 use twilio::twiml;
 
-use super::voice::{connect, fallback_twiml, reject, xml};
+use super::turned_away::hand_off;
+use super::voice::{self, connect, fallback_twiml, reject, xml};
 use super::{TwilioForm, TwilioRequest, forwarded_origin, stream_url, twilio_call_form};
 use crate::app::App;
-use crate::whatsapp::TurnedAway;
 
 /// Words a `<Say>` speaks per second, to keep a hold (message, pause, gather) near one poll.
 const SPOKEN_WORDS_PER_SEC: f64 = 2.5;
@@ -43,6 +43,45 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
         intake,
         digit,
         Via::Wait,
+    )
+    .await
+}
+
+/// `POST /twilio/voice` with the waiting room on (docs/reference.md#waiting-room): an inbound call
+/// visits the line, which admits it at once when a slot is free that nobody in line could use.
+/// Without the waiting room, and for a call placed through the REST API (it holds its slot before
+/// it rings, and never waits), the voice webhook as `voice.rs` answers it.
+pub(super) async fn voice_webhook(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
+    if app.calls().waiting_room().is_none() {
+        return voice::handle(State(app), request).await;
+    }
+    let (form, call_sid) = match twilio_call_form(&app, &request) {
+        Ok(parsed) => parsed,
+        Err(refused) => return refused.into_response(),
+    };
+    if form
+        .get("Direction")
+        .is_some_and(|d| d.starts_with("outbound"))
+    {
+        return voice::handle(State(app), request).await;
+    }
+    // Admission is cluster-wide and the stream URL leads back through nginx, so a draining
+    // replica answers like any other while a live one exists (docs/reference.md#drain).
+    let intake = if app.is_draining() && !app.lifecycle().others_live(app.calls()).await {
+        Intake::Closed
+    } else {
+        Intake::Open
+    };
+    let call = webhook_call(&app, &request.headers, &form);
+    visit(
+        &app,
+        &request.headers,
+        &call_sid,
+        &form,
+        call,
+        intake,
+        false,
+        Via::Voice,
     )
     .await
 }
@@ -131,27 +170,6 @@ fn hold(app: &App, headers: &HeaderMap, position: u64, announce: bool) -> Respon
         pause_secs,
     });
     xml(StatusCode::OK, body)
-}
-
-/// The WhatsApp message for a caller turned away, where `WHATSAPP_FROM` is set: sent in its own
-/// task, so the TwiML answer never waits for it.
-pub(super) fn hand_off(app: &App, call_sid: &CallSid, form: &TwilioForm) {
-    let Some(whatsapp) = app.whatsapp() else {
-        return;
-    };
-    let tenant = app
-        .calls()
-        .config()
-        .tenant_key
-        .of_webhook(form.get("AccountSid"), form.get("To"))
-        .ok()
-        .flatten();
-    whatsapp.hand_off(TurnedAway {
-        call_sid: call_sid.to_string(),
-        from: form.get("From").map(str::to_owned),
-        to: form.get("To").map(str::to_owned),
-        tenant,
-    });
 }
 
 /// `/twilio/wait`'s URL for the TwiML, built like the stream URL.

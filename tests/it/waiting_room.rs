@@ -188,6 +188,22 @@ async fn in_process_the_line_is_fair_and_kept_in_memory() {
     assert_eq!(webhook(&base, &x1).await, Heard::Connect);
     assert_eq!(webhook(&base, &x2).await, Heard::Connect);
 
+    // A call placed through the REST API never waits: the voice webhook as without the room.
+    let placed = caller(9, TENANT_A);
+    let response = post_form(
+        &format!("{base}/twilio/voice"),
+        &[
+            ("CallSid", placed.sid.as_str()),
+            ("AccountSid", placed.account),
+            ("From", placed.from.as_str()),
+            ("To", "+15005550001"),
+            ("Direction", "outbound-api"),
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(response.status().as_u16(), 503);
+
     // The hold TwiML: one digit gathered around the message and a pause, then back to the line.
     let a0 = caller(10, TENANT_A);
     let (_, hold) = ask(&base, "/twilio/voice", &a0, None).await;
@@ -231,7 +247,8 @@ async fn in_process_the_line_is_fair_and_kept_in_memory() {
     assert_eq!(metric(&metrics, "calls_wait_admitted_total"), 4.0);
     assert_eq!(metric(&metrics, "calls_wait_abandoned_total"), 1.0);
     assert_eq!(metric(&metrics, "calls_waiting"), 0.0);
-    assert_eq!(metric(&metrics, "calls_rejected_max_concurrent_total"), 1.0);
+    // The abandoned caller, and the placed call refused by the reject mode.
+    assert_eq!(metric(&metrics, "calls_rejected_max_concurrent_total"), 2.0);
     replica.stop().await;
 }
 

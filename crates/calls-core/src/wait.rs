@@ -7,7 +7,6 @@ use std::time::Duration;
 use crate::call_sid::CallSid;
 use crate::reject::RejectReason;
 use crate::state::CallState;
-use crate::store::Refusal;
 
 /// `WAIT_MAX_CALLERS` when unset.
 pub const DEFAULT_WAIT_MAX_CALLERS: u64 = 100;
@@ -148,8 +147,11 @@ pub enum WaitOutcome {
         sent_by: WaitReason,
         waited: Option<Duration>,
     },
-    /// Not admitted and not in line: recovering after a data loss, or the call already ended.
-    Refused(Refusal),
+    /// Not admitted and not in line: Redis lost its data moments ago and live calls are still
+    /// re-registering (docs/reference.md#admission).
+    Recovering,
+    /// Not admitted and not in line: the call already ended for good.
+    Ended,
     /// `Leave`: the reason the call waited for, if it was in line (its state then ended
     /// `wait_abandoned`).
     Left { sent_by: Option<WaitReason> },

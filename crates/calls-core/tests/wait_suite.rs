@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use calls_core::call_sid::CallSid;
 use calls_core::state::{CallState, CallStatus, EndReason};
-use calls_core::store::{
-    Admission, AdmitPolicy, CallStore, MemoryStore, RedisStore, Refusal, StoreConfig,
-};
+use calls_core::store::{Admission, AdmitPolicy, CallStore, MemoryStore, RedisStore, StoreConfig};
 use calls_core::wait::{
     OverflowReason, WaitOp, WaitOutcome, WaitReason, WaitReport, WaitSettings, WaitVisit,
 };
@@ -305,10 +303,7 @@ where
     assert_eq!(store.wait(WaitOp::Sweep, &s).await.unwrap().waiting, 0);
     // An abandoned call that comes back is over: no slot, no place.
     free(store, "x1").await;
-    assert_eq!(
-        visit(store, "a1", None, &s).await,
-        WaitOutcome::Refused(Refusal::Ended)
-    );
+    assert_eq!(visit(store, "a1", None, &s).await, WaitOutcome::Ended);
 }
 suite!(
     abandonment,

@@ -128,13 +128,15 @@ impl Calls {
                 info!(%call_sid, reason = reason.as_str(), sent_by = sent_by.reject_reason().as_str(), waited_ms = waited.map(|w| w.as_millis() as u64), "call left the waiting line for the reject mode");
                 WaitAnswer::Overflow { reason }
             }
-            WaitOutcome::Refused(Refusal::Ended) => {
+            WaitOutcome::Ended => {
                 info!(%call_sid, "visit for a call that already ended; no slot taken");
                 WaitAnswer::Ended
             }
-            WaitOutcome::Refused(refusal) => {
-                WaitAnswer::Reject(self.refused(call_sid, refusal, reserved.tenant.as_deref()))
-            }
+            WaitOutcome::Recovering => WaitAnswer::Reject(self.refused(
+                call_sid,
+                Refusal::Recovering,
+                reserved.tenant.as_deref(),
+            )),
             WaitOutcome::Left { .. } | WaitOutcome::Swept => {
                 warn!(%call_sid, "the store answered a visit as another step; refusing");
                 WaitAnswer::Reject(RejectReason::StoreUnavailable)

@@ -299,7 +299,7 @@ impl Inner {
             };
         }
         if self.has_ended(sid, now) {
-            return WaitOutcome::Refused(Refusal::Ended);
+            return WaitOutcome::Ended;
         }
         // Nobody jumps the line: a new call takes a slot only if one is left after every turn
         // of the callers present, under its own tenant's cap too.

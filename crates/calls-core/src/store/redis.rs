@@ -1051,18 +1051,14 @@ impl CallStore for RedisStore {
                 count(a),
                 Duration::from_millis(count(b)),
             ),
-            other => match admission("wait", other, count(a))? {
-                Admission::Refused(refusal) => (WaitOutcome::Refused(refusal), 0, Duration::ZERO),
-                Admission::Admitted { new, active } => (
-                    WaitOutcome::Admitted {
-                        new,
-                        active,
-                        waited: None,
-                    },
-                    0,
-                    Duration::ZERO,
-                ),
-            },
+            -1 => (WaitOutcome::Recovering, 0, Duration::ZERO),
+            -3 => (WaitOutcome::Ended, 0, Duration::ZERO),
+            other => {
+                return Err(StoreError::UnexpectedReply {
+                    op: "wait",
+                    detail: format!("code {other}"),
+                });
+            }
         };
         let abandoned: Vec<(String, WaitReason)> = abandoned
             .iter()
