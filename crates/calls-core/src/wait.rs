@@ -147,9 +147,6 @@ pub enum WaitOutcome {
         sent_by: WaitReason,
         waited: Option<Duration>,
     },
-    /// Not admitted and not in line: Redis lost its data moments ago and live calls are still
-    /// re-registering (docs/reference.md#admission).
-    Recovering,
     /// Not admitted and not in line: the call already ended for good.
     Ended,
     /// `Leave`: the reason the call waited for, if it was in line (its state then ended

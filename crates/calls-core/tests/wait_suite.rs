@@ -408,3 +408,25 @@ suite!(
     tenant_cap,
     super::a_tenant_at_its_cap_waits_without_holding_back_others
 );
+
+/// After Redis lost its data, admissions wait for live calls to re-register: a caller arriving
+/// then waits in line instead of being refused, and is admitted once the wait is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_data_loss_puts_callers_in_line_not_out() {
+    let fx = redis(StoreConfig {
+        recovery_holdoff: Duration::from_millis(1500),
+        ..config(1, None)
+    })
+    .await;
+    let store = fx.store.as_ref();
+    let s = settings(5, 300, 100);
+    take(store, "x1").await;
+    let server = fx.redis.as_ref().unwrap();
+    server.cli(&["FLUSHALL"]).unwrap();
+    match visit(store, "a1", None, &s).await {
+        WaitOutcome::Waiting { joined: true, .. } => {}
+        other => panic!("during the recovery wait: {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(1700)).await;
+    assert!(is_admitted(&visit(store, "a1", None, &s).await));
+}

@@ -8,7 +8,6 @@ use tracing::{info, warn};
 use super::{Calls, Intake, RejectReason, WebhookCall};
 use crate::call_sid::CallSid;
 use crate::state::CallState;
-use crate::store::Refusal;
 use crate::wait::{
     OverflowReason, WaitOp, WaitOutcome, WaitReason, WaitReport, WaitSettings, WaitVisit,
 };
@@ -132,11 +131,6 @@ impl Calls {
                 info!(%call_sid, "visit for a call that already ended; no slot taken");
                 WaitAnswer::Ended
             }
-            WaitOutcome::Recovering => WaitAnswer::Reject(self.refused(
-                call_sid,
-                Refusal::Recovering,
-                reserved.tenant.as_deref(),
-            )),
             WaitOutcome::Left { .. } | WaitOutcome::Swept => {
                 warn!(%call_sid, "the store answered a visit as another step; refusing");
                 WaitAnswer::Reject(RejectReason::StoreUnavailable)

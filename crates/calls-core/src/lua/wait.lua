@@ -25,7 +25,7 @@
 --   5 overflow (a 1 timeout | 2 digit | 3 full, b waited ms or -1, c 'm'|'t' the reason it waited for)
 --   6 left (a 1 if it was in line, c the reason it waited for)
 --   7 swept (a callers in line, b longest wait ms)
---   -1 recovering, -3 the call already ended for good
+--   -3 the call already ended for good
 local slots, count_key, started_key, rejected_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local state_key, callers_key, order_key, info_key, served_key, seq_key =
   KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11]
@@ -283,18 +283,18 @@ end
 if ended_for_good(redis.call('GET', state_key)) then
   return finish({-3, 0, 0, 0})
 end
-if now < opens then
-  return finish({-1, 0, 0, 0})
-end
 -- Nobody jumps the line: a slot left after every turn of the callers present, under this call's
--- tenant's cap too, or the line.
+-- tenant's cap too, or the line. While admissions wait after Redis lost its data (live calls
+-- re-registering), no slot is free for anyone: the call waits in line rather than being refused.
 local line = load_line()
-local turns = order(line, free_slots(), true, true)
-local left = free_slots() - #turns
-local own = 0
-for _, caller in ipairs(turns) do
-  if caller.tenant == tenant then
-    own = own + 1
+local left, own = 0, 0
+if now >= opens then
+  local turns = order(line, free_slots(), true, true)
+  left = free_slots() - #turns
+  for _, caller in ipairs(turns) do
+    if caller.tenant == tenant then
+      own = own + 1
+    end
   end
 end
 if left > 0 and room(tenant) - own > 0 then

@@ -1051,7 +1051,6 @@ impl CallStore for RedisStore {
                 count(a),
                 Duration::from_millis(count(b)),
             ),
-            -1 => (WaitOutcome::Recovering, 0, Duration::ZERO),
             -3 => (WaitOutcome::Ended, 0, Duration::ZERO),
             other => {
                 return Err(StoreError::UnexpectedReply {
