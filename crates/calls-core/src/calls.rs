@@ -462,7 +462,7 @@ impl Calls {
         }
         // A waiting call holds no slot: out of the line, and nothing to release.
         if let Some(settings) = self.config.wait
-            && self.leave_line(call_sid, &settings).await
+            && self.leave_line(call_sid, &settings, "hung up").await
         {
             info!(%call_sid, call_status, "status callback: the caller left the waiting line");
             return;

@@ -430,3 +430,46 @@ async fn redis_data_loss_puts_callers_in_line_not_out() {
     tokio::time::sleep(Duration::from_millis(1700)).await;
     assert!(is_admitted(&visit(store, "a1", None, &s).await));
 }
+
+/// The last live replica draining answers a waiting caller with the reject mode: the caller
+/// leaves the line then (counted once, as it leaves), not two polls later as well.
+#[tokio::test(start_paused = true)]
+async fn a_caller_turned_away_by_the_last_draining_replica_leaves_the_line() {
+    use calls_core::calls::{Calls, CallsConfig, Intake, RejectReason, WaitAnswer, WebhookCall};
+    let store: Arc<dyn CallStore> = Arc::new(MemoryStore::new(config(1, None)));
+    let s = settings(5, 300, 100);
+    let calls = Calls::new(
+        CallsConfig {
+            replica_id: "r1".into(),
+            max_concurrent_calls: 1,
+            reservation: LEASE,
+            call_lease: LEASE,
+            renew_interval: Duration::from_secs(10),
+            tenant_key: calls_core::tenant::TenantKey::None,
+            default_tenant_limit: None,
+            resume_limit: 2,
+            wait: Some(s),
+        },
+        store.clone(),
+        Arc::new(calls_core::events::NoEvents),
+    );
+    take(store.as_ref(), "x1").await;
+    let a1 = sid("a1");
+    let answer = calls
+        .visit_line(&a1, WebhookCall::default(), false, Intake::Open)
+        .await;
+    assert!(
+        matches!(answer, WaitAnswer::Wait { position: 1, .. }),
+        "{answer:?}"
+    );
+    let answer = calls
+        .visit_line(&a1, WebhookCall::default(), false, Intake::Closed)
+        .await;
+    assert_eq!(answer, WaitAnswer::Reject(RejectReason::Draining));
+    assert_eq!(calls.sweep_line().await.unwrap().waiting, 0);
+    assert_eq!(
+        state(store.as_ref(), "a1").await.unwrap().end_reason,
+        Some(EndReason::WaitAbandoned)
+    );
+    assert_eq!(store.stats().await.unwrap().rejected_max_concurrent, 1);
+}

@@ -58,7 +58,14 @@ impl Calls {
             };
         };
         if intake == Intake::Closed {
-            // Draining with no other live replica: nobody is left to serve the line either.
+            // Draining with no other live replica: nobody is left to serve the line either. A
+            // caller in it leaves it now (counted once, as it leaves), not two polls later.
+            if self
+                .leave_line(call_sid, &settings, "the last live replica drains")
+                .await
+            {
+                return WaitAnswer::Reject(RejectReason::Draining);
+            }
             return match self.admit_webhook(call_sid, call, intake).await {
                 super::WebhookOutcome::Connect { new } => WaitAnswer::Connect { new },
                 super::WebhookOutcome::Reject(reason) => WaitAnswer::Reject(reason),
@@ -140,7 +147,12 @@ impl Calls {
 
     /// A final status callback for a call that may be waiting: it leaves the line at once.
     /// Returns whether it was in line (then it holds no slot to release).
-    pub(super) async fn leave_line(&self, call_sid: &CallSid, settings: &WaitSettings) -> bool {
+    pub(super) async fn leave_line(
+        &self,
+        call_sid: &CallSid,
+        settings: &WaitSettings,
+        why: &str,
+    ) -> bool {
         match self.store.wait(WaitOp::Leave(call_sid), settings).await {
             Ok(report) => {
                 self.count_abandoned(&report);
@@ -148,7 +160,7 @@ impl Calls {
                     WaitOutcome::Left {
                         sent_by: Some(sent_by),
                     } => {
-                        self.abandoned(call_sid.as_str(), sent_by, "hung up");
+                        self.abandoned(call_sid.as_str(), sent_by, why);
                         true
                     }
                     _ => false,
