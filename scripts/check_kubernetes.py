@@ -20,7 +20,7 @@ import sys
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-SECRET_VARS = {"TWILIO_AUTH_TOKEN", "REDIS_URL", "BRIDGE_HEADERS", "API_TOKEN"}
+SECRET_VARS = {"TWILIO_AUTH_TOKEN", "REDIS_URL", "BRIDGE_HEADERS", "API_TOKEN", "TWILIO_API_KEY_SECRET"}
 # GEP-2257, the Gateway API's duration format.
 GATEWAY_DURATION = re.compile(r"^([0-9]{1,5}(h|m|s|ms)){1,4}$")
 

@@ -9,12 +9,15 @@ use calls_core::store::{CallStore, MemoryStore, RedisStore, StoreConfig, StoreEr
 use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
+use crate::whatsapp::WhatsApp;
 
 pub struct App {
     config: Config,
     calls: Arc<Calls>,
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
+    /// `Some` with `WHATSAPP_FROM` (docs/reference.md#waiting-room).
+    whatsapp: Option<Arc<WhatsApp>>,
 }
 
 impl App {
@@ -24,11 +27,28 @@ impl App {
             .max_concurrent
             .set(i64::try_from(config.max_concurrent_calls).unwrap_or(i64::MAX));
         let calls = Arc::new(Calls::new(calls_config(&config), store, metrics.clone()));
+        // Start-up checked that WHATSAPP_FROM comes with an account, credentials and a usable
+        // TWILIO_API_BASE; a client that still cannot be built leaves the hand-off off, loudly.
+        let whatsapp = config.waiting_room.whatsapp.clone().and_then(|whatsapp| {
+            match config.twilio_api.client()? {
+                Ok(client) => Some(Arc::new(WhatsApp::new(
+                    whatsapp,
+                    &client,
+                    calls.clone(),
+                    metrics.clone(),
+                ))),
+                Err(err) => {
+                    tracing::error!(error = %err, "WhatsApp hand-off off: Twilio's REST client could not be built");
+                    None
+                }
+            }
+        });
         Arc::new(Self {
             config,
             calls,
             metrics,
             lifecycle: Arc::default(),
+            whatsapp,
         })
     }
 
@@ -48,6 +68,11 @@ impl App {
     /// Draining, the stream tracker and the drain deadline.
     pub fn lifecycle(&self) -> &Arc<Lifecycle> {
         &self.lifecycle
+    }
+
+    /// The WhatsApp hand-off, where `WHATSAPP_FROM` is set.
+    pub(crate) fn whatsapp(&self) -> Option<&Arc<WhatsApp>> {
+        self.whatsapp.as_ref()
     }
 
     pub fn is_draining(&self) -> bool {
@@ -71,6 +96,7 @@ fn calls_config(config: &Config) -> CallsConfig {
         tenant_key: config.tenant_key,
         default_tenant_limit: config.default_tenant_limit,
         resume_limit: config.resume_limit,
+        wait: config.waiting_room.settings,
     }
 }
 

@@ -8,6 +8,8 @@
 mod bridge;
 mod flags;
 mod secret;
+mod twilio_api;
+mod waiting_room;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -23,6 +25,10 @@ pub use self::bridge::{
 };
 pub use self::flags::RawConfig;
 pub use self::secret::{Secret, redact_userinfo};
+pub use self::twilio_api::TwilioApiConfig;
+pub use self::waiting_room::{
+    DEFAULT_WAIT_MESSAGE, DEFAULT_WHATSAPP_MESSAGE, WaitingRoomConfig, WhatsAppConfig,
+};
 
 pub use calls_core::store::{
     DEFAULT_CALL_LEASE_SECS, DEFAULT_CALL_LOCK_TTL_SECS, DEFAULT_CALL_STATE_TTL_SECS,
@@ -201,6 +207,10 @@ pub struct Config {
     pub default_tenant_limit: Option<u64>,
     /// `TENANT_METRICS=1`: per-tenant Prometheus labels.
     pub tenant_metrics: bool,
+    /// Twilio's REST API (`TWILIO_ACCOUNT_SID`, credentials, `TWILIO_API_BASE`).
+    pub twilio_api: TwilioApiConfig,
+    /// The waiting room and the WhatsApp hand-off (docs/reference.md#waiting-room).
+    pub waiting_room: WaitingRoomConfig,
     pub log_format: LogFormat,
     /// The stream's fixed timeouts (docs/reference.md#media-stream); not configurable by
     /// environment, tests shorten them.
@@ -527,6 +537,9 @@ impl Config {
             }
         }
 
+        let twilio_api = self::twilio_api::parse(&mut c, raw);
+        let waiting_room = self::waiting_room::parse(&mut c, raw, &twilio_api);
+
         if !c.errors.is_empty() {
             return Err(ConfigErrors(c.errors));
         }
@@ -550,6 +563,8 @@ impl Config {
             tenant_key,
             default_tenant_limit,
             tenant_metrics,
+            twilio_api,
+            waiting_room,
             log_format,
             stream_timeouts: StreamTimeouts::default(),
             store_op_timeout: DEFAULT_STORE_OP_TIMEOUT,

@@ -13,6 +13,7 @@
 //! - [`renewal`]: the periodic tick task.
 //! - [`metrics`]: the Prometheus registry, fed by the core's events.
 //! - [`server`]: the accept loop, and the drain on SIGTERM/SIGINT.
+//! - [`whatsapp`]: the WhatsApp message to a caller turned away (docs/reference.md#waiting-room).
 
 #![forbid(unsafe_code)]
 
@@ -25,3 +26,4 @@ mod metrics;
 mod renewal;
 pub mod server;
 mod stream;
+mod whatsapp;

@@ -28,5 +28,7 @@ pub(crate) async fn run(
         }
         // Errors are logged and counted by the core; the next tick retries.
         let _ = calls.renew(lifecycle.is_draining()).await;
+        // Callers silent for two polls leave the waiting line even when nobody visits it.
+        let _ = calls.sweep_line().await;
     }
 }

@@ -26,6 +26,8 @@ pub async fn run(target: &Target) -> anyhow::Result<()> {
             "calls_rejected_tenant_limit": status.stats.rejected_tenant_limit,
             "replicas": status.replicas,
             "tenants": super::tenants_json(&status),
+            "calls_waiting": status.waiting.callers,
+            "longest_wait_secs": status.waiting.longest_ms / 1000,
         }));
     }
     super::emit(&render(&status))?;
@@ -85,6 +87,15 @@ fn render(status: &ClusterStatus) -> String {
         stats.active, stats.started, stats.rejected_max_concurrent, stats.rejected_tenant_limit
     );
     out.push_str(&tenants_line(settings));
+    out.push_str(&format!(
+        "Waiting in line {}   longest wait {}\n",
+        status.waiting.callers,
+        if status.waiting.callers == 0 {
+            "-".to_owned()
+        } else {
+            age(status.waiting.longest_ms / 1000)
+        }
+    ));
     out.push('\n');
     if status.replicas.is_empty() {
         out.push_str("No live replica (no heartbeat in calls:replica:*).\n");

@@ -170,4 +170,69 @@ pub struct RawConfig {
         help = "1: per-tenant labels in Prometheus metrics [default: 0]"
     )]
     pub tenant_metrics: Option<String>,
+    #[arg(long, env = "WAIT_MAX_SECS", help = with_default(
+        "Waiting room: a call over the cap waits in line up to this long, in seconds; 0: no waiting room",
+        0))]
+    pub wait_max_secs: Option<String>,
+    #[arg(long, env = "WAIT_MAX_CALLERS", help = with_default(
+        "Waiting room: at most this many callers wait, cluster-wide", 100))]
+    pub wait_max_callers: Option<String>,
+    #[arg(long, env = "WAIT_POLL_SECS", help = with_default(
+        "Waiting room: a waiting call comes back to /twilio/wait at least this often, in seconds",
+        5))]
+    pub wait_poll_secs: Option<String>,
+    #[arg(
+        long,
+        env = "WAIT_MESSAGE",
+        help = "Waiting room: said on joining and when the place changes; {position} is filled in [default: all of our lines are busy…]"
+    )]
+    pub wait_message: Option<String>,
+    #[arg(
+        long,
+        env = "HOLD_MUSIC_URL",
+        help = "Waiting room: audio played while waiting (an http(s) URL); unset: silence"
+    )]
+    pub hold_music_url: Option<String>,
+    #[arg(long, env = "WAIT_OVERFLOW_DIGIT", help = with_default(
+        "Waiting room: the digit that leaves the line for the overflow at once", 1))]
+    pub wait_overflow_digit: Option<String>,
+    #[arg(
+        long,
+        env = "WHATSAPP_FROM",
+        help = "Set (whatsapp:+14155238886): every caller turned away gets one WhatsApp message; needs TWILIO_ACCOUNT_SID and credentials"
+    )]
+    pub whatsapp_from: Option<String>,
+    #[arg(
+        long,
+        env = "WHATSAPP_MESSAGE",
+        help = "The WhatsApp message's body; {from} {to} {tenant} filled in [default: sorry we missed your call…]"
+    )]
+    pub whatsapp_message: Option<String>,
+    #[arg(long, env = "WHATSAPP_COOLDOWN_SECS", help = with_default(
+        "At most one WhatsApp message per caller number per this many seconds, cluster-wide",
+        3600))]
+    pub whatsapp_cooldown_secs: Option<String>,
+    #[arg(
+        long,
+        env = "TWILIO_ACCOUNT_SID",
+        help = "The Twilio account (AC…) the REST API is called for (WhatsApp messages)"
+    )]
+    pub twilio_account_sid: Option<String>,
+    #[arg(
+        long,
+        env = "TWILIO_API_KEY_SID",
+        help = "A Twilio API key (SK…) for the REST API, with TWILIO_API_KEY_SECRET; unset: TWILIO_AUTH_TOKEN"
+    )]
+    pub twilio_api_key_sid: Option<String>,
+    #[arg(
+        long,
+        env = "TWILIO_API_KEY_SECRET",
+        hide_env_values = true,
+        help = "The secret of TWILIO_API_KEY_SID; never logged"
+    )]
+    pub twilio_api_key_secret: Option<String>,
+    #[arg(long, env = "TWILIO_API_BASE", help = with_default(
+        "Base URL of Twilio's REST API (a region's edge, or a test double)",
+        twilio_api::DEFAULT_BASE))]
+    pub twilio_api_base: Option<String>,
 }

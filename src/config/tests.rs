@@ -664,7 +664,7 @@ fn every_flag_has_help_and_secrets_hide_their_values() {
         );
         let secret = matches!(
             arg.get_id().as_str(),
-            "redis_url" | "twilio_auth_token" | "bridge_headers"
+            "redis_url" | "twilio_auth_token" | "bridge_headers" | "twilio_api_key_secret"
         );
         assert_eq!(
             arg.is_hide_env_values_set(),
@@ -673,5 +673,70 @@ fn every_flag_has_help_and_secrets_hide_their_values() {
             arg.get_id()
         );
     }
-    assert_eq!(count, 30);
+    assert_eq!(count, 43);
+}
+
+#[test]
+fn the_waiting_room_and_whatsapp_are_checked_whole() {
+    // Off by default; on with WAIT_MAX_SECS > 0.
+    let (config, _) = Config::from_raw(&RawConfig::default()).unwrap();
+    assert_eq!(config.waiting_room.settings, None);
+    assert_eq!(config.twilio_api.base, "https://api.twilio.com");
+    let raw = RawConfig {
+        wait_max_secs: Some("90".into()),
+        wait_poll_secs: Some("4".into()),
+        wait_overflow_digit: Some("#".into()),
+        ..RawConfig::default()
+    };
+    let (config, _) = Config::from_raw(&raw).unwrap();
+    let settings = config.waiting_room.settings.unwrap();
+    assert_eq!(settings.max_wait, Duration::from_secs(90));
+    assert_eq!(settings.poll, Duration::from_secs(4));
+    assert_eq!(settings.max_callers, 100);
+    assert_eq!(config.waiting_room.overflow_digit, '#');
+
+    // Bad values, and WHATSAPP_FROM without an account or credentials, name their variables.
+    let raw = RawConfig {
+        wait_max_secs: Some("-1".into()),
+        wait_max_callers: Some("0".into()),
+        wait_overflow_digit: Some("12".into()),
+        hold_music_url: Some("ftp://x".into()),
+        whatsapp_from: Some("whatsapp:+14155238886".into()),
+        twilio_api_key_sid: Some("SK1".into()),
+        twilio_api_base: Some("http://api.example.com".into()),
+        ..RawConfig::default()
+    };
+    let errors = Config::from_raw(&raw).unwrap_err();
+    assert_eq!(
+        errors.vars(),
+        [
+            "TWILIO_API_KEY_SECRET",
+            "TWILIO_API_BASE",
+            "WAIT_MAX_SECS",
+            "WAIT_MAX_CALLERS",
+            "HOLD_MUSIC_URL",
+            "WAIT_OVERFLOW_DIGIT",
+            "TWILIO_ACCOUNT_SID",
+        ]
+    );
+
+    // An API key's secret is never shown, in an error or in Debug.
+    let raw = RawConfig {
+        whatsapp_from: Some("whatsapp:+14155238886".into()),
+        twilio_account_sid: Some("AC0123456789abcdef0123456789abcdef".into()),
+        twilio_api_key_sid: Some("SK0123456789abcdef0123456789abcdef".into()),
+        twilio_api_key_secret: Some("hunter2-key-secret".into()),
+        ..RawConfig::default()
+    };
+    let (config, _) = Config::from_raw(&raw).unwrap();
+    assert!(config.twilio_api.credentials.is_some());
+    assert!(config.waiting_room.whatsapp.is_some());
+    assert!(!format!("{config:?}").contains("hunter2-key-secret"));
+    let raw = RawConfig {
+        twilio_account_sid: Some("AC0123".into()),
+        ..raw
+    };
+    let errors = Config::from_raw(&raw).unwrap_err();
+    assert!(!errors.to_string().contains("hunter2-key-secret"));
+    assert_eq!(errors.vars(), ["TWILIO_ACCOUNT_SID"]);
 }

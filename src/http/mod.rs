@@ -29,7 +29,9 @@ mod ops;
 mod overflow;
 mod status;
 mod stream;
+mod turned_away;
 mod voice;
+mod wait;
 
 /// Twilio's webhooks are a few hundred bytes; anything near this is not Twilio.
 const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -50,7 +52,11 @@ pub(crate) fn router(app: Arc<App>) -> Router {
     Router::new()
         // Twilio lets a number's webhooks use GET (parameters in the query string): every Twilio
         // endpoint but the stream accepts both.
-        .route("/twilio/voice", get(voice::handle).post(voice::handle))
+        // With the waiting room on, the voice webhook visits the line first (`wait.rs`).
+        .route(
+            "/twilio/voice",
+            get(wait::voice_webhook).post(wait::voice_webhook),
+        )
         .route("/twilio/status", get(status::handle).post(status::handle))
         .route(
             "/twilio/fallback",
@@ -60,6 +66,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
             twiml::AFTER_STREAM_PATH,
             get(after_stream::handle).post(after_stream::handle),
         )
+        .route(twiml::WAIT_PATH, get(wait::handle).post(wait::handle))
         .route(
             "/twilio/stream",
             get(stream::handle).layer(Extension(streams)),
@@ -307,7 +314,7 @@ pub(crate) fn after_stream_url(app: &App, headers: &HeaderMap) -> String {
 }
 
 /// Whether the request came in over https, and its host, as nginx forwards them (else `Host`).
-fn forwarded_origin(headers: &HeaderMap) -> (bool, &str) {
+pub(crate) fn forwarded_origin(headers: &HeaderMap) -> (bool, &str) {
     let header = |name: &str| {
         headers
             .get(name)

@@ -12,6 +12,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use calls_core::calls::LineSummary;
 use calls_core::store::{ClusterStats, StoreError, TenantsUsage};
 use calls_core::tenant::TenantKey;
 
@@ -159,6 +160,14 @@ pub(super) async fn metrics_json(State(app): State<Arc<App>>) -> Response {
             if let Some(tenants) = tenants {
                 body["tenants"] = json!(tenants);
             }
+            // docs/reference.md#waiting-room: the line, cluster-wide, where the room is on.
+            let line = match app.calls().waiting_room() {
+                None => Some(LineSummary::default()),
+                Some(_) => app.calls().sweep_line().await,
+            };
+            if let Some(line) = line {
+                body["calls_waiting"] = json!(line.waiting);
+            }
             Json(body).into_response()
         }
         Err(error) => (
@@ -177,6 +186,8 @@ pub(super) async fn metrics_json(State(app): State<Arc<App>>) -> Response {
 pub(super) async fn metrics_text(State(app): State<Arc<App>>) -> Response {
     // A failed read keeps the last cluster figures; the error counter tells the story.
     let _ = cluster_stats(&app).await;
+    // The waiting line's gauges, fresh at each scrape (a failed sweep keeps the last).
+    let _ = app.calls().sweep_line().await;
     app.metrics()
         .calls_active
         .set(app.calls().live().len() as i64);

@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use calls_core::calls::{Intake, RejectReason, WebhookCall, WebhookOutcome};
 use twilio::twiml;
 
+use super::turned_away;
 use super::{TwilioRequest, after_stream_url, stream_url, twilio_call_form};
 use crate::app::App;
 use crate::config::RejectMode;
@@ -50,7 +51,10 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
             };
             connect(&app, &request.headers, &parameters)
         }
-        WebhookOutcome::Reject(reason) => reject(&app, reason),
+        WebhookOutcome::Reject(reason) => {
+            turned_away::hand_off(&app, &call_sid, &form);
+            reject(&app, reason)
+        }
         WebhookOutcome::Ended => xml(StatusCode::OK, twiml::hangup()),
     }
 }
@@ -82,7 +86,7 @@ pub(super) fn xml(status: StatusCode, body: String) -> Response {
 /// The configured reject mode (docs/reference.md#configuration `REJECT_MODE`). A 503's body says
 /// why (it is no secret, and an operator reading Twilio's debugger needs it); the caller hears the
 /// same either way.
-fn reject(app: &App, reason: RejectReason) -> Response {
+pub(super) fn reject(app: &App, reason: RejectReason) -> Response {
     let reject = &app.config().reject;
     match reject.mode {
         RejectMode::ServiceUnavailable => {

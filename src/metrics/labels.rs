@@ -119,3 +119,16 @@ labels! {
         Continue => "continue",
     }
 }
+
+labels! {
+    /// `calls_whatsapp_total{result}`: what became of a caller's WhatsApp message
+    /// (docs/reference.md#waiting-room).
+    WhatsAppResult {
+        Sent => "sent",
+        Failed => "failed",
+        /// The number had one within `WHATSAPP_COOLDOWN_SECS`.
+        Cooldown => "cooldown",
+        /// The caller's `From` is no E.164 number (withheld, a SIP or client identity).
+        NoNumber => "no_number",
+    }
+}

@@ -3,6 +3,7 @@
 
 mod labels;
 mod process;
+mod waiting_room;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,6 +13,7 @@ use calls_core::calls::RejectReason;
 use calls_core::events::CallEvents;
 use calls_core::state::EndReason;
 use calls_core::store::{ClusterStats, RenewReport, Shed, TenantsUsage};
+use calls_core::wait::OverflowReason;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -22,8 +24,9 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub(crate) use self::labels::{
-    Answer, BridgeDrop, BridgeFailure, Direction, HttpReject, MediaDrop,
+    Answer, BridgeDrop, BridgeFailure, Direction, HttpReject, MediaDrop, WhatsAppResult,
 };
+pub(crate) use self::waiting_room::WaitMetrics;
 
 /// One label with a value from a fixed set, e.g. `reason="bad_base64"`.
 pub(crate) type Label = [(&'static str, &'static str); 1];
@@ -90,6 +93,8 @@ pub struct Metrics {
     pub calls_resumed: Counter,
     /// After-stream answers by kind: `hangup`, `fallback`, `continue`.
     after_stream: Family<Label, Counter>,
+    /// The waiting room and the WhatsApp hand-off (docs/reference.md#waiting-room).
+    pub wait: WaitMetrics,
 }
 
 impl Default for Metrics {
@@ -145,6 +150,7 @@ impl Metrics {
             bridges_open: Gauge::default(),
             calls_resumed: Counter::default(),
             after_stream: Family::default(),
+            wait: WaitMetrics::new(&mut registry),
             registry: Registry::default(),
         };
         let reg = &mut registry;
@@ -493,6 +499,22 @@ impl CallEvents for Metrics {
 
     fn stream_ended(&self, reason: EndReason) {
         self.ended(reason);
+    }
+
+    fn wait_admitted(&self, waited: Duration) {
+        self.wait.admitted(waited);
+    }
+
+    fn wait_abandoned(&self) {
+        self.wait.abandoned.inc();
+    }
+
+    fn wait_overflow(&self, reason: OverflowReason) {
+        self.wait.overflow(reason);
+    }
+
+    fn wait_line(&self, waiting: u64, longest: Duration) {
+        self.wait.line(waiting, longest);
     }
 
     fn renewed(&self, report: &RenewReport, limit: u64) {

@@ -38,3 +38,4 @@ mod tls_front;
 mod twilio_api_double;
 mod twilio_e2e;
 mod twilio_setup;
+mod waiting_room;

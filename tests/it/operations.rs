@@ -39,11 +39,13 @@ async fn metrics_json_has_exactly_the_contract_fields() {
             "calls_rejected_max_concurrent",
             "calls_rejected_tenant_limit",
             "calls_started",
+            "calls_waiting",
             "max_concurrent_calls",
             "replica",
             "state_backend"
         ]
     );
+    assert_eq!(json["calls_waiting"], 0, "no waiting room: nobody waits");
     assert_eq!(json["calls_active"], 2, "reservations count cluster-wide");
     assert_eq!(json["calls_started"], 2);
     assert_eq!(json["calls_rejected_max_concurrent"], 1);

@@ -20,6 +20,10 @@ use crate::store::{
     ResumeGrant, StoreError, StreamAdmission, StreamEnd,
 };
 use crate::tenant::{InvalidTenant, TenantKey};
+use crate::wait::WaitSettings;
+
+mod waiting;
+pub use self::waiting::{LineSummary, WaitAnswer};
 
 /// What the lifecycle needs from the service configuration.
 #[derive(Debug, Clone)]
@@ -41,6 +45,8 @@ pub struct CallsConfig {
     /// `RESUME_LIMIT`: continuations granted per call after its stream was lost
     /// (docs/reference.md#after-stream).
     pub resume_limit: u32,
+    /// The waiting room (`WAIT_*`, docs/reference.md#waiting-room); `None`: off (`WAIT_MAX_SECS=0`).
+    pub wait: Option<WaitSettings>,
 }
 
 /// The `customParameters` name a continued stream's grant travels under
@@ -198,16 +204,7 @@ impl Calls {
             info!(%call_sid, "call refused: replica is draining and no other replica is live");
             return WebhookOutcome::Reject(RejectReason::Draining);
         }
-        let mut state = CallState::reserved(call_sid.as_str(), &self.config.replica_id);
-        let tenant = self
-            .config
-            .tenant_key
-            .of_webhook(call.account_sid.as_deref(), call.to.as_deref());
-        state.tenant = self.tenant_or_none(call_sid, tenant);
-        state.account_sid = call.account_sid;
-        state.from = call.from;
-        state.to = call.to;
-        state.stream_url = call.stream_url;
+        let state = self.reserved_state(call_sid, call);
         let admission = self
             .timed_admit(
                 call_sid,
@@ -469,6 +466,13 @@ impl Calls {
         }
         if let Some(live) = self.live.get(call_sid) {
             live.end_from_outside(EndReason::StatusCallback);
+        }
+        // A waiting call holds no slot: out of the line, and nothing to release.
+        if let Some(settings) = self.config.wait
+            && self.leave_line(call_sid, &settings, "hung up").await
+        {
+            info!(%call_sid, call_status, "status callback: the caller left the waiting line");
+            return;
         }
         match self
             .store

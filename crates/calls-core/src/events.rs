@@ -6,6 +6,7 @@ use std::time::Duration;
 use crate::reject::RejectReason;
 use crate::state::EndReason;
 use crate::store::{RenewReport, Shed};
+use crate::wait::OverflowReason;
 
 /// Receives the lifecycle's events. Every method has a no-op default, so a test or a bench
 /// implements only what it looks at. Called on the admission path: keep implementations cheap.
@@ -31,6 +32,16 @@ pub trait CallEvents: Send + Sync + 'static {
     fn resumed(&self) {}
     /// A live stream ended, for `reason`.
     fn stream_ended(&self, _reason: EndReason) {}
+    /// A call over the cap joined the waiting line (docs/reference.md#waiting-room).
+    fn wait_joined(&self) {}
+    /// A call was admitted from the waiting line after waiting `waited`.
+    fn wait_admitted(&self, _waited: std::time::Duration) {}
+    /// A caller left the waiting line unserved (hung up, or silent for two polls).
+    fn wait_abandoned(&self) {}
+    /// A caller left the waiting line for the reject mode, or found it full.
+    fn wait_overflow(&self, _reason: OverflowReason) {}
+    /// A sweep found `waiting` callers in line cluster-wide, the longest waiting `longest`.
+    fn wait_line(&self, _waiting: u64, _longest: std::time::Duration) {}
     /// A renewal tick finished; `limit` is the configured cap, for the over-limit check.
     fn renewed(&self, _report: &RenewReport, _limit: u64) {}
 }

@@ -26,6 +26,22 @@ pub const SLOT_TENANT: &str = "calls:slot_tenant";
 /// every replica, or stopped), and the recovery wait opens; one replica's loss leaves it in the
 /// future (docs/reference.md#admission).
 pub const RENEWED_UNTIL: &str = "calls:renewed_until";
+/// The waiting room's line (docs/reference.md#waiting-room), shared with outbound dialling: sorted
+/// set, member call SID, score = Redis-TIME ms after which that caller counts as gone (two polls
+/// after their last visit). Anyone waits iff `ZCOUNT calls:wait:callers (now +inf` > 0.
+pub const WAIT_CALLERS: &str = "calls:wait:callers";
+/// Sorted set, member call SID, score = its joining sequence: the order of the line.
+pub const WAIT_ORDER: &str = "calls:wait:order";
+/// Hash call SID → `seq|joined_ms|last_visit_ms|reason|position|tenant`: what the line knows of
+/// each caller (`reason`: `m` max_concurrent, `t` tenant_limit; `tenant` last, it may hold `|`).
+pub const WAIT_INFO: &str = "calls:wait:info";
+/// Hash tenant → Redis-TIME ms it was last served from the line (`""`: calls without a tenant).
+pub const WAIT_SERVED: &str = "calls:wait:served";
+/// The joining sequence (INCR).
+pub const WAIT_SEQ: &str = "calls:wait:seq";
+/// Set NX EX `WHATSAPP_COOLDOWN_SECS` per caller number: one WhatsApp message per number per
+/// cooldown, cluster-wide.
+const WHATSAPP_SENT_PREFIX: &str = "calls:whatsapp:sent:";
 /// Heartbeats are found by `SCAN MATCH` with this pattern (the command line; never `KEYS`).
 pub const REPLICA_PATTERN: &str = "calls:replica:*";
 
@@ -42,6 +58,11 @@ pub fn lock(call_sid: &CallSid) -> String {
 
 pub fn replica(replica_id: &str) -> String {
     format!("calls:replica:{replica_id}")
+}
+
+/// The WhatsApp cooldown of one caller number (docs/reference.md#waiting-room).
+pub fn whatsapp_sent(number: &str) -> String {
+    format!("{WHATSAPP_SENT_PREFIX}{number}")
 }
 
 /// A tenant's live slots: a sorted set like `calls:slots` (member call SID, score lease deadline).
@@ -74,6 +95,8 @@ mod tests {
         assert_eq!(lock(&sid), "calls:lock:CA123");
         assert_eq!(replica("calls-2"), "calls:replica:calls-2");
         assert_eq!(tenant_slots("AC9"), "calls:tenant:AC9:slots");
+        assert_eq!(WAIT_CALLERS, "calls:wait:callers");
+        assert_eq!(whatsapp_sent("+15550100"), "calls:whatsapp:sent:+15550100");
         assert!(lua_key_header().contains("'calls:tenant:' .. tenant .. ':slots'"));
     }
 }

@@ -14,6 +14,8 @@
 //! - [`calls`]: the call lifecycle as [`calls::Calls`]: admit, start, end, status, renew.
 //! - [`reject`]: why a call is turned away ([`reject::RejectReason`]).
 //! - [`tenant`]: which tenant a call belongs to (`TENANT_KEY`, docs/reference.md#tenants).
+//! - [`wait`]: the waiting room's fair order and the answers of one step in line
+//!   (docs/reference.md#waiting-room).
 //! - [`events`]: what the lifecycle reports (refusals, store errors, timings) to whoever counts it.
 
 #![forbid(unsafe_code)]
@@ -27,3 +29,4 @@ mod reject;
 pub mod state;
 pub mod store;
 pub mod tenant;
+pub mod wait;

@@ -22,6 +22,8 @@ pub const MAX_CUSTOM_PARAMETERS_BYTES: usize = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallStatus {
+    /// In the waiting room's line (docs/reference.md#waiting-room): no slot held.
+    Waiting,
     Reserved,
     Active,
     Ended,
@@ -52,13 +54,19 @@ pub enum EndReason {
     BridgeLost,
     /// The voice agent stopped reading (a write waited 5 s).
     BridgeStalled,
+    /// Left the waiting room's line for the reject mode: waited `WAIT_MAX_SECS`, pressed the
+    /// overflow digit (docs/reference.md#waiting-room).
+    WaitOverflow,
+    /// Left the waiting room's line unserved: hung up (a final status callback) or stopped
+    /// coming back for two polls.
+    WaitAbandoned,
     #[serde(other)]
     Other,
 }
 
 impl EndReason {
     /// Every reason a replica records, for metrics that must exist at zero from start-up.
-    pub const ALL: [Self; 15] = [
+    pub const ALL: [Self; 17] = [
         Self::Stop,
         Self::StatusCallback,
         Self::Disconnected,
@@ -74,6 +82,8 @@ impl EndReason {
         Self::BridgeConnectFailed,
         Self::BridgeLost,
         Self::BridgeStalled,
+        Self::WaitOverflow,
+        Self::WaitAbandoned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -93,6 +103,8 @@ impl EndReason {
             Self::BridgeConnectFailed => "bridge_connect_failed",
             Self::BridgeLost => "bridge_lost",
             Self::BridgeStalled => "bridge_stalled",
+            Self::WaitOverflow => "wait_overflow",
+            Self::WaitAbandoned => "wait_abandoned",
             Self::Other => "other",
         }
     }
@@ -191,6 +203,10 @@ pub struct CallState {
     /// `resumed` parameter a new stream's `start` must carry to take the call over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_grant: Option<u32>,
+    /// When the call joined the waiting room's line (RFC 3339), while it waits and after
+    /// (docs/reference.md#waiting-room); absent for a call that never waited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<String>,
 }
 
 impl CallState {
@@ -220,7 +236,16 @@ impl CallState {
             resumes: 0,
             handovers: 0,
             resume_grant: None,
+            waiting_since: None,
         }
+    }
+
+    /// A state as a call joining the waiting room's line writes it.
+    pub fn waiting(call_sid: &str, replica: &str) -> Self {
+        let mut state = Self::reserved(call_sid, replica);
+        state.status = CallStatus::Waiting;
+        state.waiting_since = Some(state.created_at.clone());
+        state
     }
 
     /// Marks the call ended unless it already is; the first recorded reason wins.

@@ -850,6 +850,7 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
             tenant_key: calls_core::tenant::TenantKey::To,
             default_tenant_limit: Some(3),
             resume_limit: 2,
+            wait: None,
         },
         store,
         Arc::new(NoEvents),

@@ -13,6 +13,9 @@ pub const STREAM_PATH: &str = "/twilio/stream";
 /// (docs/reference.md#endpoints, #after-stream).
 pub const AFTER_STREAM_PATH: &str = "/twilio/after-stream";
 
+/// Path a waiting call comes back to (docs/reference.md#waiting-room).
+pub const WAIT_PATH: &str = "/twilio/wait";
+
 /// The `<Parameter>`s of a `<Stream>`, which reach the stream's `start` as `customParameters`
 /// (docs/reference.md#media-stream, #after-stream), under the names voice-agent frameworks read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,6 +131,62 @@ pub fn say_then(message: &str, redirect_url: Option<&str>) -> String {
     }
     xml.push_str("</Response>");
     xml
+}
+
+/// What keeps a caller in the waiting room's line (docs/reference.md#waiting-room).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hold<'a> {
+    /// `/twilio/wait`'s URL: the `<Gather action>` and the `<Redirect>`.
+    pub wait_url: &'a str,
+    /// Said first (the caller's position), if anything.
+    pub say: Option<&'a str>,
+    /// `<Play>`ed (hold music), else `<Pause length="pause_secs">`.
+    pub music_url: Option<&'a str>,
+    pub pause_secs: u64,
+}
+
+/// `<Gather numDigits="1" action="{wait}" timeout="1">` around `<Say>` and `<Play>`/`<Pause>`,
+/// then `<Redirect method="POST">{wait}`: the caller hears the hold and comes back, with `Digits`
+/// if they pressed a key.
+pub fn hold(hold: &Hold<'_>) -> String {
+    let mut xml = String::with_capacity(
+        256 + 2 * hold.wait_url.len()
+            + hold.say.map_or(0, str::len)
+            + hold.music_url.map_or(0, str::len),
+    );
+    xml.push_str(DECLARATION);
+    xml.push_str(r#"<Response><Gather numDigits="1" timeout="1" method="POST" action=""#);
+    push_escaped(&mut xml, hold.wait_url);
+    xml.push_str(r#"">"#);
+    if let Some(say) = hold.say {
+        xml.push_str("<Say>");
+        push_escaped(&mut xml, say);
+        xml.push_str("</Say>");
+    }
+    match hold.music_url {
+        Some(url) => {
+            xml.push_str("<Play>");
+            push_escaped(&mut xml, url);
+            xml.push_str("</Play>");
+        }
+        None => {
+            xml.push_str(r#"<Pause length=""#);
+            xml.push_str(&hold.pause_secs.max(1).to_string());
+            xml.push_str(r#""/>"#);
+        }
+    }
+    xml.push_str(r#"</Gather><Redirect method="POST">"#);
+    push_escaped(&mut xml, hold.wait_url);
+    xml.push_str("</Redirect></Response>");
+    xml
+}
+
+/// `/twilio/wait`'s URL for a service reachable at `public_base`, built like
+/// [`after_stream_url`]: Twilio signs its requests over it as the TwiML gave it.
+pub fn wait_url(public_base: &str) -> Result<String, StreamUrlError> {
+    let (https, authority_and_prefix) = normalised_base(public_base)?;
+    let scheme = if https { "https" } else { "http" };
+    Ok(format!("{scheme}://{authority_and_prefix}{WAIT_PATH}"))
 }
 
 /// `<Reject reason="busy"/>`: the caller hears a busy signal and the call is never answered or billed.
@@ -251,6 +310,34 @@ mod tests {
             escaped("a\u{0}b\u{1b}c\u{7f}d\u{fffe}e\u{ffff}"),
             "abc\u{7f}de"
         );
+    }
+
+    #[test]
+    fn hold_gathers_one_digit_around_the_message_then_comes_back() {
+        let url = wait_url("https://calls.example.com/").unwrap();
+        assert_eq!(url, "https://calls.example.com/twilio/wait");
+        let silent = hold(&Hold {
+            wait_url: &url,
+            say: Some("You are number 2 & counting"),
+            music_url: None,
+            pause_secs: 3,
+        });
+        assert_eq!(
+            silent,
+            format!(
+                "{DECL}<Response><Gather numDigits=\"1\" timeout=\"1\" method=\"POST\" \
+                 action=\"{url}\"><Say>You are number 2 &amp; counting</Say><Pause length=\"3\"/>\
+                 </Gather><Redirect method=\"POST\">{url}</Redirect></Response>"
+            )
+        );
+        let music = hold(&Hold {
+            wait_url: &url,
+            say: None,
+            music_url: Some("https://cdn.example.com/hold.mp3"),
+            pause_secs: 0,
+        });
+        assert!(music.contains("<Play>https://cdn.example.com/hold.mp3</Play></Gather>"));
+        assert!(!music.contains("<Say>"));
     }
 
     #[test]

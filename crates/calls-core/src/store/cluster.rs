@@ -131,6 +131,15 @@ pub struct ClusterStatus {
     pub tenants: TenantsUsage,
     /// The tenants with a cap of their own (`calls:tenant_limits`), to tell it from the default.
     pub own_limits: BTreeMap<String, u64>,
+    /// The waiting room's line (docs/reference.md#waiting-room).
+    pub waiting: WaitingLine,
+}
+
+/// How many wait in the waiting room's line, and the longest wait.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WaitingLine {
+    pub callers: u64,
+    pub longest_ms: u64,
 }
 
 pub struct ClusterView {
@@ -194,12 +203,34 @@ impl ClusterView {
             &limits,
             default_limit,
         );
+        let waiting = self.waiting().await?;
         Ok(ClusterStatus {
             stats,
             replicas,
             settings,
             tenants,
             own_limits: limits,
+            waiting,
+        })
+    }
+
+    /// The callers in line who have not left it (two polls silent), and the longest wait, by
+    /// Redis' clock (`joined_ms` is the second field of each `calls:wait:info` entry).
+    pub async fn waiting(&self) -> Result<WaitingLine, StoreError> {
+        let now = self.now_ms().await?;
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.zcount(keys::WAIT_CALLERS, format!("({now}"), "+inf")
+            .hvals(keys::WAIT_INFO);
+        let (callers, infos): (u64, Vec<String>) =
+            self.bounded("waiting", pipe.query_async(&mut conn)).await?;
+        let oldest = infos
+            .iter()
+            .filter_map(|info| info.split('|').nth(1)?.parse::<u64>().ok())
+            .min();
+        Ok(WaitingLine {
+            callers,
+            longest_ms: oldest.map_or(0, |joined| now.saturating_sub(joined)),
         })
     }
 

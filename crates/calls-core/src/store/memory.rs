@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+use super::line::{InLine, Line};
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
     RenewBatch, RenewReport, ResumeGrant, StoreConfig, StoreError, StreamAdmission, StreamEnd,
@@ -15,6 +16,9 @@ use super::{
 };
 use crate::call_sid::CallSid;
 use crate::state::{CallState, CallStatus, EndReason};
+use crate::wait::{
+    OverflowReason, WaitOp, WaitOutcome, WaitReason, WaitReport, WaitSettings, WaitVisit,
+};
 
 #[derive(Default)]
 struct Inner {
@@ -31,6 +35,10 @@ struct Inner {
     states: HashMap<String, (CallState, Instant)>,
     /// Reservations whose stream never came, reclaimed since the last renewal reported them.
     lapsed: Vec<LapsedReservation>,
+    /// The waiting room's line (docs/reference.md#waiting-room).
+    line: Line,
+    /// Caller number → end of its WhatsApp cooldown.
+    whatsapp_sent: HashMap<String, Instant>,
 }
 
 impl Inner {
@@ -177,6 +185,199 @@ impl Inner {
             .get(call_sid)
             .filter(|(state, until)| *until > now && state.status != CallStatus::Ended)
             .map(|(state, _)| state)
+    }
+}
+
+impl Inner {
+    /// Free slots under `tenant`'s cap (`""`: no tenant, no cap of its own).
+    fn tenant_room(&self, tenant: &str, config: &StoreConfig) -> u64 {
+        match config.default_tenant_limit {
+            Some(cap) if !tenant.is_empty() => cap.saturating_sub(self.tenant_active(tenant)),
+            _ => u64::MAX,
+        }
+    }
+
+    /// A caller leaving the line unserved: counted once as refused for the reason that sent
+    /// them there, their state ended with `reason`.
+    fn left_unserved(&mut self, call_sid: &str, caller: &InLine, reason: EndReason, now: Instant) {
+        match caller.reason {
+            WaitReason::MaxConcurrent => self.rejected_max_concurrent += 1,
+            WaitReason::TenantLimit => self.rejected_tenant_limit += 1,
+        }
+        self.end_state(call_sid, reason, now);
+    }
+
+    /// Callers silent for two polls leave the line.
+    fn prune_line(&mut self, now: Instant, settings: &WaitSettings) -> Vec<(String, WaitReason)> {
+        let gone = self.line.prune(now, settings);
+        for (sid, caller) in &gone {
+            self.left_unserved(sid, caller, EndReason::WaitAbandoned, now);
+        }
+        gone.into_iter()
+            .map(|(sid, caller)| (sid, caller.reason))
+            .collect()
+    }
+
+    /// The callers whose turn it is now.
+    fn turns(
+        &self,
+        now: Instant,
+        settings: &WaitSettings,
+        config: &StoreConfig,
+    ) -> Vec<(String, String)> {
+        let free = config.limit.saturating_sub(self.active());
+        self.line.turns(now, settings, free, &|tenant| {
+            self.tenant_room(tenant, config)
+        })
+    }
+
+    /// `wait.lua`'s visit, in process.
+    fn visit(
+        &mut self,
+        visit: &WaitVisit<'_>,
+        now: Instant,
+        settings: &WaitSettings,
+        config: &StoreConfig,
+    ) -> WaitOutcome {
+        let sid = visit.call_sid.as_str();
+        let tenant = visit.tenant.unwrap_or("");
+        let deadline = now + visit.reservation;
+        if self.slots.contains_key(sid) {
+            // A retried webhook, or a visit after the admission: the slot it holds, never a
+            // second one.
+            self.line.remove(sid);
+            let admission = self.admit(sid, AdmitPolicy::MayTakeSlot, deadline, config, None);
+            let active = self.active();
+            return WaitOutcome::Admitted {
+                new: false,
+                active: match admission {
+                    Admission::Admitted { active, .. } => active,
+                    Admission::Refused(_) => active,
+                },
+                waited: None,
+            };
+        }
+        if let Some(caller) = self.line.get_mut(sid) {
+            caller.last_visit = now;
+            let (joined, caller_tenant) = (caller.joined, caller.tenant.clone());
+            let waited = now.saturating_duration_since(joined);
+            if visit.digit {
+                return self.overflow(sid, OverflowReason::Digit, now);
+            }
+            let turn = self
+                .turns(now, settings, config)
+                .iter()
+                .any(|(t, _)| t == sid);
+            if turn {
+                let tenant = (!caller_tenant.is_empty()).then_some(caller_tenant.as_str());
+                if let Admission::Admitted { new, active } =
+                    self.admit(sid, AdmitPolicy::MayTakeSlot, deadline, config, tenant)
+                {
+                    self.line.remove(sid);
+                    self.line.served(&caller_tenant);
+                    // The admitted call's state says how long it waited (as wait.lua splices it).
+                    let mut reserved = visit.reserved.clone();
+                    reserved.waiting_since = self
+                        .states
+                        .get(sid)
+                        .and_then(|(stored, _)| stored.waiting_since.clone());
+                    self.write_state(&reserved, now, config);
+                    return WaitOutcome::Admitted {
+                        new,
+                        active,
+                        waited: Some(waited),
+                    };
+                }
+            }
+            if waited >= settings.max_wait {
+                return self.overflow(sid, OverflowReason::Timeout, now);
+            }
+            let position = self.line.position(now, settings, sid);
+            let caller = self.line.get_mut(sid).expect("still in line");
+            let announce = caller.position != position;
+            caller.position = position;
+            return WaitOutcome::Waiting {
+                position,
+                announce,
+                joined: false,
+            };
+        }
+        if self.has_ended(sid, now) {
+            return WaitOutcome::Ended;
+        }
+        // Nobody jumps the line: a new call takes a slot only if one is left after every turn
+        // of the callers present, under its own tenant's cap too.
+        let turns = self.turns(now, settings, config);
+        let free = config
+            .limit
+            .saturating_sub(self.active())
+            .saturating_sub(turns.len() as u64);
+        let own_turns = turns.iter().filter(|(_, t)| t == tenant).count() as u64;
+        let room = self.tenant_room(tenant, config).saturating_sub(own_turns);
+        if free > 0 && room > 0 {
+            let admission = self.admit(
+                sid,
+                AdmitPolicy::MayTakeSlot,
+                deadline,
+                config,
+                visit.tenant,
+            );
+            if let Admission::Admitted { new, active } = admission {
+                self.write_state(visit.reserved, now, config);
+                return WaitOutcome::Admitted {
+                    new,
+                    active,
+                    waited: None,
+                };
+            }
+        }
+        let reason = if free == 0 {
+            WaitReason::MaxConcurrent
+        } else {
+            WaitReason::TenantLimit
+        };
+        if self.line.len() >= settings.max_callers {
+            match reason {
+                WaitReason::MaxConcurrent => self.rejected_max_concurrent += 1,
+                WaitReason::TenantLimit => self.rejected_tenant_limit += 1,
+            }
+            return WaitOutcome::Overflow {
+                reason: OverflowReason::Full,
+                sent_by: reason,
+                waited: None,
+            };
+        }
+        self.line.join(sid, tenant, reason, now);
+        self.write_state(visit.waiting, now, config);
+        let position = self.line.position(now, settings, sid);
+        if let Some(caller) = self.line.get_mut(sid) {
+            caller.position = position;
+        }
+        WaitOutcome::Waiting {
+            position,
+            announce: true,
+            joined: true,
+        }
+    }
+
+    fn overflow(&mut self, call_sid: &str, reason: OverflowReason, now: Instant) -> WaitOutcome {
+        let caller = self
+            .line
+            .remove(call_sid)
+            .expect("overflow of a caller in line");
+        self.left_unserved(call_sid, &caller, EndReason::WaitOverflow, now);
+        WaitOutcome::Overflow {
+            reason,
+            sent_by: caller.reason,
+            waited: Some(now.saturating_duration_since(caller.joined)),
+        }
+    }
+
+    fn write_state(&mut self, state: &CallState, now: Instant, config: &StoreConfig) {
+        self.states.insert(
+            state.call_sid.clone(),
+            (state.clone(), now + config.state_ttl),
+        );
     }
 }
 
@@ -461,6 +662,52 @@ impl CallStore for MemoryStore {
             .states
             .insert(state.call_sid.clone(), (state.clone(), until));
         Ok(())
+    }
+
+    async fn wait(
+        &self,
+        op: WaitOp<'_>,
+        settings: &WaitSettings,
+    ) -> Result<WaitReport, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.reclaim(now);
+        let abandoned = inner.prune_line(now, settings);
+        let outcome = match op {
+            WaitOp::Visit(visit) => inner.visit(&visit, now, settings, &self.config),
+            WaitOp::Leave(call_sid) => {
+                let sid = call_sid.as_str();
+                let sent_by = inner.line.remove(sid).map(|caller| {
+                    inner.left_unserved(sid, &caller, EndReason::WaitAbandoned, now);
+                    caller.reason
+                });
+                WaitOutcome::Left { sent_by }
+            }
+            WaitOp::Sweep => WaitOutcome::Swept,
+        };
+        let (waiting, longest) = match outcome {
+            WaitOutcome::Swept => (inner.line.len(), inner.line.longest(now)),
+            _ => (0, Duration::ZERO),
+        };
+        Ok(WaitReport {
+            outcome,
+            abandoned,
+            waiting,
+            longest,
+        })
+    }
+
+    async fn claim_whatsapp(&self, number: &str, cooldown: Duration) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        let mut inner = self.lock();
+        inner.whatsapp_sent.retain(|_, until| *until > now);
+        if inner.whatsapp_sent.contains_key(number) {
+            return Ok(false);
+        }
+        inner
+            .whatsapp_sent
+            .insert(number.to_owned(), now + cooldown);
+        Ok(true)
     }
 
     async fn stats(&self) -> Result<ClusterStats, StoreError> {

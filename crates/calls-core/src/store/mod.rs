@@ -12,10 +12,12 @@ use thiserror::Error;
 use crate::call_sid::CallSid;
 use crate::state::{CallState, CallStatus, EndReason};
 use crate::tenant::TenantKey;
+use crate::wait::{WaitOp, WaitReport, WaitSettings};
 
 mod admit_batch;
 pub mod cluster;
 mod connect;
+mod line;
 mod memory;
 mod recovery;
 mod redis;
@@ -265,7 +267,7 @@ pub struct RenewReport {
 
 /// Every operation a store error can name (`StoreError::op`), for the `redis_errors_total{op}`
 /// series that exist at zero from start-up.
-pub const OPERATIONS: [&str; 15] = [
+pub const OPERATIONS: [&str; 17] = [
     "admit",
     "start_stream",
     "end_stream",
@@ -281,6 +283,8 @@ pub const OPERATIONS: [&str; 15] = [
     "grant_resume",
     "live_replicas",
     "restore_limits",
+    "wait",
+    "whatsapp_cooldown",
 ];
 
 /// A webhook answered whose stream never arrived: the classic misconfiguration (a wrong
@@ -556,6 +560,18 @@ pub trait CallStore: Send + Sync + 'static {
         &self,
         with_tenants: bool,
     ) -> Result<(ClusterStats, TenantsUsage), StoreError>;
+
+    /// One step of the waiting room (docs/reference.md#waiting-room), atomically: callers silent
+    /// for two polls leave first (their states ended `wait_abandoned`), then `op` runs: a visit
+    /// admits the call if its turn has come (or it holds a slot, or a slot is free that nobody in
+    /// line could use), else keeps it in line, lets it join, or overflows it; a leave takes a
+    /// waiting call out of the line; a sweep reports the line.
+    async fn wait(&self, op: WaitOp<'_>, settings: &WaitSettings)
+    -> Result<WaitReport, StoreError>;
+
+    /// Claims the WhatsApp cooldown of caller `number` for `cooldown`, cluster-wide (`SET NX`):
+    /// `true` when no message went to it within the cooldown and this caller may send one now.
+    async fn claim_whatsapp(&self, number: &str, cooldown: Duration) -> Result<bool, StoreError>;
 
     /// Cheap reachability check for `/readyz`.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -24,6 +24,7 @@ use super::{
 use crate::call_sid::CallSid;
 use crate::keys;
 use crate::state::{CallState, CallStatus, EndReason};
+use crate::wait::{OverflowReason, WaitOp, WaitOutcome, WaitReason, WaitReport, WaitSettings};
 
 const PRELUDE: &str = include_str!("../lua/prelude.lua");
 
@@ -61,6 +62,7 @@ struct Scripts {
     release: Script,
     renew: Script,
     grant: Script,
+    wait: Script,
     sources: Vec<String>,
 }
 
@@ -73,6 +75,7 @@ impl Scripts {
             include_str!("../lua/release.lua"),
             include_str!("../lua/renew.lua"),
             include_str!("../lua/grant.lua"),
+            include_str!("../lua/wait.lua"),
         ];
         let header = keys::lua_key_header();
         let sources: Vec<String> = bodies
@@ -87,6 +90,7 @@ impl Scripts {
             release: script(3),
             renew: script(4),
             grant: script(5),
+            wait: script(6),
             sources,
         }
     }
@@ -184,6 +188,7 @@ impl RedisStore {
             &scripts.release,
             &scripts.renew,
             &scripts.grant,
+            &scripts.wait,
         ]
         .iter()
         .map(|script| script.get_hash().to_owned())
@@ -1042,6 +1047,166 @@ impl CallStore for RedisStore {
                 ),
             )
             .await
+    }
+
+    async fn wait(
+        &self,
+        op: WaitOp<'_>,
+        settings: &WaitSettings,
+    ) -> Result<WaitReport, StoreError> {
+        let (name, visit, call_sid) = match op {
+            WaitOp::Visit(visit) => ("visit", Some(visit), Some(visit.call_sid)),
+            WaitOp::Leave(call_sid) => ("leave", None, Some(call_sid)),
+            WaitOp::Sweep => ("sweep", None, None),
+        };
+        let state_key = call_sid.map(keys::state).unwrap_or_default();
+        let all_keys = [
+            keys::SLOTS,
+            keys::ACTIVE_COUNT,
+            keys::STATS_STARTED,
+            keys::STATS_REJECTED_MAX_CONCURRENT,
+            keys::EPOCH,
+            &state_key,
+            keys::WAIT_CALLERS,
+            keys::WAIT_ORDER,
+            keys::WAIT_INFO,
+            keys::WAIT_SERVED,
+            keys::WAIT_SEQ,
+        ];
+        let (began, mut conn) = self.core.link("wait").await?;
+        let ticket = self.core.watch.wait_ticket();
+        let mut cmd = evalsha(&self.core.scripts.wait, &all_keys);
+        cmd.arg(name)
+            .arg(call_sid.map(CallSid::as_str).unwrap_or_default())
+            .arg(u8::from(visit.is_some_and(|v| v.digit)))
+            .arg(self.core.config.limit)
+            .arg(visit.map_or(0, |v| millis(v.reservation)))
+            .arg(millis(self.core.config.recovery_holdoff))
+            .arg(self.core.watch.seen_epoch())
+            .arg(u8::from(ticket.is_some()))
+            .arg(self.core.state_ttl_secs())
+            .arg(visit.and_then(|v| v.tenant).unwrap_or_default())
+            .arg(self.core.default_tenant_limit_arg())
+            .arg(visit.map(|v| encode(v.reserved)).unwrap_or_default())
+            .arg(visit.map(|v| encode(v.waiting)).unwrap_or_default())
+            .arg(millis(settings.max_wait))
+            .arg(settings.max_callers)
+            .arg(millis(settings.turn_kept()))
+            .arg(millis(settings.gone_after()))
+            .arg(millis(settings.key_ttl()));
+        type Reply = (i64, i64, i64, String, Vec<String>, Vec<String>, String, i64);
+        let (code, a, b, c, abandoned, reclaimed, epoch, data_lost): Reply = self
+            .core
+            .run(
+                "wait",
+                began,
+                invoke(&self.core.scripts.wait, &cmd, &mut conn),
+            )
+            .await?;
+        self.core
+            .after_admission(ticket, &epoch, data_lost, &reclaimed)
+            .await;
+        let count = |n: i64| u64::try_from(n).unwrap_or(0);
+        let waited = |ms: i64| u64::try_from(ms).ok().map(Duration::from_millis);
+        let (outcome, waiting, longest) = match code {
+            1 | 2 => (
+                WaitOutcome::Admitted {
+                    new: code == 1,
+                    active: count(a),
+                    waited: if code == 1 { waited(b) } else { None },
+                },
+                0,
+                Duration::ZERO,
+            ),
+            3 => (
+                WaitOutcome::Waiting {
+                    position: count(a),
+                    announce: b == 1,
+                    joined: c == "1",
+                },
+                0,
+                Duration::ZERO,
+            ),
+            5 => {
+                let reason = match a {
+                    1 => OverflowReason::Timeout,
+                    2 => OverflowReason::Digit,
+                    _ => OverflowReason::Full,
+                };
+                (
+                    WaitOutcome::Overflow {
+                        reason,
+                        sent_by: WaitReason::from_code(&c),
+                        waited: waited(b),
+                    },
+                    0,
+                    Duration::ZERO,
+                )
+            }
+            6 => (
+                WaitOutcome::Left {
+                    sent_by: (a == 1).then(|| WaitReason::from_code(&c)),
+                },
+                0,
+                Duration::ZERO,
+            ),
+            7 => (
+                WaitOutcome::Swept,
+                count(a),
+                Duration::from_millis(count(b)),
+            ),
+            -3 => (WaitOutcome::Ended, 0, Duration::ZERO),
+            other => {
+                return Err(StoreError::UnexpectedReply {
+                    op: "wait",
+                    detail: format!("code {other}"),
+                });
+            }
+        };
+        let abandoned: Vec<(String, WaitReason)> = abandoned
+            .iter()
+            .filter(|entry| entry.len() > 1 && entry.is_char_boundary(1))
+            .map(|entry| (entry[1..].to_owned(), WaitReason::from_code(&entry[..1])))
+            .collect();
+        let gone: Vec<String> = abandoned.iter().map(|(sid, _)| sid.clone()).collect();
+        self.core
+            .end_states(&gone, EndReason::WaitAbandoned)
+            .await?;
+        if let Some(call_sid) = call_sid {
+            let ended = match &outcome {
+                WaitOutcome::Overflow {
+                    waited: Some(_), ..
+                } => Some(EndReason::WaitOverflow),
+                WaitOutcome::Left { sent_by: Some(_) } => Some(EndReason::WaitAbandoned),
+                _ => None,
+            };
+            if let Some(reason) = ended {
+                self.core
+                    .end_states(&[call_sid.to_string()], reason)
+                    .await?;
+            }
+        }
+        Ok(WaitReport {
+            outcome,
+            abandoned,
+            waiting,
+            longest,
+        })
+    }
+
+    async fn claim_whatsapp(&self, number: &str, cooldown: Duration) -> Result<bool, StoreError> {
+        let (began, mut conn) = self.core.link("whatsapp_cooldown").await?;
+        let mut set = redis::cmd("SET");
+        set.arg(keys::whatsapp_sent(number))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(cooldown).max(1));
+        let claimed: Option<String> = self
+            .core
+            .run("whatsapp_cooldown", began, set.query_async(&mut conn))
+            .await?;
+        Ok(claimed.is_some())
     }
 
     async fn stats(&self) -> Result<ClusterStats, StoreError> {
