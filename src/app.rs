@@ -89,6 +89,7 @@ pub fn build_store(config: &Config) -> Result<Arc<dyn CallStore>, StoreError> {
         op_timeout: config.store_op_timeout,
         call_lease: config.call_lease,
         default_tenant_limit: config.default_tenant_limit,
+        reservation: config.reservation,
     };
     Ok(match &config.redis {
         Some(redis) => Arc::new(RedisStore::connect_lazy(redis, store_config)?),

@@ -366,7 +366,8 @@ async fn any_other_read_error_ends_the_call_as_disconnected_without_a_close() {
     peer.finish(session).await;
     assert_eq!(ended(&ctx).await.end_reason, Some(EndReason::Disconnected));
     assert_eq!(dropped(&ctx, "too_large"), 0);
-    assert_eq!(active(&ctx).await, 0);
+    // docs/reference.md#hand-over: the call continues, so its slot waits for the new stream.
+    assert_eq!(active(&ctx).await, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -533,7 +534,8 @@ async fn the_drain_deadline_closes_live_and_starting_streams_with_1001() {
     live.finish(live_session).await;
     starting.finish(starting_session).await;
     assert_eq!(ended(&ctx).await.end_reason, Some(EndReason::DrainTimeout));
-    assert_eq!(active(&ctx).await, 0);
+    // Handed over (docs/reference.md#hand-over): the slot waits for the call's new stream.
+    assert_eq!(active(&ctx).await, 1);
 
     // A socket that opens after the deadline is closed at once, before any `start`.
     let (mut late, late_session) = open(&ctx, 16);
@@ -547,5 +549,6 @@ async fn a_peer_that_goes_away_without_stop_ends_as_disconnected() {
     let (peer, session) = started(&ctx, 16).await;
     peer.finish(session).await;
     assert_eq!(ended(&ctx).await.end_reason, Some(EndReason::Disconnected));
-    assert_eq!(active(&ctx).await, 0);
+    // The call continues (docs/reference.md#hand-over): its slot waits for the new stream.
+    assert_eq!(active(&ctx).await, 1);
 }

@@ -85,8 +85,8 @@ fn resumed_total(replica: &Replica) -> f64 {
 }
 
 /// docs/reference.md#after-stream end to end on one replica with Redis and
-/// `MAX_CONCURRENT_CALLS=1`, `RESUME_LIMIT=1`: a dropped stream is continued (its slot taken back
-/// above the limit); a forged stream, with or without the used grant, is refused with 1008; the
+/// `MAX_CONCURRENT_CALLS=1`, `RESUME_LIMIT=1`: a dropped stream is continued (its slot held for
+/// the continuation meanwhile, docs/reference.md#hand-over); a forged stream, with or without the used grant, is refused with 1008; the
 /// second loss gets the fallback; a call ended by its caller, a finished call and an unknown call
 /// get `<Hangup/>`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,10 +121,10 @@ async fn after_stream_hangs_up_falls_back_or_continues_by_the_state() {
         ended.end_reason.map(calls_core::state::EndReason::as_str),
         Some("disconnected")
     );
-    assert_eq!(active_count(&redis).await, 0);
-    // Meanwhile another call takes the only slot.
+    // The call keeps its slot meanwhile (docs/reference.md#hand-over): no one takes the only one.
+    assert_eq!(active_count(&redis).await, 1);
     let (status, _) = voice(&replica, &sid(2)).await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 503);
     let (status, answer) = after_stream(&base, &call, "in-progress").await;
     assert_eq!(status, 200, "{answer}");
     let again = prosaas_calls_sim::webhook::connect_of(&answer).expect("a continuation");
@@ -142,22 +142,18 @@ async fn after_stream_hangs_up_falls_back_or_continues_by_the_state() {
     let mut forged = stream_with(&again.stream_url, &call, json!({"CallSid": call})).await;
     assert_eq!(forged.close_code(Duration::from_secs(5)).await, Some(1008));
 
-    // The granted stream takes the call over, and its slot back above the limit.
+    // The granted stream takes the call over, and its held slot (no second one).
     let mut resumed = stream_with(&again.stream_url, &call, params.clone()).await;
     resumed.echo_round(2).await;
     let live = state(&replica, &call).await;
     assert_eq!(live.status, calls_core::state::CallStatus::Active);
     assert_eq!((live.resumes, live.resume_grant), (1, None));
     assert_eq!(live.from.as_deref(), Some("+15005550006"), "carried over");
-    assert_eq!(
-        active_count(&redis).await,
-        2,
-        "the live call is never dropped by the limiter"
-    );
+    assert_eq!(active_count(&redis).await, 1, "the same slot");
     assert_eq!(resumed_total(&replica), 1.0);
     assert_eq!(
         redis_cli(&redis, &["GET", "calls:stats:started"]).await,
-        "2",
+        "1",
         "a continued call is not counted as started again"
     );
 
@@ -175,9 +171,11 @@ async fn after_stream_hangs_up_falls_back_or_continues_by_the_state() {
     assert_eq!(status, 200);
     assert!(answer.contains(FALLBACK_MESSAGE), "{answer}");
     assert!(!answer.contains("<Stream"), "{answer}");
+    // The caller hears the fallback and the call ends: its status callback frees the held slot.
+    status_at(&base, &call, "completed").await;
+    assert_eq!(active_count(&redis).await, 0);
 
     // Ended by the caller: hang up. Twilio reporting the call over, or a call never seen: hang up.
-    status_at(&base, &sid(2), "completed").await;
     let mut caller = live_call(&replica, 3).await;
     caller.stop(&sid(3)).await;
     ended_state(&replica, &sid(3)).await;
@@ -728,4 +726,80 @@ async fn the_after_stream_request_must_be_signed_over_its_action_url() {
         other => panic!("signed after-stream: {other:?}"),
     }
     replica.stop().await;
+}
+
+/// docs/reference.md#hand-over with real replica processes: a replica drained at the cap hands its
+/// calls over, and their slots stay taken meanwhile: a new webhook is refused while the hand-overs
+/// are pending, the continuation takes its call's held slot (no second slot, the count never above
+/// the cap), and a hand-over nobody continues frees its slot once `RESERVATION_SECS` pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_at_the_cap_lets_no_new_call_in_on_top_of_its_hand_overs() {
+    let redis = RedisServer::start().expect("redis-server");
+    let env = ReplicaEnv::new(redis.url(), 2)
+        .with("RENEW_INTERVAL_SECS", "0.2")
+        .with("DRAIN_TIMEOUT_SECS", "1")
+        .with("RESERVATION_SECS", "4")
+        .with("RUST_LOG", "info");
+    let mut draining = env.spawn("handing-over");
+    let other = env.spawn("taking-over");
+    let mut first = open_call(&draining, 1).await;
+    let mut second = open_call(&draining, 2).await;
+    assert_eq!(active_count(&redis).await, 2);
+    let (status, _) = voice_at(&other.url("/twilio/voice"), &sid(3)).await;
+    assert_eq!(status, 503, "at the cap");
+
+    // The drain deadline cuts both calls: each is handed over, and keeps its slot.
+    draining.signal("TERM").unwrap();
+    assert_eq!(first.close_code(Duration::from_secs(10)).await, Some(1001));
+    assert_eq!(second.close_code(Duration::from_secs(10)).await, Some(1001));
+    assert_eq!(
+        draining.wait_exit(Duration::from_secs(20)).unwrap(),
+        Some(0)
+    );
+    for n in [1, 2] {
+        assert_eq!(
+            redis_state(&redis, &sid(n)).await["end_reason"],
+            "drain_timeout"
+        );
+    }
+    assert_eq!(
+        active_count(&redis).await,
+        2,
+        "the hand-overs hold their slots"
+    );
+    let (status, body) = voice_at(&other.url("/twilio/voice"), &sid(3)).await;
+    assert_eq!(status, 503, "a new call on top of the hand-overs: {body}");
+
+    // Call 1 continues on the other replica: it takes its own slot back, no second one.
+    let (status, answer) = after_stream(&other.url(""), &sid(1), "in-progress").await;
+    assert_eq!(status, 200);
+    let parameters = parameters_of(&answer);
+    assert_eq!(parameters["resumed"], "1", "{answer}");
+    let mut continued = stream_with(&stream_url_of(&answer), &sid(1), parameters).await;
+    continued.echo_round(1).await;
+    assert_eq!(
+        active_count(&redis).await,
+        2,
+        "the continuation took the held slot"
+    );
+    let (status, _) = voice_at(&other.url("/twilio/voice"), &sid(4)).await;
+    assert_eq!(status, 503, "call 2's hand-over still holds its slot");
+
+    // Call 2 is never continued: its slot is freed after RESERVATION_SECS, and only then can a
+    // new call take it.
+    let admitted = eventually(Duration::from_secs(10), || async {
+        let count = active_count(&redis).await;
+        assert!(count <= 2, "over the cap: {count}");
+        let (status, _) = voice_at(&other.url("/twilio/voice"), &sid(5)).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    assert!(
+        admitted.is_some(),
+        "the lapsed hand-over's slot was never freed"
+    );
+    assert_eq!(active_count(&redis).await, 2);
+    continued.echo_round(1).await;
+    continued.stop(&sid(1)).await;
+    drop(other);
 }

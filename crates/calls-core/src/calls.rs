@@ -382,6 +382,14 @@ impl Calls {
                 frames_out = state.frames_out,
                 "stream ended"
             ),
+            Ok(StreamEnd::Held) => info!(
+                %call_sid,
+                reason = reason.as_str(),
+                held_secs = self.config.reservation.as_secs(),
+                frames_in = state.frames_in,
+                frames_out = state.frames_out,
+                "stream ended; the call keeps its slot for its continuation"
+            ),
             Ok(StreamEnd::LockedBy(owner)) => info!(
                 %call_sid,
                 %owner,

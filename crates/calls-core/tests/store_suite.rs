@@ -12,7 +12,7 @@ use calls_core::state::{CallState, CallStatus, EndReason};
 use calls_core::store::cluster::ClusterView;
 use calls_core::store::{
     Admission, AdmitPolicy, CallStore, MemoryStore, RedisSettings, RedisStore, RedisTls, Refusal,
-    RenewBatch, Renewal, ReplicaHeartbeat, StoreConfig, StreamAdmission, StreamEnd,
+    RenewBatch, Renewal, ReplicaHeartbeat, ResumeGrant, StoreConfig, StreamAdmission, StreamEnd,
 };
 use testkit::RedisServer;
 
@@ -607,6 +607,173 @@ suite!(
     ended_calls,
     super::a_webhook_after_the_call_ended_takes_no_slot
 );
+
+/// How long a handed-over call keeps its slot in the hand-over suite (`RESERVATION_SECS`).
+const HOLD: Duration = Duration::from_millis(1500);
+
+/// A stream of `call_sid` in tenant `acme` started with `token` (a continuation with `resumed`).
+async fn start_resumed(
+    store: &dyn CallStore,
+    call_sid: &CallSid,
+    token: &str,
+    lease: Duration,
+    resumed: Option<u32>,
+) -> StreamAdmission {
+    let mut fresh = CallState::reserved(call_sid.as_str(), "r1");
+    fresh.status = CallStatus::Active;
+    fresh.stream_sid = Some(format!("MZ{token}"));
+    fresh.tenant = Some("acme".into());
+    store
+        .start_stream(
+            call_sid,
+            token,
+            AdmitPolicy::MayTakeSlot,
+            lease,
+            &fresh,
+            resumed,
+        )
+        .await
+        .unwrap()
+}
+
+/// The stream of `call_sid` with `token` ends with `reason`.
+async fn end_as(
+    store: &dyn CallStore,
+    call_sid: &CallSid,
+    token: &str,
+    reason: EndReason,
+) -> StreamEnd {
+    let mut last = CallState::reserved(call_sid.as_str(), "r1");
+    last.status = CallStatus::Active;
+    last.tenant = Some("acme".into());
+    last.end(reason);
+    store.end_stream(call_sid, token, &last).await.unwrap()
+}
+
+/// Live slots, cluster-wide and of tenant `acme`.
+async fn counts(store: &dyn CallStore) -> (u64, u64) {
+    let (stats, tenants) = store.snapshot(true).await.unwrap();
+    (stats.active, tenants.get("acme").map_or(0, |t| t.active))
+}
+
+/// docs/reference.md#hand-over: a stream that ends in a way that continues keeps its call's slot
+/// (and its tenant's) until the continuation takes it, a final status callback frees it, or
+/// `RESERVATION_SECS` pass; a grant keeps a dead replica's slot that long from the grant. At no
+/// point can a new call take the place of a caller being handed over.
+async fn a_handed_over_call_keeps_its_slot<F>(make: Make<F>)
+where
+    F: std::future::Future<Output = Fixture>,
+{
+    let fx = make(
+        StoreConfig {
+            reservation: HOLD,
+            ..config(1)
+        },
+        1,
+    )
+    .await;
+    let store = fx.store();
+    let (call, newcomer) = (sid(1), sid(2));
+    let refused = Admission::Refused(Refusal::AtLimit { active: 1 });
+
+    for reason in [
+        EndReason::Disconnected,
+        EndReason::DrainTimeout,
+        EndReason::LockLost,
+    ] {
+        // Continued: the slot waits, the continuation takes it back (no second slot).
+        assert!(take_for(store, &call, "acme", LEASE).await.is_admitted());
+        assert!(matches!(
+            start_resumed(store, &call, "A", LEASE, None).await,
+            StreamAdmission::Started { .. }
+        ));
+        assert_eq!(end_as(store, &call, "A", reason).await, StreamEnd::Held);
+        assert_eq!(counts(store).await, (1, 1), "{reason:?}");
+        assert_eq!(take(store, &newcomer, LEASE).await, refused, "{reason:?}");
+        let Ok(ResumeGrant::Granted { resumed }) = store.grant_resume(&call, 10).await else {
+            panic!("{reason:?}: a continuation is granted");
+        };
+        assert_eq!(take(store, &newcomer, LEASE).await, refused, "{reason:?}");
+        match start_resumed(store, &call, "B", LEASE, Some(resumed)).await {
+            StreamAdmission::Started {
+                took_over, active, ..
+            } => assert!(took_over && active == 1, "{reason:?}"),
+            other => panic!("{reason:?}: {other:?}"),
+        }
+        assert_eq!(take(store, &newcomer, LEASE).await, refused, "{reason:?}");
+        // The call over for good: its slot is free at once.
+        assert_eq!(
+            end_as(store, &call, "B", EndReason::Stop).await,
+            StreamEnd::Ended { freed: true }
+        );
+        assert_eq!(counts(store).await, (0, 0), "{reason:?}");
+        // The next round starts from a new call's state.
+        store
+            .write_state(&CallState::reserved(call.as_str(), "r1"))
+            .await
+            .unwrap();
+    }
+
+    // A final status callback frees the held slot.
+    let held = sid(3);
+    take_for(store, &held, "acme", LEASE).await;
+    start_resumed(store, &held, "C", LEASE, None).await;
+    assert_eq!(
+        end_as(store, &held, "C", EndReason::Disconnected).await,
+        StreamEnd::Held
+    );
+    assert!(
+        store
+            .release(&held, EndReason::StatusCallback)
+            .await
+            .unwrap()
+    );
+    assert_eq!(counts(store).await, (0, 0));
+
+    // No continuation within RESERVATION_SECS: the slot lapses like a reservation.
+    let dropped = sid(4);
+    take_for(store, &dropped, "acme", LEASE).await;
+    start_resumed(store, &dropped, "D", LEASE, None).await;
+    assert_eq!(
+        end_as(store, &dropped, "D", EndReason::DrainTimeout).await,
+        StreamEnd::Held
+    );
+    tokio::time::sleep(HOLD / 2).await;
+    assert_eq!(take(store, &newcomer, LEASE).await, refused);
+    tokio::time::sleep(HOLD).await;
+    assert!(take(store, &newcomer, LEASE).await.is_admitted());
+    assert_eq!(counts(store).await, (1, 0));
+    store.release(&newcomer, EndReason::Stop).await.unwrap();
+
+    // A dead replica's call keeps its slot on its lease; a grant made meanwhile keeps it
+    // RESERVATION_SECS from the grant, past the lease.
+    let orphan = sid(5);
+    take_for(store, &orphan, "acme", LEASE).await;
+    let short = HOLD / 3;
+    start_resumed(store, &orphan, "E", short, None).await;
+    assert!(matches!(
+        store.grant_resume(&orphan, 10).await.unwrap(),
+        ResumeGrant::Granted { resumed: 1 }
+    ));
+    tokio::time::sleep(short * 2).await;
+    assert_eq!(take(store, &newcomer, LEASE).await, refused);
+    assert_eq!(counts(store).await, (1, 1));
+    tokio::time::sleep(HOLD).await;
+    assert!(take(store, &newcomer, LEASE).await.is_admitted());
+    assert_eq!(counts(store).await, (1, 0));
+
+    // An ending that does not continue frees the slot at once, as before.
+    store.release(&newcomer, EndReason::Stop).await.unwrap();
+    let stopped = sid(6);
+    take_for(store, &stopped, "acme", LEASE).await;
+    start_resumed(store, &stopped, "F", LEASE, None).await;
+    assert_eq!(
+        end_as(store, &stopped, "F", EndReason::IdleTimeout).await,
+        StreamEnd::Ended { freed: true }
+    );
+    assert_eq!(counts(store).await, (0, 0));
+}
+suite!(hand_over, super::a_handed_over_call_keeps_its_slot);
 
 /// A webhook's admission for `call_sid` in `tenant`, as the core makes it (the tenant travels in
 /// the initial state).

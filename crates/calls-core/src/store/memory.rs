@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
     RenewBatch, RenewReport, ResumeGrant, StoreConfig, StoreError, StreamAdmission, StreamEnd,
-    TenantsUsage, next_grant, tenants_usage,
+    TenantsUsage, hands_over, next_grant, tenants_usage,
 };
 use crate::call_sid::CallSid;
 use crate::state::{CallState, CallStatus, EndReason};
@@ -337,6 +337,13 @@ impl CallStore for MemoryStore {
             Ok((granted, resumed)) => {
                 let until = now + self.config.state_ttl;
                 inner.states.insert(call_sid.to_string(), (granted, until));
+                // A slot still held waits for the continuation at least RESERVATION_SECS
+                // (docs/reference.md#hand-over), as in grant.lua.
+                if let Some(held) = inner.slots.get_mut(call_sid.as_str())
+                    && *held > now
+                {
+                    *held = (*held).max(now + self.config.reservation);
+                }
                 Ok(ResumeGrant::Granted { resumed })
             }
             Err(answer) => Ok(answer),
@@ -367,6 +374,15 @@ impl CallStore for MemoryStore {
         inner
             .states
             .insert(sid.to_owned(), (state, now + self.config.state_ttl));
+        // A hand-over keeps a slot that has not lapsed for its continuation
+        // (docs/reference.md#hand-over), as in stream_end.lua.
+        if hands_over(final_state)
+            && let Some(held) = inner.slots.get_mut(sid)
+            && *held > now
+        {
+            *held = now + self.config.reservation;
+            return Ok(StreamEnd::Held);
+        }
         let freed = inner.free(sid);
         Ok(StreamEnd::Ended { freed })
     }

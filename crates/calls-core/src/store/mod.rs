@@ -37,6 +37,8 @@ pub const DEFAULT_CALL_STATE_TTL_SECS: u64 = 3600;
 pub const DEFAULT_CALL_LOCK_TTL_SECS: u64 = 60;
 /// `CALL_LEASE_SECS` when unset.
 pub const DEFAULT_CALL_LEASE_SECS: u64 = 30;
+/// `RESERVATION_SECS` when unset.
+pub const DEFAULT_RESERVATION_SECS: u64 = 30;
 /// `RENEW_INTERVAL_SECS` defaults to the lease divided by this: a lease survives two missed ticks.
 pub const DEFAULT_RENEWS_PER_LEASE: u32 = 3;
 /// Not a variable: the bound on one state-store operation (connect, command, script).
@@ -70,6 +72,10 @@ pub struct StoreConfig {
     /// `DEFAULT_TENANT_LIMIT`: the cap of a tenant without its own entry in `calls:tenant_limits`;
     /// `None`: such a tenant has only the global cap.
     pub default_tenant_limit: Option<u64>,
+    /// `RESERVATION_SECS`: how long a call handed over (its stream ended in a way that continues,
+    /// or a continuation granted) keeps its slot for the continuation's stream
+    /// (docs/reference.md#hand-over).
+    pub reservation: Duration,
 }
 
 /// The defaults of the variables, as `serve` has them.
@@ -84,6 +90,7 @@ impl Default for StoreConfig {
             call_lease,
             op_timeout: DEFAULT_STORE_OP_TIMEOUT,
             default_tenant_limit: None,
+            reservation: Duration::from_secs(DEFAULT_RESERVATION_SECS),
         }
     }
 }
@@ -158,6 +165,10 @@ pub enum StreamAdmission {
 pub enum StreamEnd {
     /// The final state is written and the lock released; `freed` says whether a slot was held.
     Ended { freed: bool },
+    /// The stream ended in a way that continues (docs/reference.md#hand-over): the final state is
+    /// written and the lock released, but the slot stays the call's for `RESERVATION_SECS`, for
+    /// its continuation's stream to take (a final status callback frees it sooner).
+    Held,
     /// Another stream owns the call's lock now (its token): the call lives on there, untouched.
     LockedBy(String),
 }
@@ -431,6 +442,17 @@ pub(crate) fn next_grant(
     Ok((granted, resumed))
 }
 
+/// Whether a stream's final state hands its call over to a continuation
+/// (docs/reference.md#hand-over): ended as `disconnected`, `drain_timeout` or `lock_lost`. Its slot
+/// is then kept, not freed, so no new call takes it while the caller waits for the new stream.
+pub fn hands_over(final_state: &CallState) -> bool {
+    final_state.status == CallStatus::Ended
+        && matches!(
+            final_state.end_reason,
+            Some(EndReason::Disconnected | EndReason::DrainTimeout | EndReason::LockLost)
+        )
+}
+
 /// Everything the service needs from shared state. Every operation is atomic on its own; admit,
 /// release and renew keep `active == number of slots` at every step.
 #[async_trait]
@@ -469,7 +491,8 @@ pub trait CallStore: Send + Sync + 'static {
 
     /// docs/reference.md#after-stream, atomically: if the stored state allows a continuation and
     /// counts fewer than `limit` resumes, records the next grant (`resumes + 1`) in it and counts
-    /// it.
+    /// it. A slot the call still holds is then kept at least `RESERVATION_SECS` from the grant
+    /// (docs/reference.md#hand-over).
     async fn grant_resume(&self, call_sid: &CallSid, limit: u32)
     -> Result<ResumeGrant, StoreError>;
 
@@ -478,7 +501,8 @@ pub trait CallStore: Send + Sync + 'static {
 
     /// A media stream's end, atomically: unless another token owns the call's lock, writes
     /// `final_state` (with a fresh `CALL_STATE_TTL_SECS`), frees the slot if held, and releases the
-    /// lock.
+    /// lock. A `final_state` that continues ([`hands_over`]) keeps a held slot for
+    /// `RESERVATION_SECS` instead of freeing it.
     async fn end_stream(
         &self,
         call_sid: &CallSid,

@@ -18,7 +18,7 @@ use super::settings::{RedisSettings, RedisTls};
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
     RenewBatch, RenewReport, Renewal, ReplicaHeartbeat, ResumeGrant, StoreConfig, StoreError,
-    StreamAdmission, StreamEnd, TenantsUsage, next_grant, tenants_usage,
+    StreamAdmission, StreamEnd, TenantsUsage, hands_over, next_grant, tenants_usage,
 };
 use crate::call_sid::CallSid;
 use crate::keys;
@@ -748,10 +748,13 @@ impl CallStore for RedisStore {
             let mut invocation = self.core.scripts.grant.prepare_invoke();
             invocation
                 .key(keys::state(call_sid))
+                .key(keys::SLOTS)
                 .arg(blob.unwrap_or_default())
                 .arg(encode(&granted))
                 .arg(self.core.state_ttl_secs())
-                .arg(limit);
+                .arg(limit)
+                .arg(call_sid.as_str())
+                .arg(millis(self.core.config.reservation));
             let written: i64 = self
                 .core
                 .run("grant_resume", began, invocation.invoke_async(&mut conn))
@@ -833,15 +836,22 @@ impl CallStore for RedisStore {
             .arg(call_sid.as_str())
             .arg(lock_token)
             .arg(encode(final_state))
-            .arg(self.core.state_ttl_secs());
-        let (freed, owner): (i64, String) = self
+            .arg(self.core.state_ttl_secs())
+            .arg(if hands_over(final_state) {
+                millis(self.core.config.reservation)
+            } else {
+                0
+            });
+        let (freed, owner, held): (i64, String, i64) = self
             .core
             .run("end_stream", began, invocation.invoke_async(&mut conn))
             .await?;
-        Ok(if owner.is_empty() {
-            StreamEnd::Ended { freed: freed == 1 }
-        } else {
+        Ok(if !owner.is_empty() {
             StreamEnd::LockedBy(owner)
+        } else if held == 1 {
+            StreamEnd::Held
+        } else {
+            StreamEnd::Ended { freed: freed == 1 }
         })
     }
 
