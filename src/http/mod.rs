@@ -13,6 +13,7 @@ use tracing::warn;
 
 use axum::Extension;
 use calls_core::call_sid::CallSid;
+use twilio::stream_token::StreamKey;
 use twilio::{signature, twiml};
 
 use crate::app::App;
@@ -38,6 +39,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         lifecycle: app.lifecycle().clone(),
         timeouts: app.config().stream_timeouts,
         media: app.config().media.clone(),
+        stream_key: app.config().auth_token().map(StreamKey::derive),
     });
     Router::new()
         // Twilio lets a number's webhooks use GET (parameters in the query string): every Twilio

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use calls_core::calls::{Intake, RejectReason, WebhookCall, WebhookOutcome};
+use twilio::stream_token::StreamKey;
 use twilio::twiml;
 
 use super::{TwilioRequest, after_stream_url, stream_url, twilio_call_form};
@@ -56,16 +57,21 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
 }
 
 /// `<Connect action><Stream>`: the first stream of a call, or its continuation
-/// (docs/reference.md#after-stream).
+/// (docs/reference.md#after-stream). Every admitted call's TwiML is built here, so each carries
+/// its stream token when `TWILIO_AUTH_TOKEN` is set (docs/reference.md#stream-token).
 pub(super) fn connect(
     app: &App,
     headers: &HeaderMap,
     parameters: &twiml::StreamParameters<'_>,
 ) -> Response {
-    let body = twiml::connect(
+    let token = app.config().auth_token().map(|auth_token| {
+        StreamKey::derive(auth_token).token(parameters.call_sid, parameters.resumed.unwrap_or(0))
+    });
+    let body = twiml::connect_bound(
         &after_stream_url(app, headers),
         &stream_url(app, headers),
         parameters,
+        token.as_deref(),
     );
     xml(StatusCode::OK, body)
 }

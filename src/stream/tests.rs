@@ -181,6 +181,7 @@ pub(super) fn context(media: Media) -> Arc<StreamContext> {
         lifecycle: Arc::default(),
         timeouts: StreamTimeouts::default(),
         media,
+        stream_key: None,
     })
 }
 
@@ -356,6 +357,52 @@ async fn a_message_over_the_limit_closes_with_1009() {
     assert_eq!(dropped(&ctx, "too_large"), 1);
     assert_eq!(active(&ctx).await, 0);
     peer.finish(session).await;
+}
+
+/// docs/reference.md#after-stream: a peer that breaks the WebSocket protocol is bad input, so its
+/// call hangs up (`error`, close 1002 or 1007), never `disconnected`, which would continue it.
+#[tokio::test(start_paused = true)]
+async fn a_protocol_error_ends_the_call_for_good_with_a_close() {
+    use tungstenite::error::ProtocolError;
+    let broken = [
+        (
+            tungstenite::Error::Protocol(ProtocolError::NonZeroReservedBits),
+            1002,
+        ),
+        (
+            tungstenite::Error::Protocol(ProtocolError::UnmaskedFrameFromClient),
+            1002,
+        ),
+        (
+            tungstenite::Error::Utf8("invalid utf-8 sequence".into()),
+            1007,
+        ),
+    ];
+    for (n, (error, code)) in broken.into_iter().enumerate() {
+        let ctx = ctx();
+        let (mut peer, session) = started(&ctx, 16).await;
+        peer.push(Err(axum::Error::new(error)));
+        assert_eq!(peer.close_frame().await.0, code);
+        let state = ended(&ctx).await;
+        assert_eq!(state.end_reason, Some(EndReason::Error));
+        assert_eq!(
+            state.disposition(),
+            calls_core::state::Disposition::Hangup,
+            "the after-stream hangs up"
+        );
+        assert_eq!(dropped(&ctx, "protocol_error"), 1, "case {n}");
+        assert_eq!(active(&ctx).await, 0, "its slot is freed at once");
+        peer.finish(session).await;
+    }
+    // A connection reset without a close frame is a lost connection, not a broken one.
+    let ctx = ctx();
+    let (peer, session) = started(&ctx, 16).await;
+    peer.push(Err(axum::Error::new(tungstenite::Error::Protocol(
+        ProtocolError::ResetWithoutClosingHandshake,
+    ))));
+    peer.finish(session).await;
+    assert_eq!(ended(&ctx).await.end_reason, Some(EndReason::Disconnected));
+    assert_eq!(dropped(&ctx, "protocol_error"), 0);
 }
 
 #[tokio::test(start_paused = true)]

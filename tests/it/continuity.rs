@@ -803,3 +803,145 @@ async fn a_drain_at_the_cap_lets_no_new_call_in_on_top_of_its_hand_overs() {
     continued.stop(&sid(1)).await;
     drop(other);
 }
+
+/// A stream for `call_sid` opened on `local` with the handshake `signature` (Twilio's, over the
+/// stream URL the TwiML gave), whose `start` carries `parameters`.
+async fn signed_stream_with(
+    local: &str,
+    signature: &str,
+    call_sid: &str,
+    parameters: Value,
+) -> TwilioStream {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = local.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-twilio-signature", signature.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("a signed handshake is accepted");
+    let mut stream = TwilioStream::over(ws);
+    stream.connected().await;
+    let stream_sid = stream.stream_sid.clone();
+    stream
+        .send(json!({
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": stream_sid,
+            "start": {
+                "accountSid": "AC0123456789abcdef0123456789abcdef",
+                "streamSid": stream_sid,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": parameters,
+            }
+        }))
+        .await;
+    stream
+}
+
+/// docs/reference.md#stream-token: with `TWILIO_AUTH_TOKEN`, the handshake's signature (the same
+/// for every call) is not enough to claim a call. A `start` with another call's token, with none,
+/// or replaying a spent continuation number is refused with 1008, counted, and changes nothing;
+/// the real call's streams, carrying their tokens, go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_bound_to_its_call_by_its_token() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (public, secret) = ("https://calls.example.com", "binding-secret");
+    let mut config = raw(Some(&redis), 5);
+    config.twilio_auth_token = Some(secret.into());
+    config.public_url = Some(public.into());
+    let replica = Replica::start(config, StreamTimeouts::default()).await;
+    let signed = Target::new(&replica.url(""), Some(public), Some(secret.into())).unwrap();
+    let account = "AC0123456789abcdef0123456789abcdef";
+    let (call, other) = (sid(1), sid(2));
+    let mut connects = Vec::new();
+    for call_sid in [&call, &other] {
+        let ids = prosaas_calls_sim::webhook::CallIds::inbound(call_sid, account);
+        let (_, connect) = prosaas_calls_sim::webhook::request_voice(&signed, &ids)
+            .await
+            .unwrap();
+        connects.push(connect.expect("admitted"));
+    }
+    let params = |connect: &prosaas_calls_sim::webhook::Connect| -> Value {
+        connect
+            .parameters
+            .iter()
+            .map(|(name, value)| (name.clone(), Value::from(value.clone())))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let (mine, theirs) = (params(&connects[0]), params(&connects[1]));
+    let token = mine["token"]
+        .as_str()
+        .expect("a token parameter")
+        .to_owned();
+    assert_ne!(Some(token.as_str()), theirs["token"].as_str());
+    let empty: [(String, String); 0] = [];
+    let handshake = twilio::signature::compute(secret, &connects[0].stream_url, &empty);
+    let local = format!("ws://{}/twilio/stream", replica.addr);
+    let stored = state(&replica, &call).await;
+
+    // Another call's token, none at all, or a continuation number it was never granted.
+    let forgeries = [
+        json!({"CallSid": call, "token": theirs["token"]}),
+        json!({"CallSid": call}),
+        json!({"CallSid": call, "token": token, "resumed": "1"}),
+    ];
+    for (n, forged) in forgeries.iter().enumerate() {
+        let mut stream = signed_stream_with(&local, &handshake, &call, forged.clone()).await;
+        assert_eq!(
+            stream.close_code(Duration::from_secs(5)).await,
+            Some(1008),
+            "forgery {n}"
+        );
+    }
+    assert_eq!(state(&replica, &call).await, stored, "nothing changed");
+    assert_eq!(active_count(&redis).await, 2);
+    assert_eq!(
+        redis_cli(&redis, &["EXISTS", &format!("calls:lock:{call}")]).await,
+        "0"
+    );
+    let text = replica.app.metrics().render();
+    assert_eq!(
+        metric_value(&text, r#"media_messages_dropped_total{reason="bad_token"}"#),
+        Some(3.0)
+    );
+
+    // The real stream, with its token, takes its call; the token is not kept in the state.
+    let mut first = signed_stream_with(&local, &handshake, &call, mine.clone()).await;
+    first.echo_round(1).await;
+    let live = state(&replica, &call).await;
+    assert_eq!(live.status, calls_core::state::CallStatus::Active);
+    assert!(!live.custom_parameters.contains_key("token"), "{live:?}");
+    // Lost: the continuation carries the token of stream 1, and only it takes the call.
+    drop(first);
+    ended_state(&replica, &call).await;
+    let ids = prosaas_calls_sim::webhook::CallIds::inbound(&call, account);
+    let action = connects[0].action_url.clone().unwrap();
+    let next = match prosaas_calls_sim::webhook::post_action(&signed, &action, &ids).await {
+        Ok(prosaas_calls_sim::webhook::AfterStream::Continue(next)) => next,
+        other => panic!("after-stream: {other:?}"),
+    };
+    let continued = params(&next);
+    assert_eq!(continued["resumed"], "1");
+    assert_ne!(continued["token"], mine["token"]);
+    let mut replayed_first = signed_stream_with(&local, &handshake, &call, mine.clone()).await;
+    assert_eq!(
+        replayed_first.close_code(Duration::from_secs(5)).await,
+        Some(1008),
+        "the first stream's token does not take a continuation"
+    );
+    let mut second = signed_stream_with(&local, &handshake, &call, continued.clone()).await;
+    second.echo_round(1).await;
+    // The continuation number replayed: its grant is spent.
+    let mut replayed = signed_stream_with(&local, &handshake, &call, continued).await;
+    assert_eq!(
+        replayed.close_code(Duration::from_secs(5)).await,
+        Some(1008)
+    );
+    second.echo_round(1).await;
+    second.stop(&call).await;
+    replica.stop().await;
+}

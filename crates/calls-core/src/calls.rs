@@ -17,7 +17,7 @@ use crate::state::{
 };
 use crate::store::{
     Admission, AdmitPolicy, CallStore, Refusal, RenewBatch, RenewReport, Renewal, ReplicaHeartbeat,
-    ResumeGrant, StoreError, StreamAdmission, StreamEnd,
+    ResumeGrant, StoreError, StreamAdmission, StreamClaim, StreamEnd,
 };
 use crate::tenant::{InvalidTenant, TenantKey};
 
@@ -102,6 +102,10 @@ pub enum WebhookOutcome {
 /// What a stream's `start` message carries.
 #[derive(Debug, Clone, Default)]
 pub struct StreamStart {
+    /// Whether the start carried its call's stream token for the stream it claims to be, or
+    /// tokens are off (docs/reference.md#stream-token): checked by the stream wing, which holds
+    /// the key.
+    pub bound: bool,
     pub stream_sid: String,
     pub account_sid: Option<String>,
     pub media_format: Option<MediaFormat>,
@@ -114,6 +118,9 @@ pub enum StreamRefusal {
     LockedElsewhere,
     /// Over the limit, draining without a reservation, recovering, or no store: close 1013.
     Rejected(RejectReason),
+    /// The start claimed a call holding a slot, or a continuation, without that call's stream
+    /// token (docs/reference.md#stream-token): close 1008, nothing changed.
+    Unbound,
 }
 
 /// The call lifecycle of one replica: the store, the streams live here, and what it reports.
@@ -256,7 +263,11 @@ impl Calls {
             .custom_parameters
             .get(RESUMED_PARAMETER)
             .map(|value| value.parse::<u32>().unwrap_or(0));
-        let (custom_parameters, dropped) = cap_custom_parameters(start.custom_parameters);
+        // The stream token proved what it had to; kept in the state it would only be one more
+        // copy of a credential (docs/reference.md#stream-token).
+        let mut parameters = start.custom_parameters;
+        parameters.remove(twilio::stream_token::PARAMETER);
+        let (custom_parameters, dropped) = cap_custom_parameters(parameters);
         if !dropped.is_empty() {
             warn!(%call_sid, ?dropped, "custom parameters over 4 KiB; these were not kept");
         }
@@ -283,7 +294,10 @@ impl Calls {
                 policy,
                 self.config.call_lease,
                 &fresh,
-                resumed,
+                StreamClaim {
+                    resumed,
+                    bound: start.bound,
+                },
             )
             .await;
         self.events.admission_time(started.elapsed());
@@ -300,6 +314,10 @@ impl Calls {
                     warn!(%call_sid, "stored state unreadable; started a fresh one");
                 }
                 (new_slot, *state, took_over)
+            }
+            Ok(StreamAdmission::Unbound) => {
+                warn!(%call_sid, ?resumed, "stream refused: its start claims this call without the call's stream token");
+                return Err(StreamRefusal::Unbound);
             }
             Ok(StreamAdmission::LockedBy(owner)) if resumed.is_some() => {
                 warn!(%call_sid, %owner, ?resumed, "continued stream refused: its resumed parameter matches no grant");

@@ -12,7 +12,8 @@ use calls_core::state::{CallState, CallStatus, EndReason};
 use calls_core::store::cluster::ClusterView;
 use calls_core::store::{
     Admission, AdmitPolicy, CallStore, MemoryStore, RedisSettings, RedisStore, RedisTls, Refusal,
-    RenewBatch, Renewal, ReplicaHeartbeat, ResumeGrant, StoreConfig, StreamAdmission, StreamEnd,
+    RenewBatch, Renewal, ReplicaHeartbeat, ResumeGrant, StoreConfig, StreamAdmission, StreamClaim,
+    StreamEnd,
 };
 use testkit::RedisServer;
 
@@ -51,7 +52,7 @@ async fn start(
     fresh.status = CallStatus::Active;
     fresh.stream_sid = Some(format!("MZ{token}"));
     store
-        .start_stream(call_sid, token, policy, lease, &fresh, None)
+        .start_stream(call_sid, token, policy, lease, &fresh, None.into())
         .await
         .unwrap()
 }
@@ -630,7 +631,7 @@ async fn start_resumed(
             AdmitPolicy::MayTakeSlot,
             lease,
             &fresh,
-            resumed,
+            resumed.into(),
         )
         .await
         .unwrap()
@@ -774,6 +775,106 @@ where
     assert_eq!(counts(store).await, (0, 0));
 }
 suite!(hand_over, super::a_handed_over_call_keeps_its_slot);
+
+/// docs/reference.md#stream-token: a start without its call's token may only be a new admission.
+/// Claiming a reserved call, a live one, a handed-over one or a continuation, it is refused and
+/// changes nothing: slot, lock and state as they were.
+async fn an_unbound_start_takes_no_call<F>(make: Make<F>)
+where
+    F: std::future::Future<Output = Fixture>,
+{
+    let fx = make(config(5), 1).await;
+    let store = fx.store();
+    let unbound = |resumed: Option<u32>| StreamClaim {
+        resumed,
+        bound: false,
+    };
+    let attempt = |call: CallSid, token: &'static str, claim: StreamClaim| {
+        let mut fresh = CallState::reserved(call.as_str(), "r9");
+        fresh.status = CallStatus::Active;
+        fresh.stream_sid = Some("MZforged".into());
+        async move {
+            store
+                .start_stream(&call, token, AdmitPolicy::MayTakeSlot, LEASE, &fresh, claim)
+                .await
+                .unwrap()
+        }
+    };
+    let call = sid(1);
+    let webhook = CallState::reserved(call.as_str(), "r1");
+    assert!(
+        store
+            .admit(&call, AdmitPolicy::MayTakeSlot, LEASE, Some(&webhook))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+    let before = (
+        store.read_state(&call).await.unwrap(),
+        store.stats().await.unwrap(),
+    );
+    // The reserved call, and any continuation of it.
+    for claim in [unbound(None), unbound(Some(0)), unbound(Some(1))] {
+        assert_eq!(
+            attempt(call.clone(), "forged", claim).await,
+            StreamAdmission::Unbound
+        );
+    }
+    assert_eq!(
+        (
+            store.read_state(&call).await.unwrap(),
+            store.stats().await.unwrap()
+        ),
+        before,
+        "nothing changed"
+    );
+    // The real stream starts: the forged one took no lock.
+    assert!(matches!(
+        start(store, &call, "real", AdmitPolicy::MayTakeSlot, LEASE).await,
+        StreamAdmission::Started {
+            new_slot: false,
+            ..
+        }
+    ));
+    // A live call, then a handed-over one with its continuation granted: still refused.
+    assert_eq!(
+        attempt(call.clone(), "forged", unbound(None)).await,
+        StreamAdmission::Unbound
+    );
+    let mut lost = store.read_state(&call).await.unwrap().unwrap();
+    lost.end(EndReason::Disconnected);
+    assert_eq!(
+        store.end_stream(&call, "real", &lost).await.unwrap(),
+        StreamEnd::Held
+    );
+    assert!(matches!(
+        store.grant_resume(&call, 2).await.unwrap(),
+        ResumeGrant::Granted { resumed: 1 }
+    ));
+    let granted = store.read_state(&call).await.unwrap();
+    for claim in [unbound(None), unbound(Some(1))] {
+        assert_eq!(
+            attempt(call.clone(), "forged", claim).await,
+            StreamAdmission::Unbound
+        );
+    }
+    assert_eq!(store.read_state(&call).await.unwrap(), granted);
+    assert_eq!(store.stats().await.unwrap().active, 1);
+    // The grant's own (bound) stream takes it.
+    assert!(matches!(
+        attempt(call.clone(), "continued", Some(1).into()).await,
+        StreamAdmission::Started {
+            took_over: true,
+            ..
+        }
+    ));
+    // A call holding no slot: an unbound start is a new admission under the cap.
+    assert!(matches!(
+        attempt(sid(2), "outbound", unbound(None)).await,
+        StreamAdmission::Started { new_slot: true, .. }
+    ));
+}
+suite!(stream_token, super::an_unbound_start_takes_no_call);
 
 /// A webhook's admission for `call_sid` in `tenant`, as the core makes it (the tenant travels in
 /// the initial state).

@@ -9,10 +9,12 @@
 --       rest_json (the same state without the carried fields),
 --       tenant ('' = none), default_tenant_limit ('' = none) (a reservation keeps the tenant it took),
 --       resumed (the stream's `resumed` parameter, '' if none: a continuation),
+--       bound ('1' if the start carried its call's stream token, or tokens are off; else '0'),
 --       then pairs of (field, default_json): fields the webhook wrote, carried from a stored state.
 -- Returns {code, active, reclaimed, epoch, reregister, owner, written_json, source}: code as
 -- admit_slot's, or 3 when `owner` holds the lock (or the `resumed` matches no grant), or 4 when the
--- stream took the call over with its grant; source 'stored' | 'fresh' | 'corrupt'.
+-- stream took the call over with its grant, or 5 when an unbound start claims a call holding a
+-- slot or a continuation; source 'stored' | 'fresh' | 'corrupt'.
 local slots, count_key, state_key, lock_key = KEYS[1], KEYS[2], KEYS[6], KEYS[7]
 local token = ARGV[8]
 local owner = redis.call('GET', lock_key)
@@ -23,6 +25,12 @@ local owner = redis.call('GET', lock_key)
 -- any second stream. A grant not yet taken reserves the call for its continuation: a stream without
 -- it is refused too.
 local resumed = ARGV[15]
+-- docs/reference.md#stream-token: a start without its call's token may only be a new admission; a
+-- call holding a slot (reserved, live, handed over) or a continuation is not for it. Nothing
+-- changes.
+if ARGV[16] ~= '1' and (resumed ~= '' or redis.call('ZSCORE', slots, ARGV[1])) then
+  return {5, 0, {}, '', 0, 'no stream token for this call', '', ''}
+end
 local takeover = false
 local ok, granted = pcall(cjson.decode, redis.call('GET', state_key) or '')
 local grant = ok and type(granted) == 'table' and type(granted['resume_grant']) == 'number'
@@ -82,7 +90,7 @@ if stored then
   elseif decoded['status'] ~= 'ended' or takeover then
     -- A continued call keeps who called and when, even from the ended state of its lost stream.
     local parts = {}
-    for i = 16, #ARGV - 1, 2 do
+    for i = 17, #ARGV - 1, 2 do
       local field, value = ARGV[i], decoded[ARGV[i]]
       if type(value) == 'string' then
         parts[#parts + 1] = cjson.encode(field) .. ':' .. cjson.encode(value)

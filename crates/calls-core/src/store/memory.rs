@@ -10,8 +10,8 @@ use tokio::time::Instant;
 
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
-    RenewBatch, RenewReport, ResumeGrant, StoreConfig, StoreError, StreamAdmission, StreamEnd,
-    TenantsUsage, hands_over, next_grant, tenants_usage,
+    RenewBatch, RenewReport, ResumeGrant, StoreConfig, StoreError, StreamAdmission, StreamClaim,
+    StreamEnd, TenantsUsage, hands_over, next_grant, tenants_usage,
 };
 use crate::call_sid::CallSid;
 use crate::state::{CallState, CallStatus, EndReason};
@@ -241,11 +241,16 @@ impl CallStore for MemoryStore {
         policy: AdmitPolicy,
         lease: Duration,
         fresh: &CallState,
-        resumed: Option<u32>,
+        claim: StreamClaim,
     ) -> Result<StreamAdmission, StoreError> {
         let now = Instant::now();
         let sid = call_sid.as_str();
+        let resumed = claim.resumed;
         let mut inner = self.lock();
+        // docs/reference.md#stream-token: an unbound start may only be a new admission.
+        if !claim.bound && (resumed.is_some() || inner.slots.contains_key(sid)) {
+            return Ok(StreamAdmission::Unbound);
+        }
         // docs/reference.md#after-stream: a `resumed` stream takes the call over only with the
         // grant the state records.
         let stored = inner
@@ -545,7 +550,7 @@ mod tests {
                 AdmitPolicy::MayTakeSlot,
                 Duration::from_secs(30),
                 &fresh,
-                resumed,
+                resumed.into(),
             )
             .await
             .unwrap()

@@ -156,8 +156,33 @@ pub enum StreamAdmission {
     },
     /// Another stream owns the call's lock (its token, for the log line); nothing changed.
     LockedBy(String),
+    /// The start was not bound to its call (no stream token for it, [`StreamClaim::bound`]) yet
+    /// claimed a call holding a slot, or a continuation: nothing changed
+    /// (docs/reference.md#stream-token).
+    Unbound,
     /// No slot: nothing changed, the lock was not taken.
     Refused(Refusal),
+}
+
+/// What a stream's `start` claims to be (see [`CallStore::start_stream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamClaim {
+    /// The stream's `resumed` parameter: the continuation it claims (docs/reference.md#after-stream).
+    pub resumed: Option<u32>,
+    /// Whether the start carried its call's stream token for that stream, or tokens are off
+    /// (docs/reference.md#stream-token). An unbound start may only be a new admission: it never
+    /// takes a call that holds a slot, nor a continuation.
+    pub bound: bool,
+}
+
+/// A bound start with this `resumed` (tokens off, or checked already).
+impl From<Option<u32>> for StreamClaim {
+    fn from(resumed: Option<u32>) -> Self {
+        Self {
+            resumed,
+            bound: true,
+        }
+    }
 }
 
 /// What a stream's end did (see [`CallStore::end_stream`]).
@@ -475,10 +500,12 @@ pub trait CallStore: Send + Sync + 'static {
     /// that a stored state that has not ended keeps its `created_at`, `from` and `to`, and its
     /// `account_sid` unless `fresh` has one.
     ///
-    /// `resumed` is the stream's `resumed` parameter (docs/reference.md#after-stream): if it
+    /// `claim.resumed` is the stream's `resumed` parameter (docs/reference.md#after-stream): if it
     /// matches the grant recorded in the stored state, the stream takes the call over whoever holds
     /// the lock, and takes its slot back even above the limit, carrying the stored fields even from
-    /// an ended state; a `resumed` that matches no grant is refused as a second stream.
+    /// an ended state; a `resumed` that matches no grant is refused as a second stream. A start
+    /// that is not `claim.bound` and claims a continuation or a call holding a slot is refused
+    /// ([`StreamAdmission::Unbound`]) before anything changes.
     async fn start_stream(
         &self,
         call_sid: &CallSid,
@@ -486,7 +513,7 @@ pub trait CallStore: Send + Sync + 'static {
         policy: AdmitPolicy,
         lease: Duration,
         fresh: &CallState,
-        resumed: Option<u32>,
+        claim: StreamClaim,
     ) -> Result<StreamAdmission, StoreError>;
 
     /// docs/reference.md#after-stream, atomically: if the stored state allows a continuation and

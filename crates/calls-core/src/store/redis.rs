@@ -18,7 +18,7 @@ use super::settings::{RedisSettings, RedisTls};
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
     RenewBatch, RenewReport, Renewal, ReplicaHeartbeat, ResumeGrant, StoreConfig, StoreError,
-    StreamAdmission, StreamEnd, TenantsUsage, hands_over, next_grant, tenants_usage,
+    StreamAdmission, StreamClaim, StreamEnd, TenantsUsage, hands_over, next_grant, tenants_usage,
 };
 use crate::call_sid::CallSid;
 use crate::keys;
@@ -29,6 +29,9 @@ const PRELUDE: &str = include_str!("../lua/prelude.lua");
 /// What `stream_start.lua` answers when the stream took the call over with its grant
 /// (docs/reference.md#after-stream).
 const TOOK_OVER: i64 = 4;
+/// `stream_start.lua`'s code for a start not bound to its call that claimed a call holding a slot,
+/// or a continuation (docs/reference.md#stream-token).
+const UNBOUND: i64 = 5;
 
 /// Live calls renewed by one script. Redis runs a script alone, so a replica's whole tick in one
 /// script would hold every other replica's admissions for as long as it runs; a chunk of this size
@@ -646,7 +649,7 @@ impl CallStore for RedisStore {
         policy: AdmitPolicy,
         lease: Duration,
         fresh: &CallState,
-        resumed: Option<u32>,
+        claim: StreamClaim,
     ) -> Result<StreamAdmission, StoreError> {
         let (whole, rest, carried) = start_state_args(fresh);
         let tenant = tenant_arg(fresh);
@@ -676,7 +679,8 @@ impl CallStore for RedisStore {
             .arg(&rest)
             .arg(&tenant)
             .arg(&default_limit)
-            .arg(resumed.map(|n| n.to_string()).unwrap_or_default());
+            .arg(claim.resumed.map(|n| n.to_string()).unwrap_or_default())
+            .arg(u8::from(claim.bound));
         for (field, default) in &carried {
             invocation.arg(*field).arg(default);
         }
@@ -687,6 +691,9 @@ impl CallStore for RedisStore {
             .await?;
         if code == 3 {
             return Ok(StreamAdmission::LockedBy(owner));
+        }
+        if code == UNBOUND {
+            return Ok(StreamAdmission::Unbound);
         }
         let took_over = code == TOOK_OVER;
         // A call taken over may have lost its lapsed slot in this very script: it is live again,
