@@ -13,12 +13,18 @@ use calls_core::calls::{AfterStream, is_final_status};
 use twilio::twiml;
 
 use super::voice::{connect, fallback_twiml, xml};
-use super::{TwilioRequest, twilio_call_form};
+use super::{TwilioRequest, after_stream_url, twilio_call_form_signed_over};
 use crate::app::App;
 use crate::metrics::Answer;
 
 pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
-    let (form, call_sid) = match twilio_call_form(&app, &request) {
+    // Twilio signs this request over the action URL exactly as our TwiML gave it: built from the
+    // normalised PUBLIC_URL (lower-case host, no default port), not PUBLIC_URL as written.
+    let signed_url = match request.uri.query() {
+        Some(query) => format!("{}?{query}", after_stream_url(&app, &request.headers)),
+        None => after_stream_url(&app, &request.headers),
+    };
+    let (form, call_sid) = match twilio_call_form_signed_over(&app, &request, &signed_url) {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };

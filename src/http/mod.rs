@@ -174,9 +174,30 @@ pub(crate) fn twilio_call_form(
     Ok((form, call_sid))
 }
 
+/// [`twilio_call_form`] for a request Twilio sent to `signed_url` (a URL our own TwiML gave it,
+/// query included), which its signature covers.
+pub(crate) fn twilio_call_form_signed_over(
+    app: &App,
+    request: &TwilioRequest,
+    signed_url: &str,
+) -> Result<(TwilioForm, CallSid), Rejected> {
+    let form = twilio_form_signed_over(app, request, signed_url)?;
+    let call_sid = form.call_sid(app, &request.uri)?;
+    Ok((form, call_sid))
+}
+
 /// Parses a Twilio request's parameters and checks its signature. Twilio signs the full URL it
-/// requested (query included) followed, for a POST, by the sorted form parameters.
+/// requested (query included) followed, for a POST, by the sorted form parameters; for a
+/// webhook that is `PUBLIC_URL` and the path, as the number's settings spell it.
 pub(crate) fn twilio_form(app: &App, request: &TwilioRequest) -> Result<TwilioForm, Rejected> {
+    twilio_form_signed_over(app, request, &public_url_of(app, &request.uri))
+}
+
+fn twilio_form_signed_over(
+    app: &App,
+    request: &TwilioRequest,
+    signed_url: &str,
+) -> Result<TwilioForm, Rejected> {
     let TwilioRequest {
         method,
         headers,
@@ -188,7 +209,7 @@ pub(crate) fn twilio_form(app: &App, request: &TwilioRequest) -> Result<TwilioFo
         let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
-        check_signature(app, headers, uri, &public_url_of(app, uri), &[])?;
+        check_signature(app, headers, uri, signed_url, &[])?;
         return Ok(TwilioForm { params });
     }
     let content_type = headers
@@ -207,7 +228,7 @@ pub(crate) fn twilio_form(app: &App, request: &TwilioRequest) -> Result<TwilioFo
         ));
     }
     let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-    check_signature(app, headers, uri, &public_url_of(app, uri), &params)?;
+    check_signature(app, headers, uri, signed_url, &params)?;
     Ok(TwilioForm { params })
 }
 

@@ -683,6 +683,44 @@ async fn a_call_cut_by_the_drain_deadline_is_continued() {
     other.stop().await;
 }
 
+/// The action URL the TwiML gives is built from the normalised `PUBLIC_URL` (lower-case host), and
+/// Twilio signs its request over that URL: a `PUBLIC_URL` written in mixed case must not make
+/// every after-stream a 403 (it did: the check used `PUBLIC_URL` as written).
+#[tokio::test]
+async fn the_after_stream_signature_is_checked_over_the_normalised_action_url() {
+    let public = "https://Calls.Example.COM";
+    let mut config = raw(None, 5);
+    config.twilio_auth_token = Some("continuity-secret".into());
+    config.public_url = Some(public.into());
+    let replica = Replica::start(config, StreamTimeouts::default()).await;
+    let signed = Target::new(
+        &replica.url(""),
+        Some(public),
+        Some("continuity-secret".into()),
+    )
+    .unwrap();
+    let call_sid = sid(10);
+    let ids = prosaas_calls_sim::webhook::CallIds::inbound(
+        &call_sid,
+        "AC0123456789abcdef0123456789abcdef",
+    );
+    let (_, connect) = prosaas_calls_sim::webhook::request_voice(&signed, &ids)
+        .await
+        .unwrap();
+    let action = connect.unwrap().action_url.unwrap();
+    assert!(
+        action.starts_with("https://calls.example.com/twilio/after-stream"),
+        "{action}"
+    );
+    match prosaas_calls_sim::webhook::post_action(&signed, &action, &ids).await {
+        Ok(prosaas_calls_sim::webhook::AfterStream::Continue(next)) => {
+            assert_eq!(next.stream_url, "wss://calls.example.com/twilio/stream");
+        }
+        other => panic!("signed after-stream: {other:?}"),
+    }
+    replica.stop().await;
+}
+
 /// With `TWILIO_AUTH_TOKEN`, the after-stream request is checked like every Twilio request: signed
 /// over the action URL the TwiML gave (built from `PUBLIC_URL`), else 403 and no state changes.
 #[tokio::test]
