@@ -64,11 +64,20 @@ pub(super) fn connect(
     headers: &HeaderMap,
     parameters: &twiml::StreamParameters<'_>,
 ) -> Response {
-    let token = app.config().auth_token().map(|auth_token| {
-        StreamKey::derive(auth_token).token(parameters.call_sid, parameters.resumed.unwrap_or(0))
-    });
+    let stream = parameters.resumed.unwrap_or(0);
+    let token = app
+        .config()
+        .auth_token()
+        .map(|auth_token| StreamKey::derive(auth_token).token(parameters.call_sid, stream));
+    // The action names the stream it follows, so a replayed request for an earlier stream spends
+    // nothing (docs/reference.md#after-stream).
+    let action = format!(
+        "{}?{}={stream}",
+        after_stream_url(app, headers),
+        super::after_stream::STREAM_NUMBER
+    );
     let body = twiml::connect_bound(
-        &after_stream_url(app, headers),
+        &action,
         &stream_url(app, headers),
         parameters,
         token.as_deref(),

@@ -105,7 +105,7 @@ async fn after_stream_hangs_up_falls_back_or_continues_by_the_state() {
     let connect = prosaas_calls_sim::webhook::connect_of(&twiml).unwrap();
     assert_eq!(
         connect.action_url.as_deref(),
-        Some(format!("http://{}/twilio/after-stream", replica.addr).as_str()),
+        Some(format!("http://{}/twilio/after-stream?stream=0", replica.addr).as_str()),
         "{twiml}"
     );
     assert!(parameters_of(&twiml).get("resumed").is_none(), "{twiml}");
@@ -128,7 +128,11 @@ async fn after_stream_hangs_up_falls_back_or_continues_by_the_state() {
     let (status, answer) = after_stream(&base, &call, "in-progress").await;
     assert_eq!(status, 200, "{answer}");
     let again = prosaas_calls_sim::webhook::connect_of(&answer).expect("a continuation");
-    assert_eq!(again.action_url, connect.action_url, "{answer}");
+    assert_eq!(
+        again.action_url.as_deref(),
+        Some(format!("http://{}/twilio/after-stream?stream=1", replica.addr).as_str()),
+        "the continuation's action names its stream: {answer}"
+    );
     assert_eq!(again.stream_url, connect.stream_url, "{answer}");
     let params = parameters_of(&answer);
     assert_eq!(params["resumed"], "1", "{answer}");
@@ -745,7 +749,10 @@ async fn the_after_stream_request_must_be_signed_over_its_action_url() {
         .await
         .unwrap();
     let action = connect.unwrap().action_url.unwrap();
-    assert_eq!(action, "https://calls.example.com/twilio/after-stream");
+    assert_eq!(
+        action,
+        "https://calls.example.com/twilio/after-stream?stream=0"
+    );
     // The call is still reserved (its stream never came): the signed request continues it.
     match prosaas_calls_sim::webhook::post_action(&unsigned, &action, &ids).await {
         Err(prosaas_calls_sim::error::SimError::WebhookStatus(403)) => {}
@@ -760,9 +767,27 @@ async fn the_after_stream_request_must_be_signed_over_its_action_url() {
         Ok(prosaas_calls_sim::webhook::AfterStream::Continue(next)) => {
             assert_eq!(next.stream_url, "wss://calls.example.com/twilio/stream");
             assert!(next.parameters.contains(&("resumed".into(), "1".into())));
+            assert_eq!(
+                next.action_url.as_deref(),
+                Some("https://calls.example.com/twilio/after-stream?stream=1")
+            );
         }
         other => panic!("signed after-stream: {other:?}"),
     }
+    // The same signed request replayed (docs/reference.md#after-stream): the call's current
+    // stream is 1 now, so it spends nothing and is answered with a hang-up.
+    for _ in 0..3 {
+        match prosaas_calls_sim::webhook::post_action(&signed, &action, &ids).await {
+            Ok(prosaas_calls_sim::webhook::AfterStream::Hangup) => {}
+            other => panic!("replayed after-stream: {other:?}"),
+        }
+    }
+    let kept = state(&replica, &call_sid).await;
+    assert_eq!(
+        (kept.resumes, kept.resume_grant),
+        (1, Some(1)),
+        "nothing spent"
+    );
     replica.stop().await;
 }
 

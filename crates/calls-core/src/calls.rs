@@ -425,12 +425,20 @@ impl Calls {
     /// decided from the call's stored state; a continuation's grant is recorded (and counted) in
     /// the state before it is answered. A store that cannot answer gets the fallback: the caller
     /// hears a message, never dead air, and no grant could be recorded for a new stream to take.
-    pub async fn after_stream(&self, call_sid: &CallSid) -> AfterStream {
+    ///
+    /// `stream` is the number of the stream the request follows (the action URL's `stream`); a
+    /// request for a stream that is not the call's current one is a replay: it spends nothing and
+    /// is answered `<Hangup/>`, which reaches only whoever replayed it.
+    pub async fn after_stream(&self, call_sid: &CallSid, stream: Option<u32>) -> AfterStream {
         match self
             .store
-            .grant_resume(call_sid, self.config.resume_limit)
+            .grant_resume(call_sid, self.config.resume_limit, stream)
             .await
         {
+            Ok(ResumeGrant::NotCurrent { current }) => {
+                warn!(%call_sid, ?stream, current, "after-stream request for a stream that is not the call's current one (a replay); nothing spent");
+                AfterStream::Hangup
+            }
             Ok(ResumeGrant::Granted { resumed }) => {
                 let state = self.store.read_state(call_sid).await.ok().flatten();
                 info!(%call_sid, resumed, limit = self.config.resume_limit, "stream lost while the call goes on; continuing it");

@@ -624,6 +624,8 @@ async fn start_resumed(
     fresh.status = CallStatus::Active;
     fresh.stream_sid = Some(format!("MZ{token}"));
     fresh.tenant = Some("acme".into());
+    // As the core writes it: a continuation counts the grant it takes.
+    fresh.resumes = resumed.unwrap_or(0);
     store
         .start_stream(
             call_sid,
@@ -691,7 +693,7 @@ where
         assert_eq!(end_as(store, &call, "A", reason).await, StreamEnd::Held);
         assert_eq!(counts(store).await, (1, 1), "{reason:?}");
         assert_eq!(take(store, &newcomer, LEASE).await, refused, "{reason:?}");
-        let Ok(ResumeGrant::Granted { resumed }) = store.grant_resume(&call, 10).await else {
+        let Ok(ResumeGrant::Granted { resumed }) = store.grant_resume(&call, 10, None).await else {
             panic!("{reason:?}: a continuation is granted");
         };
         assert_eq!(take(store, &newcomer, LEASE).await, refused, "{reason:?}");
@@ -753,7 +755,7 @@ where
     let short = HOLD / 3;
     start_resumed(store, &orphan, "E", short, None).await;
     assert!(matches!(
-        store.grant_resume(&orphan, 10).await.unwrap(),
+        store.grant_resume(&orphan, 10, None).await.unwrap(),
         ResumeGrant::Granted { resumed: 1 }
     ));
     tokio::time::sleep(short * 2).await;
@@ -848,7 +850,7 @@ where
         StreamEnd::Held
     );
     assert!(matches!(
-        store.grant_resume(&call, 2).await.unwrap(),
+        store.grant_resume(&call, 2, None).await.unwrap(),
         ResumeGrant::Granted { resumed: 1 }
     ));
     let granted = store.read_state(&call).await.unwrap();
@@ -875,6 +877,77 @@ where
     ));
 }
 suite!(stream_token, super::an_unbound_start_takes_no_call);
+
+/// The live stream of `call_sid` with `token` ends with `reason`, its final state the stored one
+/// ended (as a replica's is: what the stream started with, counters and all).
+async fn end_stored(
+    store: &dyn CallStore,
+    call_sid: &CallSid,
+    token: &str,
+    reason: EndReason,
+) -> StreamEnd {
+    let mut last = store.read_state(call_sid).await.unwrap().unwrap();
+    last.end(reason);
+    store.end_stream(call_sid, token, &last).await.unwrap()
+}
+
+/// docs/reference.md#after-stream, #resume-limit: an after-stream request names the stream it
+/// follows, and only the one for the call's current stream spends a continuation (a replay
+/// spends nothing and writes nothing); a stream without `resumed` never resets the count.
+async fn continuations_are_spent_once_per_stream<F>(make: Make<F>)
+where
+    F: std::future::Future<Output = Fixture>,
+{
+    let fx = make(config(5), 1).await;
+    let store = fx.store();
+    let call = sid(1);
+    take_for(store, &call, "acme", LEASE).await;
+    start_resumed(store, &call, "s0", LEASE, None).await;
+    end_stored(store, &call, "s0", EndReason::Disconnected).await;
+    assert_eq!(
+        store.grant_resume(&call, 2, Some(0)).await.unwrap(),
+        ResumeGrant::Granted { resumed: 1 }
+    );
+    let granted = store.read_state(&call).await.unwrap();
+    // The request for stream 0 replayed: nothing spent, nothing written.
+    assert_eq!(
+        store.grant_resume(&call, 2, Some(0)).await.unwrap(),
+        ResumeGrant::NotCurrent { current: 1 }
+    );
+    assert_eq!(store.read_state(&call).await.unwrap(), granted);
+    assert!(matches!(
+        start_resumed(store, &call, "s1", LEASE, Some(1)).await,
+        StreamAdmission::Started {
+            took_over: true,
+            ..
+        }
+    ));
+    end_stored(store, &call, "s1", EndReason::Disconnected).await;
+    for replayed in [Some(0), Some(7)] {
+        assert!(matches!(
+            store.grant_resume(&call, 2, replayed).await.unwrap(),
+            ResumeGrant::NotCurrent { current: 1 }
+        ));
+    }
+    assert_eq!(
+        store.grant_resume(&call, 2, Some(1)).await.unwrap(),
+        ResumeGrant::Granted { resumed: 2 }
+    );
+    start_resumed(store, &call, "s2", LEASE, Some(2)).await;
+    end_stored(store, &call, "s2", EndReason::Stop).await;
+    // The budget of 2 is spent. A stream without `resumed` for the same call starts (a new
+    // admission), and keeps the count: its loss is not continued.
+    match start_resumed(store, &call, "fresh", LEASE, None).await {
+        StreamAdmission::Started { state, .. } => assert_eq!(state.resumes, 2),
+        other => panic!("{other:?}"),
+    }
+    end_stored(store, &call, "fresh", EndReason::Disconnected).await;
+    assert_eq!(
+        store.grant_resume(&call, 2, None).await.unwrap(),
+        ResumeGrant::LimitReached
+    );
+}
+suite!(spent_once, super::continuations_are_spent_once_per_stream);
 
 /// A webhook's admission for `call_sid` in `tenant`, as the core makes it (the tenant travels in
 /// the initial state).

@@ -108,6 +108,17 @@ if stored then
     end
     source = 'stored'
   end
+  -- docs/reference.md#resume-limit: a stream without `resumed` never resets the call's
+  -- continuation count (nor its hand-overs), whatever state it finds: the budget is per call.
+  if not takeover and ok and type(decoded) == 'table' and type(decoded['resumes']) == 'number'
+      and decoded['resumes'] > 0 then
+    written = string.gsub(written, '"resumes":%d+',
+      '"resumes":' .. string.format('%d', decoded['resumes']), 1)
+    if type(decoded['handovers']) == 'number' then
+      written = string.gsub(written, '"handovers":%d+',
+        '"handovers":' .. string.format('%d', decoded['handovers']), 1)
+    end
+  end
 end
 redis.call('SET', state_key, written, 'EX', ARGV[10])
 return {code, active, expired, epoch, lost, '', written, source}

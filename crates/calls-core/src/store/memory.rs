@@ -314,6 +314,17 @@ impl CallStore for MemoryStore {
             }
             state.handovers = stored.handovers;
         }
+        // docs/reference.md#resume-limit: a stream without `resumed` never resets the call's
+        // continuation count, whatever state it finds (as stream_start.lua).
+        if !took_over
+            && let Some((stored, _)) = inner
+                .states
+                .get(sid)
+                .filter(|(stored, until)| *until > now && stored.resumes > 0)
+        {
+            state.resumes = stored.resumes;
+            state.handovers = stored.handovers;
+        }
         inner
             .states
             .insert(sid.to_owned(), (state.clone(), now + self.config.state_ttl));
@@ -330,6 +341,7 @@ impl CallStore for MemoryStore {
         &self,
         call_sid: &CallSid,
         limit: u32,
+        stream: Option<u32>,
     ) -> Result<ResumeGrant, StoreError> {
         let now = Instant::now();
         let mut inner = self.lock();
@@ -338,7 +350,7 @@ impl CallStore for MemoryStore {
             .get(call_sid.as_str())
             .filter(|(_, until)| *until > now)
             .map(|(state, _)| state);
-        match next_grant(stored, limit) {
+        match next_grant(stored, limit, stream) {
             Ok((granted, resumed)) => {
                 let until = now + self.config.state_ttl;
                 inner.states.insert(call_sid.to_string(), (granted, until));
@@ -578,7 +590,7 @@ mod tests {
             StreamAdmission::Started { .. }
         ));
         assert_eq!(
-            store.grant_resume(&call, 1).await.unwrap(),
+            store.grant_resume(&call, 1, None).await.unwrap(),
             ResumeGrant::Granted { resumed: 1 }
         );
         // Without the grant, or with a wrong one: refused, nothing changes.
@@ -621,11 +633,11 @@ mod tests {
         drained.end(EndReason::DrainTimeout);
         store.end_stream(&call, "new", &drained).await.unwrap();
         assert_eq!(
-            store.grant_resume(&call, 1).await.unwrap(),
+            store.grant_resume(&call, 1, None).await.unwrap(),
             ResumeGrant::Granted { resumed: 2 }
         );
         assert_eq!(
-            store.grant_resume(&call, 1).await.unwrap(),
+            store.grant_resume(&call, 1, None).await.unwrap(),
             ResumeGrant::LimitReached
         );
         match start(&store, &call, "handed-over", Some(2)).await {
@@ -639,7 +651,7 @@ mod tests {
         lost.end(EndReason::Disconnected);
         store.end_stream(&call, "handed-over", &lost).await.unwrap();
         assert_eq!(
-            store.grant_resume(&call, 1).await.unwrap(),
+            store.grant_resume(&call, 1, None).await.unwrap(),
             ResumeGrant::LimitReached,
             "one failure continued already: the budget of 1 is spent"
         );
@@ -648,11 +660,11 @@ mod tests {
         stopped.end(EndReason::Stop);
         store.end_stream(&other, "t2", &stopped).await.unwrap();
         assert!(matches!(
-            store.grant_resume(&other, 5).await.unwrap(),
+            store.grant_resume(&other, 5, None).await.unwrap(),
             ResumeGrant::NotContinuable(Some(_))
         ));
         assert_eq!(
-            store.grant_resume(&sid(3), 5).await.unwrap(),
+            store.grant_resume(&sid(3), 5, None).await.unwrap(),
             ResumeGrant::NotContinuable(None)
         );
     }

@@ -248,6 +248,9 @@ pub enum ResumeGrant {
     Granted { resumed: u32 },
     /// The call may be continued, but it already had `RESUME_LIMIT` continuations.
     LimitReached,
+    /// The request names a stream of the call that is not its current one (a replayed request
+    /// for an earlier stream): nothing is spent or written (docs/reference.md#after-stream).
+    NotCurrent { current: u32 },
     /// The state (as read, `None` if missing) does not allow a continuation
     /// (docs/reference.md#after-stream).
     NotContinuable(Option<Box<CallState>>),
@@ -436,10 +439,22 @@ impl StoreError {
 pub(crate) fn next_grant(
     stored: Option<&CallState>,
     limit: u32,
+    stream: Option<u32>,
 ) -> Result<(CallState, u32), ResumeGrant> {
     let Some(state) = stored else {
         return Err(ResumeGrant::NotContinuable(None));
     };
+    // Only the request for the call's current stream (its `resumes`: 0 for the first, N for the
+    // continuation `resumed=N`, granted or taken) may spend a continuation: Twilio asks once per
+    // stream, so a request for an earlier one is a replay. None: an action URL given before the
+    // stream number was in it.
+    if let Some(stream) = stream
+        && stream != state.resumes
+    {
+        return Err(ResumeGrant::NotCurrent {
+            current: state.resumes,
+        });
+    }
     if state.disposition() != crate::state::Disposition::Continue {
         return Err(ResumeGrant::NotContinuable(Some(Box::new(state.clone()))));
     }
@@ -519,9 +534,15 @@ pub trait CallStore: Send + Sync + 'static {
     /// docs/reference.md#after-stream, atomically: if the stored state allows a continuation and
     /// counts fewer than `limit` resumes, records the next grant (`resumes + 1`) in it and counts
     /// it. A slot the call still holds is then kept at least `RESERVATION_SECS` from the grant
-    /// (docs/reference.md#hand-over).
-    async fn grant_resume(&self, call_sid: &CallSid, limit: u32)
-    -> Result<ResumeGrant, StoreError>;
+    /// (docs/reference.md#hand-over). `stream` is the number of the stream the request follows
+    /// (the action URL's `stream`): one that is not the call's current stream changes nothing
+    /// ([`ResumeGrant::NotCurrent`]).
+    async fn grant_resume(
+        &self,
+        call_sid: &CallSid,
+        limit: u32,
+        stream: Option<u32>,
+    ) -> Result<ResumeGrant, StoreError>;
 
     /// How many other replicas (not `except`) have a fresh heartbeat that is not draining.
     async fn live_replicas(&self, except: &str) -> Result<u64, StoreError>;
@@ -585,31 +606,31 @@ mod tests {
         // hand-overs, and the budget of 2 still whole.
         let mut state = ended(EndReason::DrainTimeout, 0, 0);
         for hop in 1..=10 {
-            let (granted, resumed) = next_grant(Some(&state), 2).expect("a hand-over");
+            let (granted, resumed) = next_grant(Some(&state), 2, None).expect("a hand-over");
             assert_eq!((resumed, granted.handovers), (hop, hop));
             state = ended(EndReason::DrainTimeout, granted.resumes, granted.handovers);
         }
         // Then two failures are continued, the third is not.
         let mut state = ended(EndReason::Disconnected, 10, 10);
         for _ in 0..2 {
-            let (granted, _) = next_grant(Some(&state), 2).expect("a continuation");
+            let (granted, _) = next_grant(Some(&state), 2, None).expect("a continuation");
             assert_eq!(granted.handovers, 10);
             state = ended(EndReason::LockLost, granted.resumes, granted.handovers);
         }
         assert_eq!(
-            next_grant(Some(&state), 2).unwrap_err(),
+            next_grant(Some(&state), 2, None).unwrap_err(),
             ResumeGrant::LimitReached
         );
         // A hand-over asked again (its stream never came) counts as a failure.
         let mut pending = ended(EndReason::DrainTimeout, 2, 0);
         pending.resume_grant = Some(2);
         assert_eq!(
-            next_grant(Some(&pending), 2).unwrap_err(),
+            next_grant(Some(&pending), 2, None).unwrap_err(),
             ResumeGrant::LimitReached
         );
         // RESUME_LIMIT=0 turns every continuation off, hand-overs too.
         assert_eq!(
-            next_grant(Some(&ended(EndReason::DrainTimeout, 0, 0)), 0).unwrap_err(),
+            next_grant(Some(&ended(EndReason::DrainTimeout, 0, 0)), 0, None).unwrap_err(),
             ResumeGrant::LimitReached
         );
     }

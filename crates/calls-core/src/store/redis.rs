@@ -735,6 +735,7 @@ impl CallStore for RedisStore {
         &self,
         call_sid: &CallSid,
         limit: u32,
+        stream: Option<u32>,
     ) -> Result<ResumeGrant, StoreError> {
         // Compare-and-set: the grant is decided on the state as read and written only if it is
         // still that state; a stream ending or a tick flushing in between makes us decide again.
@@ -747,7 +748,7 @@ impl CallStore for RedisStore {
             let stored = blob
                 .as_deref()
                 .and_then(|blob| serde_json::from_str::<CallState>(blob).ok());
-            let (granted, resumed) = match next_grant(stored.as_ref(), limit) {
+            let (granted, resumed) = match next_grant(stored.as_ref(), limit, stream) {
                 Ok(next) => next,
                 Err(answer) => return Ok(answer),
             };
