@@ -70,6 +70,7 @@ fn calls_config(config: &Config) -> CallsConfig {
         renew_interval: config.renew_interval,
         tenant_key: config.tenant_key,
         default_tenant_limit: config.default_tenant_limit,
+        stream_tokens: config.auth_token().is_some(),
         resume_limit: config.resume_limit,
     }
 }

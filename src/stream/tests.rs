@@ -174,6 +174,7 @@ pub(super) fn context(media: Media) -> Arc<StreamContext> {
         tenant_key: TenantKey::None,
         default_tenant_limit: None,
         resume_limit: 2,
+        stream_tokens: false,
     };
     Arc::new(StreamContext {
         calls: Arc::new(Calls::new(calls, Arc::new(store), metrics.clone())),

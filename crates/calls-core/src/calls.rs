@@ -41,6 +41,9 @@ pub struct CallsConfig {
     /// `RESUME_LIMIT`: continuations granted per call after its stream was lost
     /// (docs/reference.md#after-stream).
     pub resume_limit: u32,
+    /// Whether the TwiML this replica gives carries stream tokens (`TWILIO_AUTH_TOKEN` is set):
+    /// recorded in each admitted call's state (docs/reference.md#stream-token).
+    pub stream_tokens: bool,
 }
 
 /// The `customParameters` name a continued stream's grant travels under
@@ -215,6 +218,7 @@ impl Calls {
         state.from = call.from;
         state.to = call.to;
         state.stream_url = call.stream_url;
+        state.stream_token = self.config.stream_tokens;
         let admission = self
             .timed_admit(
                 call_sid,

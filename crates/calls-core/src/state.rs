@@ -191,6 +191,11 @@ pub struct CallState {
     /// `resumed` parameter a new stream's `start` must carry to take the call over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_grant: Option<u32>,
+    /// The call's TwiML carried a stream token (docs/reference.md#stream-token), so a `start` that
+    /// claims the call must carry it. False for a call admitted before tokens were on, or by an
+    /// older replica during a roll: its streams could not show one.
+    #[serde(default)]
+    pub stream_token: bool,
 }
 
 impl CallState {
@@ -220,6 +225,7 @@ impl CallState {
             resumes: 0,
             handovers: 0,
             resume_grant: None,
+            stream_token: false,
         }
     }
 

@@ -802,8 +802,25 @@ where
                 .unwrap()
         }
     };
+    // A call admitted by a replica that gave no token (tokens were off, or an older version
+    // during a roll): its streams cannot show one, and are not refused for it.
+    let untokened = sid(3);
+    let webhook = CallState::reserved(untokened.as_str(), "r1");
+    store
+        .admit(&untokened, AdmitPolicy::MayTakeSlot, LEASE, Some(&webhook))
+        .await
+        .unwrap();
+    assert!(matches!(
+        attempt(untokened.clone(), "old-twiml", unbound(None)).await,
+        StreamAdmission::Started {
+            new_slot: false,
+            ..
+        }
+    ));
+
     let call = sid(1);
-    let webhook = CallState::reserved(call.as_str(), "r1");
+    let mut webhook = CallState::reserved(call.as_str(), "r1");
+    webhook.stream_token = true;
     assert!(
         store
             .admit(&call, AdmitPolicy::MayTakeSlot, LEASE, Some(&webhook))
@@ -861,7 +878,11 @@ where
         );
     }
     assert_eq!(store.read_state(&call).await.unwrap(), granted);
-    assert_eq!(store.stats().await.unwrap().active, 1);
+    assert_eq!(
+        store.stats().await.unwrap().active,
+        2,
+        "the held slot and the untokened call's"
+    );
     // The grant's own (bound) stream takes it.
     assert!(matches!(
         attempt(call.clone(), "continued", Some(1).into()).await,
@@ -1145,6 +1166,7 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
             tenant_key: calls_core::tenant::TenantKey::To,
             default_tenant_limit: Some(3),
             resume_limit: 2,
+            stream_tokens: false,
         },
         store,
         Arc::new(NoEvents),

@@ -25,14 +25,15 @@ local owner = redis.call('GET', lock_key)
 -- any second stream. A grant not yet taken reserves the call for its continuation: a stream without
 -- it is refused too.
 local resumed = ARGV[15]
--- docs/reference.md#stream-token: a start without its call's token may only be a new admission; a
--- call holding a slot (reserved, live, handed over) or a continuation is not for it. Nothing
--- changes.
-if ARGV[16] ~= '1' and (resumed ~= '' or redis.call('ZSCORE', slots, ARGV[1])) then
-  return {5, 0, {}, '', 0, 'no stream token for this call', '', ''}
-end
 local takeover = false
 local ok, granted = pcall(cjson.decode, redis.call('GET', state_key) or '')
+-- docs/reference.md#stream-token: a start without its call's token may only be a new admission; a
+-- call holding a slot (reserved, live, handed over) or a continuation is not for it, where the
+-- call's TwiML carried a token (its state says so). Nothing changes.
+if ARGV[16] ~= '1' and ok and type(granted) == 'table' and granted['stream_token'] == true
+    and (resumed ~= '' or redis.call('ZSCORE', slots, ARGV[1])) then
+  return {5, 0, {}, '', 0, 'no stream token for this call', '', ''}
+end
 local grant = ok and type(granted) == 'table' and type(granted['resume_grant']) == 'number'
   and tostring(granted['resume_grant']) or nil
 if resumed ~= '' or grant then
@@ -96,6 +97,8 @@ if stored then
         parts[#parts + 1] = cjson.encode(field) .. ':' .. cjson.encode(value)
       elseif type(value) == 'number' then
         parts[#parts + 1] = cjson.encode(field) .. ':' .. string.format('%d', value)
+      elseif type(value) == 'boolean' then
+        parts[#parts + 1] = cjson.encode(field) .. ':' .. tostring(value)
       else
         parts[#parts + 1] = cjson.encode(field) .. ':' .. ARGV[i + 1]
       end

@@ -247,8 +247,13 @@ impl CallStore for MemoryStore {
         let sid = call_sid.as_str();
         let resumed = claim.resumed;
         let mut inner = self.lock();
-        // docs/reference.md#stream-token: an unbound start may only be a new admission.
-        if !claim.bound && (resumed.is_some() || inner.slots.contains_key(sid)) {
+        // docs/reference.md#stream-token: an unbound start may only be a new admission, where the
+        // call's TwiML carried a token (as stream_start.lua).
+        let token_issued = inner
+            .states
+            .get(sid)
+            .is_some_and(|(state, until)| *until > now && state.stream_token);
+        if !claim.bound && token_issued && (resumed.is_some() || inner.slots.contains_key(sid)) {
             return Ok(StreamAdmission::Unbound);
         }
         // docs/reference.md#after-stream: a `resumed` stream takes the call over only with the
@@ -313,6 +318,7 @@ impl CallStore for MemoryStore {
                 state.tenant.clone_from(&stored.tenant);
             }
             state.handovers = stored.handovers;
+            state.stream_token = stored.stream_token;
         }
         // docs/reference.md#resume-limit: a stream without `resumed` never resets the call's
         // continuation count, whatever state it finds (as stream_start.lua).

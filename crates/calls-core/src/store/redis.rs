@@ -46,7 +46,14 @@ const GRANT_ATTEMPTS: usize = 5;
 /// says who called and when, and the tenant its slot was taken for; docs/reference.md#after-stream:
 /// a continued call, how many of its continuations were planned hand-overs); `account_sid` too,
 /// unless the stream's `start` names one.
-const CARRIED_FROM_WEBHOOK: [&str; 5] = ["created_at", "from", "to", "tenant", "handovers"];
+const CARRIED_FROM_WEBHOOK: [&str; 6] = [
+    "created_at",
+    "from",
+    "to",
+    "tenant",
+    "handovers",
+    "stream_token",
+];
 
 /// The scripts, hashed once at start-up and loaded on every fresh connection, so the hot path
 /// never meets NOSCRIPT. `Script::invoke_async` still loads and retries on NOSCRIPT, for a
@@ -1029,7 +1036,17 @@ mod tests {
         }
         assert_eq!(rest["account_sid"], "AC1");
         let names: Vec<&str> = carried.iter().map(|(f, _)| *f).collect();
-        assert_eq!(names, ["created_at", "from", "to", "tenant", "handovers"]);
+        assert_eq!(
+            names,
+            [
+                "created_at",
+                "from",
+                "to",
+                "tenant",
+                "handovers",
+                "stream_token"
+            ]
+        );
         assert_eq!(carried[1].1, "null");
         let whole: CallState = serde_json::from_str(&whole).unwrap();
         assert_eq!(whole, fresh);
