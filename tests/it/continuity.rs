@@ -1008,3 +1008,83 @@ async fn a_stream_is_bound_to_its_call_by_its_token() {
     second.stop(&call).await;
     replica.stop().await;
 }
+
+/// One client frame as RFC 6455 writes it (masked, FIN set), with `first` as its first byte's
+/// flags and opcode: a test can set what a real client never would.
+fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![first];
+    match payload.len() {
+        len if len < 126 => frame.push(0x80 | len as u8),
+        len => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// SPEC §9 with a real socket: a peer that breaks the WebSocket protocol mid-call (a frame with a
+/// reserved bit set) is bad input, so its call is closed with 1002, ends as `error` and the
+/// after-stream answer hangs up; it is not `disconnected`, which would continue it.
+#[tokio::test]
+async fn a_protocol_error_mid_call_hangs_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let replica = Replica::start(raw(None, 5), StreamTimeouts::default()).await;
+    let call = sid(11);
+    let (status, _) = voice(&replica, &call).await;
+    assert_eq!(status, 200);
+    let mut tcp = tokio::net::TcpStream::connect(replica.addr).await.unwrap();
+    let upgrade = format!(
+        "GET /twilio/stream HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        replica.addr
+    );
+    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let stream_sid = "MZ0000000000000000000000000000000b";
+    let start = json!({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
+        "start": {"accountSid": "AC0123456789abcdef0123456789abcdef", "streamSid": stream_sid,
+                  "callSid": call, "tracks": ["inbound"],
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                  "customParameters": {"CallSid": call}}});
+    tcp.write_all(&client_frame(0x81, start.to_string().as_bytes()))
+        .await
+        .unwrap();
+    let live = eventually(Duration::from_secs(5), || async {
+        (state(&replica, &call).await.status == calls_core::state::CallStatus::Active).then_some(())
+    })
+    .await;
+    assert!(live.is_some(), "the stream never started");
+    // FIN + RSV1 + text, with no extension negotiated: a protocol error.
+    tcp.write_all(&client_frame(0xc1, b"{}")).await.unwrap();
+    let mut close = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut close))
+        .await
+        .expect("a close frame in time")
+        .unwrap();
+    assert_eq!(close[0], 0x88, "a close frame: {close:?}");
+    assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1002);
+    let ended = ended_state(&replica, &call).await;
+    assert_eq!(
+        ended.end_reason.map(calls_core::state::EndReason::as_str),
+        Some("error")
+    );
+    let (status, answer) = after_stream(&replica.url(""), &call, "in-progress").await;
+    assert_eq!(status, 200);
+    assert!(
+        answer.contains("<Hangup/>") && !answer.contains("<Stream"),
+        "{answer}"
+    );
+    replica.stop().await;
+}
