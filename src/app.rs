@@ -95,6 +95,7 @@ fn calls_config(config: &Config) -> CallsConfig {
         renew_interval: config.renew_interval,
         tenant_key: config.tenant_key,
         default_tenant_limit: config.default_tenant_limit,
+        stream_tokens: config.auth_token().is_some(),
         resume_limit: config.resume_limit,
         wait: config.waiting_room.settings,
     }
@@ -118,6 +119,7 @@ pub fn build_store(config: &Config) -> Result<Arc<dyn CallStore>, StoreError> {
         // Fixed, not variables (docs/reference.md#admission-deadline).
         admission_deadline: calls_core::store::ADMISSION_DEADLINE,
         admission_queue: calls_core::store::ADMISSION_QUEUE_BOUND,
+        reservation: config.reservation,
     };
     Ok(match &config.redis {
         Some(redis) => Arc::new(RedisStore::connect_lazy(redis, store_config)?),

@@ -32,7 +32,8 @@ pub use self::waiting_room::{
 
 pub use calls_core::store::{
     DEFAULT_CALL_LEASE_SECS, DEFAULT_CALL_LOCK_TTL_SECS, DEFAULT_CALL_STATE_TTL_SECS,
-    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_RENEWS_PER_LEASE, DEFAULT_STORE_OP_TIMEOUT,
+    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_RENEWS_PER_LEASE, DEFAULT_RESERVATION_SECS,
+    DEFAULT_STORE_OP_TIMEOUT,
 };
 
 pub const DEFAULT_PORT: u16 = 8080;
@@ -43,7 +44,6 @@ pub const DEFAULT_REJECT_MODE: RejectMode = RejectMode::ServiceUnavailable;
 pub const DEFAULT_REJECT_MESSAGE: &str =
     "All of our lines are busy right now. Please try again in a few minutes.";
 pub const DEFAULT_RETRY_AFTER_SECS: u64 = 30;
-pub const DEFAULT_RESERVATION_SECS: u64 = 30;
 pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 600;
 pub const DEFAULT_MEDIA_HANDLER: MediaHandlerKind = MediaHandlerKind::Echo;
 pub const DEFAULT_LOG_FORMAT: LogFormat = LogFormat::Text;

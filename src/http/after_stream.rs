@@ -13,12 +13,32 @@ use calls_core::calls::{AfterStream, is_final_status};
 use twilio::twiml;
 
 use super::voice::{connect, fallback_twiml, xml};
-use super::{TwilioRequest, twilio_call_form};
+use super::{TwilioRequest, after_stream_url, twilio_call_form_signed_over};
 use crate::app::App;
 use crate::metrics::Answer;
 
+/// The action URL's query parameter naming the stream the request follows (0: the first, N: the
+/// continuation `resumed=N`): only the request for the call's current stream spends a
+/// continuation (docs/reference.md#after-stream).
+pub(super) const STREAM_NUMBER: &str = "stream";
+
+/// The stream number of the request's action URL; `None` for an action URL given without one
+/// (by an older version), `Some(u32::MAX)` (no stream's) for one that is not a number.
+fn stream_number(request: &TwilioRequest) -> Option<u32> {
+    let query = request.uri.query()?;
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(name, _)| name == STREAM_NUMBER)
+        .map(|(_, value)| value.parse().unwrap_or(u32::MAX))
+}
+
 pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
-    let (form, call_sid) = match twilio_call_form(&app, &request) {
+    // Twilio signs this request over the action URL exactly as our TwiML gave it: built from the
+    // normalised PUBLIC_URL (lower-case host, no default port), not PUBLIC_URL as written.
+    let signed_url = match request.uri.query() {
+        Some(query) => format!("{}?{query}", after_stream_url(&app, &request.headers)),
+        None => after_stream_url(&app, &request.headers),
+    };
+    let (form, call_sid) = match twilio_call_form_signed_over(&app, &request, &signed_url) {
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
@@ -31,7 +51,11 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
         app.metrics().after_stream(Answer::Hangup);
         return xml(StatusCode::OK, twiml::hangup());
     }
-    match app.calls().after_stream(&call_sid).await {
+    match app
+        .calls()
+        .after_stream(&call_sid, stream_number(&request))
+        .await
+    {
         AfterStream::Hangup => {
             app.metrics().after_stream(Answer::Hangup);
             xml(StatusCode::OK, twiml::hangup())

@@ -14,6 +14,7 @@ use tracing::warn;
 
 use axum::Extension;
 use calls_core::call_sid::CallSid;
+use twilio::stream_token::StreamKey;
 use twilio::{signature, twiml};
 
 use crate::app::App;
@@ -48,6 +49,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         lifecycle: app.lifecycle().clone(),
         timeouts: app.config().stream_timeouts,
         media: app.config().media.clone(),
+        stream_key: app.config().auth_token().map(StreamKey::derive),
     });
     Router::new()
         // Twilio lets a number's webhooks use GET (parameters in the query string): every Twilio
@@ -203,9 +205,30 @@ pub(crate) fn twilio_call_form(
     Ok((form, call_sid))
 }
 
+/// [`twilio_call_form`] for a request Twilio sent to `signed_url` (a URL our own TwiML gave it,
+/// query included), which its signature covers.
+pub(crate) fn twilio_call_form_signed_over(
+    app: &App,
+    request: &TwilioRequest,
+    signed_url: &str,
+) -> Result<(TwilioForm, CallSid), Rejected> {
+    let form = twilio_form_signed_over(app, request, signed_url)?;
+    let call_sid = form.call_sid(app, &request.uri)?;
+    Ok((form, call_sid))
+}
+
 /// Parses a Twilio request's parameters and checks its signature. Twilio signs the full URL it
-/// requested (query included) followed, for a POST, by the sorted form parameters.
+/// requested (query included) followed, for a POST, by the sorted form parameters; for a
+/// webhook that is `PUBLIC_URL` and the path, as the number's settings spell it.
 pub(crate) fn twilio_form(app: &App, request: &TwilioRequest) -> Result<TwilioForm, Rejected> {
+    twilio_form_signed_over(app, request, &public_url_of(app, &request.uri))
+}
+
+fn twilio_form_signed_over(
+    app: &App,
+    request: &TwilioRequest,
+    signed_url: &str,
+) -> Result<TwilioForm, Rejected> {
     let TwilioRequest {
         method,
         headers,
@@ -217,7 +240,7 @@ pub(crate) fn twilio_form(app: &App, request: &TwilioRequest) -> Result<TwilioFo
         let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
             .into_owned()
             .collect();
-        check_signature(app, headers, uri, &public_url_of(app, uri), &[])?;
+        check_signature(app, headers, uri, signed_url, &[])?;
         return Ok(TwilioForm { params });
     }
     let content_type = headers
@@ -236,7 +259,7 @@ pub(crate) fn twilio_form(app: &App, request: &TwilioRequest) -> Result<TwilioFo
         ));
     }
     let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
-    check_signature(app, headers, uri, &public_url_of(app, uri), &params)?;
+    check_signature(app, headers, uri, signed_url, &params)?;
     Ok(TwilioForm { params })
 }
 

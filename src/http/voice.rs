@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use calls_core::calls::{Intake, RejectReason, WebhookCall, WebhookOutcome};
+use twilio::stream_token::StreamKey;
 use twilio::twiml;
 
 use super::turned_away;
@@ -60,16 +61,30 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
 }
 
 /// `<Connect action><Stream>`: the first stream of a call, or its continuation
-/// (docs/reference.md#after-stream).
+/// (docs/reference.md#after-stream). Every admitted call's TwiML is built here, so each carries
+/// its stream token when `TWILIO_AUTH_TOKEN` is set (docs/reference.md#stream-token).
 pub(super) fn connect(
     app: &App,
     headers: &HeaderMap,
     parameters: &twiml::StreamParameters<'_>,
 ) -> Response {
-    let body = twiml::connect(
-        &after_stream_url(app, headers),
+    let stream = parameters.resumed.unwrap_or(0);
+    let token = app
+        .config()
+        .auth_token()
+        .map(|auth_token| StreamKey::derive(auth_token).token(parameters.call_sid, stream));
+    // The action names the stream it follows, so a replayed request for an earlier stream spends
+    // nothing (docs/reference.md#after-stream).
+    let action = format!(
+        "{}?{}={stream}",
+        after_stream_url(app, headers),
+        super::after_stream::STREAM_NUMBER
+    );
+    let body = twiml::connect_bound(
+        &action,
         &stream_url(app, headers),
         parameters,
+        token.as_deref(),
     );
     xml(StatusCode::OK, body)
 }

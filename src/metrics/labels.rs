@@ -42,6 +42,12 @@ labels! {
         SlowConsumer => "slow_consumer",
         /// `bridge`: past the bound of what waits while the agent is dialled.
         DialQueueFull => "dial_queue_full",
+        /// The peer broke the WebSocket protocol (a bad frame, text that is not UTF-8): the
+        /// socket is closed (1002, 1007) and the call ends as `error`.
+        ProtocolError => "protocol_error",
+        /// A `start` claimed a reserved, live or handed-over call, or a continuation, without
+        /// that call's stream token (docs/reference.md#stream-token): closed with 1008.
+        BadToken => "bad_token",
     }
 }
 

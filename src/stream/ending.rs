@@ -7,6 +7,8 @@ use calls_core::state::EndReason;
 pub(crate) mod close {
     pub(crate) const NORMAL: u16 = 1000;
     pub(crate) const GOING_AWAY: u16 = 1001;
+    pub(crate) const PROTOCOL: u16 = 1002;
+    pub(crate) const INVALID_DATA: u16 = 1007;
     pub(crate) const POLICY: u16 = 1008;
     pub(crate) const TOO_BIG: u16 = 1009;
     pub(crate) const TRY_AGAIN_LATER: u16 = 1013;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use calls_core::calls::Calls;
 use tracing::{Instrument, info_span};
+use twilio::stream_token::StreamKey;
 
 use crate::config::{Media, StreamTimeouts};
 use crate::lifecycle::Lifecycle;
@@ -39,6 +40,9 @@ pub(crate) struct StreamContext {
     pub timeouts: StreamTimeouts,
     /// `MEDIA_HANDLER`: the mode every call of this replica runs in.
     pub media: Media,
+    /// The key of the stream tokens (docs/reference.md#stream-token), from `TWILIO_AUTH_TOKEN`;
+    /// `None`: tokens are off, and every `start` counts as bound to its call.
+    pub stream_key: Option<StreamKey>,
 }
 
 /// Serves one upgraded socket to the end.

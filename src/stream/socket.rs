@@ -64,16 +64,7 @@ pub(crate) fn read_twilio(
     match message {
         Some(Ok(Message::Text(text))) => Read::Text(text),
         None | Some(Ok(Message::Close(_))) => Read::End(Ending::new(EndReason::Disconnected, None)),
-        Some(Err(err)) => {
-            if is_too_large(&err) {
-                metrics.dropped(MediaDrop::TooLarge);
-                return Read::End(Ending::new(
-                    EndReason::MessageTooLarge,
-                    Some((close::TOO_BIG, "message too large")),
-                ));
-            }
-            Read::End(Ending::new(EndReason::Disconnected, None))
-        }
+        Some(Err(err)) => read_error(&err, metrics),
         Some(Ok(Message::Binary(_))) => {
             metrics.dropped(MediaDrop::BinaryFrame);
             Read::Skip
@@ -82,18 +73,54 @@ pub(crate) fn read_twilio(
     }
 }
 
-/// Whether a read failed because a message exceeded `MAX_MESSAGE_BYTES`: tungstenite's capacity
-/// error, somewhere in the chain axum wraps it in.
-fn is_too_large(err: &axum::Error) -> bool {
+/// The ending of a failed read. Only a lost connection is `disconnected`, the one ending of a
+/// socket error that continues the call (docs/reference.md#after-stream); a peer that broke the
+/// WebSocket protocol is bad input, and its call hangs up.
+#[cold]
+fn read_error(err: &axum::Error, metrics: &Metrics) -> Read {
+    let ending = match tungstenite_error(err) {
+        // A message over `MAX_MESSAGE_BYTES`.
+        Some(tungstenite::Error::Capacity(_)) => {
+            metrics.dropped(MediaDrop::TooLarge);
+            Ending::new(
+                EndReason::MessageTooLarge,
+                Some((close::TOO_BIG, "message too large")),
+            )
+        }
+        // The connection went away without a close frame: lost, not broken.
+        Some(tungstenite::Error::Protocol(
+            tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        )) => Ending::new(EndReason::Disconnected, None),
+        Some(tungstenite::Error::Protocol(_)) => {
+            metrics.dropped(MediaDrop::ProtocolError);
+            Ending::new(
+                EndReason::Error,
+                Some((close::PROTOCOL, "websocket protocol error")),
+            )
+        }
+        Some(tungstenite::Error::Utf8(_)) => {
+            metrics.dropped(MediaDrop::ProtocolError);
+            Ending::new(
+                EndReason::Error,
+                Some((close::INVALID_DATA, "text message is not UTF-8")),
+            )
+        }
+        _ => Ending::new(EndReason::Disconnected, None),
+    };
+    Read::End(ending)
+}
+
+/// tungstenite's error, somewhere in the chain axum wraps it in.
+fn tungstenite_error(err: &axum::Error) -> Option<&tungstenite::Error> {
     use std::error::Error as _;
     let mut source: Option<&(dyn std::error::Error + 'static)> = err.source();
     while let Some(inner) = source {
-        if let Some(tungstenite::Error::Capacity(_)) = inner.downcast_ref::<tungstenite::Error>() {
-            return true;
+        if let Some(found) = inner.downcast_ref::<tungstenite::Error>() {
+            return Some(found);
         }
         source = inner.source();
     }
-    false
+    None
 }
 
 /// Sends one message to Twilio. Nearly every send completes on its first poll; only one that has

@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use axum::extract::ws::Utf8Bytes;
 use calls_core::call_sid::CallSid;
-use calls_core::calls::{StreamRefusal, StreamStart};
+use calls_core::calls::{RESUMED_PARAMETER, StreamRefusal, StreamStart};
 use calls_core::live_calls::LiveCall;
 use calls_core::store::AdmitPolicy;
 use futures_util::StreamExt;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 use twilio::messages::{self, Inbound};
+use twilio::stream_token;
 
 use super::StreamContext;
 use super::ending::{Ending, close};
@@ -92,8 +93,10 @@ pub(crate) async fn await_start<S: TwilioSocket>(
             socket::close(socket, close::POLICY, "invalid callSid").await;
             return None;
         };
+        let bound = is_bound(ctx, &call_sid, &start.custom_parameters);
         let stream_sid = start.stream_sid.into_owned();
         let request = StreamStart {
+            bound,
             stream_sid: stream_sid.clone(),
             account_sid: start
                 .account_sid
@@ -116,6 +119,16 @@ pub(crate) async fn await_start<S: TwilioSocket>(
                 start: text,
                 account_sid,
             }),
+            Err(StreamRefusal::Unbound) => {
+                ctx.metrics.dropped(MediaDrop::BadToken);
+                socket::close(
+                    socket,
+                    close::POLICY,
+                    "stream token does not match the call",
+                )
+                .await;
+                None
+            }
             Err(StreamRefusal::LockedElsewhere) => {
                 socket::close(socket, close::POLICY, "call is streaming elsewhere").await;
                 None
@@ -126,5 +139,26 @@ pub(crate) async fn await_start<S: TwilioSocket>(
                 None
             }
         };
+    }
+}
+
+/// Whether the `start` carries its call's stream token for the stream it claims to be
+/// (docs/reference.md#stream-token): the first (0), or the continuation its `resumed` names.
+/// Always true with tokens off; a `resumed` that is no number matches no token.
+fn is_bound(
+    ctx: &StreamContext,
+    call_sid: &CallSid,
+    parameters: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let Some(key) = &ctx.stream_key else {
+        return true;
+    };
+    let continuation = match parameters.get(RESUMED_PARAMETER) {
+        None => Some(0),
+        Some(value) => value.parse::<u32>().ok(),
+    };
+    match (continuation, parameters.get(stream_token::PARAMETER)) {
+        (Some(continuation), Some(token)) => key.verify(call_sid.as_str(), continuation, token),
+        _ => false,
     }
 }

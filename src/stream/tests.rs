@@ -175,6 +175,7 @@ pub(super) fn context(media: Media) -> Arc<StreamContext> {
         default_tenant_limit: None,
         resume_limit: 2,
         wait: None,
+        stream_tokens: false,
     };
     Arc::new(StreamContext {
         calls: Arc::new(Calls::new(calls, Arc::new(store), metrics.clone())),
@@ -182,6 +183,7 @@ pub(super) fn context(media: Media) -> Arc<StreamContext> {
         lifecycle: Arc::default(),
         timeouts: StreamTimeouts::default(),
         media,
+        stream_key: None,
     })
 }
 
@@ -359,6 +361,52 @@ async fn a_message_over_the_limit_closes_with_1009() {
     peer.finish(session).await;
 }
 
+/// docs/reference.md#after-stream: a peer that breaks the WebSocket protocol is bad input, so its
+/// call hangs up (`error`, close 1002 or 1007), never `disconnected`, which would continue it.
+#[tokio::test(start_paused = true)]
+async fn a_protocol_error_ends_the_call_for_good_with_a_close() {
+    use tungstenite::error::ProtocolError;
+    let broken = [
+        (
+            tungstenite::Error::Protocol(ProtocolError::NonZeroReservedBits),
+            1002,
+        ),
+        (
+            tungstenite::Error::Protocol(ProtocolError::UnmaskedFrameFromClient),
+            1002,
+        ),
+        (
+            tungstenite::Error::Utf8("invalid utf-8 sequence".into()),
+            1007,
+        ),
+    ];
+    for (n, (error, code)) in broken.into_iter().enumerate() {
+        let ctx = ctx();
+        let (mut peer, session) = started(&ctx, 16).await;
+        peer.push(Err(axum::Error::new(error)));
+        assert_eq!(peer.close_frame().await.0, code);
+        let state = ended(&ctx).await;
+        assert_eq!(state.end_reason, Some(EndReason::Error));
+        assert_eq!(
+            state.disposition(),
+            calls_core::state::Disposition::Hangup,
+            "the after-stream hangs up"
+        );
+        assert_eq!(dropped(&ctx, "protocol_error"), 1, "case {n}");
+        assert_eq!(active(&ctx).await, 0, "its slot is freed at once");
+        peer.finish(session).await;
+    }
+    // A connection reset without a close frame is a lost connection, not a broken one.
+    let ctx = ctx();
+    let (peer, session) = started(&ctx, 16).await;
+    peer.push(Err(axum::Error::new(tungstenite::Error::Protocol(
+        ProtocolError::ResetWithoutClosingHandshake,
+    ))));
+    peer.finish(session).await;
+    assert_eq!(ended(&ctx).await.end_reason, Some(EndReason::Disconnected));
+    assert_eq!(dropped(&ctx, "protocol_error"), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn any_other_read_error_ends_the_call_as_disconnected_without_a_close() {
     let ctx = ctx();
@@ -367,7 +415,8 @@ async fn any_other_read_error_ends_the_call_as_disconnected_without_a_close() {
     peer.finish(session).await;
     assert_eq!(ended(&ctx).await.end_reason, Some(EndReason::Disconnected));
     assert_eq!(dropped(&ctx, "too_large"), 0);
-    assert_eq!(active(&ctx).await, 0);
+    // docs/reference.md#hand-over: the call continues, so its slot waits for the new stream.
+    assert_eq!(active(&ctx).await, 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -534,7 +583,8 @@ async fn the_drain_deadline_closes_live_and_starting_streams_with_1001() {
     live.finish(live_session).await;
     starting.finish(starting_session).await;
     assert_eq!(ended(&ctx).await.end_reason, Some(EndReason::DrainTimeout));
-    assert_eq!(active(&ctx).await, 0);
+    // Handed over (docs/reference.md#hand-over): the slot waits for the call's new stream.
+    assert_eq!(active(&ctx).await, 1);
 
     // A socket that opens after the deadline is closed at once, before any `start`.
     let (mut late, late_session) = open(&ctx, 16);
@@ -548,5 +598,6 @@ async fn a_peer_that_goes_away_without_stop_ends_as_disconnected() {
     let (peer, session) = started(&ctx, 16).await;
     peer.finish(session).await;
     assert_eq!(ended(&ctx).await.end_reason, Some(EndReason::Disconnected));
-    assert_eq!(active(&ctx).await, 0);
+    // The call continues (docs/reference.md#hand-over): its slot waits for the new stream.
+    assert_eq!(active(&ctx).await, 1);
 }

@@ -85,8 +85,8 @@ fn resumed_total(replica: &Replica) -> f64 {
 }
 
 /// docs/reference.md#after-stream end to end on one replica with Redis and
-/// `MAX_CONCURRENT_CALLS=1`, `RESUME_LIMIT=1`: a dropped stream is continued (its slot taken back
-/// above the limit); a forged stream, with or without the used grant, is refused with 1008; the
+/// `MAX_CONCURRENT_CALLS=1`, `RESUME_LIMIT=1`: a dropped stream is continued (its slot held for
+/// the continuation meanwhile, docs/reference.md#hand-over); a forged stream, with or without the used grant, is refused with 1008; the
 /// second loss gets the fallback; a call ended by its caller, a finished call and an unknown call
 /// get `<Hangup/>`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +105,7 @@ async fn after_stream_hangs_up_falls_back_or_continues_by_the_state() {
     let connect = prosaas_calls_sim::webhook::connect_of(&twiml).unwrap();
     assert_eq!(
         connect.action_url.as_deref(),
-        Some(format!("http://{}/twilio/after-stream", replica.addr).as_str()),
+        Some(format!("http://{}/twilio/after-stream?stream=0", replica.addr).as_str()),
         "{twiml}"
     );
     assert!(parameters_of(&twiml).get("resumed").is_none(), "{twiml}");
@@ -121,14 +121,18 @@ async fn after_stream_hangs_up_falls_back_or_continues_by_the_state() {
         ended.end_reason.map(calls_core::state::EndReason::as_str),
         Some("disconnected")
     );
-    assert_eq!(active_count(&redis).await, 0);
-    // Meanwhile another call takes the only slot.
+    // The call keeps its slot meanwhile (docs/reference.md#hand-over): no one takes the only one.
+    assert_eq!(active_count(&redis).await, 1);
     let (status, _) = voice(&replica, &sid(2)).await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 503);
     let (status, answer) = after_stream(&base, &call, "in-progress").await;
     assert_eq!(status, 200, "{answer}");
     let again = prosaas_calls_sim::webhook::connect_of(&answer).expect("a continuation");
-    assert_eq!(again.action_url, connect.action_url, "{answer}");
+    assert_eq!(
+        again.action_url.as_deref(),
+        Some(format!("http://{}/twilio/after-stream?stream=1", replica.addr).as_str()),
+        "the continuation's action names its stream: {answer}"
+    );
     assert_eq!(again.stream_url, connect.stream_url, "{answer}");
     let params = parameters_of(&answer);
     assert_eq!(params["resumed"], "1", "{answer}");
@@ -142,22 +146,18 @@ async fn after_stream_hangs_up_falls_back_or_continues_by_the_state() {
     let mut forged = stream_with(&again.stream_url, &call, json!({"CallSid": call})).await;
     assert_eq!(forged.close_code(Duration::from_secs(5)).await, Some(1008));
 
-    // The granted stream takes the call over, and its slot back above the limit.
+    // The granted stream takes the call over, and its held slot (no second one).
     let mut resumed = stream_with(&again.stream_url, &call, params.clone()).await;
     resumed.echo_round(2).await;
     let live = state(&replica, &call).await;
     assert_eq!(live.status, calls_core::state::CallStatus::Active);
     assert_eq!((live.resumes, live.resume_grant), (1, None));
     assert_eq!(live.from.as_deref(), Some("+15005550006"), "carried over");
-    assert_eq!(
-        active_count(&redis).await,
-        2,
-        "the live call is never dropped by the limiter"
-    );
+    assert_eq!(active_count(&redis).await, 1, "the same slot");
     assert_eq!(resumed_total(&replica), 1.0);
     assert_eq!(
         redis_cli(&redis, &["GET", "calls:stats:started"]).await,
-        "2",
+        "1",
         "a continued call is not counted as started again"
     );
 
@@ -175,9 +175,11 @@ async fn after_stream_hangs_up_falls_back_or_continues_by_the_state() {
     assert_eq!(status, 200);
     assert!(answer.contains(FALLBACK_MESSAGE), "{answer}");
     assert!(!answer.contains("<Stream"), "{answer}");
+    // The caller hears the fallback and the call ends: its status callback frees the held slot.
+    status_at(&base, &call, "completed").await;
+    assert_eq!(active_count(&redis).await, 0);
 
     // Ended by the caller: hang up. Twilio reporting the call over, or a call never seen: hang up.
-    status_at(&base, &sid(2), "completed").await;
     let mut caller = live_call(&replica, 3).await;
     caller.stop(&sid(3)).await;
     ended_state(&replica, &sid(3)).await;
@@ -685,6 +687,44 @@ async fn a_call_cut_by_the_drain_deadline_is_continued() {
     other.stop().await;
 }
 
+/// The action URL the TwiML gives is built from the normalised `PUBLIC_URL` (lower-case host), and
+/// Twilio signs its request over that URL: a `PUBLIC_URL` written in mixed case must not make
+/// every after-stream a 403 (it did: the check used `PUBLIC_URL` as written).
+#[tokio::test]
+async fn the_after_stream_signature_is_checked_over_the_normalised_action_url() {
+    let public = "https://Calls.Example.COM";
+    let mut config = raw(None, 5);
+    config.twilio_auth_token = Some("continuity-secret".into());
+    config.public_url = Some(public.into());
+    let replica = Replica::start(config, StreamTimeouts::default()).await;
+    let signed = Target::new(
+        &replica.url(""),
+        Some(public),
+        Some("continuity-secret".into()),
+    )
+    .unwrap();
+    let call_sid = sid(10);
+    let ids = prosaas_calls_sim::webhook::CallIds::inbound(
+        &call_sid,
+        "AC0123456789abcdef0123456789abcdef",
+    );
+    let (_, connect) = prosaas_calls_sim::webhook::request_voice(&signed, &ids)
+        .await
+        .unwrap();
+    let action = connect.unwrap().action_url.unwrap();
+    assert!(
+        action.starts_with("https://calls.example.com/twilio/after-stream"),
+        "{action}"
+    );
+    match prosaas_calls_sim::webhook::post_action(&signed, &action, &ids).await {
+        Ok(prosaas_calls_sim::webhook::AfterStream::Continue(next)) => {
+            assert_eq!(next.stream_url, "wss://calls.example.com/twilio/stream");
+        }
+        other => panic!("signed after-stream: {other:?}"),
+    }
+    replica.stop().await;
+}
+
 /// With `TWILIO_AUTH_TOKEN`, the after-stream request is checked like every Twilio request: signed
 /// over the action URL the TwiML gave (built from `PUBLIC_URL`), else 403 and no state changes.
 #[tokio::test]
@@ -709,7 +749,10 @@ async fn the_after_stream_request_must_be_signed_over_its_action_url() {
         .await
         .unwrap();
     let action = connect.unwrap().action_url.unwrap();
-    assert_eq!(action, "https://calls.example.com/twilio/after-stream");
+    assert_eq!(
+        action,
+        "https://calls.example.com/twilio/after-stream?stream=0"
+    );
     // The call is still reserved (its stream never came): the signed request continues it.
     match prosaas_calls_sim::webhook::post_action(&unsigned, &action, &ids).await {
         Err(prosaas_calls_sim::error::SimError::WebhookStatus(403)) => {}
@@ -724,8 +767,324 @@ async fn the_after_stream_request_must_be_signed_over_its_action_url() {
         Ok(prosaas_calls_sim::webhook::AfterStream::Continue(next)) => {
             assert_eq!(next.stream_url, "wss://calls.example.com/twilio/stream");
             assert!(next.parameters.contains(&("resumed".into(), "1".into())));
+            assert_eq!(
+                next.action_url.as_deref(),
+                Some("https://calls.example.com/twilio/after-stream?stream=1")
+            );
         }
         other => panic!("signed after-stream: {other:?}"),
     }
+    // The same signed request replayed (docs/reference.md#after-stream): the call's current
+    // stream is 1 now, so it spends nothing and is answered with a hang-up.
+    for _ in 0..3 {
+        match prosaas_calls_sim::webhook::post_action(&signed, &action, &ids).await {
+            Ok(prosaas_calls_sim::webhook::AfterStream::Hangup) => {}
+            other => panic!("replayed after-stream: {other:?}"),
+        }
+    }
+    let kept = state(&replica, &call_sid).await;
+    assert_eq!(
+        (kept.resumes, kept.resume_grant),
+        (1, Some(1)),
+        "nothing spent"
+    );
+    replica.stop().await;
+}
+
+/// docs/reference.md#hand-over with real replica processes: a replica drained at the cap hands its
+/// calls over, and their slots stay taken meanwhile: a new webhook is refused while the hand-overs
+/// are pending, the continuation takes its call's held slot (no second slot, the count never above
+/// the cap), and a hand-over nobody continues frees its slot once `RESERVATION_SECS` pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_at_the_cap_lets_no_new_call_in_on_top_of_its_hand_overs() {
+    let redis = RedisServer::start().expect("redis-server");
+    let env = ReplicaEnv::new(redis.url(), 2)
+        .with("RENEW_INTERVAL_SECS", "0.2")
+        .with("DRAIN_TIMEOUT_SECS", "1")
+        .with("RESERVATION_SECS", "4")
+        .with("RUST_LOG", "info");
+    let mut draining = env.spawn("handing-over");
+    let other = env.spawn("taking-over");
+    let mut first = open_call(&draining, 1).await;
+    let mut second = open_call(&draining, 2).await;
+    assert_eq!(active_count(&redis).await, 2);
+    let (status, _) = voice_at(&other.url("/twilio/voice"), &sid(3)).await;
+    assert_eq!(status, 503, "at the cap");
+
+    // The drain deadline cuts both calls: each is handed over, and keeps its slot.
+    draining.signal("TERM").unwrap();
+    assert_eq!(first.close_code(Duration::from_secs(10)).await, Some(1001));
+    assert_eq!(second.close_code(Duration::from_secs(10)).await, Some(1001));
+    assert_eq!(
+        draining.wait_exit(Duration::from_secs(20)).unwrap(),
+        Some(0)
+    );
+    for n in [1, 2] {
+        assert_eq!(
+            redis_state(&redis, &sid(n)).await["end_reason"],
+            "drain_timeout"
+        );
+    }
+    assert_eq!(
+        active_count(&redis).await,
+        2,
+        "the hand-overs hold their slots"
+    );
+    let (status, body) = voice_at(&other.url("/twilio/voice"), &sid(3)).await;
+    assert_eq!(status, 503, "a new call on top of the hand-overs: {body}");
+
+    // Call 1 continues on the other replica: it takes its own slot back, no second one.
+    let (status, answer) = after_stream(&other.url(""), &sid(1), "in-progress").await;
+    assert_eq!(status, 200);
+    let parameters = parameters_of(&answer);
+    assert_eq!(parameters["resumed"], "1", "{answer}");
+    let mut continued = stream_with(&stream_url_of(&answer), &sid(1), parameters).await;
+    continued.echo_round(1).await;
+    assert_eq!(
+        active_count(&redis).await,
+        2,
+        "the continuation took the held slot"
+    );
+    let (status, _) = voice_at(&other.url("/twilio/voice"), &sid(4)).await;
+    assert_eq!(status, 503, "call 2's hand-over still holds its slot");
+
+    // Call 2 is never continued: its slot is freed after RESERVATION_SECS, and only then can a
+    // new call take it.
+    let admitted = eventually(Duration::from_secs(10), || async {
+        let count = active_count(&redis).await;
+        assert!(count <= 2, "over the cap: {count}");
+        let (status, _) = voice_at(&other.url("/twilio/voice"), &sid(5)).await;
+        (status == 200).then_some(())
+    })
+    .await;
+    assert!(
+        admitted.is_some(),
+        "the lapsed hand-over's slot was never freed"
+    );
+    assert_eq!(active_count(&redis).await, 2);
+    continued.echo_round(1).await;
+    continued.stop(&sid(1)).await;
+    drop(other);
+}
+
+/// A stream for `call_sid` opened on `local` with the handshake `signature` (Twilio's, over the
+/// stream URL the TwiML gave), whose `start` carries `parameters`.
+async fn signed_stream_with(
+    local: &str,
+    signature: &str,
+    call_sid: &str,
+    parameters: Value,
+) -> TwilioStream {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = local.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("x-twilio-signature", signature.parse().unwrap());
+    let (ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("a signed handshake is accepted");
+    let mut stream = TwilioStream::over(ws);
+    stream.connected().await;
+    let stream_sid = stream.stream_sid.clone();
+    stream
+        .send(json!({
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": stream_sid,
+            "start": {
+                "accountSid": "AC0123456789abcdef0123456789abcdef",
+                "streamSid": stream_sid,
+                "callSid": call_sid,
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": parameters,
+            }
+        }))
+        .await;
+    stream
+}
+
+/// docs/reference.md#stream-token: with `TWILIO_AUTH_TOKEN`, the handshake's signature (the same
+/// for every call) is not enough to claim a call. A `start` with another call's token, with none,
+/// or replaying a spent continuation number is refused with 1008, counted, and changes nothing;
+/// the real call's streams, carrying their tokens, go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_bound_to_its_call_by_its_token() {
+    let redis = RedisServer::start().expect("redis-server");
+    let (public, secret) = ("https://calls.example.com", "binding-secret");
+    let mut config = raw(Some(&redis), 5);
+    config.twilio_auth_token = Some(secret.into());
+    config.public_url = Some(public.into());
+    let replica = Replica::start(config, StreamTimeouts::default()).await;
+    let signed = Target::new(&replica.url(""), Some(public), Some(secret.into())).unwrap();
+    let account = "AC0123456789abcdef0123456789abcdef";
+    let (call, other) = (sid(1), sid(2));
+    let mut connects = Vec::new();
+    for call_sid in [&call, &other] {
+        let ids = prosaas_calls_sim::webhook::CallIds::inbound(call_sid, account);
+        let (_, connect) = prosaas_calls_sim::webhook::request_voice(&signed, &ids)
+            .await
+            .unwrap();
+        connects.push(connect.expect("admitted"));
+    }
+    let params = |connect: &prosaas_calls_sim::webhook::Connect| -> Value {
+        connect
+            .parameters
+            .iter()
+            .map(|(name, value)| (name.clone(), Value::from(value.clone())))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    let (mine, theirs) = (params(&connects[0]), params(&connects[1]));
+    let token = mine["token"]
+        .as_str()
+        .expect("a token parameter")
+        .to_owned();
+    assert_ne!(Some(token.as_str()), theirs["token"].as_str());
+    let empty: [(String, String); 0] = [];
+    let handshake = twilio::signature::compute(secret, &connects[0].stream_url, &empty);
+    let local = format!("ws://{}/twilio/stream", replica.addr);
+    let stored = state(&replica, &call).await;
+
+    // Another call's token, none at all, or a continuation number it was never granted.
+    let forgeries = [
+        json!({"CallSid": call, "token": theirs["token"]}),
+        json!({"CallSid": call}),
+        json!({"CallSid": call, "token": token, "resumed": "1"}),
+    ];
+    for (n, forged) in forgeries.iter().enumerate() {
+        let mut stream = signed_stream_with(&local, &handshake, &call, forged.clone()).await;
+        assert_eq!(
+            stream.close_code(Duration::from_secs(5)).await,
+            Some(1008),
+            "forgery {n}"
+        );
+    }
+    assert_eq!(state(&replica, &call).await, stored, "nothing changed");
+    assert_eq!(active_count(&redis).await, 2);
+    assert_eq!(
+        redis_cli(&redis, &["EXISTS", &format!("calls:lock:{call}")]).await,
+        "0"
+    );
+    let text = replica.app.metrics().render();
+    assert_eq!(
+        metric_value(&text, r#"media_messages_dropped_total{reason="bad_token"}"#),
+        Some(3.0)
+    );
+
+    // The real stream, with its token, takes its call; the token is not kept in the state.
+    let mut first = signed_stream_with(&local, &handshake, &call, mine.clone()).await;
+    first.echo_round(1).await;
+    let live = state(&replica, &call).await;
+    assert_eq!(live.status, calls_core::state::CallStatus::Active);
+    assert!(!live.custom_parameters.contains_key("token"), "{live:?}");
+    // Lost: the continuation carries the token of stream 1, and only it takes the call.
+    drop(first);
+    ended_state(&replica, &call).await;
+    let ids = prosaas_calls_sim::webhook::CallIds::inbound(&call, account);
+    let action = connects[0].action_url.clone().unwrap();
+    let next = match prosaas_calls_sim::webhook::post_action(&signed, &action, &ids).await {
+        Ok(prosaas_calls_sim::webhook::AfterStream::Continue(next)) => next,
+        other => panic!("after-stream: {other:?}"),
+    };
+    let continued = params(&next);
+    assert_eq!(continued["resumed"], "1");
+    assert_ne!(continued["token"], mine["token"]);
+    let mut replayed_first = signed_stream_with(&local, &handshake, &call, mine.clone()).await;
+    assert_eq!(
+        replayed_first.close_code(Duration::from_secs(5)).await,
+        Some(1008),
+        "the first stream's token does not take a continuation"
+    );
+    let mut second = signed_stream_with(&local, &handshake, &call, continued.clone()).await;
+    second.echo_round(1).await;
+    // The continuation number replayed: its grant is spent.
+    let mut replayed = signed_stream_with(&local, &handshake, &call, continued).await;
+    assert_eq!(
+        replayed.close_code(Duration::from_secs(5)).await,
+        Some(1008)
+    );
+    second.echo_round(1).await;
+    second.stop(&call).await;
+    replica.stop().await;
+}
+
+/// One client frame as RFC 6455 writes it (masked, FIN set), with `first` as its first byte's
+/// flags and opcode: a test can set what a real client never would.
+fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![first];
+    match payload.len() {
+        len if len < 126 => frame.push(0x80 | len as u8),
+        len => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// SPEC §9 with a real socket: a peer that breaks the WebSocket protocol mid-call (a frame with a
+/// reserved bit set) is bad input, so its call is closed with 1002, ends as `error` and the
+/// after-stream answer hangs up; it is not `disconnected`, which would continue it.
+#[tokio::test]
+async fn a_protocol_error_mid_call_hangs_up() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let replica = Replica::start(raw(None, 5), StreamTimeouts::default()).await;
+    let call = sid(11);
+    let (status, _) = voice(&replica, &call).await;
+    assert_eq!(status, 200);
+    let mut tcp = tokio::net::TcpStream::connect(replica.addr).await.unwrap();
+    let upgrade = format!(
+        "GET /twilio/stream HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        replica.addr
+    );
+    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        head.push(tcp.read_u8().await.unwrap());
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    let stream_sid = "MZ0000000000000000000000000000000b";
+    let start = json!({"event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
+        "start": {"accountSid": "AC0123456789abcdef0123456789abcdef", "streamSid": stream_sid,
+                  "callSid": call, "tracks": ["inbound"],
+                  "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                  "customParameters": {"CallSid": call}}});
+    tcp.write_all(&client_frame(0x81, start.to_string().as_bytes()))
+        .await
+        .unwrap();
+    let live = eventually(Duration::from_secs(5), || async {
+        (state(&replica, &call).await.status == calls_core::state::CallStatus::Active).then_some(())
+    })
+    .await;
+    assert!(live.is_some(), "the stream never started");
+    // FIN + RSV1 + text, with no extension negotiated: a protocol error.
+    tcp.write_all(&client_frame(0xc1, b"{}")).await.unwrap();
+    let mut close = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(5), tcp.read_exact(&mut close))
+        .await
+        .expect("a close frame in time")
+        .unwrap();
+    assert_eq!(close[0], 0x88, "a close frame: {close:?}");
+    assert_eq!(u16::from_be_bytes([close[2], close[3]]), 1002);
+    let ended = ended_state(&replica, &call).await;
+    assert_eq!(
+        ended.end_reason.map(calls_core::state::EndReason::as_str),
+        Some("error")
+    );
+    let (status, answer) = after_stream(&replica.url(""), &call, "in-progress").await;
+    assert_eq!(status, 200);
+    assert!(
+        answer.contains("<Hangup/>") && !answer.contains("<Stream"),
+        "{answer}"
+    );
     replica.stop().await;
 }

@@ -194,6 +194,16 @@ async fn a_replica_at_trace_level_never_logs_or_serves_a_secret() {
             .unwrap(),
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    // The `start` carries the TwiML's parameters, its stream token among them
+    // (docs/reference.md#stream-token), as Twilio's does.
+    let parameters: serde_json::Map<String, serde_json::Value> =
+        prosaas_calls_sim::webhook::connect_of(&twiml)
+            .expect("a <Connect> answer")
+            .parameters
+            .into_iter()
+            .map(|(name, value)| (name, value.into()))
+            .collect();
+    assert!(parameters.contains_key("token"), "{twiml}");
     let stream_sid = "MZ00000000000000000000000000000001";
     for message in [
         json!({"event": "connected", "protocol": "Call", "version": "1.0.0"}),
@@ -202,7 +212,7 @@ async fn a_replica_at_trace_level_never_logs_or_serves_a_secret() {
                          "streamSid": stream_sid, "callSid": call_sid, "tracks": ["inbound"],
                          "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
                                          "channels": 1},
-                         "customParameters": {"CallSid": call_sid}}}),
+                         "customParameters": parameters}}),
         json!({"event": "media", "sequenceNumber": "2", "streamSid": stream_sid,
                "media": {"track": "inbound", "chunk": "1", "timestamp": "20",
                          "payload": *FRAME_B64}}),

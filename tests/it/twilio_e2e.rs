@@ -22,7 +22,7 @@ async fn full_call(replica: &Replica, redis: Option<&RedisServer>) {
     // the stream closes.
     assert!(
         twiml.contains("<Connect action=\"http://")
-            && twiml.contains("/twilio/after-stream\"><Stream url=\"ws://"),
+            && twiml.contains("/twilio/after-stream?stream=0\"><Stream url=\"ws://"),
         "{twiml}"
     );
     let url = stream_url_of(&twiml);

@@ -370,7 +370,14 @@ async fn stream(
     fresh.stream_sid = Some(format!("MZ{client:08x}{seq:024x}"));
     fresh.started_at = Some(calls_core::state::now_rfc3339());
     let started = store
-        .start_stream(call, &token, AdmitPolicy::MayTakeSlot, LEASE, &fresh, None)
+        .start_stream(
+            call,
+            &token,
+            AdmitPolicy::MayTakeSlot,
+            LEASE,
+            &fresh,
+            None.into(),
+        )
         .await
         .with_context(|| format!("client {client}: stream start {call}"))?;
     let mut state = match started {

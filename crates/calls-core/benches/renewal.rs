@@ -112,7 +112,14 @@ async fn start_calls(store: &RedisStore, n: u64) -> Result<Vec<Renewal>> {
         let token = format!("{REPLICA}:{i}");
         let state = live_state(&call, i);
         match store
-            .start_stream(&call, &token, AdmitPolicy::MayTakeSlot, LEASE, &state, None)
+            .start_stream(
+                &call,
+                &token,
+                AdmitPolicy::MayTakeSlot,
+                LEASE,
+                &state,
+                None.into(),
+            )
             .await
             .with_context(|| format!("stream start {call}"))?
         {

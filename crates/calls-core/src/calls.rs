@@ -17,7 +17,7 @@ use crate::state::{
 };
 use crate::store::{
     Admission, AdmitPolicy, CallStore, Refusal, RenewBatch, RenewReport, Renewal, ReplicaHeartbeat,
-    ResumeGrant, StoreError, StreamAdmission, StreamEnd,
+    ResumeGrant, StoreError, StreamAdmission, StreamClaim, StreamEnd,
 };
 use crate::tenant::{InvalidTenant, TenantKey};
 use crate::wait::WaitSettings;
@@ -47,6 +47,9 @@ pub struct CallsConfig {
     pub resume_limit: u32,
     /// The waiting room (`WAIT_*`, docs/reference.md#waiting-room); `None`: off (`WAIT_MAX_SECS=0`).
     pub wait: Option<WaitSettings>,
+    /// Whether the TwiML this replica gives carries stream tokens (`TWILIO_AUTH_TOKEN` is set):
+    /// recorded in each admitted call's state (docs/reference.md#stream-token).
+    pub stream_tokens: bool,
 }
 
 /// The `customParameters` name a continued stream's grant travels under
@@ -108,6 +111,10 @@ pub enum WebhookOutcome {
 /// What a stream's `start` message carries.
 #[derive(Debug, Clone, Default)]
 pub struct StreamStart {
+    /// Whether the start carried its call's stream token for the stream it claims to be, or
+    /// tokens are off (docs/reference.md#stream-token): checked by the stream wing, which holds
+    /// the key.
+    pub bound: bool,
     pub stream_sid: String,
     pub account_sid: Option<String>,
     pub media_format: Option<MediaFormat>,
@@ -120,6 +127,9 @@ pub enum StreamRefusal {
     LockedElsewhere,
     /// Over the limit, draining without a reservation, recovering, or no store: close 1013.
     Rejected(RejectReason),
+    /// The start claimed a call holding a slot, or a continuation, without that call's stream
+    /// token (docs/reference.md#stream-token): close 1008, nothing changed.
+    Unbound,
 }
 
 /// The call lifecycle of one replica: the store, the streams live here, and what it reports.
@@ -260,7 +270,11 @@ impl Calls {
             .custom_parameters
             .get(RESUMED_PARAMETER)
             .map(|value| value.parse::<u32>().unwrap_or(0));
-        let (custom_parameters, dropped) = cap_custom_parameters(start.custom_parameters);
+        // The stream token proved what it had to; kept in the state it would only be one more
+        // copy of a credential (docs/reference.md#stream-token).
+        let mut parameters = start.custom_parameters;
+        parameters.remove(twilio::stream_token::PARAMETER);
+        let (custom_parameters, dropped) = cap_custom_parameters(parameters);
         if !dropped.is_empty() {
             warn!(%call_sid, ?dropped, "custom parameters over 4 KiB; these were not kept");
         }
@@ -287,7 +301,10 @@ impl Calls {
                 policy,
                 self.config.call_lease,
                 &fresh,
-                resumed,
+                StreamClaim {
+                    resumed,
+                    bound: start.bound,
+                },
             )
             .await;
         self.events.admission_time(started.elapsed());
@@ -304,6 +321,10 @@ impl Calls {
                     warn!(%call_sid, "stored state unreadable; started a fresh one");
                 }
                 (new_slot, *state, took_over)
+            }
+            Ok(StreamAdmission::Unbound) => {
+                warn!(%call_sid, ?resumed, "stream refused: its start claims this call without the call's stream token");
+                return Err(StreamRefusal::Unbound);
             }
             Ok(StreamAdmission::LockedBy(owner)) if resumed.is_some() => {
                 warn!(%call_sid, %owner, ?resumed, "continued stream refused: its resumed parameter matches no grant");
@@ -386,6 +407,14 @@ impl Calls {
                 frames_out = state.frames_out,
                 "stream ended"
             ),
+            Ok(StreamEnd::Held) => info!(
+                %call_sid,
+                reason = reason.as_str(),
+                held_secs = self.config.reservation.as_secs(),
+                frames_in = state.frames_in,
+                frames_out = state.frames_out,
+                "stream ended; the call keeps its slot for its continuation"
+            ),
             Ok(StreamEnd::LockedBy(owner)) => info!(
                 %call_sid,
                 %owner,
@@ -403,12 +432,20 @@ impl Calls {
     /// decided from the call's stored state; a continuation's grant is recorded (and counted) in
     /// the state before it is answered. A store that cannot answer gets the fallback: the caller
     /// hears a message, never dead air, and no grant could be recorded for a new stream to take.
-    pub async fn after_stream(&self, call_sid: &CallSid) -> AfterStream {
+    ///
+    /// `stream` is the number of the stream the request follows (the action URL's `stream`); a
+    /// request for a stream that is not the call's current one is a replay: it spends nothing and
+    /// is answered `<Hangup/>`, which reaches only whoever replayed it.
+    pub async fn after_stream(&self, call_sid: &CallSid, stream: Option<u32>) -> AfterStream {
         match self
             .store
-            .grant_resume(call_sid, self.config.resume_limit)
+            .grant_resume(call_sid, self.config.resume_limit, stream)
             .await
         {
+            Ok(ResumeGrant::NotCurrent { current }) => {
+                warn!(%call_sid, ?stream, current, "after-stream request for a stream that is not the call's current one (a replay); nothing spent");
+                AfterStream::Hangup
+            }
             Ok(ResumeGrant::Granted { resumed }) => {
                 let state = self.store.read_state(call_sid).await.ok().flatten();
                 info!(%call_sid, resumed, limit = self.config.resume_limit, "stream lost while the call goes on; continuing it");

@@ -207,6 +207,11 @@ pub struct CallState {
     /// (docs/reference.md#waiting-room); absent for a call that never waited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<String>,
+    /// The call's TwiML carried a stream token (docs/reference.md#stream-token), so a `start` that
+    /// claims the call must carry it. False for a call admitted before tokens were on, or by an
+    /// older replica during a roll: its streams could not show one.
+    #[serde(default)]
+    pub stream_token: bool,
 }
 
 impl CallState {
@@ -237,6 +242,7 @@ impl CallState {
             handovers: 0,
             resume_grant: None,
             waiting_since: None,
+            stream_token: false,
         }
     }
 

@@ -12,7 +12,8 @@ use calls_core::state::{CallState, CallStatus, EndReason};
 use calls_core::store::cluster::ClusterView;
 use calls_core::store::{
     Admission, AdmitPolicy, CallStore, MemoryStore, RedisSettings, RedisStore, RedisTls, Refusal,
-    RenewBatch, Renewal, ReplicaHeartbeat, StoreConfig, StreamAdmission, StreamEnd,
+    RenewBatch, Renewal, ReplicaHeartbeat, ResumeGrant, StoreConfig, StreamAdmission, StreamClaim,
+    StreamEnd,
 };
 use testkit::RedisServer;
 
@@ -51,7 +52,7 @@ async fn start(
     fresh.status = CallStatus::Active;
     fresh.stream_sid = Some(format!("MZ{token}"));
     store
-        .start_stream(call_sid, token, policy, lease, &fresh, None)
+        .start_stream(call_sid, token, policy, lease, &fresh, None.into())
         .await
         .unwrap()
 }
@@ -654,6 +655,367 @@ suite!(
     super::a_webhook_after_the_call_ended_takes_no_slot
 );
 
+/// How long a handed-over call keeps its slot in the hand-over suite (`RESERVATION_SECS`).
+const HOLD: Duration = Duration::from_millis(1500);
+
+/// A stream of `call_sid` in tenant `acme` started with `token` (a continuation with `resumed`).
+async fn start_resumed(
+    store: &dyn CallStore,
+    call_sid: &CallSid,
+    token: &str,
+    lease: Duration,
+    resumed: Option<u32>,
+) -> StreamAdmission {
+    let mut fresh = CallState::reserved(call_sid.as_str(), "r1");
+    fresh.status = CallStatus::Active;
+    fresh.stream_sid = Some(format!("MZ{token}"));
+    fresh.tenant = Some("acme".into());
+    // As the core writes it: a continuation counts the grant it takes.
+    fresh.resumes = resumed.unwrap_or(0);
+    store
+        .start_stream(
+            call_sid,
+            token,
+            AdmitPolicy::MayTakeSlot,
+            lease,
+            &fresh,
+            resumed.into(),
+        )
+        .await
+        .unwrap()
+}
+
+/// The stream of `call_sid` with `token` ends with `reason`.
+async fn end_as(
+    store: &dyn CallStore,
+    call_sid: &CallSid,
+    token: &str,
+    reason: EndReason,
+) -> StreamEnd {
+    let mut last = CallState::reserved(call_sid.as_str(), "r1");
+    last.status = CallStatus::Active;
+    last.tenant = Some("acme".into());
+    last.end(reason);
+    store.end_stream(call_sid, token, &last).await.unwrap()
+}
+
+/// Live slots, cluster-wide and of tenant `acme`.
+async fn counts(store: &dyn CallStore) -> (u64, u64) {
+    let (stats, tenants) = store.snapshot(true).await.unwrap();
+    (stats.active, tenants.get("acme").map_or(0, |t| t.active))
+}
+
+/// docs/reference.md#hand-over: a stream that ends in a way that continues keeps its call's slot
+/// (and its tenant's) until the continuation takes it, a final status callback frees it, or
+/// `RESERVATION_SECS` pass; a grant keeps a dead replica's slot that long from the grant. At no
+/// point can a new call take the place of a caller being handed over.
+async fn a_handed_over_call_keeps_its_slot<F>(make: Make<F>)
+where
+    F: std::future::Future<Output = Fixture>,
+{
+    let fx = make(
+        StoreConfig {
+            reservation: HOLD,
+            ..config(1)
+        },
+        1,
+    )
+    .await;
+    let store = fx.store();
+    let (call, newcomer) = (sid(1), sid(2));
+    let refused = Admission::Refused(Refusal::AtLimit { active: 1 });
+
+    for reason in [
+        EndReason::Disconnected,
+        EndReason::DrainTimeout,
+        EndReason::LockLost,
+    ] {
+        // Continued: the slot waits, the continuation takes it back (no second slot).
+        assert!(take_for(store, &call, "acme", LEASE).await.is_admitted());
+        assert!(matches!(
+            start_resumed(store, &call, "A", LEASE, None).await,
+            StreamAdmission::Started { .. }
+        ));
+        assert_eq!(end_as(store, &call, "A", reason).await, StreamEnd::Held);
+        assert_eq!(counts(store).await, (1, 1), "{reason:?}");
+        assert_eq!(take(store, &newcomer, LEASE).await, refused, "{reason:?}");
+        let Ok(ResumeGrant::Granted { resumed }) = store.grant_resume(&call, 10, None).await else {
+            panic!("{reason:?}: a continuation is granted");
+        };
+        assert_eq!(take(store, &newcomer, LEASE).await, refused, "{reason:?}");
+        match start_resumed(store, &call, "B", LEASE, Some(resumed)).await {
+            StreamAdmission::Started {
+                took_over, active, ..
+            } => assert!(took_over && active == 1, "{reason:?}"),
+            other => panic!("{reason:?}: {other:?}"),
+        }
+        assert_eq!(take(store, &newcomer, LEASE).await, refused, "{reason:?}");
+        // The call over for good: its slot is free at once.
+        assert_eq!(
+            end_as(store, &call, "B", EndReason::Stop).await,
+            StreamEnd::Ended { freed: true }
+        );
+        assert_eq!(counts(store).await, (0, 0), "{reason:?}");
+        // The next round starts from a new call's state.
+        store
+            .write_state(&CallState::reserved(call.as_str(), "r1"))
+            .await
+            .unwrap();
+    }
+
+    // A final status callback frees the held slot.
+    let held = sid(3);
+    take_for(store, &held, "acme", LEASE).await;
+    start_resumed(store, &held, "C", LEASE, None).await;
+    assert_eq!(
+        end_as(store, &held, "C", EndReason::Disconnected).await,
+        StreamEnd::Held
+    );
+    assert!(
+        store
+            .release(&held, EndReason::StatusCallback)
+            .await
+            .unwrap()
+    );
+    assert_eq!(counts(store).await, (0, 0));
+
+    // No continuation within RESERVATION_SECS: the slot lapses like a reservation.
+    let dropped = sid(4);
+    take_for(store, &dropped, "acme", LEASE).await;
+    start_resumed(store, &dropped, "D", LEASE, None).await;
+    assert_eq!(
+        end_as(store, &dropped, "D", EndReason::DrainTimeout).await,
+        StreamEnd::Held
+    );
+    tokio::time::sleep(HOLD / 2).await;
+    assert_eq!(take(store, &newcomer, LEASE).await, refused);
+    tokio::time::sleep(HOLD).await;
+    assert!(take(store, &newcomer, LEASE).await.is_admitted());
+    assert_eq!(counts(store).await, (1, 0));
+    store.release(&newcomer, EndReason::Stop).await.unwrap();
+
+    // A dead replica's call keeps its slot on its lease; a grant made meanwhile keeps it
+    // RESERVATION_SECS from the grant, past the lease.
+    let orphan = sid(5);
+    take_for(store, &orphan, "acme", LEASE).await;
+    let short = HOLD / 3;
+    start_resumed(store, &orphan, "E", short, None).await;
+    assert!(matches!(
+        store.grant_resume(&orphan, 10, None).await.unwrap(),
+        ResumeGrant::Granted { resumed: 1 }
+    ));
+    tokio::time::sleep(short * 2).await;
+    assert_eq!(take(store, &newcomer, LEASE).await, refused);
+    assert_eq!(counts(store).await, (1, 1));
+    tokio::time::sleep(HOLD).await;
+    assert!(take(store, &newcomer, LEASE).await.is_admitted());
+    assert_eq!(counts(store).await, (1, 0));
+
+    // An ending that does not continue frees the slot at once, as before.
+    store.release(&newcomer, EndReason::Stop).await.unwrap();
+    let stopped = sid(6);
+    take_for(store, &stopped, "acme", LEASE).await;
+    start_resumed(store, &stopped, "F", LEASE, None).await;
+    assert_eq!(
+        end_as(store, &stopped, "F", EndReason::IdleTimeout).await,
+        StreamEnd::Ended { freed: true }
+    );
+    assert_eq!(counts(store).await, (0, 0));
+}
+suite!(hand_over, super::a_handed_over_call_keeps_its_slot);
+
+/// docs/reference.md#stream-token: a start without its call's token may only be a new admission.
+/// Claiming a reserved call, a live one, a handed-over one or a continuation, it is refused and
+/// changes nothing: slot, lock and state as they were.
+async fn an_unbound_start_takes_no_call<F>(make: Make<F>)
+where
+    F: std::future::Future<Output = Fixture>,
+{
+    let fx = make(config(5), 1).await;
+    let store = fx.store();
+    let unbound = |resumed: Option<u32>| StreamClaim {
+        resumed,
+        bound: false,
+    };
+    let attempt = |call: CallSid, token: &'static str, claim: StreamClaim| {
+        let mut fresh = CallState::reserved(call.as_str(), "r9");
+        fresh.status = CallStatus::Active;
+        fresh.stream_sid = Some("MZforged".into());
+        async move {
+            store
+                .start_stream(&call, token, AdmitPolicy::MayTakeSlot, LEASE, &fresh, claim)
+                .await
+                .unwrap()
+        }
+    };
+    // A call admitted by a replica that gave no token (tokens were off, or an older version
+    // during a roll): its streams cannot show one, and are not refused for it.
+    let untokened = sid(3);
+    let webhook = CallState::reserved(untokened.as_str(), "r1");
+    store
+        .admit(&untokened, AdmitPolicy::MayTakeSlot, LEASE, Some(&webhook))
+        .await
+        .unwrap();
+    assert!(matches!(
+        attempt(untokened.clone(), "old-twiml", unbound(None)).await,
+        StreamAdmission::Started {
+            new_slot: false,
+            ..
+        }
+    ));
+
+    let call = sid(1);
+    let mut webhook = CallState::reserved(call.as_str(), "r1");
+    webhook.stream_token = true;
+    assert!(
+        store
+            .admit(&call, AdmitPolicy::MayTakeSlot, LEASE, Some(&webhook))
+            .await
+            .unwrap()
+            .is_admitted()
+    );
+    let before = (
+        store.read_state(&call).await.unwrap(),
+        store.stats().await.unwrap(),
+    );
+    // The reserved call, and any continuation of it.
+    for claim in [unbound(None), unbound(Some(0)), unbound(Some(1))] {
+        assert_eq!(
+            attempt(call.clone(), "forged", claim).await,
+            StreamAdmission::Unbound
+        );
+    }
+    assert_eq!(
+        (
+            store.read_state(&call).await.unwrap(),
+            store.stats().await.unwrap()
+        ),
+        before,
+        "nothing changed"
+    );
+    // The real stream starts: the forged one took no lock.
+    assert!(matches!(
+        start(store, &call, "real", AdmitPolicy::MayTakeSlot, LEASE).await,
+        StreamAdmission::Started {
+            new_slot: false,
+            ..
+        }
+    ));
+    // A live call, then a handed-over one with its continuation granted: still refused.
+    assert_eq!(
+        attempt(call.clone(), "forged", unbound(None)).await,
+        StreamAdmission::Unbound
+    );
+    let mut lost = store.read_state(&call).await.unwrap().unwrap();
+    lost.end(EndReason::Disconnected);
+    assert_eq!(
+        store.end_stream(&call, "real", &lost).await.unwrap(),
+        StreamEnd::Held
+    );
+    assert!(matches!(
+        store.grant_resume(&call, 2, None).await.unwrap(),
+        ResumeGrant::Granted { resumed: 1 }
+    ));
+    let granted = store.read_state(&call).await.unwrap();
+    for claim in [unbound(None), unbound(Some(1))] {
+        assert_eq!(
+            attempt(call.clone(), "forged", claim).await,
+            StreamAdmission::Unbound
+        );
+    }
+    assert_eq!(store.read_state(&call).await.unwrap(), granted);
+    assert_eq!(
+        store.stats().await.unwrap().active,
+        2,
+        "the held slot and the untokened call's"
+    );
+    // The grant's own (bound) stream takes it.
+    assert!(matches!(
+        attempt(call.clone(), "continued", Some(1).into()).await,
+        StreamAdmission::Started {
+            took_over: true,
+            ..
+        }
+    ));
+    // A call holding no slot: an unbound start is a new admission under the cap.
+    assert!(matches!(
+        attempt(sid(2), "outbound", unbound(None)).await,
+        StreamAdmission::Started { new_slot: true, .. }
+    ));
+}
+suite!(stream_token, super::an_unbound_start_takes_no_call);
+
+/// The live stream of `call_sid` with `token` ends with `reason`, its final state the stored one
+/// ended (as a replica's is: what the stream started with, counters and all).
+async fn end_stored(
+    store: &dyn CallStore,
+    call_sid: &CallSid,
+    token: &str,
+    reason: EndReason,
+) -> StreamEnd {
+    let mut last = store.read_state(call_sid).await.unwrap().unwrap();
+    last.end(reason);
+    store.end_stream(call_sid, token, &last).await.unwrap()
+}
+
+/// docs/reference.md#after-stream, #resume-limit: an after-stream request names the stream it
+/// follows, and only the one for the call's current stream spends a continuation (a replay
+/// spends nothing and writes nothing); a stream without `resumed` never resets the count.
+async fn continuations_are_spent_once_per_stream<F>(make: Make<F>)
+where
+    F: std::future::Future<Output = Fixture>,
+{
+    let fx = make(config(5), 1).await;
+    let store = fx.store();
+    let call = sid(1);
+    take_for(store, &call, "acme", LEASE).await;
+    start_resumed(store, &call, "s0", LEASE, None).await;
+    end_stored(store, &call, "s0", EndReason::Disconnected).await;
+    assert_eq!(
+        store.grant_resume(&call, 2, Some(0)).await.unwrap(),
+        ResumeGrant::Granted { resumed: 1 }
+    );
+    let granted = store.read_state(&call).await.unwrap();
+    // The request for stream 0 replayed: nothing spent, nothing written.
+    assert_eq!(
+        store.grant_resume(&call, 2, Some(0)).await.unwrap(),
+        ResumeGrant::NotCurrent { current: 1 }
+    );
+    assert_eq!(store.read_state(&call).await.unwrap(), granted);
+    assert!(matches!(
+        start_resumed(store, &call, "s1", LEASE, Some(1)).await,
+        StreamAdmission::Started {
+            took_over: true,
+            ..
+        }
+    ));
+    end_stored(store, &call, "s1", EndReason::Disconnected).await;
+    for replayed in [Some(0), Some(7)] {
+        assert!(matches!(
+            store.grant_resume(&call, 2, replayed).await.unwrap(),
+            ResumeGrant::NotCurrent { current: 1 }
+        ));
+    }
+    assert_eq!(
+        store.grant_resume(&call, 2, Some(1)).await.unwrap(),
+        ResumeGrant::Granted { resumed: 2 }
+    );
+    start_resumed(store, &call, "s2", LEASE, Some(2)).await;
+    end_stored(store, &call, "s2", EndReason::Stop).await;
+    // The budget of 2 is spent. A stream without `resumed` for the same call starts (a new
+    // admission), and keeps the count: its loss is not continued.
+    match start_resumed(store, &call, "fresh", LEASE, None).await {
+        StreamAdmission::Started { state, .. } => assert_eq!(state.resumes, 2),
+        other => panic!("{other:?}"),
+    }
+    end_stored(store, &call, "fresh", EndReason::Disconnected).await;
+    assert_eq!(
+        store.grant_resume(&call, 2, None).await.unwrap(),
+        ResumeGrant::LimitReached
+    );
+}
+suite!(spent_once, super::continuations_are_spent_once_per_stream);
+
 /// A webhook's admission for `call_sid` in `tenant`, as the core makes it (the tenant travels in
 /// the initial state).
 async fn take_for(
@@ -851,6 +1213,7 @@ async fn redis_renewal_writes_heartbeat_and_refreshes_state_ttl() {
             default_tenant_limit: Some(3),
             resume_limit: 2,
             wait: None,
+            stream_tokens: false,
         },
         store,
         Arc::new(NoEvents),

@@ -449,6 +449,7 @@ async fn a_caller_turned_away_by_the_last_draining_replica_leaves_the_line() {
             default_tenant_limit: None,
             resume_limit: 2,
             wait: Some(s),
+            stream_tokens: false,
         },
         store.clone(),
         Arc::new(calls_core::events::NoEvents),

@@ -4,6 +4,7 @@
 //! # Layout
 //!
 //! - [`signature`]: `X-Twilio-Signature`, computed and checked.
+//! - [`stream_token`]: the per-call `token` parameter that binds a stream to its call.
 //! - [`call_status`]: a call's status as the REST API and status callbacks spell it.
 //! - [`twiml`]: the documents Twilio's requests are answered with, and the URLs they name.
 //! - [`messages`]: Media Streams JSON: `inbound` (serde), `fast` (a plain `media` frame in one
@@ -19,4 +20,5 @@ pub mod call_status;
 pub mod messages;
 pub mod payload;
 pub mod signature;
+pub mod stream_token;
 pub mod twiml;

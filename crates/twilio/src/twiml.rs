@@ -46,6 +46,18 @@ impl<'a> StreamParameters<'a> {
 /// and the answer that continues a call whose stream was lost (docs/reference.md#after-stream).
 /// Twilio requests `action_url` when the stream closes while the call is still up.
 pub fn connect(action_url: &str, stream_url: &str, parameters: &StreamParameters<'_>) -> String {
+    connect_bound(action_url, stream_url, parameters, None)
+}
+
+/// [`connect`], with the stream's `token` parameter where there is one
+/// ([`crate::stream_token`], docs/reference.md#stream-token): the token of this call's stream
+/// `parameters.resumed` (0 for the first).
+pub fn connect_bound(
+    action_url: &str,
+    stream_url: &str,
+    parameters: &StreamParameters<'_>,
+    token: Option<&str>,
+) -> String {
     let StreamParameters {
         call_sid,
         from_number,
@@ -58,6 +70,7 @@ pub fn connect(action_url: &str, stream_url: &str, parameters: &StreamParameters
         ("from_number", from_number.filter(|v| !v.is_empty())),
         ("to_number", to_number.filter(|v| !v.is_empty())),
         ("resumed", resumed.as_deref()),
+        (crate::stream_token::PARAMETER, token),
     ];
     let mut xml = String::with_capacity(
         192 + action_url.len() + stream_url.len() + call_sid.len() + 48 * parameters.len(),
@@ -405,6 +418,26 @@ mod tests {
                  <Parameter name=\"resumed\" value=\"2\"/>\
                  </Stream></Connect></Response>"
             )
+        );
+    }
+
+    #[test]
+    fn connect_bound_carries_the_stream_token_last() {
+        let xml = connect_bound(
+            "https://h/twilio/after-stream?stream=1",
+            "wss://h/twilio/stream",
+            &StreamParameters {
+                resumed: Some(1),
+                ..StreamParameters::new("CA1")
+            },
+            Some("tok-en_1"),
+        );
+        assert!(
+            xml.ends_with(
+                "<Parameter name=\"resumed\" value=\"1\"/>\
+                 <Parameter name=\"token\" value=\"tok-en_1\"/></Stream></Connect></Response>"
+            ),
+            "{xml}"
         );
     }
 

@@ -221,6 +221,8 @@ impl Calls {
         state.from = call.from;
         state.to = call.to;
         state.stream_url = call.stream_url;
+        // The TwiML that admits it carries a token where tokens are on (docs/reference.md#stream-token).
+        state.stream_token = self.config.stream_tokens;
         state
     }
 }

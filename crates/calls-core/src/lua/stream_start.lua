@@ -9,10 +9,12 @@
 --       rest_json (the same state without the carried fields),
 --       tenant ('' = none), default_tenant_limit ('' = none) (a reservation keeps the tenant it took),
 --       resumed (the stream's `resumed` parameter, '' if none: a continuation),
+--       bound ('1' if the start carried its call's stream token, or tokens are off; else '0'),
 --       then pairs of (field, default_json): fields the webhook wrote, carried from a stored state.
 -- Returns {code, active, reclaimed, epoch, reregister, owner, written_json, source}: code as
 -- admit_slot's, or 3 when `owner` holds the lock (or the `resumed` matches no grant), or 4 when the
--- stream took the call over with its grant; source 'stored' | 'fresh' | 'corrupt'.
+-- stream took the call over with its grant, or 6 when an unbound start claims a call holding a
+-- slot or a continuation; source 'stored' | 'fresh' | 'corrupt'.
 local slots, count_key, state_key, lock_key = KEYS[1], KEYS[2], KEYS[6], KEYS[7]
 local token = ARGV[8]
 local owner = redis.call('GET', lock_key)
@@ -26,6 +28,13 @@ local resumed = ARGV[15]
 local takeover = false
 local stored_before = redis.call('GET', state_key)
 local ok, granted = pcall(cjson.decode, stored_before or '')
+-- docs/reference.md#stream-token: a start without its call's token may only be a new admission; a
+-- call holding a slot (reserved, live, handed over) or a continuation is not for it, where the
+-- call's TwiML carried a token (its state says so). Nothing changes.
+if ARGV[16] ~= '1' and ok and type(granted) == 'table' and granted['stream_token'] == true
+    and (resumed ~= '' or redis.call('ZSCORE', slots, ARGV[1])) then
+  return {6, 0, {}, '', 0, 'no stream token for this call', '', ''}
+end
 local grant = ok and type(granted) == 'table' and type(granted['resume_grant']) == 'number'
   and tostring(granted['resume_grant']) or nil
 if resumed ~= '' or grant then
@@ -84,12 +93,14 @@ if stored then
   elseif decoded['status'] ~= 'ended' or takeover then
     -- A continued call keeps who called and when, even from the ended state of its lost stream.
     local parts = {}
-    for i = 16, #ARGV - 1, 2 do
+    for i = 17, #ARGV - 1, 2 do
       local field, value = ARGV[i], decoded[ARGV[i]]
       if type(value) == 'string' then
         parts[#parts + 1] = cjson.encode(field) .. ':' .. cjson.encode(value)
       elseif type(value) == 'number' then
         parts[#parts + 1] = cjson.encode(field) .. ':' .. string.format('%d', value)
+      elseif type(value) == 'boolean' then
+        parts[#parts + 1] = cjson.encode(field) .. ':' .. tostring(value)
       else
         parts[#parts + 1] = cjson.encode(field) .. ':' .. ARGV[i + 1]
       end
@@ -101,6 +112,17 @@ if stored then
       written = rest
     end
     source = 'stored'
+  end
+  -- docs/reference.md#resume-limit: a stream without `resumed` never resets the call's
+  -- continuation count (nor its hand-overs), whatever state it finds: the budget is per call.
+  if not takeover and ok and type(decoded) == 'table' and type(decoded['resumes']) == 'number'
+      and decoded['resumes'] > 0 then
+    written = string.gsub(written, '"resumes":%d+',
+      '"resumes":' .. string.format('%d', decoded['resumes']), 1)
+    if type(decoded['handovers']) == 'number' then
+      written = string.gsub(written, '"handovers":%d+',
+        '"handovers":' .. string.format('%d', decoded['handovers']), 1)
+    end
   end
 end
 redis.call('SET', state_key, written, 'EX', ARGV[10])

@@ -11,8 +11,8 @@ use tokio::time::Instant;
 use super::line::{InLine, Line};
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
-    RenewBatch, RenewReport, ResumeGrant, StoreConfig, StoreError, StreamAdmission, StreamEnd,
-    TenantsUsage, next_grant, tenants_usage,
+    RenewBatch, RenewReport, ResumeGrant, StoreConfig, StoreError, StreamAdmission, StreamClaim,
+    StreamEnd, TenantsUsage, hands_over, next_grant, tenants_usage,
 };
 use crate::call_sid::CallSid;
 use crate::state::{CallState, CallStatus, EndReason};
@@ -123,7 +123,11 @@ impl Inner {
         config: &StoreConfig,
         tenant: Option<&str>,
     ) -> Admission {
-        let counted = self.states.contains_key(call_sid);
+        // A caller who waited in line has a state (`waiting`) but was never counted.
+        let counted = self
+            .states
+            .get(call_sid)
+            .is_some_and(|(state, _)| state.status != CallStatus::Waiting);
         if let Some(held) = self.slots.get_mut(call_sid) {
             // The new lease replaces the old one (a stream activating its reservation).
             *held = deadline;
@@ -448,11 +452,21 @@ impl CallStore for MemoryStore {
         policy: AdmitPolicy,
         lease: Duration,
         fresh: &CallState,
-        resumed: Option<u32>,
+        claim: StreamClaim,
     ) -> Result<StreamAdmission, StoreError> {
         let now = Instant::now();
         let sid = call_sid.as_str();
+        let resumed = claim.resumed;
         let mut inner = self.lock();
+        // docs/reference.md#stream-token: an unbound start may only be a new admission, where the
+        // call's TwiML carried a token (as stream_start.lua).
+        let token_issued = inner
+            .states
+            .get(sid)
+            .is_some_and(|(state, until)| *until > now && state.stream_token);
+        if !claim.bound && token_issued && (resumed.is_some() || inner.slots.contains_key(sid)) {
+            return Ok(StreamAdmission::Unbound);
+        }
         // docs/reference.md#after-stream: a `resumed` stream takes the call over only with the
         // grant the state records.
         let stored = inner
@@ -515,6 +529,18 @@ impl CallStore for MemoryStore {
                 state.tenant.clone_from(&stored.tenant);
             }
             state.handovers = stored.handovers;
+            state.stream_token = stored.stream_token;
+        }
+        // docs/reference.md#resume-limit: a stream without `resumed` never resets the call's
+        // continuation count, whatever state it finds (as stream_start.lua).
+        if !took_over
+            && let Some((stored, _)) = inner
+                .states
+                .get(sid)
+                .filter(|(stored, until)| *until > now && stored.resumes > 0)
+        {
+            state.resumes = stored.resumes;
+            state.handovers = stored.handovers;
         }
         inner
             .states
@@ -532,6 +558,7 @@ impl CallStore for MemoryStore {
         &self,
         call_sid: &CallSid,
         limit: u32,
+        stream: Option<u32>,
     ) -> Result<ResumeGrant, StoreError> {
         let now = Instant::now();
         let mut inner = self.lock();
@@ -540,10 +567,17 @@ impl CallStore for MemoryStore {
             .get(call_sid.as_str())
             .filter(|(_, until)| *until > now)
             .map(|(state, _)| state);
-        match next_grant(stored, limit) {
+        match next_grant(stored, limit, stream) {
             Ok((granted, resumed)) => {
                 let until = now + self.config.state_ttl;
                 inner.states.insert(call_sid.to_string(), (granted, until));
+                // A slot still held waits for the continuation at least RESERVATION_SECS
+                // (docs/reference.md#hand-over), as in grant.lua.
+                if let Some(held) = inner.slots.get_mut(call_sid.as_str())
+                    && *held > now
+                {
+                    *held = (*held).max(now + self.config.reservation);
+                }
                 Ok(ResumeGrant::Granted { resumed })
             }
             Err(answer) => Ok(answer),
@@ -574,6 +608,15 @@ impl CallStore for MemoryStore {
         inner
             .states
             .insert(sid.to_owned(), (state, now + self.config.state_ttl));
+        // A hand-over keeps a slot that has not lapsed for its continuation
+        // (docs/reference.md#hand-over), as in stream_end.lua.
+        if hands_over(final_state)
+            && let Some(held) = inner.slots.get_mut(sid)
+            && *held > now
+        {
+            *held = now + self.config.reservation;
+            return Ok(StreamEnd::Held);
+        }
         let freed = inner.free(sid);
         Ok(StreamEnd::Ended { freed })
     }
@@ -782,7 +825,7 @@ mod tests {
                 AdmitPolicy::MayTakeSlot,
                 Duration::from_secs(30),
                 &fresh,
-                resumed,
+                resumed.into(),
             )
             .await
             .unwrap()
@@ -810,7 +853,7 @@ mod tests {
             StreamAdmission::Started { .. }
         ));
         assert_eq!(
-            store.grant_resume(&call, 1).await.unwrap(),
+            store.grant_resume(&call, 1, None).await.unwrap(),
             ResumeGrant::Granted { resumed: 1 }
         );
         // Without the grant, or with a wrong one: refused, nothing changes.
@@ -853,11 +896,11 @@ mod tests {
         drained.end(EndReason::DrainTimeout);
         store.end_stream(&call, "new", &drained).await.unwrap();
         assert_eq!(
-            store.grant_resume(&call, 1).await.unwrap(),
+            store.grant_resume(&call, 1, None).await.unwrap(),
             ResumeGrant::Granted { resumed: 2 }
         );
         assert_eq!(
-            store.grant_resume(&call, 1).await.unwrap(),
+            store.grant_resume(&call, 1, None).await.unwrap(),
             ResumeGrant::LimitReached
         );
         match start(&store, &call, "handed-over", Some(2)).await {
@@ -871,7 +914,7 @@ mod tests {
         lost.end(EndReason::Disconnected);
         store.end_stream(&call, "handed-over", &lost).await.unwrap();
         assert_eq!(
-            store.grant_resume(&call, 1).await.unwrap(),
+            store.grant_resume(&call, 1, None).await.unwrap(),
             ResumeGrant::LimitReached,
             "one failure continued already: the budget of 1 is spent"
         );
@@ -880,11 +923,11 @@ mod tests {
         stopped.end(EndReason::Stop);
         store.end_stream(&other, "t2", &stopped).await.unwrap();
         assert!(matches!(
-            store.grant_resume(&other, 5).await.unwrap(),
+            store.grant_resume(&other, 5, None).await.unwrap(),
             ResumeGrant::NotContinuable(Some(_))
         ));
         assert_eq!(
-            store.grant_resume(&sid(3), 5).await.unwrap(),
+            store.grant_resume(&sid(3), 5, None).await.unwrap(),
             ResumeGrant::NotContinuable(None)
         );
     }

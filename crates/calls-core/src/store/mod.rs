@@ -40,6 +40,8 @@ pub const DEFAULT_CALL_STATE_TTL_SECS: u64 = 3600;
 pub const DEFAULT_CALL_LOCK_TTL_SECS: u64 = 60;
 /// `CALL_LEASE_SECS` when unset.
 pub const DEFAULT_CALL_LEASE_SECS: u64 = 30;
+/// `RESERVATION_SECS` when unset.
+pub const DEFAULT_RESERVATION_SECS: u64 = 30;
 /// `RENEW_INTERVAL_SECS` defaults to the lease divided by this: a lease survives two missed ticks.
 pub const DEFAULT_RENEWS_PER_LEASE: u32 = 3;
 /// Not a variable: the bound on one state-store operation (connect, command, script).
@@ -86,6 +88,10 @@ pub struct StoreConfig {
     pub admission_deadline: Duration,
     /// [`ADMISSION_QUEUE_BOUND`]; tests shorten it.
     pub admission_queue: usize,
+    /// `RESERVATION_SECS`: how long a call handed over (its stream ended in a way that continues,
+    /// or a continuation granted) keeps its slot for the continuation's stream
+    /// (docs/reference.md#hand-over).
+    pub reservation: Duration,
 }
 
 /// The defaults of the variables, as `serve` has them.
@@ -102,6 +108,7 @@ impl Default for StoreConfig {
             default_tenant_limit: None,
             admission_deadline: ADMISSION_DEADLINE,
             admission_queue: ADMISSION_QUEUE_BOUND,
+            reservation: Duration::from_secs(DEFAULT_RESERVATION_SECS),
         }
     }
 }
@@ -169,8 +176,33 @@ pub enum StreamAdmission {
     },
     /// Another stream owns the call's lock (its token, for the log line); nothing changed.
     LockedBy(String),
+    /// The start was not bound to its call (no stream token for it, [`StreamClaim::bound`]) yet
+    /// claimed a call holding a slot, or a continuation: nothing changed
+    /// (docs/reference.md#stream-token).
+    Unbound,
     /// No slot: nothing changed, the lock was not taken.
     Refused(Refusal),
+}
+
+/// What a stream's `start` claims to be (see [`CallStore::start_stream`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamClaim {
+    /// The stream's `resumed` parameter: the continuation it claims (docs/reference.md#after-stream).
+    pub resumed: Option<u32>,
+    /// Whether the start carried its call's stream token for that stream, or tokens are off
+    /// (docs/reference.md#stream-token). An unbound start may only be a new admission: it never
+    /// takes a call that holds a slot, nor a continuation.
+    pub bound: bool,
+}
+
+/// A bound start with this `resumed` (tokens off, or checked already).
+impl From<Option<u32>> for StreamClaim {
+    fn from(resumed: Option<u32>) -> Self {
+        Self {
+            resumed,
+            bound: true,
+        }
+    }
 }
 
 /// What a stream's end did (see [`CallStore::end_stream`]).
@@ -178,6 +210,10 @@ pub enum StreamAdmission {
 pub enum StreamEnd {
     /// The final state is written and the lock released; `freed` says whether a slot was held.
     Ended { freed: bool },
+    /// The stream ended in a way that continues (docs/reference.md#hand-over): the final state is
+    /// written and the lock released, but the slot stays the call's for `RESERVATION_SECS`, for
+    /// its continuation's stream to take (a final status callback frees it sooner).
+    Held,
     /// Another stream owns the call's lock now (its token): the call lives on there, untouched.
     LockedBy(String),
 }
@@ -232,6 +268,9 @@ pub enum ResumeGrant {
     Granted { resumed: u32 },
     /// The call may be continued, but it already had `RESUME_LIMIT` continuations.
     LimitReached,
+    /// The request names a stream of the call that is not its current one (a replayed request
+    /// for an earlier stream): nothing is spent or written (docs/reference.md#after-stream).
+    NotCurrent { current: u32 },
     /// The state (as read, `None` if missing) does not allow a continuation
     /// (docs/reference.md#after-stream).
     NotContinuable(Option<Box<CallState>>),
@@ -453,10 +492,22 @@ impl StoreError {
 pub(crate) fn next_grant(
     stored: Option<&CallState>,
     limit: u32,
+    stream: Option<u32>,
 ) -> Result<(CallState, u32), ResumeGrant> {
     let Some(state) = stored else {
         return Err(ResumeGrant::NotContinuable(None));
     };
+    // Only the request for the call's current stream (its `resumes`: 0 for the first, N for the
+    // continuation `resumed=N`, granted or taken) may spend a continuation: Twilio asks once per
+    // stream, so a request for an earlier one is a replay. None: an action URL given before the
+    // stream number was in it.
+    if let Some(stream) = stream
+        && stream != state.resumes
+    {
+        return Err(ResumeGrant::NotCurrent {
+            current: state.resumes,
+        });
+    }
     if state.disposition() != crate::state::Disposition::Continue {
         return Err(ResumeGrant::NotContinuable(Some(Box::new(state.clone()))));
     }
@@ -484,6 +535,17 @@ pub(crate) fn next_grant(
     Ok((granted, resumed))
 }
 
+/// Whether a stream's final state hands its call over to a continuation
+/// (docs/reference.md#hand-over): ended as `disconnected`, `drain_timeout` or `lock_lost`. Its slot
+/// is then kept, not freed, so no new call takes it while the caller waits for the new stream.
+pub fn hands_over(final_state: &CallState) -> bool {
+    final_state.status == CallStatus::Ended
+        && matches!(
+            final_state.end_reason,
+            Some(EndReason::Disconnected | EndReason::DrainTimeout | EndReason::LockLost)
+        )
+}
+
 /// Everything the service needs from shared state. Every operation is atomic on its own; admit,
 /// release and renew keep `active == number of slots` at every step.
 #[async_trait]
@@ -506,10 +568,12 @@ pub trait CallStore: Send + Sync + 'static {
     /// that a stored state that has not ended keeps its `created_at`, `from` and `to`, and its
     /// `account_sid` unless `fresh` has one.
     ///
-    /// `resumed` is the stream's `resumed` parameter (docs/reference.md#after-stream): if it
+    /// `claim.resumed` is the stream's `resumed` parameter (docs/reference.md#after-stream): if it
     /// matches the grant recorded in the stored state, the stream takes the call over whoever holds
     /// the lock, and takes its slot back even above the limit, carrying the stored fields even from
-    /// an ended state; a `resumed` that matches no grant is refused as a second stream.
+    /// an ended state; a `resumed` that matches no grant is refused as a second stream. A start
+    /// that is not `claim.bound` and claims a continuation or a call holding a slot is refused
+    /// ([`StreamAdmission::Unbound`]) before anything changes.
     async fn start_stream(
         &self,
         call_sid: &CallSid,
@@ -517,21 +581,29 @@ pub trait CallStore: Send + Sync + 'static {
         policy: AdmitPolicy,
         lease: Duration,
         fresh: &CallState,
-        resumed: Option<u32>,
+        claim: StreamClaim,
     ) -> Result<StreamAdmission, StoreError>;
 
     /// docs/reference.md#after-stream, atomically: if the stored state allows a continuation and
     /// counts fewer than `limit` resumes, records the next grant (`resumes + 1`) in it and counts
-    /// it.
-    async fn grant_resume(&self, call_sid: &CallSid, limit: u32)
-    -> Result<ResumeGrant, StoreError>;
+    /// it. A slot the call still holds is then kept at least `RESERVATION_SECS` from the grant
+    /// (docs/reference.md#hand-over). `stream` is the number of the stream the request follows
+    /// (the action URL's `stream`): one that is not the call's current stream changes nothing
+    /// ([`ResumeGrant::NotCurrent`]).
+    async fn grant_resume(
+        &self,
+        call_sid: &CallSid,
+        limit: u32,
+        stream: Option<u32>,
+    ) -> Result<ResumeGrant, StoreError>;
 
     /// How many other replicas (not `except`) have a fresh heartbeat that is not draining.
     async fn live_replicas(&self, except: &str) -> Result<u64, StoreError>;
 
     /// A media stream's end, atomically: unless another token owns the call's lock, writes
     /// `final_state` (with a fresh `CALL_STATE_TTL_SECS`), frees the slot if held, and releases the
-    /// lock.
+    /// lock. A `final_state` that continues ([`hands_over`]) keeps a held slot for
+    /// `RESERVATION_SECS` instead of freeing it.
     async fn end_stream(
         &self,
         call_sid: &CallSid,
@@ -632,31 +704,31 @@ mod tests {
         // hand-overs, and the budget of 2 still whole.
         let mut state = ended(EndReason::DrainTimeout, 0, 0);
         for hop in 1..=10 {
-            let (granted, resumed) = next_grant(Some(&state), 2).expect("a hand-over");
+            let (granted, resumed) = next_grant(Some(&state), 2, None).expect("a hand-over");
             assert_eq!((resumed, granted.handovers), (hop, hop));
             state = ended(EndReason::DrainTimeout, granted.resumes, granted.handovers);
         }
         // Then two failures are continued, the third is not.
         let mut state = ended(EndReason::Disconnected, 10, 10);
         for _ in 0..2 {
-            let (granted, _) = next_grant(Some(&state), 2).expect("a continuation");
+            let (granted, _) = next_grant(Some(&state), 2, None).expect("a continuation");
             assert_eq!(granted.handovers, 10);
             state = ended(EndReason::LockLost, granted.resumes, granted.handovers);
         }
         assert_eq!(
-            next_grant(Some(&state), 2).unwrap_err(),
+            next_grant(Some(&state), 2, None).unwrap_err(),
             ResumeGrant::LimitReached
         );
         // A hand-over asked again (its stream never came) counts as a failure.
         let mut pending = ended(EndReason::DrainTimeout, 2, 0);
         pending.resume_grant = Some(2);
         assert_eq!(
-            next_grant(Some(&pending), 2).unwrap_err(),
+            next_grant(Some(&pending), 2, None).unwrap_err(),
             ResumeGrant::LimitReached
         );
         // RESUME_LIMIT=0 turns every continuation off, hand-overs too.
         assert_eq!(
-            next_grant(Some(&ended(EndReason::DrainTimeout, 0, 0)), 0).unwrap_err(),
+            next_grant(Some(&ended(EndReason::DrainTimeout, 0, 0)), 0, None).unwrap_err(),
             ResumeGrant::LimitReached
         );
     }

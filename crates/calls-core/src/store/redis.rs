@@ -19,7 +19,7 @@ use super::settings::{RedisSettings, RedisTls};
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
     RenewBatch, RenewReport, Renewal, ReplicaHeartbeat, ResumeGrant, Shed, StoreConfig, StoreError,
-    StreamAdmission, StreamEnd, TenantsUsage, next_grant, tenants_usage,
+    StreamAdmission, StreamClaim, StreamEnd, TenantsUsage, hands_over, next_grant, tenants_usage,
 };
 use crate::call_sid::CallSid;
 use crate::keys;
@@ -31,6 +31,9 @@ const PRELUDE: &str = include_str!("../lua/prelude.lua");
 /// What `stream_start.lua` answers when the stream took the call over with its grant
 /// (docs/reference.md#after-stream).
 const TOOK_OVER: i64 = 4;
+/// `stream_start.lua`'s code for a start not bound to its call that claimed a call holding a slot,
+/// or a continuation (docs/reference.md#stream-token).
+const UNBOUND: i64 = 6;
 
 /// Live calls renewed by one script. Redis runs a script alone, so a replica's whole tick in one
 /// script would hold every other replica's admissions for as long as it runs; a chunk of this size
@@ -50,7 +53,14 @@ const GRANT_ATTEMPTS: usize = 5;
 /// says who called and when, and the tenant its slot was taken for; docs/reference.md#after-stream:
 /// a continued call, how many of its continuations were planned hand-overs); `account_sid` too,
 /// unless the stream's `start` names one.
-const CARRIED_FROM_WEBHOOK: [&str; 5] = ["created_at", "from", "to", "tenant", "handovers"];
+const CARRIED_FROM_WEBHOOK: [&str; 6] = [
+    "created_at",
+    "from",
+    "to",
+    "tenant",
+    "handovers",
+    "stream_token",
+];
 
 /// The scripts, hashed once at start-up and loaded on every fresh connection, so the hot path
 /// never meets NOSCRIPT. `Script::invoke_async` still loads and retries on NOSCRIPT, for a
@@ -756,7 +766,7 @@ impl CallStore for RedisStore {
         policy: AdmitPolicy,
         lease: Duration,
         fresh: &CallState,
-        resumed: Option<u32>,
+        claim: StreamClaim,
     ) -> Result<StreamAdmission, StoreError> {
         let (whole, rest, carried) = start_state_args(fresh);
         let tenant = tenant_arg(fresh);
@@ -786,7 +796,8 @@ impl CallStore for RedisStore {
             .arg(&rest)
             .arg(&tenant)
             .arg(&default_limit)
-            .arg(resumed.map(|n| n.to_string()).unwrap_or_default());
+            .arg(claim.resumed.map(|n| n.to_string()).unwrap_or_default())
+            .arg(u8::from(claim.bound));
         for (field, default) in &carried {
             invocation.arg(*field).arg(default);
         }
@@ -797,6 +808,9 @@ impl CallStore for RedisStore {
             .await?;
         if code == 3 {
             return Ok(StreamAdmission::LockedBy(owner));
+        }
+        if code == UNBOUND {
+            return Ok(StreamAdmission::Unbound);
         }
         let took_over = code == TOOK_OVER;
         // A call taken over may have lost its lapsed slot in this very script: it is live again,
@@ -838,6 +852,7 @@ impl CallStore for RedisStore {
         &self,
         call_sid: &CallSid,
         limit: u32,
+        stream: Option<u32>,
     ) -> Result<ResumeGrant, StoreError> {
         // Compare-and-set: the grant is decided on the state as read and written only if it is
         // still that state; a stream ending or a tick flushing in between makes us decide again.
@@ -850,7 +865,7 @@ impl CallStore for RedisStore {
             let stored = blob
                 .as_deref()
                 .and_then(|blob| serde_json::from_str::<CallState>(blob).ok());
-            let (granted, resumed) = match next_grant(stored.as_ref(), limit) {
+            let (granted, resumed) = match next_grant(stored.as_ref(), limit, stream) {
                 Ok(next) => next,
                 Err(answer) => return Ok(answer),
             };
@@ -858,10 +873,13 @@ impl CallStore for RedisStore {
             let mut invocation = self.core.scripts.grant.prepare_invoke();
             invocation
                 .key(keys::state(call_sid))
+                .key(keys::SLOTS)
                 .arg(blob.unwrap_or_default())
                 .arg(encode(&granted))
                 .arg(self.core.state_ttl_secs())
-                .arg(limit);
+                .arg(limit)
+                .arg(call_sid.as_str())
+                .arg(millis(self.core.config.reservation));
             let written: i64 = self
                 .core
                 .run("grant_resume", began, invocation.invoke_async(&mut conn))
@@ -943,15 +961,22 @@ impl CallStore for RedisStore {
             .arg(call_sid.as_str())
             .arg(lock_token)
             .arg(encode(final_state))
-            .arg(self.core.state_ttl_secs());
-        let (freed, owner): (i64, String) = self
+            .arg(self.core.state_ttl_secs())
+            .arg(if hands_over(final_state) {
+                millis(self.core.config.reservation)
+            } else {
+                0
+            });
+        let (freed, owner, held): (i64, String, i64) = self
             .core
             .run("end_stream", began, invocation.invoke_async(&mut conn))
             .await?;
-        Ok(if owner.is_empty() {
-            StreamEnd::Ended { freed: freed == 1 }
-        } else {
+        Ok(if !owner.is_empty() {
             StreamEnd::LockedBy(owner)
+        } else if held == 1 {
+            StreamEnd::Held
+        } else {
+            StreamEnd::Ended { freed: freed == 1 }
         })
     }
 
@@ -1310,7 +1335,17 @@ mod tests {
         }
         assert_eq!(rest["account_sid"], "AC1");
         let names: Vec<&str> = carried.iter().map(|(f, _)| *f).collect();
-        assert_eq!(names, ["created_at", "from", "to", "tenant", "handovers"]);
+        assert_eq!(
+            names,
+            [
+                "created_at",
+                "from",
+                "to",
+                "tenant",
+                "handovers",
+                "stream_token"
+            ]
+        );
         assert_eq!(carried[1].1, "null");
         let whole: CallState = serde_json::from_str(&whole).unwrap();
         assert_eq!(whole, fresh);
