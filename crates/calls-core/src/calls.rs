@@ -129,6 +129,8 @@ pub struct Calls {
 
 /// After a renewal fails on a dropped connection, how soon it is tried again.
 const RETRY_AFTER_CONNECTION_LOSS: Duration = Duration::from_millis(100);
+/// Live calls snapshotted per poll of a renewal tick: about 0.1 ms of work, well under a frame.
+const SNAPSHOT_SLICE: usize = 50;
 
 const FINAL_STATUSES: [&str; 5] = ["completed", "busy", "failed", "no-answer", "canceled"];
 
@@ -486,16 +488,23 @@ impl Calls {
     /// The store's error after one quick retry on a dropped connection; live calls go on.
     pub async fn renew(&self, draining: bool) -> Result<RenewReport, StoreError> {
         let calls = self.live.all();
+        // The tick shares the runtime with every call's frames: snapshotting a thousand states in
+        // one poll held a worker thread for milliseconds (docs/benchmarks.md, the periodic
+        // stall), so it yields between slices.
+        let mut renewals = Vec::with_capacity(calls.len());
+        for (i, slice) in calls.chunks(SNAPSHOT_SLICE).enumerate() {
+            if i > 0 {
+                tokio::task::yield_now().await;
+            }
+            renewals.extend(slice.iter().map(|call| Renewal {
+                call_sid: call.call_sid.clone(),
+                lock_token: call.lock_token.clone(),
+                state: Some(call.snapshot()),
+            }));
+        }
         let batch = RenewBatch {
             lease: self.config.call_lease,
-            calls: calls
-                .iter()
-                .map(|call| Renewal {
-                    call_sid: call.call_sid.clone(),
-                    lock_token: call.lock_token.clone(),
-                    state: Some(call.snapshot()),
-                })
-                .collect(),
+            calls: renewals,
             heartbeat: ReplicaHeartbeat {
                 id: self.config.replica_id.clone(),
                 started_at: self.started_at.clone(),
