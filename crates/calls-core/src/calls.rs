@@ -637,3 +637,67 @@ impl Calls {
         RejectReason::StoreUnavailable
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::events::NoEvents;
+    use crate::state::CallState;
+    use crate::store::{MemoryStore, StoreConfig};
+
+    /// The tick shares the runtime with every call's frames: with many live calls it must give the
+    /// worker back between slices instead of snapshotting them all in one poll.
+    #[test]
+    fn a_tick_over_many_live_calls_yields_between_slices() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let calls = Calls::new(
+                CallsConfig {
+                    replica_id: "r1".into(),
+                    max_concurrent_calls: 1000,
+                    reservation: Duration::from_secs(30),
+                    call_lease: Duration::from_secs(30),
+                    renew_interval: Duration::from_secs(10),
+                    tenant_key: crate::tenant::TenantKey::To,
+                    default_tenant_limit: None,
+                    resume_limit: 2,
+                },
+                Arc::new(MemoryStore::new(StoreConfig::default())),
+                Arc::new(NoEvents),
+            );
+            let live = SNAPSHOT_SLICE * 4;
+            for i in 0..live {
+                let sid = CallSid::parse(&format!("CA{i:032x}")).unwrap();
+                let state = CallState::reserved(sid.as_str(), "r1");
+                assert!(
+                    calls
+                        .live()
+                        .insert(Arc::new(LiveCall::new(sid, format!("t{i}"), state)))
+                );
+            }
+            let mut tick = pin!(calls.renew(false));
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut polls = 0;
+            let report = loop {
+                polls += 1;
+                if let Poll::Ready(report) = tick.as_mut().poll(&mut cx) {
+                    break report;
+                }
+            };
+            // One poll per slice: a yield between each two, and the memory store never waits.
+            assert!(
+                polls >= live / SNAPSHOT_SLICE,
+                "{live} live calls renewed in {polls} polls"
+            );
+            // Every call was in the batch: the store re-added each (none was admitted here).
+            assert_eq!(report.unwrap().readded.len(), live);
+        });
+    }
+}
