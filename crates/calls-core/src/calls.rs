@@ -145,6 +145,8 @@ pub struct Calls {
 
 /// After a renewal fails on a dropped connection, how soon it is tried again.
 const RETRY_AFTER_CONNECTION_LOSS: Duration = Duration::from_millis(100);
+/// Live calls snapshotted per poll of a renewal tick: about 0.1 ms of work, well under a frame.
+const SNAPSHOT_SLICE: usize = 50;
 
 const FINAL_STATUSES: [&str; 5] = ["completed", "busy", "failed", "no-answer", "canceled"];
 
@@ -534,16 +536,23 @@ impl Calls {
     /// The store's error after one quick retry on a dropped connection; live calls go on.
     pub async fn renew(&self, draining: bool) -> Result<RenewReport, StoreError> {
         let calls = self.live.all();
+        // The tick shares the runtime with every call's frames: snapshotting a thousand states in
+        // one poll held a worker thread for milliseconds (docs/benchmarks.md, the periodic
+        // stall), so it yields between slices.
+        let mut renewals = Vec::with_capacity(calls.len());
+        for (i, slice) in calls.chunks(SNAPSHOT_SLICE).enumerate() {
+            if i > 0 {
+                tokio::task::yield_now().await;
+            }
+            renewals.extend(slice.iter().map(|call| Renewal {
+                call_sid: call.call_sid.clone(),
+                lock_token: call.lock_token.clone(),
+                state: Some(call.snapshot()),
+            }));
+        }
         let batch = RenewBatch {
             lease: self.config.call_lease,
-            calls: calls
-                .iter()
-                .map(|call| Renewal {
-                    call_sid: call.call_sid.clone(),
-                    lock_token: call.lock_token.clone(),
-                    state: Some(call.snapshot()),
-                })
-                .collect(),
+            calls: renewals,
             heartbeat: ReplicaHeartbeat {
                 id: self.config.replica_id.clone(),
                 started_at: self.started_at.clone(),
@@ -674,5 +683,71 @@ impl Calls {
         self.events.refused(RejectReason::StoreUnavailable);
         warn!(%call_sid, error = %err, "call refused: state store failed during {what}");
         RejectReason::StoreUnavailable
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+    use crate::events::NoEvents;
+    use crate::state::CallState;
+    use crate::store::{MemoryStore, StoreConfig};
+
+    /// The tick shares the runtime with every call's frames: with many live calls it must give the
+    /// worker back between slices instead of snapshotting them all in one poll.
+    #[test]
+    fn a_tick_over_many_live_calls_yields_between_slices() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let calls = Calls::new(
+                CallsConfig {
+                    replica_id: "r1".into(),
+                    max_concurrent_calls: 1000,
+                    reservation: Duration::from_secs(30),
+                    call_lease: Duration::from_secs(30),
+                    renew_interval: Duration::from_secs(10),
+                    tenant_key: crate::tenant::TenantKey::To,
+                    default_tenant_limit: None,
+                    resume_limit: 2,
+                    wait: None,
+                    stream_tokens: false,
+                },
+                Arc::new(MemoryStore::new(StoreConfig::default())),
+                Arc::new(NoEvents),
+            );
+            let live = SNAPSHOT_SLICE * 4;
+            for i in 0..live {
+                let sid = CallSid::parse(&format!("CA{i:032x}")).unwrap();
+                let state = CallState::reserved(sid.as_str(), "r1");
+                assert!(
+                    calls
+                        .live()
+                        .insert(Arc::new(LiveCall::new(sid, format!("t{i}"), state)))
+                );
+            }
+            let mut tick = pin!(calls.renew(false));
+            let mut cx = Context::from_waker(Waker::noop());
+            let mut polls = 0;
+            let report = loop {
+                polls += 1;
+                if let Poll::Ready(report) = tick.as_mut().poll(&mut cx) {
+                    break report;
+                }
+            };
+            // One poll per slice: a yield between each two, and the memory store never waits.
+            assert!(
+                polls >= live / SNAPSHOT_SLICE,
+                "{live} live calls renewed in {polls} polls"
+            );
+            // Every call was in the batch: the store re-added each (none was admitted here).
+            assert_eq!(report.unwrap().readded.len(), live);
+        });
     }
 }

@@ -21,6 +21,7 @@ use prosaas_calls_sim::rest_double::{self, RestDouble};
 use prosaas_calls_sim::rng::Rng;
 use prosaas_calls_sim::run::{self, EchoMode, RunConfig};
 use prosaas_calls_sim::target::{Reach, Target};
+use prosaas_calls_sim::timeline;
 
 #[derive(Parser)]
 #[command(
@@ -108,6 +109,11 @@ struct Cli {
     /// report their latency; no stream is opened, and --calls, --ramp and --duration are ignored.
     #[arg(long)]
     burst: Option<u64>,
+    /// Also write the run as 100 ms buckets to this CSV file (frames sent, echoed and late, echo
+    /// latency p50 / p99 / max per bucket, each stamped with Unix ms) to line a stall up with the
+    /// server's log.
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<std::path::PathBuf>,
     /// Largest share of sent frames, in percent, that may go unechoed (echo mode) before the run
     /// fails.
     #[arg(long, default_value_t = 0.1)]
@@ -416,6 +422,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         return Ok(gate(&report.failures(cli.allow_rejected)));
     }
+    let buckets = cli
+        .timeline
+        .as_ref()
+        .map(|_| Arc::new(std::sync::Mutex::new(Vec::new())));
     let report = runtime.block_on(async {
         // Kept alive for the whole run; its sessions end with their sockets.
         let _agent = match cli.agent_listen {
@@ -426,8 +436,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             ),
             None => None,
         };
-        anyhow::Ok(run::run(config).await)
+        anyhow::Ok(run::run_with(config, buckets.clone()).await)
     })?;
+    if let (Some(path), Some(buckets)) = (&cli.timeline, &buckets) {
+        let buckets = buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        timeline::write(path, &buckets)
+            .with_context(|| format!("writing the timeline to {}", path.display()))?;
+    }
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -2,7 +2,7 @@
 //! steady-state window (server and simulator CPU per frame, server memory per call), and a hard
 //! bound on how long it may take.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Semaphore;
@@ -15,6 +15,7 @@ use super::procfs;
 use super::report::{BurstReport, Latency, Report, Window, WindowSide};
 use super::rng::Rng;
 use super::stats::Stats;
+use super::timeline::{self, Bucket};
 use super::webhook::{self, Answer, CallIds};
 
 /// Whether echoes are expected: decides if unechoed frames count as lost.
@@ -53,9 +54,15 @@ impl RunConfig {
 }
 
 pub async fn run(config: RunConfig) -> Report {
+    run_with(config, None).await
+}
+
+/// [`run`], also sampling the run into `timeline`'s buckets (`--timeline`) while it lasts.
+pub async fn run_with(config: RunConfig, timeline: Option<Arc<Mutex<Vec<Bucket>>>>) -> Report {
     let config = Arc::new(config);
     let stats = Arc::new(Stats::default());
     let started = Instant::now();
+    let sampler = timeline.map(|into| tokio::spawn(timeline::record(stats.clone(), started, into)));
     let server_rss_idle = config
         .server_pid
         .and_then(|pid| procfs::rss_bytes(&pid.to_string()).ok());
@@ -70,6 +77,9 @@ pub async fn run(config: RunConfig) -> Report {
         _ = tokio::signal::ctrl_c() => "interrupted",
     };
     if let Some(task) = progress {
+        task.abort();
+    }
+    if let Some(task) = sampler {
         task.abort();
     }
     let window = if window.is_finished() {

@@ -2,19 +2,91 @@
 //! on the handshake and nothing of Twilio's, TCP_NODELAY, rustls with ring for wss://, sized like
 //! Twilio's socket.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::{Arc, LazyLock};
+use std::task::{Context, Poll};
 
 use calls_core::state::CallState;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
 use crate::config::{BridgeConfig, DotSegment, Placeholder};
 use crate::metrics::BridgeFailure;
 
 /// The agent's side of a bridged call, as dialled.
-type AgentConnection = WebSocketStream<MaybeTlsStream<TcpStream>>;
+type AgentConnection = WebSocketStream<AgentStream>;
+
+/// The agent's byte stream: TCP inline, TLS boxed. tokio-tungstenite's `MaybeTlsStream` holds
+/// rustls' connection inline (1,104 bytes, TCP's is 32) in every bridged call's future, ws://
+/// included (docs/benchmarks.md, memory per bridged call).
+pub(super) enum AgentStream {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for AgentStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_read(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for AgentStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write(cx, buf),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_write_vectored(cx, bufs),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(tcp) => tcp.is_write_vectored(),
+            Self::Tls(tls) => tls.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_flush(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(tcp) => Pin::new(tcp).poll_shutdown(cx),
+            Self::Tls(tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// Same read buffer as Twilio's socket (src/http/stream.rs): agent frames are the same size.
 const READ_BUFFER_BYTES: usize = 2048;
@@ -96,25 +168,60 @@ pub(super) async fn dial(config: &BridgeConfig, url: &str) -> Result<AgentConnec
         .max_write_buffer_size(MAX_WRITE_BUFFER_BYTES)
         .max_message_size(Some(MAX_AGENT_MESSAGE_BYTES))
         .max_frame_size(Some(MAX_AGENT_MESSAGE_BYTES));
-    let connector = Connector::Rustls(TLS.clone());
+    let uri = request.uri();
+    let tls = match uri.scheme_str() {
+        Some("wss") => true,
+        Some("ws") => false,
+        _ => {
+            return Err(DialError::Handshake(
+                "the URL is not ws:// or wss://".into(),
+            ));
+        }
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| DialError::Handshake("the URL has no host".into()))?;
+    // An IPv6 literal comes in brackets; neither the resolver nor rustls wants them.
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host)
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(connect_error)?;
     // TCP_NODELAY: each 20 ms frame must leave at once, not wait for the previous one's ACK.
-    let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        Some(socket_config),
-        true,
-        Some(connector),
-    )
-    .await
-    .map_err(classify)?;
+    tcp.set_nodelay(true).map_err(DialError::Connect)?;
+    let stream = if tls {
+        let name = rustls::pki_types::ServerName::try_from(host)
+            .map_err(|err| DialError::Tls(err.to_string()))?;
+        let tls = TlsConnector::from(TLS.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|err| DialError::Tls(err.to_string()))?;
+        AgentStream::Tls(Box::new(tls))
+    } else {
+        AgentStream::Plain(tcp)
+    };
+    let (socket, _) =
+        tokio_tungstenite::client_async_with_config(request, stream, Some(socket_config))
+            .await
+            .map_err(classify)?;
     Ok(socket)
+}
+
+fn connect_error(err: std::io::Error) -> DialError {
+    if err.kind() == std::io::ErrorKind::ConnectionRefused {
+        DialError::Refused
+    } else {
+        DialError::Connect(err)
+    }
 }
 
 fn classify(err: tungstenite::Error) -> DialError {
     match err {
-        tungstenite::Error::Io(io) if io.kind() == std::io::ErrorKind::ConnectionRefused => {
-            DialError::Refused
-        }
-        tungstenite::Error::Io(io) => DialError::Connect(io),
+        tungstenite::Error::Io(io) => connect_error(io),
         tungstenite::Error::Tls(tls) => DialError::Tls(tls.to_string()),
         tungstenite::Error::Http(response) => DialError::Rejected(response.status().as_u16()),
         other => DialError::Handshake(other.to_string()),
