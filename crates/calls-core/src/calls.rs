@@ -13,7 +13,8 @@ use crate::events::CallEvents;
 use crate::live_calls::{LiveCall, LiveCalls};
 pub use crate::reject::RejectReason;
 use crate::state::{
-    CallState, CallStatus, Disposition, EndReason, MediaFormat, cap_custom_parameters, now_rfc3339,
+    CallState, CallStatus, Direction, Disposition, EndReason, MediaFormat, cap_custom_parameters,
+    now_rfc3339,
 };
 use crate::store::{
     Admission, AdmitPolicy, CallStore, Refusal, RenewBatch, RenewReport, Renewal, ReplicaHeartbeat,
@@ -76,6 +77,16 @@ pub struct WebhookCall {
     pub to: Option<String>,
     /// The stream URL the answer gives Twilio, kept to report a stream that never comes.
     pub stream_url: Option<String>,
+}
+
+/// Who placed a call the voice webhook admits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Inbound,
+    /// Placed by the cluster (docs/reference.md#outbound), for `tenant`.
+    Outbound {
+        tenant: Option<String>,
+    },
 }
 
 /// Whether this replica takes new calls: the server's drain decides, the core refuses and counts.
@@ -193,6 +204,20 @@ impl Calls {
         call: WebhookCall,
         intake: Intake,
     ) -> WebhookOutcome {
+        self.admit_webhook_as(call_sid, call, intake, Origin::Inbound)
+            .await
+    }
+
+    /// [`Self::admit_webhook`] for a call of `origin`: an outbound call the cluster placed
+    /// (docs/reference.md#outbound) is stated `outbound` with the tenant it was queued for, and
+    /// finds the slot its dial took already held under its call SID.
+    pub async fn admit_webhook_as(
+        &self,
+        call_sid: &CallSid,
+        call: WebhookCall,
+        intake: Intake,
+        origin: Origin,
+    ) -> WebhookOutcome {
         if intake == Intake::Closed {
             self.events.refused(RejectReason::Draining);
             info!(%call_sid, "call refused: replica is draining and no other replica is live");
@@ -204,6 +229,10 @@ impl Calls {
             .tenant_key
             .of_webhook(call.account_sid.as_deref(), call.to.as_deref());
         state.tenant = self.tenant_or_none(call_sid, tenant);
+        if let Origin::Outbound { tenant } = origin {
+            state.direction = Direction::Outbound;
+            state.tenant = tenant;
+        }
         state.account_sid = call.account_sid;
         state.from = call.from;
         state.to = call.to;

@@ -12,6 +12,8 @@
 //!   (docs/reference.md#admission).
 //! - [`live_calls`]: the streams live on this replica, with lock-free per-frame counters.
 //! - [`calls`]: the call lifecycle as [`calls::Calls`]: admit, start, end, status, renew.
+//! - [`outbound`]: outbound calls' records, their queue and the dial step's rules
+//!   (docs/reference.md#outbound).
 //! - [`reject`]: why a call is turned away ([`reject::RejectReason`]).
 //! - [`tenant`]: which tenant a call belongs to (`TENANT_KEY`, docs/reference.md#tenants).
 //! - [`events`]: what the lifecycle reports (refusals, store errors, timings) to whoever counts it.
@@ -23,6 +25,7 @@ pub mod calls;
 pub mod events;
 pub mod keys;
 pub mod live_calls;
+pub mod outbound;
 mod reject;
 pub mod state;
 pub mod store;

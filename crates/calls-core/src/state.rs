@@ -191,6 +191,27 @@ pub struct CallState {
     /// `resumed` parameter a new stream's `start` must carry to take the call over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resume_grant: Option<u32>,
+    /// `inbound`, or `outbound` for a call the cluster placed (docs/reference.md#outbound).
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+/// Who placed the call: the caller (`inbound`), or the cluster through `POST /v1/calls`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    #[default]
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
 }
 
 impl CallState {
@@ -220,6 +241,7 @@ impl CallState {
             resumes: 0,
             handovers: 0,
             resume_grant: None,
+            direction: Direction::Inbound,
         }
     }
 

@@ -8,6 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+mod outbound;
+
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
     RenewBatch, RenewReport, ResumeGrant, StoreConfig, StoreError, StreamAdmission, StreamEnd,
@@ -31,6 +33,8 @@ struct Inner {
     states: HashMap<String, (CallState, Instant)>,
     /// Reservations whose stream never came, reclaimed since the last renewal reported them.
     lapsed: Vec<LapsedReservation>,
+    /// Outbound calls (docs/reference.md#outbound).
+    outbound: outbound::Outbound,
 }
 
 impl Inner {
@@ -308,6 +312,7 @@ impl CallStore for MemoryStore {
                 state.tenant.clone_from(&stored.tenant);
             }
             state.handovers = stored.handovers;
+            state.direction = stored.direction;
         }
         inner
             .states

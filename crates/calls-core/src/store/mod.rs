@@ -247,7 +247,7 @@ pub struct RenewReport {
 
 /// Every operation a store error can name (`StoreError::op`), for the `redis_errors_total{op}`
 /// series that exist at zero from start-up.
-pub const OPERATIONS: [&str; 12] = [
+pub const OPERATIONS: [&str; 16] = [
     "admit",
     "start_stream",
     "end_stream",
@@ -260,6 +260,10 @@ pub const OPERATIONS: [&str; 12] = [
     "ping",
     "connect",
     "state_decode",
+    "dial",
+    "outbound_enqueue",
+    "outbound_update",
+    "outbound_read",
 ];
 
 /// A webhook answered whose stream never arrived: the classic misconfiguration (a wrong
@@ -434,7 +438,7 @@ pub(crate) fn next_grant(
 /// Everything the service needs from shared state. Every operation is atomic on its own; admit,
 /// release and renew keep `active == number of slots` at every step.
 #[async_trait]
-pub trait CallStore: Send + Sync + 'static {
+pub trait CallStore: crate::outbound::OutboundStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Reclaims expired slots, then admits `call_sid` with a lease of `lease` (see [`AdmitPolicy`]).

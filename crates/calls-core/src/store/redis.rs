@@ -24,6 +24,8 @@ use crate::call_sid::CallSid;
 use crate::keys;
 use crate::state::{CallState, CallStatus, EndReason};
 
+mod outbound;
+
 const PRELUDE: &str = include_str!("../lua/prelude.lua");
 
 /// What `stream_start.lua` answers when the stream took the call over with its grant
@@ -43,7 +45,14 @@ const GRANT_ATTEMPTS: usize = 5;
 /// says who called and when, and the tenant its slot was taken for; docs/reference.md#after-stream:
 /// a continued call, how many of its continuations were planned hand-overs); `account_sid` too,
 /// unless the stream's `start` names one.
-const CARRIED_FROM_WEBHOOK: [&str; 5] = ["created_at", "from", "to", "tenant", "handovers"];
+const CARRIED_FROM_WEBHOOK: [&str; 6] = [
+    "created_at",
+    "from",
+    "to",
+    "tenant",
+    "handovers",
+    "direction",
+];
 
 /// The scripts, hashed once at start-up and loaded on every fresh connection, so the hot path
 /// never meets NOSCRIPT. `Script::invoke_async` still loads and retries on NOSCRIPT, for a
@@ -55,6 +64,8 @@ struct Scripts {
     release: Script,
     renew: Script,
     grant: Script,
+    /// docs/reference.md#outbound: the dial step, the record updates, the enqueue.
+    outbound: outbound::OutboundScripts,
     sources: Vec<String>,
 }
 
@@ -69,10 +80,11 @@ impl Scripts {
             include_str!("../lua/grant.lua"),
         ];
         let header = keys::lua_key_header();
-        let sources: Vec<String> = bodies
+        let mut sources: Vec<String> = bodies
             .iter()
             .map(|body| format!("{header}\n{PRELUDE}\n{body}"))
             .collect();
+        let outbound = outbound::OutboundScripts::new(&header);
         let script = |i: usize| Script::new(&sources[i]);
         Self {
             admit: script(0),
@@ -81,7 +93,11 @@ impl Scripts {
             release: script(3),
             renew: script(4),
             grant: script(5),
-            sources,
+            sources: {
+                sources.extend(outbound.sources.iter().cloned());
+                sources
+            },
+            outbound,
         }
     }
 }
@@ -173,6 +189,7 @@ impl RedisStore {
         ]
         .iter()
         .map(|script| script.get_hash().to_owned())
+        .chain(scripts.outbound.hashes().map(str::to_owned))
         .collect()
     }
 }
@@ -1011,7 +1028,17 @@ mod tests {
         }
         assert_eq!(rest["account_sid"], "AC1");
         let names: Vec<&str> = carried.iter().map(|(f, _)| *f).collect();
-        assert_eq!(names, ["created_at", "from", "to", "tenant", "handovers"]);
+        assert_eq!(
+            names,
+            [
+                "created_at",
+                "from",
+                "to",
+                "tenant",
+                "handovers",
+                "direction"
+            ]
+        );
         assert_eq!(carried[1].1, "null");
         let whole: CallState = serde_json::from_str(&whole).unwrap();
         assert_eq!(whole, fresh);
