@@ -15,6 +15,10 @@ pub struct App {
     calls: Arc<Calls>,
     metrics: Arc<Metrics>,
     lifecycle: Arc<Lifecycle>,
+    /// Twilio's REST client, where credentials are set (docs/reference.md#outbound).
+    twilio_client: Option<Result<twilio_api::TwilioClient, String>>,
+    /// Wakes this replica's outbound dialer when a call is queued here.
+    dialer_wake: crate::outbound::Wake,
 }
 
 impl App {
@@ -24,12 +28,32 @@ impl App {
             .max_concurrent
             .set(i64::try_from(config.max_concurrent_calls).unwrap_or(i64::MAX));
         let calls = Arc::new(Calls::new(calls_config(&config), store, metrics.clone()));
+        let twilio_client = config
+            .twilio_api
+            .client()
+            .map(|built| built.map_err(|err| err.to_string()));
         Arc::new(Self {
             config,
             calls,
             metrics,
             lifecycle: Arc::default(),
+            twilio_client,
+            dialer_wake: crate::outbound::Wake::default(),
         })
+    }
+
+    /// Twilio's REST client, if credentials are set and make one.
+    pub fn twilio_client(&self) -> Option<&twilio_api::TwilioClient> {
+        self.twilio_client.as_ref().and_then(|c| c.as_ref().ok())
+    }
+
+    /// Twilio's REST client as it was built (the error says why not).
+    pub fn twilio_client_result(&self) -> Option<Result<twilio_api::TwilioClient, String>> {
+        self.twilio_client.clone()
+    }
+
+    pub fn dialer_wake(&self) -> &crate::outbound::Wake {
+        &self.dialer_wake
     }
 
     pub fn config(&self) -> &Config {

@@ -7,7 +7,9 @@
 
 mod bridge;
 mod flags;
+mod outbound;
 mod secret;
+mod twilio_api;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -21,7 +23,9 @@ pub use self::bridge::{
     BridgeConfig, BridgeUrl, DEFAULT_BRIDGE_CONNECT_TIMEOUT_SECS, Placeholder, parse_headers,
 };
 pub use self::flags::RawConfig;
+pub use self::outbound::{DEFAULT_INBOUND_RESERVE, DEFAULT_OUTBOUND_CPS, OutboundConfig};
 pub use self::secret::{Secret, redact_userinfo};
+pub use self::twilio_api::{DEFAULT_TWILIO_API_BASE, TwilioApiConfig};
 
 pub use calls_core::store::{
     DEFAULT_CALL_LEASE_SECS, DEFAULT_CALL_LOCK_TTL_SECS, DEFAULT_CALL_STATE_TTL_SECS,
@@ -195,6 +199,10 @@ pub struct Config {
     pub default_tenant_limit: Option<u64>,
     /// `TENANT_METRICS=1`: per-tenant Prometheus labels.
     pub tenant_metrics: bool,
+    /// Twilio's REST API (docs/reference.md#configuration).
+    pub twilio_api: TwilioApiConfig,
+    /// `API_TOKEN` set: the outbound API and its dialer are on (docs/reference.md#outbound).
+    pub outbound: Option<OutboundConfig>,
     pub log_format: LogFormat,
     /// The stream's fixed timeouts (docs/reference.md#media-stream); not configurable by
     /// environment, tests shorten them.
@@ -506,6 +514,15 @@ impl Config {
             }
         }
 
+        let twilio_api = twilio_api::parse(&mut c, raw);
+        let outbound = outbound::parse(
+            &mut c,
+            raw,
+            max_concurrent_calls,
+            public_url.is_some(),
+            &twilio_api,
+        );
+
         if !c.errors.is_empty() {
             return Err(ConfigErrors(c.errors));
         }
@@ -528,6 +545,8 @@ impl Config {
             tenant_key,
             default_tenant_limit,
             tenant_metrics,
+            twilio_api,
+            outbound,
             log_format,
             stream_timeouts: StreamTimeouts::default(),
             store_op_timeout: DEFAULT_STORE_OP_TIMEOUT,

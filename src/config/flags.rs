@@ -7,9 +7,10 @@ use clap::Args;
 
 use super::{
     DEFAULT_BRIDGE_CONNECT_TIMEOUT_SECS, DEFAULT_CALL_LEASE_SECS, DEFAULT_CALL_LOCK_TTL_SECS,
-    DEFAULT_CALL_STATE_TTL_SECS, DEFAULT_DRAIN_TIMEOUT_SECS, DEFAULT_LOG_FORMAT,
-    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MEDIA_HANDLER, DEFAULT_PORT, DEFAULT_REJECT_MODE,
-    DEFAULT_RESERVATION_SECS, DEFAULT_RESUME_LIMIT, DEFAULT_RETRY_AFTER_SECS, DEFAULT_TENANT_KEY,
+    DEFAULT_CALL_STATE_TTL_SECS, DEFAULT_DRAIN_TIMEOUT_SECS, DEFAULT_INBOUND_RESERVE,
+    DEFAULT_LOG_FORMAT, DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MEDIA_HANDLER, DEFAULT_OUTBOUND_CPS,
+    DEFAULT_PORT, DEFAULT_REJECT_MODE, DEFAULT_RESERVATION_SECS, DEFAULT_RESUME_LIMIT,
+    DEFAULT_RETRY_AFTER_SECS, DEFAULT_TENANT_KEY, DEFAULT_TWILIO_API_BASE,
 };
 
 /// A flag's help line with its default, so `--help` and the constants never disagree.
@@ -165,4 +166,41 @@ pub struct RawConfig {
         help = "1: per-tenant labels in Prometheus metrics [default: 0]"
     )]
     pub tenant_metrics: Option<String>,
+    #[arg(
+        long,
+        env = "API_TOKEN",
+        hide_env_values = true,
+        help = "Bearer token of the outbound calls API (/v1/*); unset: the API is off (404)"
+    )]
+    pub api_token: Option<String>,
+    #[arg(long, env = "OUTBOUND_CPS", help = with_default(
+        "Outbound calls placed per second, cluster-wide", DEFAULT_OUTBOUND_CPS))]
+    pub outbound_cps: Option<String>,
+    #[arg(long, env = "INBOUND_RESERVE", help = with_default(
+        "Lines outbound calls never take: they dial only while live calls < MAX_CONCURRENT_CALLS - this",
+        DEFAULT_INBOUND_RESERVE))]
+    pub inbound_reserve: Option<String>,
+    #[arg(
+        long,
+        env = "TWILIO_ACCOUNT_SID",
+        help = "Twilio account (AC…) whose REST API places outbound calls"
+    )]
+    pub twilio_account_sid: Option<String>,
+    #[arg(
+        long,
+        env = "TWILIO_API_KEY_SID",
+        help = "Twilio API key (SK…) for the REST API; unset: TWILIO_AUTH_TOKEN is used"
+    )]
+    pub twilio_api_key_sid: Option<String>,
+    #[arg(
+        long,
+        env = "TWILIO_API_KEY_SECRET",
+        hide_env_values = true,
+        help = "Secret of TWILIO_API_KEY_SID"
+    )]
+    pub twilio_api_key_secret: Option<String>,
+    #[arg(long, env = "TWILIO_API_BASE", help = with_default(
+        "Base URL of Twilio's REST API (a regional edge, or a test double on loopback)",
+        DEFAULT_TWILIO_API_BASE))]
+    pub twilio_api_base: Option<String>,
 }

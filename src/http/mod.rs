@@ -21,6 +21,7 @@ use crate::metrics::HttpReject;
 use crate::stream::StreamContext;
 
 mod after_stream;
+mod calls_api;
 mod fallback;
 mod ops;
 mod status;
@@ -39,7 +40,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         timeouts: app.config().stream_timeouts,
         media: app.config().media.clone(),
     });
-    Router::new()
+    let api = calls_api::routes(&app);
+    let router = Router::new()
         // Twilio lets a number's webhooks use GET (parameters in the query string): every Twilio
         // endpoint but the stream accepts both.
         .route("/twilio/voice", get(voice::handle).post(voice::handle))
@@ -59,7 +61,13 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/metrics.json", get(ops::metrics_json))
         .route("/metrics", get(ops::metrics_text))
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
+        .route("/readyz", get(ops::readyz));
+    // docs/reference.md#outbound: `/v1/*` only where `API_TOKEN` is set.
+    let router = match api {
+        Some(api) => router.merge(api),
+        None => router,
+    };
+    router
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .with_state(app)
 }

@@ -16,6 +16,7 @@ mod docs;
 mod faults;
 mod kubernetes;
 mod operations;
+mod outbound;
 mod recovery;
 mod redis_tls;
 mod round_trips;

@@ -249,6 +249,8 @@ impl Calls {
             Ok(Admission::Admitted { new, active }) => {
                 if new {
                     self.events.slot_taken();
+                } else if state.direction == Direction::Outbound {
+                    self.write_first_outbound_state(call_sid, &state).await;
                 }
                 info!(%call_sid, new, active, "call reserved");
                 WebhookOutcome::Connect { new }
@@ -261,6 +263,21 @@ impl Calls {
                 WebhookOutcome::Reject(self.refused(call_sid, refusal, state.tenant.as_deref()))
             }
             Err(err) => WebhookOutcome::Reject(self.store_failed(call_sid, "admit", &err)),
+        }
+    }
+
+    /// An answered outbound call finds the slot its dial took (docs/reference.md#outbound), so the
+    /// admission wrote no state: its first webhook writes the reserved state (direction, tenant,
+    /// numbers) that its stream's start carries on. A retried webhook finds one and writes nothing.
+    async fn write_first_outbound_state(&self, call_sid: &CallSid, state: &CallState) {
+        let written = match self.store.read_state(call_sid).await {
+            Ok(Some(_)) => return,
+            Ok(None) | Err(StoreError::CorruptState { .. }) => self.store.write_state(state).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = written {
+            self.events.store_error(err.op());
+            warn!(%call_sid, error = %err, "outbound call's state not written; its stream writes one");
         }
     }
 

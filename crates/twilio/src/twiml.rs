@@ -43,6 +43,17 @@ impl<'a> StreamParameters<'a> {
 /// and the answer that continues a call whose stream was lost (docs/reference.md#after-stream).
 /// Twilio requests `action_url` when the stream closes while the call is still up.
 pub fn connect(action_url: &str, stream_url: &str, parameters: &StreamParameters<'_>) -> String {
+    connect_with(action_url, stream_url, parameters, &[])
+}
+
+/// [`connect`] with `extra` `<Parameter>`s after the call's own (an outbound call's `parameters`,
+/// docs/reference.md#outbound); the caller keeps their names off the call's own.
+pub fn connect_with(
+    action_url: &str,
+    stream_url: &str,
+    parameters: &StreamParameters<'_>,
+    extra: &[(&str, &str)],
+) -> String {
     let StreamParameters {
         call_sid,
         from_number,
@@ -69,6 +80,9 @@ pub fn connect(action_url: &str, stream_url: &str, parameters: &StreamParameters
         if let Some(value) = value {
             push_parameter(&mut xml, name, value);
         }
+    }
+    for (name, value) in extra {
+        push_parameter(&mut xml, name, value);
     }
     xml.push_str("</Stream></Connect></Response>");
     xml

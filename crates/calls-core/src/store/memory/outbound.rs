@@ -363,7 +363,7 @@ impl OutboundStore for MemoryStore {
             .filter(|(record, until, _)| *until > now && status.is_none_or(|s| s == record.status))
             .map(|(record, _, order)| (*order, record.clone()))
             .collect();
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|(order, _)| std::cmp::Reverse(*order));
         Ok(found
             .into_iter()
             .take(LIST_LIMIT)
