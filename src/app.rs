@@ -18,7 +18,7 @@ pub struct App {
     /// Twilio's REST client, where credentials are set (docs/reference.md#outbound).
     twilio_client: Option<Result<twilio_api::TwilioClient, String>>,
     /// Wakes this replica's outbound dialer when a call is queued here.
-    dialer_wake: crate::outbound::Wake,
+    dialer_wake: Arc<tokio::sync::Notify>,
 }
 
 impl App {
@@ -38,7 +38,7 @@ impl App {
             metrics,
             lifecycle: Arc::default(),
             twilio_client,
-            dialer_wake: crate::outbound::Wake::default(),
+            dialer_wake: Arc::default(),
         })
     }
 
@@ -52,7 +52,8 @@ impl App {
         self.twilio_client.clone()
     }
 
-    pub fn dialer_wake(&self) -> &crate::outbound::Wake {
+    /// Wakes this replica's outbound dialer (docs/reference.md#outbound).
+    pub fn dialer_wake(&self) -> &Arc<tokio::sync::Notify> {
         &self.dialer_wake
     }
 

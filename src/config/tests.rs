@@ -642,10 +642,7 @@ fn outbound_needs_its_token_public_url_and_twilio_credentials() {
     let outbound = c.outbound.clone().unwrap();
     assert_eq!(outbound.interval, Duration::from_millis(50));
     assert_eq!(outbound.inbound_reserve, 5);
-    assert_eq!(
-        c.twilio_api.credentials.as_ref().unwrap().username(),
-        "SK1"
-    );
+    assert_eq!(c.twilio_api.credentials.as_ref().unwrap().username(), "SK1");
     let debug = format!("{c:?}");
     assert!(
         !debug.contains("s3cret-api") && !debug.contains("k3y-s3cret"),

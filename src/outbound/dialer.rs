@@ -7,9 +7,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use calls_core::call_sid::CallSid;
-use calls_core::outbound::{
-    DIAL_MARGIN, DialPolicy, DialStep, OutboundCall, OutboundError, OutboundId,
-};
+use calls_core::outbound::{DIAL_MARGIN, OutboundCall, OutboundError, OutboundId};
+use calls_core::store::{DialPolicy, DialStep};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 use twilio_api::{ApiError, CallEvent, NewCall, TwilioClient};

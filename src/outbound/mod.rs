@@ -4,14 +4,10 @@
 
 pub(crate) mod dialer;
 
-use std::sync::Arc;
-
 use axum::http::Uri;
 use calls_core::call_sid::CallSid;
-use calls_core::outbound::{
-    Enqueued, NewOutbound, OutboundCall, OutboundId, OutboundStatus, Transition,
-};
-use calls_core::store::StoreError;
+use calls_core::outbound::{NewOutbound, OutboundCall, OutboundId, OutboundStatus};
+use calls_core::store::{Enqueued, StoreError, Transition};
 use tracing::{info, warn};
 
 use crate::app::App;
@@ -175,6 +171,3 @@ pub(crate) async fn refresh_queued_gauge(app: &App) {
         Err(err) => app.metrics().redis_error(err.op()),
     }
 }
-
-/// The dialer's wake-up: a call queued on this replica is dialed without waiting for a poll.
-pub(crate) type Wake = Arc<tokio::sync::Notify>;

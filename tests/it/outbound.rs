@@ -308,8 +308,9 @@ async fn the_pace_is_cluster_wide_and_inbound_keeps_its_reserve() {
     .await;
     assert_eq!(listed["calls"].as_array().unwrap().len(), 3, "{listed}");
 
-    // As the unanswered calls end, the rest are placed: 6 in all, each at least 200 ms after
-    // the one before (a few ms of slack for the request's own travel).
+    // As the unanswered calls end, the rest are placed: 6 in all, 200 ms apart by Redis' clock;
+    // as they reach Twilio, each at least 150 ms after the one before (the slack: one request's
+    // own travel on a loaded machine).
     for id in &ids {
         record_when(&one, id, "no-answer", Duration::from_secs(30)).await;
     }
@@ -601,4 +602,219 @@ async fn replicas_killed_with_calls_queued_or_mid_request_dial_nobody_twice() {
     assert_eq!((to_hung, requests.len()), (1, 5));
     nobody_dialed_twice(&cluster);
     count_converges(&cluster.redis, 0, 0..=5, Duration::from_secs(5)).await;
+}
+
+/// The campaign benchmark (docs/benchmarks.md, "Outbound campaign"; not in CI):
+/// `CAMPAIGN_CPS=10 cargo test --test it -- --ignored --nocapture outbound::campaign`. Three
+/// replicas, cap 200 with 20 lines kept for inbound, `CAMPAIGN_CALLS` (2,000) queued at once, the
+/// double answering 70 % (ringing 2 s, talking 10 s) and leaving 30 % unanswered (10 s), while an
+/// inbound caller arrives every 0.5 s and holds a line 10 s. Prints the figures; asserts only the
+/// rules (never above the pace or the cap, inbound never refused, nobody dialed twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a benchmark: minutes of load"]
+async fn campaign() {
+    let calls: usize = std::env::var("CAMPAIGN_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let cps: f64 = std::env::var("CAMPAIGN_CPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10.0);
+    let (cap, reserve) = (200_u64, 20_u64);
+    let cluster = Cluster::start(
+        cap,
+        &cps.to_string(),
+        reserve,
+        &[
+            "--mix",
+            "answered=70,no-answer=30",
+            "--ring-secs",
+            "2",
+            "--talk-secs",
+            "10",
+            "--threads",
+            "2",
+        ],
+    )
+    .await;
+    let env = cluster.env.vars().to_vec();
+    let spawn = |id: &str, port: Option<u16>| {
+        let mut env = env.clone();
+        env.push(("MEDIA_HANDLER", "silent".into()));
+        env.push(("RESERVATION_SECS", "60".into()));
+        match port {
+            Some(port) => testkit::ReplicaProcess::spawn_at(binary(), port, id, &env),
+            None => testkit::ReplicaProcess::spawn(binary(), id, &env),
+        }
+        .expect("replica starts")
+    };
+    let replicas = [
+        spawn("c1", Some(cluster.callback_port)),
+        spawn("c2", None),
+        spawn("c3", None),
+    ];
+    let before = redis_cli(&cluster.redis, &["INFO", "stats"]).await;
+    let commands = |info: &str| -> u64 {
+        info.lines()
+            .find_map(|l| l.strip_prefix("total_commands_processed:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // Inbound callers meanwhile: one every 0.5 s, each holding its line 10 s.
+    let inbound = {
+        let sampling = sampling.clone();
+        let base = replicas[1].url("");
+        tokio::spawn(async move {
+            let (mut admitted, mut refused, mut n) = (0_u64, 0_u64, 10_000_usize);
+            while sampling.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let call = sid(n);
+                if voice_at(&format!("{base}/twilio/voice"), &call).await.0 == 200 {
+                    admitted += 1;
+                    let base = base.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(10)).await;
+                        status_at(&base, &call, "completed").await;
+                    });
+                } else {
+                    refused += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            (admitted, refused)
+        })
+    };
+
+    let started = std::time::Instant::now();
+    let mut ids = Vec::with_capacity(calls);
+    for chunk in (0..calls).collect::<Vec<_>>().chunks(50) {
+        let posts: Vec<_> = chunk
+            .iter()
+            .map(|n| {
+                let replica = &replicas[n % 3];
+                async move {
+                    // As a client would: an Idempotency-Key, and a retry when the API answers 503
+                    // (the store did not answer in time on an overloaded machine).
+                    let body = json!({"to": format!("+1415{n:07}"), "from": "+14155550000", "timeout_secs": 10});
+                    let key = format!("campaign-{n}");
+                    for _ in 0..10 {
+                        let (status, record) = api(
+                            replica,
+                            reqwest::Method::POST,
+                            "/v1/calls",
+                            Some(body.clone()),
+                            &[("Idempotency-Key", key.as_str())],
+                        )
+                        .await;
+                        if status == 202 {
+                            return record["id"].as_str().unwrap().to_owned();
+                        }
+                        assert_eq!(status, 503, "{record}");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    panic!("call {n} never queued");
+                }
+            })
+            .collect();
+        ids.extend(futures_util::future::join_all(posts).await);
+    }
+    let queued_in = started.elapsed();
+    // Lines in use sampled every 200 ms until every call has ended; drained when the double has
+    // every request.
+    let mut max_lines = 0;
+    let mut drained = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(calls as u64 + 300);
+    let ended = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the campaign never ended"
+        );
+        max_lines = max_lines.max(active_count(&cluster.redis).await);
+        let summary = cluster.summary();
+        if drained.is_none() && summary["placed"].as_u64().unwrap_or(0) >= calls as u64 {
+            drained = Some(started.elapsed());
+        }
+        let by_status = &summary["by_status"];
+        let open: u64 = ["queued", "initiated", "ringing", "in-progress"]
+            .iter()
+            .map(|s| by_status[*s].as_u64().unwrap_or(0))
+            .sum();
+        if drained.is_some() && open == 0 {
+            break summary;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let drained = drained.unwrap();
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (inbound_admitted, inbound_refused) = inbound.await.unwrap();
+    let after = redis_cli(&cluster.redis, &["INFO", "stats"]).await;
+
+    let requests = cluster.call_requests();
+    let mut at: Vec<i64> = requests.iter().map(|r| r.received_unix_us).collect();
+    at.sort_unstable();
+    let min_gap_ms = at
+        .windows(2)
+        .map(|w| (w[1] - w[0]) as f64 / 1000.0)
+        .fold(f64::INFINITY, f64::min);
+    // Most requests in any one second.
+    let mut peak_second = 0;
+    let mut lo = 0;
+    for hi in 0..at.len() {
+        while at[hi] - at[lo] >= 1_000_000 {
+            lo += 1;
+        }
+        peak_second = peak_second.max(hi - lo + 1);
+    }
+    // The same, by the dial steps' own times (the records' `dialed_ms`, Redis' clock at the step
+    // that took each call): what the cluster paced, before any delay on the way out.
+    let mut dialed_us = Vec::with_capacity(calls);
+    let (_, listed) = api(&replicas[0], reqwest::Method::GET, "/v1/calls", None, &[]).await;
+    for record in listed["calls"].as_array().into_iter().flatten() {
+        if let Some(ms) = record["dialed_ms"].as_i64() {
+            dialed_us.push(ms * 1000);
+        }
+    }
+    dialed_us.sort_unstable();
+    let mut peak_dialed = 0;
+    let mut lo = 0;
+    for hi in 0..dialed_us.len() {
+        while dialed_us[hi] - dialed_us[lo] >= 1_000_000 {
+            lo += 1;
+        }
+        peak_dialed = peak_dialed.max(hi - lo + 1);
+    }
+    let span_s = (at[at.len() - 1] - at[0]) as f64 / 1e6;
+    let ideal_s = (calls as f64 - 1.0) / cps;
+    let commands_total = commands(&after) - commands(&before);
+    eprintln!(
+        "campaign: {calls} calls, OUTBOUND_CPS {cps}, cap {cap}, reserve {reserve}\n  \
+         queued in {:.1} s; drained (last call placed) {:.1} s after the first POST; \
+         placing span {span_s:.1} s against the ideal {ideal_s:.1} s ({:.2} calls/s)\n  \
+         peak calls reaching Twilio in any 1 s: {peak_second}; smallest gap between two: \
+         {min_gap_ms:.1} ms (pace {:.1} ms); peak dial steps in any 1 s (Redis' clock, the last \
+         {} records): {peak_dialed}\n  lines in use at most {max_lines} of {cap} (outbound at most {})\n  \
+         inbound callers meanwhile: {inbound_admitted} admitted, {inbound_refused} refused\n  \
+         Redis commands: {commands_total} in all, {:.1} per placed call (everything: webhooks, \
+         streams, ticks, dial steps, inbound)\n  double: {}",
+        queued_in.as_secs_f64(),
+        drained.as_secs_f64(),
+        (calls as f64 - 1.0) / span_s,
+        1000.0 / cps,
+        dialed_us.len(),
+        cap - reserve,
+        commands_total as f64 / calls as f64,
+        json!({"by_status": ended["by_status"], "dialed_more_than_once": ended["dialed_more_than_once"]}),
+    );
+    assert_eq!(requests.len(), calls);
+    assert!(max_lines <= cap, "{max_lines} lines");
+    assert!(
+        peak_dialed as f64 <= cps.ceil(),
+        "{peak_dialed} dial steps in one second"
+    );
+    assert_eq!(inbound_refused, 0);
+    nobody_dialed_twice(&cluster);
+    drop(ids);
 }

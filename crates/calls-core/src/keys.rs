@@ -3,7 +3,7 @@
 //! type them into `redis-cli`.
 
 use crate::call_sid::CallSid;
-use crate::outbound::OutboundId;
+use crate::outbound_id::OutboundId;
 
 /// Live slots, cluster-wide; always equal to `ZCARD calls:slots` after every script.
 pub const ACTIVE_COUNT: &str = "calls:active_count";

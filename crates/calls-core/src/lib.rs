@@ -14,6 +14,7 @@
 //! - [`calls`]: the call lifecycle as [`calls::Calls`]: admit, start, end, status, renew.
 //! - [`outbound`]: outbound calls' records, their queue and the dial step's rules
 //!   (docs/reference.md#outbound).
+//! - [`outbound_id`]: the outbound call id.
 //! - [`reject`]: why a call is turned away ([`reject::RejectReason`]).
 //! - [`tenant`]: which tenant a call belongs to (`TENANT_KEY`, docs/reference.md#tenants).
 //! - [`events`]: what the lifecycle reports (refusals, store errors, timings) to whoever counts it.
@@ -26,6 +27,7 @@ pub mod events;
 pub mod keys;
 pub mod live_calls;
 pub mod outbound;
+pub mod outbound_id;
 mod reject;
 pub mod state;
 pub mod store;

@@ -1536,9 +1536,9 @@ mod outbound {
 
     use calls_core::call_sid::CallSid;
     use calls_core::outbound::{
-        DialPolicy, DialStep, NewOutbound, OutboundCall, OutboundError, OutboundId, OutboundStatus,
+        NewOutbound, OutboundCall, OutboundError, OutboundId, OutboundStatus,
     };
-    use calls_core::store::{Admission, AdmitPolicy, CallStore, StoreConfig};
+    use calls_core::store::{Admission, AdmitPolicy, CallStore, DialPolicy, DialStep, StoreConfig};
 
     use super::{Fixture, LEASE, Make, config, sid, take};
 

@@ -241,6 +241,26 @@ mod tests {
 
     const DECL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
 
+    #[test]
+    fn extra_parameters_follow_the_calls_own_escaped() {
+        let xml = connect_with(
+            "https://a/twilio/after-stream",
+            "wss://a/twilio/stream",
+            &StreamParameters::new("CA1"),
+            &[("appointment", "42 & <b>")],
+        );
+        assert!(
+            xml.ends_with(
+                r#"<Parameter name="CallSid" value="CA1"/><Parameter name="appointment" value="42 &amp; &lt;b&gt;"/></Stream></Connect></Response>"#
+            ),
+            "{xml}"
+        );
+        assert_eq!(
+            connect("x", "y", &StreamParameters::new("CA1")),
+            connect_with("x", "y", &StreamParameters::new("CA1"), &[])
+        );
+    }
+
     fn escaped(text: &str) -> String {
         let mut out = String::new();
         push_escaped(&mut out, text);

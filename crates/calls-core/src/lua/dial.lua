@@ -95,5 +95,6 @@ redis.call('ZADD', inflight, deadline, record.id)
 record.status = 'dialing'
 record.replica = replica
 record.dialed_at = now_rfc
+record.dialed_ms = now
 write_record(record)
 return answer('dial', cjson.encode(record))

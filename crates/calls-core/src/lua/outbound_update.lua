@@ -59,6 +59,7 @@ elseif op == 'requeue' then
     record.status = 'queued'
     record.replica = cjson.null
     record.dialed_at = cjson.null
+    record.dialed_ms = cjson.null
     redis.call('LPUSH', queue, id)
     local t = redis.call('TIME')
     local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)

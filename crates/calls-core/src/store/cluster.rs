@@ -383,7 +383,7 @@ fn slot_view(sid: &str, deadline: f64, state: Option<CallState>, now_ms: u64) ->
             let age = (i128::from(now_ms) - created_ms).max(0) / 1000;
             u64::try_from(age).unwrap_or(0)
         });
-    let dialing = sid.starts_with(crate::outbound::ID_PREFIX) && state.is_none();
+    let dialing = sid.starts_with(crate::outbound_id::ID_PREFIX) && state.is_none();
     LiveSlot {
         call_sid: sid.to_owned(),
         direction: if dialing {

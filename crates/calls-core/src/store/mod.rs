@@ -17,12 +17,16 @@ mod admit_batch;
 pub mod cluster;
 mod connect;
 mod memory;
+mod outbound_store;
 mod recovery;
 mod redis;
 mod settings;
 
 pub use self::connect::refuses_writes;
 pub use self::memory::MemoryStore;
+pub use self::outbound_store::{
+    DialOutcome, DialPolicy, DialStep, Enqueued, OutboundStore, Transition,
+};
 pub use self::redis::RedisStore;
 pub use self::settings::{
     ClientCert, ConnectError, DEFAULT_REDIS_PORT, DEFAULT_SENTINEL_PORT, HostPort, RedisSettings,
@@ -438,7 +442,7 @@ pub(crate) fn next_grant(
 /// Everything the service needs from shared state. Every operation is atomic on its own; admit,
 /// release and renew keep `active == number of slots` at every step.
 #[async_trait]
-pub trait CallStore: crate::outbound::OutboundStore + Send + Sync + 'static {
+pub trait CallStore: OutboundStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Reclaims expired slots, then admits `call_sid` with a lease of `lease` (see [`AdmitPolicy`]).

@@ -10,12 +10,12 @@ use tokio::time::Instant;
 use super::{Inner, MemoryStore};
 use crate::call_sid::CallSid;
 use crate::outbound::{
-    DIAL_INTERRUPTED, DialOutcome, DialPolicy, DialStep, Enqueued, IDEMPOTENCY_TTL, LIST_LIMIT,
-    OPEN_RECORD_TTL, OutboundCall, OutboundError, OutboundId, OutboundStatus, OutboundStore,
-    Transition,
+    DIAL_INTERRUPTED, IDEMPOTENCY_TTL, LIST_LIMIT, OPEN_RECORD_TTL, OutboundCall, OutboundError,
+    OutboundId, OutboundStatus,
 };
 use crate::state::now_rfc3339;
 use crate::store::StoreError;
+use crate::store::{DialOutcome, DialPolicy, DialStep, Enqueued, OutboundStore, Transition};
 
 /// Outbound calls in memory, as the `calls:outbound:*` keys hold them in Redis.
 #[derive(Default)]
@@ -231,6 +231,11 @@ impl OutboundStore for MemoryStore {
         record.status = OutboundStatus::Dialing;
         record.replica = Some(policy.replica.clone());
         record.dialed_at = Some(now_rfc3339());
+        // In-process there is no Redis clock: the wall clock's ms since the epoch.
+        record.dialed_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .and_then(|d| u64::try_from(d.as_millis()).ok());
         let record = record.clone();
         Ok(outcome(DialStep::Dial(Box::new(record))))
     }
@@ -253,6 +258,7 @@ impl OutboundStore for MemoryStore {
                 record.status = OutboundStatus::Queued;
                 record.replica = None;
                 record.dialed_at = None;
+                record.dialed_ms = None;
                 true
             }
             _ => false,

@@ -9,11 +9,12 @@ use super::{PRELUDE, RedisStore, millis};
 use crate::call_sid::CallSid;
 use crate::keys;
 use crate::outbound::{
-    DialOutcome, DialPolicy, DialStep, Enqueued, IDEMPOTENCY_TTL, LIST_LIMIT, OPEN_RECORD_TTL,
-    OutboundCall, OutboundError, OutboundId, OutboundStatus, OutboundStore, Transition,
+    IDEMPOTENCY_TTL, LIST_LIMIT, OPEN_RECORD_TTL, OutboundCall, OutboundError, OutboundId,
+    OutboundStatus,
 };
 use crate::state::now_rfc3339;
 use crate::store::StoreError;
+use crate::store::{DialOutcome, DialPolicy, DialStep, Enqueued, OutboundStore, Transition};
 
 const OUTBOUND_PRELUDE: &str = include_str!("../../lua/outbound_prelude.lua");
 
