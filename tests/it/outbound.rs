@@ -435,6 +435,21 @@ async fn bad_requests_queue_nothing_keys_are_idempotent_and_queued_calls_cancel(
     )
     .await;
     assert_eq!(listed["calls"].as_array().unwrap().len(), 1, "{listed}");
+    // The command line: the queue in `status`, the direction in `calls`.
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(binary())
+            .args(args)
+            .env("REDIS_URL", cluster.redis.url())
+            .output()
+            .expect("the binary runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let status: Value = serde_json::from_str(&cli(&["status", "--json"])).unwrap();
+    assert_eq!(status["outbound_queued"], 1, "{status}");
+    assert!(cli(&["status"]).contains("Outbound: 1 queued"));
+    let calls: Value = serde_json::from_str(&cli(&["calls", "--json"])).unwrap();
+    assert_eq!(calls[0]["direction"], "inbound", "{calls}");
+    assert!(cli(&["calls"]).contains("DIRECTION"));
     let (status, _) = api(
         &replica,
         reqwest::Method::GET,

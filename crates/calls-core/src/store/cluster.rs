@@ -39,7 +39,7 @@ pub struct ReplicaView {
 pub struct LiveSlot {
     pub call_sid: String,
     /// `inbound` or `outbound` (docs/reference.md#outbound); a slot still held under an outbound
-    /// id (Twilio has not named the call yet) is `outbound`, `dialing`.
+    /// id (Twilio has not named the call yet) is `outbound`, `dialing`; a slot without a state `-`.
     pub direction: &'static str,
     pub tenant: Option<String>,
     pub replica: Option<String>,
@@ -386,13 +386,12 @@ fn slot_view(sid: &str, deadline: f64, state: Option<CallState>, now_ms: u64) ->
     let dialing = sid.starts_with(crate::outbound_id::ID_PREFIX) && state.is_none();
     LiveSlot {
         call_sid: sid.to_owned(),
+        // A slot without a state (an outbound call Twilio named that has not been answered yet,
+        // or a state that expired) says no direction rather than guess one.
         direction: if dialing {
             crate::state::Direction::Outbound.as_str()
         } else {
-            state
-                .as_ref()
-                .map_or(crate::state::Direction::Inbound, |s| s.direction)
-                .as_str()
+            state.as_ref().map_or("-", |s| s.direction.as_str())
         },
         tenant: state.as_ref().and_then(|s| s.tenant.clone()),
         replica: state.as_ref().map(|s| s.replica.clone()),
