@@ -160,8 +160,12 @@ async fn reported(
     }
 }
 
-/// Sets `calls_outbound_queued` from the store (at each scrape).
+/// Sets `calls_outbound_queued` from the store (at each scrape), where the API is on: without
+/// it nothing is ever queued and the scrape keeps its one round trip.
 pub(crate) async fn refresh_queued_gauge(app: &App) {
+    if app.config().outbound.is_none() {
+        return;
+    }
     match app.calls().store().outbound_queued().await {
         Ok(queued) => {
             app.metrics()

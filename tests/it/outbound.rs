@@ -450,6 +450,8 @@ async fn bad_requests_queue_nothing_keys_are_idempotent_and_queued_calls_cancel(
     let calls: Value = serde_json::from_str(&cli(&["calls", "--json"])).unwrap();
     assert_eq!(calls[0]["direction"], "inbound", "{calls}");
     assert!(cli(&["calls"]).contains("DIRECTION"));
+    let (_, metrics) = get_text(&replica.url("/metrics")).await;
+    assert_eq!(metric_value(&metrics, "calls_outbound_queued"), Some(1.0));
     let (status, _) = api(
         &replica,
         reqwest::Method::GET,
