@@ -38,7 +38,8 @@ pub const WAIT_CALLERS: &str = "calls:wait:callers";
 /// No TTL: it outlives any one call; each entry leaves it when placed or canceled, or when the
 /// dial finds its record gone.
 pub const OUTBOUND_QUEUE: &str = "calls:outbound:queue";
-/// Every outbound id by its creation (sorted set, score Redis-time ms), for `GET /v1/calls`. No TTL:
+/// Every outbound id by its creation (sorted set, score Redis-time ms, one past the newest when
+/// several come within a ms), for `GET /v1/calls`. No TTL:
 /// entries whose record expired are dropped by the listing and by every enqueue (older than two days).
 pub const OUTBOUND_INDEX: &str = "calls:outbound:index";
 /// Placed calls waiting for Twilio's word (sorted set, score the Redis-time ms after which one

@@ -18,6 +18,13 @@ if KEYS[4] then
 end
 redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
 redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], now, ARGV[1])
+-- The listing's order is the queue's: several calls queued within one ms must not tie (ties sort
+-- by id), so each score is past the newest one's.
+local newest = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
+local score = now
+if newest[2] and tonumber(newest[2]) >= score then
+  score = tonumber(newest[2]) + 1
+end
+redis.call('ZADD', KEYS[3], score, ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[5]))
 return {1, ARGV[2]}
