@@ -18,6 +18,10 @@ pub struct App {
     lifecycle: Arc<Lifecycle>,
     /// `Some` with `WHATSAPP_FROM` (docs/reference.md#waiting-room).
     whatsapp: Option<Arc<WhatsApp>>,
+    /// Twilio's REST client, where credentials are set (docs/reference.md#outbound).
+    twilio_client: Option<Result<twilio_api::TwilioClient, String>>,
+    /// Wakes this replica's outbound dialer when a call is queued here.
+    dialer_wake: Arc<tokio::sync::Notify>,
 }
 
 impl App {
@@ -43,13 +47,34 @@ impl App {
                 }
             }
         });
+        let twilio_client = config
+            .twilio_api
+            .client()
+            .map(|built| built.map_err(|err| err.to_string()));
         Arc::new(Self {
             config,
             calls,
             metrics,
             lifecycle: Arc::default(),
             whatsapp,
+            twilio_client,
+            dialer_wake: Arc::default(),
         })
+    }
+
+    /// Twilio's REST client, if credentials are set and make one.
+    pub fn twilio_client(&self) -> Option<&twilio_api::TwilioClient> {
+        self.twilio_client.as_ref().and_then(|c| c.as_ref().ok())
+    }
+
+    /// Twilio's REST client as it was built (the error says why not).
+    pub fn twilio_client_result(&self) -> Option<Result<twilio_api::TwilioClient, String>> {
+        self.twilio_client.clone()
+    }
+
+    /// Wakes this replica's outbound dialer (docs/reference.md#outbound).
+    pub fn dialer_wake(&self) -> &Arc<tokio::sync::Notify> {
+        &self.dialer_wake
     }
 
     pub fn config(&self) -> &Config {

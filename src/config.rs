@@ -7,6 +7,7 @@
 
 mod bridge;
 mod flags;
+mod outbound;
 mod secret;
 mod twilio_api;
 mod waiting_room;
@@ -24,8 +25,9 @@ pub use self::bridge::{
     parse_headers,
 };
 pub use self::flags::RawConfig;
+pub use self::outbound::{DEFAULT_INBOUND_RESERVE, DEFAULT_OUTBOUND_CPS, OutboundConfig};
 pub use self::secret::{Secret, redact_userinfo};
-pub use self::twilio_api::TwilioApiConfig;
+pub use self::twilio_api::{DEFAULT_TWILIO_API_BASE, TwilioApiConfig};
 pub use self::waiting_room::{
     DEFAULT_WAIT_MESSAGE, DEFAULT_WHATSAPP_MESSAGE, WaitingRoomConfig, WhatsAppConfig,
 };
@@ -211,6 +213,8 @@ pub struct Config {
     pub twilio_api: TwilioApiConfig,
     /// The waiting room and the WhatsApp hand-off (docs/reference.md#waiting-room).
     pub waiting_room: WaitingRoomConfig,
+    /// `API_TOKEN` set: the outbound API and its dialer are on (docs/reference.md#outbound).
+    pub outbound: Option<OutboundConfig>,
     pub log_format: LogFormat,
     /// The stream's fixed timeouts (docs/reference.md#media-stream); not configurable by
     /// environment, tests shorten them.
@@ -539,6 +543,13 @@ impl Config {
 
         let twilio_api = self::twilio_api::parse(&mut c, raw);
         let waiting_room = self::waiting_room::parse(&mut c, raw, &twilio_api);
+        let outbound = outbound::parse(
+            &mut c,
+            raw,
+            max_concurrent_calls,
+            public_url.is_some(),
+            &twilio_api,
+        );
 
         if !c.errors.is_empty() {
             return Err(ConfigErrors(c.errors));
@@ -565,6 +576,7 @@ impl Config {
             tenant_metrics,
             twilio_api,
             waiting_room,
+            outbound,
             log_format,
             stream_timeouts: StreamTimeouts::default(),
             store_op_timeout: DEFAULT_STORE_OP_TIMEOUT,

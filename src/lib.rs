@@ -11,6 +11,7 @@
 //! - [`stream`]: one Media Streams WebSocket after the upgrade (`start`, then frame handlers or
 //!   the voice-agent bridge), over an explicit `StreamContext`.
 //! - [`renewal`]: the periodic tick task.
+//! - [`outbound`]: outbound calls on this replica: the `/v1/calls` work and the dialer task.
 //! - [`metrics`]: the Prometheus registry, fed by the core's events.
 //! - [`server`]: the accept loop, and the drain on SIGTERM/SIGINT.
 //! - [`whatsapp`]: the WhatsApp message to a caller turned away (docs/reference.md#waiting-room).
@@ -23,6 +24,7 @@ pub mod config;
 mod http;
 mod lifecycle;
 mod metrics;
+mod outbound;
 mod renewal;
 pub mod server;
 mod stream;

@@ -15,7 +15,7 @@ use tracing::{info, warn};
 
 use crate::app::App;
 use crate::lifecycle::STREAMS_END_GRACE;
-use crate::{http, renewal};
+use crate::{http, outbound, renewal};
 
 mod connections;
 
@@ -48,6 +48,10 @@ pub async fn serve(
         stop_ticks.clone(),
     ));
 
+    // Outbound calls (docs/reference.md#outbound): the dialer stops placing when the drain begins.
+    let stop_dialer = CancellationToken::new();
+    let dialer = tokio::spawn(outbound::dialer::run(app.clone(), stop_dialer.clone()));
+
     // HTTP keeps serving while draining (webhooks get the reject mode, /readyz says 503, status
     // callbacks still release slots) until the drain stops it: at the deadline at the latest.
     let stop_http = CancellationToken::new();
@@ -56,6 +60,7 @@ pub async fn serve(
         let stop_http = stop_http.clone();
         tokio::spawn(async move {
             shutdown.cancelled().await;
+            stop_dialer.cancel();
             drain(&app, &stop_http).await;
         })
     };
@@ -65,6 +70,7 @@ pub async fn serve(
     // The ticks renew live calls' leases through the whole drain; they stop with the last stream.
     stop_ticks.cancel();
     let _ = ticks.await;
+    let _ = dialer.await;
     if let Err(err) = drained
         && err.is_panic()
     {

@@ -1,5 +1,5 @@
-//! `prosaas-calls calls`: every live slot, reservations included: call SID, tenant, replica,
-//! status and age, oldest first.
+//! `prosaas-calls calls`: every live slot, reservations included: call SID, direction, tenant,
+//! replica, status and age, oldest first.
 
 use super::{Target, age, print_json, table};
 
@@ -17,6 +17,7 @@ pub async fn run(target: &Target) -> anyhow::Result<()> {
     }
     let mut rows = table(&[
         "CALL SID",
+        "DIRECTION",
         "TENANT",
         "REPLICA",
         "STATUS",
@@ -26,6 +27,7 @@ pub async fn run(target: &Target) -> anyhow::Result<()> {
     for call in &calls {
         rows.add_row(vec![
             call.call_sid.clone(),
+            call.direction.to_owned(),
             call.tenant.clone().unwrap_or_else(|| "-".into()),
             call.replica.clone().unwrap_or_else(|| "-".into()),
             call.status.clone().unwrap_or_else(|| "(no state)".into()),

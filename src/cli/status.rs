@@ -24,6 +24,8 @@ pub async fn run(target: &Target) -> anyhow::Result<()> {
             "calls_started": status.stats.started,
             "calls_rejected_max_concurrent": status.stats.rejected_max_concurrent,
             "calls_rejected_tenant_limit": status.stats.rejected_tenant_limit,
+            "outbound_queued": status.outbound_queued,
+            "outbound_dialing": status.outbound_dialing,
             "replicas": status.replicas,
             "tenants": super::tenants_json(&status),
             "calls_waiting": status.waiting.callers,
@@ -95,6 +97,10 @@ fn render(status: &ClusterStatus) -> String {
         } else {
             age(status.waiting.longest_ms / 1000)
         }
+    ));
+    out.push_str(&format!(
+        "Outbound: {} queued, {} placed and not yet answered\n",
+        status.outbound_queued, status.outbound_dialing
     ));
     out.push('\n');
     if status.replicas.is_empty() {

@@ -7,10 +7,10 @@ use clap::Args;
 
 use super::{
     DEFAULT_BRIDGE_CONNECT_TIMEOUT_SECS, DEFAULT_CALL_LEASE_SECS, DEFAULT_CALL_LOCK_TTL_SECS,
-    DEFAULT_CALL_STATE_TTL_SECS, DEFAULT_DRAIN_TIMEOUT_SECS, DEFAULT_LOG_FORMAT,
-    DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MEDIA_HANDLER, DEFAULT_PORT,
-    DEFAULT_REJECT_MODE, DEFAULT_RESERVATION_SECS, DEFAULT_RESUME_LIMIT, DEFAULT_RETRY_AFTER_SECS,
-    DEFAULT_TENANT_KEY,
+    DEFAULT_CALL_STATE_TTL_SECS, DEFAULT_DRAIN_TIMEOUT_SECS, DEFAULT_INBOUND_RESERVE,
+    DEFAULT_LOG_FORMAT, DEFAULT_MAX_CONCURRENT_CALLS, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MEDIA_HANDLER, DEFAULT_OUTBOUND_CPS, DEFAULT_PORT, DEFAULT_REJECT_MODE,
+    DEFAULT_RESERVATION_SECS, DEFAULT_RESUME_LIMIT, DEFAULT_RETRY_AFTER_SECS, DEFAULT_TENANT_KEY,
 };
 
 /// A flag's help line with its default, so `--help` and the constants never disagree.
@@ -170,6 +170,20 @@ pub struct RawConfig {
         help = "1: per-tenant labels in Prometheus metrics [default: 0]"
     )]
     pub tenant_metrics: Option<String>,
+    #[arg(
+        long,
+        env = "API_TOKEN",
+        hide_env_values = true,
+        help = "Bearer token of the outbound calls API (/v1/*); unset: the API is off (404)"
+    )]
+    pub api_token: Option<String>,
+    #[arg(long, env = "OUTBOUND_CPS", help = with_default(
+        "Outbound calls placed per second, cluster-wide", DEFAULT_OUTBOUND_CPS))]
+    pub outbound_cps: Option<String>,
+    #[arg(long, env = "INBOUND_RESERVE", help = with_default(
+        "Lines outbound calls never take: they dial only while live calls < MAX_CONCURRENT_CALLS - this",
+        DEFAULT_INBOUND_RESERVE))]
+    pub inbound_reserve: Option<String>,
     #[arg(long, env = "WAIT_MAX_SECS", help = with_default(
         "Waiting room: a call over the cap waits in line up to this long, in seconds; 0: no waiting room",
         0))]
@@ -215,7 +229,7 @@ pub struct RawConfig {
     #[arg(
         long,
         env = "TWILIO_ACCOUNT_SID",
-        help = "The Twilio account (AC…) the REST API is called for (WhatsApp messages)"
+        help = "The Twilio account (AC…) the REST API is called for (WhatsApp messages, outbound calls)"
     )]
     pub twilio_account_sid: Option<String>,
     #[arg(

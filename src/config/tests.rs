@@ -664,7 +664,11 @@ fn every_flag_has_help_and_secrets_hide_their_values() {
         );
         let secret = matches!(
             arg.get_id().as_str(),
-            "redis_url" | "twilio_auth_token" | "bridge_headers" | "twilio_api_key_secret"
+            "redis_url"
+                | "twilio_auth_token"
+                | "bridge_headers"
+                | "api_token"
+                | "twilio_api_key_secret"
         );
         assert_eq!(
             arg.is_hide_env_values_set(),
@@ -673,7 +677,7 @@ fn every_flag_has_help_and_secrets_hide_their_values() {
             arg.get_id()
         );
     }
-    assert_eq!(count, 43);
+    assert_eq!(count, 46);
 }
 
 #[test]
@@ -739,4 +743,91 @@ fn the_waiting_room_and_whatsapp_are_checked_whole() {
     let errors = Config::from_raw(&raw).unwrap_err();
     assert!(!errors.to_string().contains("hunter2-key-secret"));
     assert_eq!(errors.vars(), ["TWILIO_ACCOUNT_SID"]);
+}
+
+const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+
+#[test]
+fn outbound_needs_its_token_public_url_and_twilio_credentials() {
+    // Off by default; the pace and the reserve have their defaults.
+    let (c, _) = parse(RawConfig::default()).unwrap();
+    assert_eq!(c.outbound, None);
+    assert_eq!(c.twilio_api.base, "https://api.twilio.com");
+    // On, with an API key.
+    let on = |raw: &mut RawConfig| {
+        raw.api_token = Some("s3cret-api".into());
+        raw.public_url = Some("https://calls.example.com".into());
+        raw.twilio_account_sid = Some(ACCOUNT.into());
+        raw.twilio_api_key_sid = Some("SK1".into());
+        raw.twilio_api_key_secret = Some("k3y-s3cret".into());
+    };
+    let (c, _) = parse(with(|raw| {
+        on(raw);
+        raw.outbound_cps = Some("20".into());
+        raw.inbound_reserve = Some("5".into());
+    }))
+    .unwrap();
+    let outbound = c.outbound.clone().unwrap();
+    assert_eq!(outbound.interval, Duration::from_millis(50));
+    assert_eq!(outbound.inbound_reserve, 5);
+    assert_eq!(c.twilio_api.credentials.as_ref().unwrap().username(), "SK1");
+    let debug = format!("{c:?}");
+    assert!(
+        !debug.contains("s3cret-api") && !debug.contains("k3y-s3cret"),
+        "{debug}"
+    );
+    // The auth token stands in for a key.
+    let (c, _) = parse(with(|raw| {
+        on(raw);
+        raw.twilio_api_key_sid = None;
+        raw.twilio_api_key_secret = None;
+        raw.twilio_auth_token = Some("t0ken".into());
+    }))
+    .unwrap();
+    assert_eq!(
+        c.twilio_api.credentials.as_ref().unwrap().username(),
+        ACCOUNT
+    );
+    // What it needs, each named.
+    assert_eq!(
+        named(with(|raw| {
+            on(raw);
+            raw.public_url = None;
+        })),
+        ["PUBLIC_URL"]
+    );
+    assert_eq!(
+        named(with(|raw| {
+            on(raw);
+            raw.twilio_account_sid = None;
+        })),
+        ["TWILIO_ACCOUNT_SID"]
+    );
+    assert_eq!(
+        named(with(|raw| {
+            on(raw);
+            raw.twilio_api_key_secret = None;
+        })),
+        ["TWILIO_API_KEY_SECRET", "TWILIO_API_KEY_SID"]
+    );
+    // A reserve not below the cap, a bad pace, a bad base.
+    assert_eq!(
+        named(with(|raw| {
+            on(raw);
+            raw.max_concurrent_calls = Some("10".into());
+            raw.inbound_reserve = Some("10".into());
+        })),
+        ["INBOUND_RESERVE"]
+    );
+    assert_eq!(
+        named(with(|raw| raw.outbound_cps = Some("0".into()))),
+        ["OUTBOUND_CPS"]
+    );
+    assert_eq!(
+        named(with(|raw| {
+            on(raw);
+            raw.twilio_api_base = Some("http://api.example.com".into());
+        })),
+        ["TWILIO_API_BASE"]
+    );
 }

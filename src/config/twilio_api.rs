@@ -5,6 +5,9 @@ use twilio_api::{Credentials, TwilioClient};
 
 use super::{Checker, ConfigError, RawConfig, given};
 
+/// `TWILIO_API_BASE` when unset.
+pub const DEFAULT_TWILIO_API_BASE: &str = twilio_api::DEFAULT_BASE;
+
 /// Who the server is to Twilio's REST API, and where that API is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TwilioApiConfig {

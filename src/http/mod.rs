@@ -25,6 +25,7 @@ use crate::stream::StreamContext;
 pub(crate) use overflow::overflow_router;
 
 mod after_stream;
+mod calls_api;
 mod fallback;
 mod ops;
 mod overflow;
@@ -51,7 +52,8 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         media: app.config().media.clone(),
         stream_key: app.config().auth_token().map(StreamKey::derive),
     });
-    Router::new()
+    let api = calls_api::routes(&app);
+    let router = Router::new()
         // Twilio lets a number's webhooks use GET (parameters in the query string): every Twilio
         // endpoint but the stream accepts both.
         // With the waiting room on, the voice webhook visits the line first (`wait.rs`).
@@ -76,7 +78,13 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/metrics.json", get(ops::metrics_json))
         .route("/metrics", get(ops::metrics_text))
         .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
+        .route("/readyz", get(ops::readyz));
+    // docs/reference.md#outbound: `/v1/*` only where `API_TOKEN` is set.
+    let router = match api {
+        Some(api) => router.merge(api),
+        None => router,
+    };
+    router
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .with_state(app)
 }

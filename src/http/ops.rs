@@ -125,6 +125,7 @@ async fn cluster_stats(app: &App) -> Result<(ClusterStats, Option<TenantsUsage>)
     match app.calls().store().snapshot(tenants_on).await {
         Ok((stats, tenants)) => {
             app.metrics().cluster(&stats);
+            crate::outbound::refresh_queued_gauge(app).await;
             if tenants_on {
                 app.metrics().set_tenants(&tenants);
             }

@@ -15,8 +15,11 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
-    app.calls()
-        .call_status(&call_sid, form.get("CallStatus").unwrap_or(""))
-        .await;
+    let call_status = form.get("CallStatus").unwrap_or("");
+    // docs/reference.md#outbound: a call the cluster placed; its record follows Twilio's word.
+    if let Some(id) = crate::outbound::id_of(&request.uri) {
+        crate::outbound::status_callback(&app, &id, &call_sid, call_status).await;
+    }
+    app.calls().call_status(&call_sid, call_status).await;
     StatusCode::NO_CONTENT.into_response()
 }

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use calls_core::calls::{Intake, RejectReason, WebhookCall, WebhookOutcome};
+use calls_core::calls::{Intake, Origin, RejectReason, WebhookCall, WebhookOutcome};
 use twilio::stream_token::StreamKey;
 use twilio::twiml;
 
@@ -25,7 +25,15 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
     // Admission is cluster-wide and the stream URL leads back through nginx, so a draining
     // replica admits like any other while a live one exists to take the stream
     // (docs/reference.md#drain).
-    let intake = if app.is_draining() && !app.lifecycle().others_live(app.calls()).await {
+    // docs/reference.md#outbound: a call the cluster placed finds the slot its dial took.
+    let outbound = match crate::outbound::id_of(&request.uri) {
+        Some(id) => crate::outbound::answered(&app, &id, &call_sid).await,
+        None => None,
+    };
+    let intake = if outbound.is_some() {
+        // Its slot is held: a callee we called is never turned away.
+        Intake::Open
+    } else if app.is_draining() && !app.lifecycle().others_live(app.calls()).await {
         Intake::Closed
     } else {
         Intake::Open
@@ -39,7 +47,17 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
         to: to.map(str::to_owned),
         stream_url: Some(url.clone()),
     };
-    match app.calls().admit_webhook(&call_sid, call, intake).await {
+    let origin = match &outbound {
+        Some(record) => Origin::Outbound {
+            tenant: record.tenant.clone(),
+        },
+        None => Origin::Inbound,
+    };
+    match app
+        .calls()
+        .admit_webhook_as(&call_sid, call, intake, origin)
+        .await
+    {
         WebhookOutcome::Connect { .. } => {
             // Per-call values travel as <Parameter>s, never in the stream URL's query string
             // (Twilio strips it); `from_number`/`to_number` are the names voice-agent frameworks
@@ -50,7 +68,18 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
                 to_number: to,
                 resumed: None,
             };
-            connect(&app, &request.headers, &parameters)
+            match &outbound {
+                // The request's `parameters` reach the agent as stream parameters.
+                Some(record) => {
+                    let extra: Vec<(&str, &str)> = record
+                        .parameters
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .collect();
+                    connect_with(&app, &request.headers, &parameters, &extra)
+                }
+                None => connect(&app, &request.headers, &parameters),
+            }
         }
         WebhookOutcome::Reject(reason) => {
             turned_away::hand_off(&app, &call_sid, &form);
@@ -68,6 +97,16 @@ pub(super) fn connect(
     headers: &HeaderMap,
     parameters: &twiml::StreamParameters<'_>,
 ) -> Response {
+    connect_with(app, headers, parameters, &[])
+}
+
+/// [`connect`] with `extra` stream parameters (an outbound call's, docs/reference.md#outbound).
+pub(super) fn connect_with(
+    app: &App,
+    headers: &HeaderMap,
+    parameters: &twiml::StreamParameters<'_>,
+    extra: &[(&str, &str)],
+) -> Response {
     let stream = parameters.resumed.unwrap_or(0);
     let token = app
         .config()
@@ -80,11 +119,12 @@ pub(super) fn connect(
         after_stream_url(app, headers),
         super::after_stream::STREAM_NUMBER
     );
-    let body = twiml::connect_bound(
+    let body = twiml::connect_with(
         &action,
         &stream_url(app, headers),
         parameters,
         token.as_deref(),
+        extra,
     );
     xml(StatusCode::OK, body)
 }

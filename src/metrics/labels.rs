@@ -138,3 +138,30 @@ labels! {
         NoNumber => "no_number",
     }
 }
+
+labels! {
+    /// `calls_outbound_total{result}`: how an outbound call ended up (docs/reference.md#outbound);
+    /// `answered` counts the answer, whatever ends the call later.
+    OutboundResult {
+        Answered => "answered",
+        Busy => "busy",
+        NoAnswer => "no-answer",
+        Failed => "failed",
+        Canceled => "canceled",
+    }
+}
+
+impl OutboundResult {
+    /// The result a status counts as, if it is one (`completed` follows `answered`, counted then).
+    pub(crate) fn of(status: calls_core::outbound::OutboundStatus) -> Option<Self> {
+        use calls_core::outbound::OutboundStatus as S;
+        match status {
+            S::InProgress => Some(Self::Answered),
+            S::Busy => Some(Self::Busy),
+            S::NoAnswer => Some(Self::NoAnswer),
+            S::Failed => Some(Self::Failed),
+            S::Canceled => Some(Self::Canceled),
+            S::Queued | S::Dialing | S::Ringing | S::Completed => None,
+        }
+    }
+}

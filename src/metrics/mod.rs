@@ -24,7 +24,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 pub(crate) use self::labels::{
-    Answer, BridgeDrop, BridgeFailure, Direction, HttpReject, MediaDrop, WhatsAppResult,
+    Answer, BridgeDrop, BridgeFailure, Direction, HttpReject, MediaDrop, OutboundResult,
+    WhatsAppResult,
 };
 pub(crate) use self::waiting_room::WaitMetrics;
 
@@ -95,6 +96,12 @@ pub struct Metrics {
     after_stream: Family<Label, Counter>,
     /// The waiting room and the WhatsApp hand-off (docs/reference.md#waiting-room).
     pub wait: WaitMetrics,
+    /// Outbound calls by result, as this replica saw them happen (docs/reference.md#outbound).
+    outbound: Family<Label, Counter>,
+    /// Outbound calls queued, not yet placed, cluster-wide (read at each scrape).
+    pub outbound_queued: Gauge,
+    /// Outbound calls' time from queued to placed (the REST request sent).
+    pub outbound_dial: Histogram,
 }
 
 impl Default for Metrics {
@@ -151,6 +158,12 @@ impl Metrics {
             calls_resumed: Counter::default(),
             after_stream: Family::default(),
             wait: WaitMetrics::new(&mut registry),
+            outbound: Family::default(),
+            outbound_queued: Gauge::default(),
+            // 10 ms .. ~5.5 h: a call placed at once, or after a campaign's queue drained.
+            outbound_dial: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(0.01, 2.0, 21),
+            ),
             registry: Registry::default(),
         };
         let reg = &mut registry;
@@ -307,6 +320,21 @@ impl Metrics {
             "After-stream answers by kind: hangup, fallback, continue",
             m.after_stream.clone(),
         );
+        reg.register(
+            "calls_outbound",
+            "Outbound calls by result: answered, busy, no-answer, failed, canceled",
+            m.outbound.clone(),
+        );
+        reg.register(
+            "calls_outbound_queued",
+            "Outbound calls queued, not yet placed, cluster-wide",
+            m.outbound_queued.clone(),
+        );
+        reg.register(
+            "calls_outbound_dial_seconds",
+            "Outbound calls' time from queued to placed",
+            m.outbound_dial.clone(),
+        );
         let build_info = Family::<[(&'static str, &'static str); 2], Gauge>::default();
         build_info
             .get_or_create(&[
@@ -351,6 +379,9 @@ impl Metrics {
         }
         for cause in Shed::ALL {
             at_zero(&m.admissions_shed, "cause", cause.as_str());
+        }
+        for result in OutboundResult::ALL {
+            at_zero(&m.outbound, "result", result.as_str());
         }
         Self { registry, ..m }
     }
@@ -408,6 +439,20 @@ impl Metrics {
     pub fn after_stream(&self, answer: Answer) {
         self.after_stream
             .get_or_create(&[("answer", answer.as_str())])
+            .inc();
+    }
+
+    /// An outbound call moved to `status` here; its result, if it is one, is counted.
+    pub fn outbound(&self, status: calls_core::outbound::OutboundStatus) {
+        if let Some(result) = OutboundResult::of(status) {
+            self.outbound_result(result);
+        }
+    }
+
+    /// One outbound call with `result`.
+    pub fn outbound_result(&self, result: OutboundResult) {
+        self.outbound
+            .get_or_create(&[("result", result.as_str())])
             .inc();
     }
 

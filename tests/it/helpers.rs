@@ -578,6 +578,11 @@ impl ReplicaEnv {
         self
     }
 
+    /// The variables, in order.
+    pub fn vars(&self) -> &[(&'static str, String)] {
+        &self.0
+    }
+
     /// Starts replica `id`; panics if it does not come up.
     pub fn spawn(&self, id: &str) -> testkit::ReplicaProcess {
         testkit::ReplicaProcess::spawn(binary(), id, &self.0).expect("replica starts")

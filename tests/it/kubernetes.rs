@@ -844,10 +844,10 @@ fn env_file_keys(path: &str) -> Vec<String> {
 /// Every variable `prosaas-calls serve --help` lists is set by the manifests (the ConfigMap, the
 /// Deployment's env, or the Secret template) or named in base/config.env as left out, with its
 /// reason; and the manifests set no variable the service does not read, but the Secret's slots
-/// for variables a later version reads (docs/reference.md#kubernetes: API_TOKEN).
+/// for variables a later version reads (none today).
 #[test]
 fn every_serve_variable_is_configured_or_left_out_on_purpose() {
-    const FUTURE_SECRETS: &[&str] = &["API_TOKEN"];
+    const FUTURE_SECRETS: &[&str] = &[];
     let help = std::process::Command::new(binary())
         .args(["serve", "--help"])
         .output()

@@ -19,6 +19,7 @@ mod faults;
 mod http_limits;
 mod kubernetes;
 mod operations;
+mod outbound;
 mod recovery;
 mod redis_tls;
 mod round_trips;

@@ -13,7 +13,8 @@ use crate::events::CallEvents;
 use crate::live_calls::{LiveCall, LiveCalls};
 pub use crate::reject::RejectReason;
 use crate::state::{
-    CallState, CallStatus, Disposition, EndReason, MediaFormat, cap_custom_parameters, now_rfc3339,
+    CallState, CallStatus, Direction, Disposition, EndReason, MediaFormat, cap_custom_parameters,
+    now_rfc3339,
 };
 use crate::store::{
     Admission, AdmitPolicy, CallStore, Refusal, RenewBatch, RenewReport, Renewal, ReplicaHeartbeat,
@@ -85,6 +86,16 @@ pub struct WebhookCall {
     pub to: Option<String>,
     /// The stream URL the answer gives Twilio, kept to report a stream that never comes.
     pub stream_url: Option<String>,
+}
+
+/// Who placed a call the voice webhook admits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    Inbound,
+    /// Placed by the cluster (docs/reference.md#outbound), for `tenant`.
+    Outbound {
+        tenant: Option<String>,
+    },
 }
 
 /// Whether this replica takes new calls: the server's drain decides, the core refuses and counts.
@@ -211,12 +222,30 @@ impl Calls {
         call: WebhookCall,
         intake: Intake,
     ) -> WebhookOutcome {
+        self.admit_webhook_as(call_sid, call, intake, Origin::Inbound)
+            .await
+    }
+
+    /// [`Self::admit_webhook`] for a call of `origin`: an outbound call the cluster placed
+    /// (docs/reference.md#outbound) is stated `outbound` with the tenant it was queued for, and
+    /// finds the slot its dial took already held under its call SID.
+    pub async fn admit_webhook_as(
+        &self,
+        call_sid: &CallSid,
+        call: WebhookCall,
+        intake: Intake,
+        origin: Origin,
+    ) -> WebhookOutcome {
         if intake == Intake::Closed {
             self.events.refused(RejectReason::Draining);
             info!(%call_sid, "call refused: replica is draining and no other replica is live");
             return WebhookOutcome::Reject(RejectReason::Draining);
         }
-        let state = self.reserved_state(call_sid, call);
+        let mut state = self.reserved_state(call_sid, call);
+        if let Origin::Outbound { tenant } = origin {
+            state.direction = Direction::Outbound;
+            state.tenant = tenant;
+        }
         let admission = self
             .timed_admit(
                 call_sid,
@@ -229,6 +258,8 @@ impl Calls {
             Ok(Admission::Admitted { new, active }) => {
                 if new {
                     self.events.slot_taken();
+                } else if state.direction == Direction::Outbound {
+                    self.write_first_outbound_state(call_sid, &state).await;
                 }
                 info!(%call_sid, new, active, "call reserved");
                 WebhookOutcome::Connect { new }
@@ -248,6 +279,21 @@ impl Calls {
                 WebhookOutcome::Reject(RejectReason::StoreUnavailable)
             }
             Err(err) => WebhookOutcome::Reject(self.store_failed(call_sid, "admit", &err)),
+        }
+    }
+
+    /// An answered outbound call finds the slot its dial took (docs/reference.md#outbound), so the
+    /// admission wrote no state: its first webhook writes the reserved state (direction, tenant,
+    /// numbers) that its stream's start carries on. A retried webhook finds one and writes nothing.
+    async fn write_first_outbound_state(&self, call_sid: &CallSid, state: &CallState) {
+        let written = match self.store.read_state(call_sid).await {
+            Ok(Some(_)) => return,
+            Ok(None) | Err(StoreError::CorruptState { .. }) => self.store.write_state(state).await,
+            Err(err) => Err(err),
+        };
+        if let Err(err) = written {
+            self.events.store_error(err.op());
+            warn!(%call_sid, error = %err, "outbound call's state not written; its stream writes one");
         }
     }
 

@@ -3,6 +3,7 @@
 //! type them into `redis-cli`.
 
 use crate::call_sid::CallSid;
+use crate::outbound_id::OutboundId;
 
 /// Live slots, cluster-wide; always equal to `ZCARD calls:slots` after every script.
 pub const ACTIVE_COUNT: &str = "calls:active_count";
@@ -45,6 +46,23 @@ const WHATSAPP_SENT_PREFIX: &str = "calls:whatsapp:sent:";
 /// Heartbeats are found by `SCAN MATCH` with this pattern (the command line; never `KEYS`).
 pub const REPLICA_PATTERN: &str = "calls:replica:*";
 
+/// Outbound calls not yet placed, oldest first (a list of outbound ids; docs/reference.md#outbound).
+/// No TTL: it outlives any one call; each entry leaves it when placed or canceled, or when the
+/// dial finds its record gone.
+pub const OUTBOUND_QUEUE: &str = "calls:outbound:queue";
+/// Every outbound id by its creation (sorted set, score Redis-time ms, one past the newest when
+/// several come within a ms), for `GET /v1/calls`. No TTL:
+/// entries whose record expired are dropped by the listing and by every enqueue (older than two days).
+pub const OUTBOUND_INDEX: &str = "calls:outbound:index";
+/// Placed calls waiting for Twilio's word (sorted set, score the Redis-time ms after which one
+/// ends `dial_interrupted`). No TTL: entries leave when the call is answered or ends.
+pub const OUTBOUND_INFLIGHT: &str = "calls:outbound:inflight";
+/// The Redis-time ms before which no outbound call may be placed (the cluster-wide
+/// `OUTBOUND_CPS` pace and a 429's back-off); TTL: until then.
+pub const OUTBOUND_PACE: &str = "calls:outbound:pace";
+
+const OUTBOUND_PREFIX: &str = "calls:outbound:";
+const OUTBOUND_IDEMPOTENCY_PREFIX: &str = "calls:outbound:idempotency:";
 const TENANT_SLOTS_PREFIX: &str = "calls:tenant:";
 const TENANT_SLOTS_SUFFIX: &str = ":slots";
 
@@ -65,6 +83,16 @@ pub fn whatsapp_sent(number: &str) -> String {
     format!("{WHATSAPP_SENT_PREFIX}{number}")
 }
 
+/// One outbound call's record (JSON; TTL 24 h while open, `CALL_STATE_TTL_SECS` once ended).
+pub fn outbound(id: &OutboundId) -> String {
+    format!("{OUTBOUND_PREFIX}{id}")
+}
+
+/// An `Idempotency-Key` of `POST /v1/calls` → the outbound id it created; TTL 24 h.
+pub fn outbound_idempotency(key: &str) -> String {
+    format!("{OUTBOUND_IDEMPOTENCY_PREFIX}{key}")
+}
+
 /// A tenant's live slots: a sorted set like `calls:slots` (member call SID, score lease deadline).
 pub fn tenant_slots(tenant: &str) -> String {
     format!("{TENANT_SLOTS_PREFIX}{tenant}{TENANT_SLOTS_SUFFIX}")
@@ -80,6 +108,9 @@ pub fn lua_key_header() -> String {
          local RENEWED_UNTIL_KEY = '{RENEWED_UNTIL}'\n\
          local function tenant_slots_key(tenant)\n  \
            return '{TENANT_SLOTS_PREFIX}' .. tenant .. '{TENANT_SLOTS_SUFFIX}'\n\
+         end\n\
+         local function outbound_key(id)\n  \
+           return '{OUTBOUND_PREFIX}' .. id\n\
          end\n"
     )
 }
@@ -98,5 +129,12 @@ mod tests {
         assert_eq!(WAIT_CALLERS, "calls:wait:callers");
         assert_eq!(whatsapp_sent("+15550100"), "calls:whatsapp:sent:+15550100");
         assert!(lua_key_header().contains("'calls:tenant:' .. tenant .. ':slots'"));
+        let id = OutboundId::parse("OB0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(
+            outbound(&id),
+            "calls:outbound:OB0123456789abcdef0123456789abcdef"
+        );
+        assert_eq!(outbound_idempotency("k1"), "calls:outbound:idempotency:k1");
+        assert!(lua_key_header().contains("'calls:outbound:' .. id"));
     }
 }

@@ -12,6 +12,9 @@
 //!   (docs/reference.md#admission).
 //! - [`live_calls`]: the streams live on this replica, with lock-free per-frame counters.
 //! - [`calls`]: the call lifecycle as [`calls::Calls`]: admit, start, end, status, renew.
+//! - [`outbound`]: outbound calls' records, their queue and the dial step's rules
+//!   (docs/reference.md#outbound).
+//! - [`outbound_id`]: the outbound call id.
 //! - [`reject`]: why a call is turned away ([`reject::RejectReason`]).
 //! - [`tenant`]: which tenant a call belongs to (`TENANT_KEY`, docs/reference.md#tenants).
 //! - [`wait`]: the waiting room's fair order and the answers of one step in line
@@ -25,6 +28,8 @@ pub mod calls;
 pub mod events;
 pub mod keys;
 pub mod live_calls;
+pub mod outbound;
+pub mod outbound_id;
 mod reject;
 pub mod state;
 pub mod store;

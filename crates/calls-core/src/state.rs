@@ -212,6 +212,27 @@ pub struct CallState {
     /// older replica during a roll: its streams could not show one.
     #[serde(default)]
     pub stream_token: bool,
+    /// `inbound`, or `outbound` for a call the cluster placed (docs/reference.md#outbound).
+    #[serde(default)]
+    pub direction: Direction,
+}
+
+/// Who placed the call: the caller (`inbound`), or the cluster through `POST /v1/calls`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    #[default]
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Inbound => "inbound",
+            Self::Outbound => "outbound",
+        }
+    }
 }
 
 impl CallState {
@@ -243,6 +264,7 @@ impl CallState {
             resume_grant: None,
             waiting_since: None,
             stream_token: false,
+            direction: Direction::Inbound,
         }
     }
 

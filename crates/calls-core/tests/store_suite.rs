@@ -2120,3 +2120,361 @@ async fn redis_a_drifted_tenant_set_heals_on_the_next_tick() {
     );
     assert!(take_for(store, &sid(3), "acme", LEASE).await.is_admitted());
 }
+
+// ---- Outbound calls (docs/reference.md#outbound): the queue, the paced dial step, the slot held
+// from before the REST request, 429s, cancels, and calls whose dialing replica died.
+
+mod outbound {
+    use std::time::Duration;
+
+    use calls_core::call_sid::CallSid;
+    use calls_core::outbound::{
+        NewOutbound, OutboundCall, OutboundError, OutboundId, OutboundStatus,
+    };
+    use calls_core::store::{Admission, AdmitPolicy, CallStore, DialPolicy, DialStep, StoreConfig};
+
+    use super::{Fixture, LEASE, Make, config, sid, take};
+
+    const INTERVAL: Duration = Duration::from_millis(300);
+
+    fn policy(outbound_limit: u64) -> DialPolicy {
+        DialPolicy {
+            outbound_limit,
+            interval: INTERVAL,
+            replica: "r1".into(),
+            dial_margin: Duration::from_millis(200),
+        }
+    }
+
+    fn request(to: u32, tenant: Option<&str>) -> OutboundCall {
+        OutboundCall::queued(
+            &OutboundId::random(),
+            NewOutbound {
+                to: format!("+1415555{to:04}"),
+                from: "+14155550000".into(),
+                tenant: tenant.map(str::to_owned),
+                parameters: [("lang".to_owned(), "en".to_owned())].into(),
+                timeout_secs: 1,
+            },
+        )
+    }
+
+    async fn queue(store: &dyn CallStore, call: &OutboundCall) -> OutboundId {
+        let enqueued = store.enqueue(call, None).await.unwrap();
+        assert!(enqueued.new);
+        OutboundId::parse(&enqueued.record.id).unwrap()
+    }
+
+    async fn dial(store: &dyn CallStore, policy: &DialPolicy) -> DialStep {
+        store.dial_next(policy).await.unwrap().step
+    }
+
+    /// Dials the next call, waiting out the pace first.
+    async fn dial_now(store: &dyn CallStore, policy: &DialPolicy) -> DialStep {
+        loop {
+            match dial(store, policy).await {
+                DialStep::Paced(wait) => tokio::time::sleep(wait).await,
+                step => return step,
+            }
+        }
+    }
+
+    fn dialed(step: DialStep) -> OutboundCall {
+        match step {
+            DialStep::Dial(record) => *record,
+            other => panic!("expected a dial, got {other:?}"),
+        }
+    }
+
+    async fn active(store: &dyn CallStore) -> u64 {
+        store.stats().await.unwrap().active
+    }
+
+    pub(super) async fn the_slot_is_taken_before_dialing_in_order_and_paced<F>(make: Make<F>)
+    where
+        F: std::future::Future<Output = Fixture>,
+    {
+        let fx = make(config(3), 1).await;
+        let store = fx.store();
+        let policy = policy(2);
+        assert_eq!(dial(store, &policy).await, DialStep::Idle);
+        let calls: Vec<OutboundCall> = (0..4).map(|n| request(n, None)).collect();
+        let mut ids = Vec::new();
+        for call in &calls {
+            ids.push(queue(store, call).await);
+        }
+        assert_eq!(store.outbound_queued().await.unwrap(), 4);
+
+        // In order; the slot held from this step, under the outbound id.
+        let first = dialed(dial(store, &policy).await);
+        assert_eq!(first.id, calls[0].id);
+        assert_eq!(first.status, OutboundStatus::Dialing);
+        assert_eq!(first.replica.as_deref(), Some("r1"));
+        assert!(first.dialed_at.is_some());
+        assert_eq!(active(store).await, 1);
+        // The pace is cluster-wide: the next step finds it, whoever asks.
+        let paced = dial(store, &policy).await;
+        assert!(
+            matches!(paced, DialStep::Paced(wait) if wait <= INTERVAL && wait > Duration::ZERO),
+            "{paced:?}"
+        );
+        let second = dialed(dial_now(store, &policy).await);
+        assert_eq!(second.id, calls[1].id);
+        assert_eq!(active(store).await, 2);
+        // The cap less the inbound reserve: 2 of 3 lines.
+        tokio::time::sleep(INTERVAL).await;
+        assert_eq!(dial(store, &policy).await, DialStep::Full);
+        assert_eq!(store.outbound_queued().await.unwrap(), 2);
+
+        // Twilio names the first call: its slot moves to the call SID, and the voice webhook's
+        // admission finds it held (no second slot).
+        let call_sid = sid(1);
+        let placed = store.placed(&ids[0], &call_sid).await.unwrap();
+        assert_eq!(
+            placed.record.unwrap().call_sid.as_deref(),
+            Some(call_sid.as_str())
+        );
+        assert_eq!(
+            take(store, &call_sid, LEASE).await,
+            Admission::Admitted {
+                new: false,
+                active: 2
+            }
+        );
+        let answered = store
+            .report(&ids[0], Some(&call_sid), OutboundStatus::InProgress)
+            .await
+            .unwrap();
+        assert_eq!(answered.became, Some(OutboundStatus::InProgress));
+        assert!(answered.record.unwrap().answered_at.is_some());
+        // A late `ringing` never takes it back.
+        let late = store
+            .report(&ids[0], Some(&call_sid), OutboundStatus::Ringing)
+            .await
+            .unwrap();
+        assert_eq!(
+            (late.became, late.record.unwrap().status),
+            (None, OutboundStatus::InProgress)
+        );
+
+        // Busy frees the second call's slot at once; the third is dialed.
+        let busy = store
+            .report(&ids[1], None, OutboundStatus::Busy)
+            .await
+            .unwrap();
+        assert_eq!(busy.became, Some(OutboundStatus::Busy));
+        assert!(busy.record.unwrap().ended_at.is_some());
+        assert_eq!(active(store).await, 1);
+        assert_eq!(dialed(dial_now(store, &policy).await).id, calls[2].id);
+        let listed = store
+            .outbound_calls(Some(OutboundStatus::Busy))
+            .await
+            .unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, calls[1].id);
+        assert_eq!(store.outbound_calls(None).await.unwrap().len(), 4);
+        assert_eq!(store.outbound_calls(None).await.unwrap()[0].id, calls[3].id);
+    }
+
+    pub(super) async fn idempotency_requeue_cancel_and_failure<F>(make: Make<F>)
+    where
+        F: std::future::Future<Output = Fixture>,
+    {
+        let fx = make(config(5), 1).await;
+        let store = fx.store();
+        let policy = policy(5);
+        let a = request(1, None);
+        let first = store.enqueue(&a, Some("key-1")).await.unwrap();
+        assert!(first.new);
+        let again = store
+            .enqueue(&request(2, None), Some("key-1"))
+            .await
+            .unwrap();
+        assert!(!again.new);
+        assert_eq!(again.record.id, a.id);
+        assert_eq!(store.outbound_queued().await.unwrap(), 1);
+        let a_id = OutboundId::parse(&a.id).unwrap();
+        let b = request(3, None);
+        let b_id = queue(store, &b).await;
+
+        // 429: back to the head, slot given up, the next dial backs off.
+        assert_eq!(dialed(dial(store, &policy).await).id, a.id);
+        assert_eq!(active(store).await, 1);
+        let backoff = Duration::from_millis(800);
+        let requeued = store.requeue(&a_id, backoff).await.unwrap();
+        assert_eq!(requeued.became, Some(OutboundStatus::Queued));
+        let record = requeued.record.unwrap();
+        assert_eq!(
+            (record.status, record.dialed_at),
+            (OutboundStatus::Queued, None)
+        );
+        assert_eq!(active(store).await, 0);
+        let wait = match dial(store, &policy).await {
+            DialStep::Paced(wait) => wait,
+            other => panic!("expected the back-off, got {other:?}"),
+        };
+        assert!(wait > INTERVAL, "{wait:?}");
+        assert_eq!(dialed(dial_now(store, &policy).await).id, a.id);
+
+        // Twilio refused it: failed with its code and message, slot freed.
+        let error = OutboundError {
+            code: Some(21211),
+            message: "Invalid 'To' Phone Number".into(),
+            reason: "twilio_refused".into(),
+        };
+        let failed = store.fail(&a_id, &error).await.unwrap();
+        assert_eq!(failed.became, Some(OutboundStatus::Failed));
+        assert_eq!(failed.record.unwrap().error, Some(error.clone()));
+        assert_eq!(active(store).await, 0);
+        assert_eq!(store.fail(&a_id, &error).await.unwrap().became, None);
+
+        // A queued call is canceled and never dialed; a placed one is not canceled here.
+        let canceled = store.cancel_queued(&b_id).await.unwrap();
+        assert_eq!(canceled.became, Some(OutboundStatus::Canceled));
+        assert_eq!(store.outbound_queued().await.unwrap(), 0);
+        assert_eq!(dial_now(store, &policy).await, DialStep::Idle);
+        assert_eq!(store.cancel_queued(&a_id).await.unwrap().became, None);
+        let unknown = OutboundId::random();
+        assert_eq!(store.outbound_call(&unknown).await.unwrap(), None);
+        assert_eq!(store.cancel_queued(&unknown).await.unwrap().record, None);
+    }
+
+    pub(super) async fn a_call_whose_dialer_died_ends_interrupted_unless_twilio_reports<F>(
+        make: Make<F>,
+    ) where
+        F: std::future::Future<Output = Fixture>,
+    {
+        let fx = make(config(5), 2).await;
+        let (one, other) = (fx.stores[0].as_ref(), fx.stores[1].as_ref());
+        let policy = policy(5);
+        let lost = request(1, None);
+        let reported = request(2, None);
+        let lost_id = queue(one, &lost).await;
+        let reported_id = queue(one, &reported).await;
+        // One replica takes both and dies before Twilio answers it (nothing more from it).
+        dialed(dial_now(one, &policy).await);
+        dialed(dial_now(one, &policy).await);
+        assert_eq!(active(other).await, 2);
+        // Twilio's callbacks, carrying the id, still reach another replica for the second.
+        let call_sid = sid(7);
+        other
+            .report(&reported_id, Some(&call_sid), OutboundStatus::Ringing)
+            .await
+            .unwrap();
+        other
+            .report(&reported_id, Some(&call_sid), OutboundStatus::NoAnswer)
+            .await
+            .unwrap();
+        // Past the ring timeout (1 s) plus the margin, any replica's dial step ends the first.
+        tokio::time::sleep(Duration::from_millis(1400)).await;
+        let outcome = other.dial_next(&policy).await.unwrap();
+        assert_eq!(outcome.step, DialStep::Idle);
+        assert_eq!(outcome.interrupted.len(), 1);
+        let record = other.outbound_call(&lost_id).await.unwrap().unwrap();
+        assert_eq!(record.status, OutboundStatus::Failed);
+        assert_eq!(record.error.unwrap().reason, "dial_interrupted");
+        let record = other.outbound_call(&reported_id).await.unwrap().unwrap();
+        assert_eq!(record.status, OutboundStatus::NoAnswer);
+        assert_eq!(record.call_sid.as_deref(), Some(call_sid.as_str()));
+        // Nothing is placed again, and no slot is left behind.
+        assert_eq!(other.dial_next(&policy).await.unwrap().interrupted, vec![]);
+        assert_eq!(active(other).await, 0);
+        assert_eq!(
+            other
+                .admit(&sid(9), AdmitPolicy::MayTakeSlot, LEASE, None)
+                .await
+                .unwrap(),
+            Admission::Admitted {
+                new: true,
+                active: 1
+            }
+        );
+    }
+
+    pub(super) async fn a_tenant_at_its_cap_holds_its_call_back<F>(make: Make<F>)
+    where
+        F: std::future::Future<Output = Fixture>,
+    {
+        let fx = make(
+            StoreConfig {
+                default_tenant_limit: Some(1),
+                ..config(5)
+            },
+            1,
+        )
+        .await;
+        let store = fx.store();
+        let policy = policy(5);
+        queue(store, &request(1, Some("acme"))).await;
+        let second = request(2, Some("acme"));
+        let second_id = queue(store, &second).await;
+        let first = dialed(dial_now(store, &policy).await);
+        assert_eq!(dial_now(store, &policy).await, DialStep::TenantFull);
+        let (_, tenants) = store.snapshot(true).await.unwrap();
+        assert_eq!(tenants["acme"].active, 1);
+        // The call answered and ended: its tenant's slot goes with it.
+        let call_sid = CallSid::parse("CAfirst").unwrap();
+        let first_id = OutboundId::parse(&first.id).unwrap();
+        store.placed(&first_id, &call_sid).await.unwrap();
+        let (_, tenants) = store.snapshot(true).await.unwrap();
+        assert_eq!(tenants["acme"].active, 1);
+        store
+            .release(&call_sid, calls_core::state::EndReason::StatusCallback)
+            .await
+            .unwrap();
+        assert_eq!(dialed(dial_now(store, &policy).await).id, second.id);
+        let _ = second_id;
+    }
+
+    #[tokio::test]
+    async fn redis_nobody_is_dialed_while_a_caller_waits() {
+        let fx = super::redis(config(5), 1).await;
+        let store = fx.store();
+        let policy = policy(5);
+        queue(store, &request(1, None)).await;
+        let server = fx.redis.as_ref().unwrap();
+        // A caller in the waiting room until a minute from now (the waiting room's key).
+        let mut conn = redis::Client::open(server.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+        let now_ms = secs * 1000 + micros / 1000;
+        let _: () = redis::cmd("ZADD")
+            .arg(calls_core::keys::WAIT_CALLERS)
+            .arg(now_ms + 60_000)
+            .arg("CAwaiting")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(dial(store, &policy).await, DialStep::CallersWaiting);
+        assert_eq!(active(store).await, 0);
+        // A caller who counts as gone (score in the past) holds nobody back.
+        let _: () = redis::cmd("ZADD")
+            .arg(calls_core::keys::WAIT_CALLERS)
+            .arg(now_ms - 1)
+            .arg("CAwaiting")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(matches!(dial(store, &policy).await, DialStep::Dial(_)));
+    }
+}
+
+suite!(
+    outbound_dial_order,
+    super::outbound::the_slot_is_taken_before_dialing_in_order_and_paced
+);
+suite!(
+    outbound_idempotency_requeue_cancel,
+    super::outbound::idempotency_requeue_cancel_and_failure
+);
+suite!(
+    outbound_interrupted,
+    super::outbound::a_call_whose_dialer_died_ends_interrupted_unless_twilio_reports
+);
+suite!(
+    outbound_tenant_cap,
+    super::outbound::a_tenant_at_its_cap_holds_its_call_back
+);

@@ -474,3 +474,52 @@ async fn a_caller_turned_away_by_the_last_draining_replica_leaves_the_line() {
     );
     assert_eq!(store.stats().await.unwrap().rejected_max_concurrent, 1);
 }
+
+/// docs/reference.md#outbound: a person on hold comes before a call not yet placed. With a caller
+/// in line and a slot free (kept for them), the dial step places nothing; once the caller is
+/// served, it dials. The waiting room and outbound calls share the line through the store.
+async fn nobody_is_dialed_while_a_caller_waits<F>(make: Make<F>)
+where
+    F: std::future::Future<Output = Fixture>,
+{
+    use calls_core::outbound::{NewOutbound, OutboundCall, OutboundId};
+    use calls_core::store::{DialPolicy, DialStep};
+
+    let fx = make(config(1, None)).await;
+    let store = fx.store.as_ref();
+    let s = settings(5, 300, 100);
+    let call = OutboundCall::queued(
+        &OutboundId::random(),
+        NewOutbound {
+            to: "+14155550101".into(),
+            from: "+14155550000".into(),
+            tenant: None,
+            parameters: Default::default(),
+            timeout_secs: 1,
+        },
+    );
+    assert!(store.enqueue(&call, None).await.unwrap().new);
+    let policy = DialPolicy {
+        outbound_limit: 1,
+        interval: Duration::from_millis(1),
+        replica: "r1".into(),
+        dial_margin: Duration::from_millis(200),
+    };
+    take(store, "x1").await;
+    assert!(is_waiting(&visit(store, "a1", None, &s).await));
+    free(store, "x1").await;
+    let step = store.dial_next(&policy).await.unwrap().step;
+    assert_eq!(
+        step,
+        DialStep::CallersWaiting,
+        "dialed over a caller on hold"
+    );
+    assert!(is_admitted(&visit(store, "a1", None, &s).await));
+    free(store, "a1").await;
+    let step = store.dial_next(&policy).await.unwrap().step;
+    assert!(matches!(step, DialStep::Dial(_)), "{step:?}");
+}
+suite!(
+    outbound_waits_for_the_line,
+    super::nobody_is_dialed_while_a_caller_waits
+);

@@ -380,6 +380,17 @@ impl ReplicaProcess {
         Self::launch(Command::new(binary), loopback(free_port()?), id, env)
     }
 
+    /// Starts `binary` on loopback port `port` (chosen beforehand, e.g. with [`free_port`], where
+    /// another process must know the address first).
+    pub fn spawn_at(
+        binary: &Path,
+        port: u16,
+        id: &str,
+        env: &[(&str, String)],
+    ) -> io::Result<Self> {
+        Self::launch(Command::new(binary), loopback(port), id, env)
+    }
+
     /// Starts `binary` on `host`, listening on the host's address, port 8080 (as in production),
     /// and waits until `/healthz` answers there.
     pub fn spawn_on(

@@ -46,17 +46,19 @@ impl<'a> StreamParameters<'a> {
 /// and the answer that continues a call whose stream was lost (docs/reference.md#after-stream).
 /// Twilio requests `action_url` when the stream closes while the call is still up.
 pub fn connect(action_url: &str, stream_url: &str, parameters: &StreamParameters<'_>) -> String {
-    connect_bound(action_url, stream_url, parameters, None)
+    connect_with(action_url, stream_url, parameters, None, &[])
 }
 
-/// [`connect`], with the stream's `token` parameter where there is one
-/// ([`crate::stream_token`], docs/reference.md#stream-token): the token of this call's stream
-/// `parameters.resumed` (0 for the first).
-pub fn connect_bound(
+/// [`connect`] with the stream's `token` parameter where there is one ([`crate::stream_token`],
+/// docs/reference.md#stream-token: the token of this call's stream `parameters.resumed`, 0 for the
+/// first), then `extra` `<Parameter>`s after the call's own (an outbound call's `parameters`,
+/// docs/reference.md#outbound; their names are kept off the call's own).
+pub fn connect_with(
     action_url: &str,
     stream_url: &str,
     parameters: &StreamParameters<'_>,
     token: Option<&str>,
+    extra: &[(&str, &str)],
 ) -> String {
     let StreamParameters {
         call_sid,
@@ -85,6 +87,9 @@ pub fn connect_bound(
         if let Some(value) = value {
             push_parameter(&mut xml, name, value);
         }
+    }
+    for (name, value) in extra {
+        push_parameter(&mut xml, name, value);
     }
     xml.push_str("</Stream></Connect></Response>");
     xml
@@ -299,6 +304,27 @@ mod tests {
 
     const DECL: &str = r#"<?xml version="1.0" encoding="UTF-8"?>"#;
 
+    #[test]
+    fn extra_parameters_follow_the_calls_own_escaped() {
+        let xml = connect_with(
+            "https://a/twilio/after-stream",
+            "wss://a/twilio/stream",
+            &StreamParameters::new("CA1"),
+            None,
+            &[("appointment", "42 & <b>")],
+        );
+        assert!(
+            xml.ends_with(
+                r#"<Parameter name="CallSid" value="CA1"/><Parameter name="appointment" value="42 &amp; &lt;b&gt;"/></Stream></Connect></Response>"#
+            ),
+            "{xml}"
+        );
+        assert_eq!(
+            connect("x", "y", &StreamParameters::new("CA1")),
+            connect_with("x", "y", &StreamParameters::new("CA1"), None, &[])
+        );
+    }
+
     fn escaped(text: &str) -> String {
         let mut out = String::new();
         push_escaped(&mut out, text);
@@ -422,8 +448,8 @@ mod tests {
     }
 
     #[test]
-    fn connect_bound_carries_the_stream_token_last() {
-        let xml = connect_bound(
+    fn connect_with_carries_the_stream_token_last() {
+        let xml = connect_with(
             "https://h/twilio/after-stream?stream=1",
             "wss://h/twilio/stream",
             &StreamParameters {
@@ -431,6 +457,7 @@ mod tests {
                 ..StreamParameters::new("CA1")
             },
             Some("tok-en_1"),
+            &[],
         );
         assert!(
             xml.ends_with(

@@ -38,6 +38,9 @@ pub struct ReplicaView {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LiveSlot {
     pub call_sid: String,
+    /// `inbound` or `outbound` (docs/reference.md#outbound); a slot still held under an outbound
+    /// id (Twilio has not named the call yet) is `outbound`, `dialing`; a slot without a state `-`.
+    pub direction: &'static str,
     pub tenant: Option<String>,
     pub replica: Option<String>,
     /// `reserved` or `active` (or what the state says; `None` without a state).
@@ -133,6 +136,10 @@ pub struct ClusterStatus {
     pub own_limits: BTreeMap<String, u64>,
     /// The waiting room's line (docs/reference.md#waiting-room).
     pub waiting: WaitingLine,
+    /// Outbound calls queued, not yet placed (docs/reference.md#outbound).
+    pub outbound_queued: u64,
+    /// Outbound calls placed and not yet answered or ended.
+    pub outbound_dialing: u64,
 }
 
 /// How many wait in the waiting room's line, and the longest wait.
@@ -181,14 +188,23 @@ impl ClusterView {
             keys::STATS_REJECTED_TENANT_LIMIT,
         ])
         .hvals(keys::SLOT_TENANT)
-        .hgetall(keys::TENANT_LIMITS);
+        .hgetall(keys::TENANT_LIMITS)
+        .llen(keys::OUTBOUND_QUEUE)
+        .zcard(keys::OUTBOUND_INFLIGHT);
         type Reply = (
             (Option<u64>, Option<u64>, Option<u64>, Option<u64>),
             Vec<String>,
             BTreeMap<String, u64>,
+            u64,
+            u64,
         );
-        let ((active, started, rejected, tenant_rejected), slot_tenants, limits): Reply =
-            self.bounded("status", pipe.query_async(&mut conn)).await?;
+        let (
+            (active, started, rejected, tenant_rejected),
+            slot_tenants,
+            limits,
+            outbound_queued,
+            outbound_dialing,
+        ): Reply = self.bounded("status", pipe.query_async(&mut conn)).await?;
         let stats = ClusterStats {
             active: active.unwrap_or(0),
             started: started.unwrap_or(0),
@@ -211,6 +227,8 @@ impl ClusterView {
             tenants,
             own_limits: limits,
             waiting,
+            outbound_queued,
+            outbound_dialing,
         })
     }
 
@@ -396,15 +414,26 @@ fn slot_view(sid: &str, deadline: f64, state: Option<CallState>, now_ms: u64) ->
             let age = (i128::from(now_ms) - created_ms).max(0) / 1000;
             u64::try_from(age).unwrap_or(0)
         });
+    let dialing = sid.starts_with(crate::outbound_id::ID_PREFIX) && state.is_none();
     LiveSlot {
         call_sid: sid.to_owned(),
+        // A slot without a state (an outbound call Twilio named that has not been answered yet,
+        // or a state that expired) says no direction rather than guess one.
+        direction: if dialing {
+            crate::state::Direction::Outbound.as_str()
+        } else {
+            state.as_ref().map_or("-", |s| s.direction.as_str())
+        },
         tenant: state.as_ref().and_then(|s| s.tenant.clone()),
         replica: state.as_ref().map(|s| s.replica.clone()),
-        status: state.as_ref().and_then(|s| {
-            serde_json::to_value(s.status)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-        }),
+        status: state
+            .as_ref()
+            .and_then(|s| {
+                serde_json::to_value(s.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+            })
+            .or_else(|| dialing.then(|| "dialing".to_owned())),
         created_at: state.as_ref().map(|s| s.created_at.clone()),
         age_secs,
         lease_left_ms,

@@ -8,6 +8,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::time::Instant;
 
+mod outbound;
+
 use super::line::{InLine, Line};
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
@@ -39,6 +41,8 @@ struct Inner {
     line: Line,
     /// Caller number → end of its WhatsApp cooldown.
     whatsapp_sent: HashMap<String, Instant>,
+    /// Outbound calls (docs/reference.md#outbound).
+    outbound: outbound::Outbound,
 }
 
 impl Inner {
@@ -530,6 +534,7 @@ impl CallStore for MemoryStore {
             }
             state.handovers = stored.handovers;
             state.stream_token = stored.stream_token;
+            state.direction = stored.direction;
         }
         // docs/reference.md#resume-limit: a stream without `resumed` never resets the call's
         // continuation count, whatever state it finds (as stream_start.lua).

@@ -19,6 +19,7 @@ pub mod cluster;
 mod connect;
 mod line;
 mod memory;
+mod outbound_store;
 mod recovery;
 mod redis;
 mod redis_clock;
@@ -26,6 +27,9 @@ mod settings;
 
 pub use self::connect::refuses_writes;
 pub use self::memory::MemoryStore;
+pub use self::outbound_store::{
+    DialOutcome, DialPolicy, DialStep, Enqueued, OutboundStore, Transition,
+};
 pub use self::redis::RedisStore;
 pub use self::settings::{
     ClientCert, ConnectError, DEFAULT_REDIS_PORT, DEFAULT_SENTINEL_PORT, HostPort, RedisSettings,
@@ -306,7 +310,7 @@ pub struct RenewReport {
 
 /// Every operation a store error can name (`StoreError::op`), for the `redis_errors_total{op}`
 /// series that exist at zero from start-up.
-pub const OPERATIONS: [&str; 17] = [
+pub const OPERATIONS: [&str; 21] = [
     "admit",
     "start_stream",
     "end_stream",
@@ -324,6 +328,10 @@ pub const OPERATIONS: [&str; 17] = [
     "restore_limits",
     "wait",
     "whatsapp_cooldown",
+    "dial",
+    "outbound_enqueue",
+    "outbound_update",
+    "outbound_read",
 ];
 
 /// A webhook answered whose stream never arrived: the classic misconfiguration (a wrong
@@ -549,7 +557,7 @@ pub fn hands_over(final_state: &CallState) -> bool {
 /// Everything the service needs from shared state. Every operation is atomic on its own; admit,
 /// release and renew keep `active == number of slots` at every step.
 #[async_trait]
-pub trait CallStore: Send + Sync + 'static {
+pub trait CallStore: OutboundStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Reclaims expired slots, then admits `call_sid` with a lease of `lease` (see [`AdmitPolicy`]).

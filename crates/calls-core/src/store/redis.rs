@@ -26,6 +26,8 @@ use crate::keys;
 use crate::state::{CallState, CallStatus, EndReason};
 use crate::wait::{OverflowReason, WaitOp, WaitOutcome, WaitReason, WaitReport, WaitSettings};
 
+mod outbound;
+
 const PRELUDE: &str = include_str!("../lua/prelude.lua");
 
 /// What `stream_start.lua` answers when the stream took the call over with its grant
@@ -53,13 +55,14 @@ const GRANT_ATTEMPTS: usize = 5;
 /// says who called and when, and the tenant its slot was taken for; docs/reference.md#after-stream:
 /// a continued call, how many of its continuations were planned hand-overs); `account_sid` too,
 /// unless the stream's `start` names one.
-const CARRIED_FROM_WEBHOOK: [&str; 6] = [
+const CARRIED_FROM_WEBHOOK: [&str; 7] = [
     "created_at",
     "from",
     "to",
     "tenant",
     "handovers",
     "stream_token",
+    "direction",
 ];
 
 /// The scripts, hashed once at start-up and loaded on every fresh connection, so the hot path
@@ -73,6 +76,8 @@ struct Scripts {
     renew: Script,
     grant: Script,
     wait: Script,
+    /// docs/reference.md#outbound: the dial step, the record updates, the enqueue.
+    outbound: outbound::OutboundScripts,
     sources: Vec<String>,
 }
 
@@ -88,10 +93,11 @@ impl Scripts {
             include_str!("../lua/wait.lua"),
         ];
         let header = keys::lua_key_header();
-        let sources: Vec<String> = bodies
+        let mut sources: Vec<String> = bodies
             .iter()
             .map(|body| format!("{header}\n{PRELUDE}\n{body}"))
             .collect();
+        let outbound = outbound::OutboundScripts::new(&header);
         let script = |i: usize| Script::new(&sources[i]);
         Self {
             admit: script(0),
@@ -101,7 +107,11 @@ impl Scripts {
             renew: script(4),
             grant: script(5),
             wait: script(6),
-            sources,
+            sources: {
+                sources.extend(outbound.sources.iter().cloned());
+                sources
+            },
+            outbound,
         }
     }
 }
@@ -202,6 +212,7 @@ impl RedisStore {
         ]
         .iter()
         .map(|script| script.get_hash().to_owned())
+        .chain(scripts.outbound.hashes().map(str::to_owned))
         .collect()
     }
 }
@@ -1343,7 +1354,8 @@ mod tests {
                 "to",
                 "tenant",
                 "handovers",
-                "stream_token"
+                "stream_token",
+                "direction"
             ]
         );
         assert_eq!(carried[1].1, "null");
