@@ -13,14 +13,9 @@ use calls_core::calls::{AfterStream, is_final_status};
 use twilio::twiml;
 
 use super::voice::{connect, fallback_twiml, xml};
-use super::{TwilioRequest, after_stream_url, twilio_call_form_signed_over};
+use super::{STREAM_NUMBER, TwilioRequest, after_stream_url, twilio_call_form_signed_over};
 use crate::app::App;
 use crate::metrics::Answer;
-
-/// The action URL's query parameter naming the stream the request follows (0: the first, N: the
-/// continuation `resumed=N`): only the request for the call's current stream spends a
-/// continuation (docs/reference.md#after-stream).
-pub(super) const STREAM_NUMBER: &str = "stream";
 
 /// The stream number of the request's action URL; `None` for an action URL given without one
 /// (by an older version), `Some(u32::MAX)` (no stream's) for one that is not a number.

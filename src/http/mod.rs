@@ -332,6 +332,11 @@ pub(crate) fn stream_url(app: &App, headers: &HeaderMap) -> String {
     format!("{scheme}://{host}{}", twiml::STREAM_PATH)
 }
 
+/// The action URL's query parameter naming the stream the request follows (0: the first, N: the
+/// continuation `resumed=N`): only the request for the call's current stream spends a
+/// continuation (docs/reference.md#after-stream).
+pub(super) const STREAM_NUMBER: &str = "stream";
+
 /// The `<Connect action>` URL (`https://…/twilio/after-stream`), built like [`stream_url`].
 pub(crate) fn after_stream_url(app: &App, headers: &HeaderMap) -> String {
     if let Some(base) = app.config().public_url.as_deref()

@@ -117,7 +117,7 @@ pub(super) fn connect_with(
     let action = format!(
         "{}?{}={stream}",
         after_stream_url(app, headers),
-        super::after_stream::STREAM_NUMBER
+        super::STREAM_NUMBER
     );
     let body = twiml::connect_with(
         &action,
