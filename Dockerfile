@@ -24,6 +24,7 @@ RUN for dir in . crates/twilio crates/twilio-api crates/calls-core crates/sim cr
     && mkdir -p crates/calls-core/benches tests/it \
     && echo 'fn main() {}' > crates/calls-core/benches/admission.rs \
     && echo 'fn main() {}' > crates/calls-core/benches/renewal.rs \
+    && echo 'fn main() {}' > crates/calls-core/benches/waiting_room.rs \
     && touch tests/it/main.rs \
     && cargo build --release --locked -p prosaas-calls \
     && rm -rf src crates tests
