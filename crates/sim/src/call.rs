@@ -21,7 +21,7 @@ use super::rng::Rng;
 use super::stats::Stats;
 use super::target::Target;
 use super::tenants::Tenant;
-use super::webhook::{self, AfterStream, Answer, CallIds, Connect, Hold};
+use super::webhook::{self, AfterStream, Answer, CallIds, Connect, Hold, Visit};
 use super::ws::{self, opcode};
 
 /// Twilio sends 20 ms of audio per message.
@@ -111,6 +111,8 @@ enum Outcome {
     Abandoned,
     /// Put on hold, the caller was sent to the overflow.
     Overflowed,
+    /// Put on hold, the caller was hung up on by the line (`<Hangup/>` to a visit).
+    Dropped,
 }
 
 /// How one stream of a call ended.
@@ -170,6 +172,8 @@ pub enum CallEnd {
     Abandoned,
     /// Sent from the hold to the overflow.
     Overflowed,
+    /// Hung up on by the line while on hold.
+    Dropped,
     /// Something broke: the error's kind and message.
     Failed { kind: String, message: String },
 }
@@ -214,6 +218,7 @@ async fn follow(plan: &CallPlan, stats: &Stats, rng: &mut Rng, leg: &Leg<'_>) ->
         Ok(Outcome::EndedEarly) => CallEnd::EndedEarly,
         Ok(Outcome::Abandoned) => CallEnd::Abandoned,
         Ok(Outcome::Overflowed) => CallEnd::Overflowed,
+        Ok(Outcome::Dropped) => CallEnd::Dropped,
         Err(err) => {
             stats.failed.inc();
             tenant.inspect(|t| t.failed.inc());
@@ -284,6 +289,7 @@ async fn attempt(
                 InLine::Admitted(connect) => connect,
                 InLine::Abandoned => return Ok(Outcome::Abandoned),
                 InLine::Overflowed => return Ok(Outcome::Overflowed),
+                InLine::Dropped => return Ok(Outcome::Dropped),
             },
         }
     };
@@ -358,6 +364,8 @@ enum InLine {
     Admitted(Connect),
     Abandoned,
     Overflowed,
+    /// The line answered a visit with a bare `<Hangup/>`: it had let the caller go.
+    Dropped,
 }
 
 /// Waits on hold as Twilio plays it, then visits `/twilio/wait`, again and again: until the
@@ -393,21 +401,22 @@ async fn wait_in_line(
         sleep_until(back).await;
         stats.lines(leg.tenant).for_each(|l| l.visits.inc());
         match webhook::post_wait(&plan.target, &hold.wait_url, leg.ids).await? {
-            (Answer::Wait(next), _) => hold = next,
-            (Answer::Connect(url), connect) => {
+            Visit::Hold(next) => hold = next,
+            Visit::Admitted(connect) => {
                 let waited = u64::try_from(joined.elapsed().as_micros()).unwrap_or(u64::MAX);
                 for line in stats.lines(leg.tenant) {
                     line.admitted.inc();
                     line.wait.record(waited);
                 }
-                return Ok(InLine::Admitted(connect.unwrap_or(Connect {
-                    stream_url: url,
-                    ..Connect::default()
-                })));
+                return Ok(InLine::Admitted(connect));
             }
-            (Answer::Rejected(_), _) => {
+            Visit::Overflow => {
                 stats.lines(leg.tenant).for_each(|l| l.overflowed.inc());
                 return Ok(InLine::Overflowed);
+            }
+            Visit::Dropped => {
+                stats.lines(leg.tenant).for_each(|l| l.dropped.inc());
+                return Ok(InLine::Dropped);
             }
         }
     }
@@ -858,5 +867,30 @@ impl<'a> Echoes<'a> {
         let latency = self.micros(now).saturating_sub(sent_at);
         self.stats.echo_latency.record(u64::from(latency));
         self.stats.frames_echoed.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patience_is_a_number_or_a_range_spread_per_call() {
+        let fixed = Patience::parse("7.5").unwrap();
+        assert_eq!(fixed.pick(&mut Rng::new(1)), Duration::from_millis(7500));
+        let range = Patience::parse("5-60").unwrap();
+        let mut seeds = Rng::new(23);
+        let picks: Vec<f64> = (0..200)
+            .map(|_| range.pick(&mut Rng::new(seeds.next_u64())).as_secs_f64())
+            .collect();
+        assert!(picks.iter().all(|p| (5.0..=60.0).contains(p)), "{picks:?}");
+        let low = picks.iter().filter(|p| **p < 32.5).count();
+        assert!(
+            (70..=130).contains(&low),
+            "about half below the middle: {low}"
+        );
+        assert!(Patience::parse("9-3").is_err());
+        assert!(Patience::parse("0").is_err());
+        assert!(Patience::parse("x-3").is_err());
     }
 }

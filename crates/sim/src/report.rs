@@ -53,6 +53,9 @@ pub struct Waiting {
     pub abandoned: u64,
     /// Sent from the hold to the overflow.
     pub overflowed: u64,
+    /// Hung up on by the line (`<Hangup/>` to a visit): the line had let them go, e.g. they came
+    /// back later than it allows.
+    pub dropped: u64,
     /// Requests to `/twilio/wait`.
     pub visits: u64,
     /// How long the calls admitted from the line waited, in milliseconds.
@@ -75,6 +78,7 @@ impl Waiting {
             admitted_from_line: line.admitted.get(),
             abandoned: line.abandoned.get(),
             overflowed: line.overflowed.get(),
+            dropped: line.dropped.get(),
             visits: line.visits.get(),
             wait_ms: (line.wait.count() > 0).then(|| WaitTimes {
                 count: line.wait.count(),
@@ -96,8 +100,13 @@ impl Waiting {
             )
         });
         format!(
-            "joined {}  admitted {}  abandoned {}  overflowed {}  visits {}  {waits}",
-            self.joined, self.admitted_from_line, self.abandoned, self.overflowed, self.visits
+            "joined {}  admitted {}  abandoned {}  overflowed {}  dropped {}  visits {}  {waits}",
+            self.joined,
+            self.admitted_from_line,
+            self.abandoned,
+            self.overflowed,
+            self.dropped,
+            self.visits
         )
     }
 }
@@ -397,6 +406,12 @@ impl Report {
             failures.push(format!(
                 "{} calls were refused (pass --allow-rejected when refusals are expected)",
                 self.calls.rejected
+            ));
+        }
+        if self.waiting.dropped > 0 {
+            failures.push(format!(
+                "{} calls on hold were hung up on by the line (a visit answered <Hangup/>)",
+                self.waiting.dropped
             ));
         }
         if self.waiting.overflowed > 0 && !allow_rejected {

@@ -68,6 +68,8 @@ pub struct Line {
     pub admitted: Counter,
     pub abandoned: Counter,
     pub overflowed: Counter,
+    /// Hung up on by the line (a bare `<Hangup/>` to a visit): it had let the caller go.
+    pub dropped: Counter,
     /// Calls in line now.
     pub waiting: Counter,
     /// Requests to `/twilio/wait`.

@@ -177,14 +177,26 @@ pub async fn post_action(
     classify_after_stream(status, &body)
 }
 
+/// What a visit to `/twilio/wait` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visit {
+    /// `<Connect><Stream>`: admitted from the line.
+    Admitted(Connect),
+    /// Another hold: still in line.
+    Hold(Hold),
+    /// `<Say>` then a hang-up or a redirect elsewhere (or any refusal): sent to the overflow.
+    Overflow,
+    /// `<Hangup/>` alone: the line no longer knows the caller (gone, ended, or back too late).
+    Dropped,
+}
+
 /// Twilio's request of `/twilio/wait` (the hold's `<Redirect>`) for a caller in line: the same
-/// form as the voice webhook, the call answered (`in-progress`). Its answer is read like the
-/// webhook's: a stream (admitted), another hold, or a refusal (the overflow).
+/// form as the voice webhook, the call answered (`in-progress`).
 pub async fn post_wait(
     target: &Target,
     wait_url: &str,
     call: &CallIds<'_>,
-) -> Result<(Answer, Option<Connect>), SimError> {
+) -> Result<Visit, SimError> {
     let params = [
         ("CallSid", call.call_sid),
         ("AccountSid", call.account_sid),
@@ -197,11 +209,19 @@ pub async fn post_wait(
     let (status, body) = timeout(WEBHOOK_TIMEOUT, post(target, wait_url, &params))
         .await
         .map_err(|_| SimError::Timeout("wait"))??;
-    let answer = classify(status, &body)?;
-    let connect = matches!(answer, Answer::Connect(_))
-        .then(|| connect_of(&body))
-        .flatten();
-    Ok((answer, connect))
+    classify_visit(status, &body)
+}
+
+fn classify_visit(status: u16, body: &str) -> Result<Visit, SimError> {
+    Ok(match classify(status, body)? {
+        Answer::Connect(url) => Visit::Admitted(connect_of(body).unwrap_or(Connect {
+            stream_url: url,
+            ..Connect::default()
+        })),
+        Answer::Wait(hold) => Visit::Hold(hold),
+        Answer::Rejected(_) if body.contains("<Hangup") && !body.contains("<Say") => Visit::Dropped,
+        Answer::Rejected(_) => Visit::Overflow,
+    })
 }
 
 /// The final status callback of a call that ended on Twilio's side (the caller hung up):
@@ -629,6 +649,23 @@ mod tests {
                 Answer::Rejected(RejectMode::Twiml)
             );
         }
+        assert_eq!(
+            classify_visit(200, &said).unwrap(),
+            Visit::Hold(hold_of(&said).unwrap())
+        );
+        assert_eq!(
+            classify_visit(200, &twiml::fallback("Sorry.", None)).unwrap(),
+            Visit::Overflow
+        );
+        assert_eq!(
+            classify_visit(200, &twiml::hangup()).unwrap(),
+            Visit::Dropped
+        );
+        let connect = twiml::connect_stream("ws://h/twilio/stream", &[("CallSid", "CA1")]);
+        assert!(matches!(
+            classify_visit(200, &connect).unwrap(),
+            Visit::Admitted(c) if c.stream_url == "ws://h/twilio/stream"
+        ));
         // A bare redirect back to the line is a hold too.
         let bare = format!(r#"<Response><Redirect method="POST">{wait}</Redirect></Response>"#)
             .replace('&', "&amp;");

@@ -502,6 +502,7 @@ impl Dialer {
                     CallEnd::EndedEarly => "ended_early".to_owned(),
                     CallEnd::Abandoned => "abandoned".to_owned(),
                     CallEnd::Overflowed => "overflowed".to_owned(),
+                    CallEnd::Dropped => "dropped".to_owned(),
                     CallEnd::Failed { kind, message } => format!("failed:{kind}: {message}"),
                 }
             }
