@@ -276,7 +276,10 @@ async fn attempt(
             ..Connect::default()
         }
     } else {
-        match webhook::request_voice_at(&plan.target, voice_url, ids).await? {
+        let asked = Instant::now();
+        let answer = webhook::request_voice_at(&plan.target, voice_url, ids).await?;
+        stats.line.webhook_latency.record(micros_since(asked));
+        match answer {
             (Answer::Connect(url), connect) => connect.unwrap_or(Connect {
                 stream_url: url,
                 ..Connect::default()
@@ -400,10 +403,13 @@ async fn wait_in_line(
         }
         sleep_until(back).await;
         stats.lines(leg.tenant).for_each(|l| l.visits.inc());
-        match webhook::post_wait(&plan.target, &hold.wait_url, leg.ids).await? {
+        let asked = Instant::now();
+        let visit = webhook::post_wait(&plan.target, &hold.wait_url, leg.ids).await?;
+        stats.line.visit_latency.record(micros_since(asked));
+        match visit {
             Visit::Hold(next) => hold = next,
             Visit::Admitted(connect) => {
-                let waited = u64::try_from(joined.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let waited = micros_since(joined);
                 for line in stats.lines(leg.tenant) {
                     line.admitted.inc();
                     line.wait.record(waited);
@@ -420,6 +426,10 @@ async fn wait_in_line(
             }
         }
     }
+}
+
+fn micros_since(at: Instant) -> u64 {
+    u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// Counts the call as in line until it leaves it, however it leaves.

@@ -60,6 +60,10 @@ pub struct Waiting {
     pub visits: u64,
     /// How long the calls admitted from the line waited, in milliseconds.
     pub wait_ms: Option<WaitTimes>,
+    /// One visit's round trip, in milliseconds (the run's, not per tenant).
+    pub visit_ms: Option<WaitTimes>,
+    /// One voice webhook's round trip, in milliseconds: the visit's baseline (the run's).
+    pub webhook_ms: Option<WaitTimes>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,19 +77,24 @@ pub struct WaitTimes {
 impl Waiting {
     fn of(line: &Line) -> Self {
         let ms = |us: u64| us as f64 / 1000.0;
+        let times = |h: &super::histogram::Histogram| {
+            (h.count() > 0).then(|| WaitTimes {
+                count: h.count(),
+                p50: ms(h.quantile(0.50).unwrap_or_default()),
+                p99: ms(h.quantile(0.99).unwrap_or_default()),
+                max: ms(h.max()),
+            })
+        };
         Self {
+            visit_ms: times(&line.visit_latency),
+            webhook_ms: times(&line.webhook_latency),
             joined: line.joined.get(),
             admitted_from_line: line.admitted.get(),
             abandoned: line.abandoned.get(),
             overflowed: line.overflowed.get(),
             dropped: line.dropped.get(),
             visits: line.visits.get(),
-            wait_ms: (line.wait.count() > 0).then(|| WaitTimes {
-                count: line.wait.count(),
-                p50: ms(line.wait.quantile(0.50).unwrap_or_default()),
-                p99: ms(line.wait.quantile(0.99).unwrap_or_default()),
-                max: ms(line.wait.max()),
-            }),
+            wait_ms: times(&line.wait),
         }
     }
 
@@ -499,6 +508,16 @@ impl Report {
         }
         if self.waiting.joined > 0 {
             row("on hold", self.waiting.summary());
+            let w = &self.waiting;
+            if let (Some(visit), Some(webhook)) = (&w.visit_ms, &w.webhook_ms) {
+                row(
+                    "  round trips",
+                    format!(
+                        "visit p50 {:.2} ms  p99 {:.2} ms | voice webhook p50 {:.2} ms  p99 {:.2} ms",
+                        visit.p50, visit.p99, webhook.p50, webhook.p99
+                    ),
+                );
+            }
         }
         if !tenant_rows.is_empty() {
             row("tenants", format!("{}", tenant_rows.len()));

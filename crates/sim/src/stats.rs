@@ -76,6 +76,10 @@ pub struct Line {
     pub visits: Counter,
     /// From the hold's first answer to the `<Connect>` that admitted the call, in microseconds.
     pub wait: Histogram,
+    /// Each visit's round trip (connect to the end of the answer), in microseconds.
+    pub visit_latency: Histogram,
+    /// Each voice webhook's round trip, in microseconds: the visit's baseline.
+    pub webhook_latency: Histogram,
 }
 
 /// One tenant's calls: how each ended, and its line.
