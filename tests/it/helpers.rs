@@ -626,6 +626,8 @@ pub fn plan(
         dtmf: None,
         mark: None,
         drain: Duration::from_secs(5),
+        tenants: Vec::new(),
+        patience: None,
     }
 }
 

@@ -20,6 +20,8 @@ fn config(target: Target, calls: u64, dtmf_and_mark: bool) -> RunConfig {
             dtmf: dtmf_and_mark.then(|| "7".into()),
             mark: dtmf_and_mark.then(|| "m1".into()),
             drain: Duration::from_secs(2),
+            tenants: Vec::new(),
+            patience: None,
         },
         calls,
         concurrency: calls,

@@ -617,3 +617,91 @@ async fn a_visit_costs_one_script() {
     );
     replica.stop().await;
 }
+
+/// The simulator as Twilio in front of a full house: six calls against a cap of two, callers of
+/// two tenants waiting in line with a patience spread over 2 to 6 s. Every call is served,
+/// abandoned or sent on, and the simulator's count of each is the replica's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_waits_in_line_and_counts_as_the_replica_does() {
+    use prosaas_calls_sim::call::Patience;
+    use prosaas_calls_sim::target::Target;
+
+    let redis = redis().await;
+    let replica = env(&redis, 2)
+        .with("WAIT_MAX_SECS", "7")
+        .with("WAIT_POLL_SECS", "2")
+        .with("WAIT_MESSAGE", "Number {position}.")
+        .spawn("wait-sim");
+    let base = replica.url("");
+    let mut config = sim_run(
+        Target::new(&base, None, None).unwrap(),
+        6,
+        Duration::from_millis(300),
+        Duration::from_secs(4),
+        23,
+    );
+    config.plan.tenants = prosaas_calls_sim::tenants::parse("2,1").unwrap();
+    config.plan.patience = Some(Patience::parse("2-6").unwrap());
+    let report = prosaas_calls_sim::run::run(config).await;
+    let summary = report.table();
+    eprintln!("{summary}");
+    assert_eq!(report.outcome, "finished", "{summary}");
+    assert_eq!(report.calls.failed, 0, "{summary}");
+    let w = &report.waiting;
+    assert_eq!(w.dropped, 0, "nobody is let go by the line: {summary}");
+    // Two admitted at once, four on hold; each of those served, abandoned or sent on.
+    assert_eq!(w.joined, 4, "{summary}");
+    assert_eq!(
+        w.admitted_from_line + w.abandoned + w.overflowed,
+        w.joined,
+        "{summary}"
+    );
+    assert_eq!(report.calls.admitted, 2 + w.admitted_from_line, "{summary}");
+    assert_eq!(report.calls.completed, report.calls.admitted, "{summary}");
+    assert!(w.visits >= w.joined, "{summary}");
+    if w.admitted_from_line > 0 {
+        let waits = w.wait_ms.as_ref().expect("waits measured");
+        assert_eq!(waits.count, w.admitted_from_line, "{summary}");
+        assert!(waits.p50 > 0.0 && waits.p50 <= waits.p99, "{summary}");
+    }
+    let by_tenant: Vec<(u64, u64)> = report
+        .tenants
+        .iter()
+        .map(|t| (t.launched, t.waiting.joined))
+        .collect();
+    assert_eq!(by_tenant.len(), 2, "{summary}");
+    assert_eq!(by_tenant[0].0 + by_tenant[1].0, 6, "{summary}");
+    assert_eq!(
+        by_tenant[0].0, 4,
+        "the tenant of weight 2 places 4 of 6: {summary}"
+    );
+    assert_eq!(by_tenant[0].1 + by_tenant[1].1, w.joined, "{summary}");
+
+    // The replica counted the same; nobody is left in line or holding a slot.
+    let metrics = metrics_text(&base).await;
+    let overflowed: f64 = ["timeout", "digit", "full"]
+        .iter()
+        .map(|reason| {
+            metric_value(
+                &metrics,
+                &format!("calls_wait_overflow_total{{reason=\"{reason}\"}}"),
+            )
+            .unwrap_or(0.0)
+        })
+        .sum();
+    let counted = (
+        metric(&metrics, "calls_wait_admitted_total") as u64,
+        metric(&metrics, "calls_wait_abandoned_total") as u64,
+        overflowed as u64,
+    );
+    assert_eq!(
+        counted,
+        (w.admitted_from_line, w.abandoned, w.overflowed),
+        "replica (admitted, abandoned, overflowed) vs the simulator: {summary}"
+    );
+    assert_eq!(
+        redis_cli(&redis, &["ZCARD", "calls:wait:callers"]).await,
+        "0"
+    );
+    assert_eq!(active_count(&redis).await, 0);
+}

@@ -1,7 +1,9 @@
 //! One simulated call from ringing to hang-up: voice webhook, stream handshake, `connected` and
 //! `start`, a 20 ms media frame on a fixed schedule, `stop` and close, every echo matched to the
 //! instant its frame was sent; a stream lost mid-call is followed through `<Connect action>` as
-//! Twilio does (docs/reference.md#after-stream), and the silence until the next echo measured.
+//! Twilio does (docs/reference.md#after-stream), and the silence until the next echo measured; a
+//! call put on hold waits in line as a caller does (docs/reference.md#waiting-room), coming back
+//! to `/twilio/wait` until admitted, sent on, or out of patience.
 
 use std::io;
 use std::time::Duration;
@@ -18,7 +20,8 @@ use super::outbox::{Outbox, WriteNow};
 use super::rng::Rng;
 use super::stats::Stats;
 use super::target::Target;
-use super::webhook::{self, AfterStream, Answer, CallIds, Connect};
+use super::tenants::Tenant;
+use super::webhook::{self, AfterStream, Answer, CallIds, Connect, Hold, Visit};
 use super::ws::{self, opcode};
 
 /// Twilio sends 20 ms of audio per message.
@@ -49,6 +52,44 @@ pub struct CallPlan {
     pub mark: Option<String>,
     /// How long to wait after `stop` for the last echoes and the server's close.
     pub drain: Duration,
+    /// The tenants calls are spread over (`--tenants`); empty: every call is `account_sid`'s, to
+    /// the one number.
+    pub tenants: Vec<Tenant>,
+    /// How long a caller on hold waits before hanging up (`--patience`); `None`: as long as the
+    /// server keeps them.
+    pub patience: Option<Patience>,
+}
+
+/// `--patience SECS` or `MIN-MAX`: each caller's patience, spread uniformly over the range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Patience {
+    pub min: Duration,
+    pub max: Duration,
+}
+
+impl Patience {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let secs = |v: &str| match v.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => Ok(Duration::from_secs_f64(s)),
+            _ => Err(format!("{v:?} is not a number of seconds in (0, 86400]")),
+        };
+        let (min, max) = match text.split_once('-') {
+            Some((min, max)) => (secs(min)?, secs(max)?),
+            None => (secs(text)?, secs(text)?),
+        };
+        if min > max {
+            return Err(format!(
+                "{text:?}: the range's low end is above its high end"
+            ));
+        }
+        Ok(Self { min, max })
+    }
+
+    /// One caller's patience: uniform over the range, from the call's own seeded generator.
+    fn pick(&self, rng: &mut Rng) -> Duration {
+        let unit = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        self.min + (self.max - self.min).mul_f64(unit)
+    }
 }
 
 impl CallPlan {
@@ -66,6 +107,12 @@ enum Outcome {
     /// The call ended before its planned duration: a lost stream answered with the fallback or a
     /// hang-up (counted in `ended_early`).
     EndedEarly,
+    /// Put on hold, the caller hung up before their turn (`--patience`).
+    Abandoned,
+    /// Put on hold, the caller was sent to the overflow.
+    Overflowed,
+    /// Put on hold, the caller was hung up on by the line (`<Hangup/>` to a visit).
+    Dropped,
 }
 
 /// How one stream of a call ended.
@@ -79,26 +126,36 @@ enum StreamEnd {
     },
 }
 
-/// Runs one call to its end and records what happened in `stats`.
-pub async fn run(plan: &CallPlan, stats: &Stats, seed: u64) {
+/// Runs one call (of tenant `tenant`, by index into the plan's) to its end and records what
+/// happened in `stats`.
+pub async fn run(plan: &CallPlan, stats: &Stats, seed: u64, tenant: Option<usize>) {
     let mut rng = Rng::new(seed);
     let call_sid = rng.sid("CA");
-    let ids = CallIds::inbound(&call_sid, &plan.account_sid);
+    let mut ids = CallIds::inbound(&call_sid, &plan.account_sid);
+    if let Some(t) = tenant.and_then(|i| plan.tenants.get(i)) {
+        ids.account_sid = &t.account_sid;
+        ids.to = &t.to;
+    }
+    let patience = plan.patience.map(|p| p.pick(&mut rng));
     let voice_url = plan.target.voice_url();
     let leg = Leg {
         ids: &ids,
         voice_url: &voice_url,
         hangup: None,
+        tenant,
+        patience,
     };
     follow(plan, stats, &mut rng, &leg).await;
 }
 
-/// What one call is to the simulator: its form fields, where its voice webhook is, and what
-/// makes the callee hang up early (a placed call only).
+/// What one call is to the simulator: its form fields, where its voice webhook is, what makes
+/// the callee hang up early (a placed call only), its tenant and how long it waits on hold.
 struct Leg<'a> {
     ids: &'a CallIds<'a>,
     voice_url: &'a str,
     hangup: Option<&'a Notify>,
+    tenant: Option<usize>,
+    patience: Option<Duration>,
 }
 
 /// How a call followed from its voice webhook ended (what the REST double reports of a call it
@@ -111,6 +168,12 @@ pub enum CallEnd {
     Refused(&'static str),
     /// A stream lost mid-call and not continued (the fallback or a hang-up).
     EndedEarly,
+    /// Hung up while on hold.
+    Abandoned,
+    /// Sent from the hold to the overflow.
+    Overflowed,
+    /// Hung up on by the line while on hold.
+    Dropped,
     /// Something broke: the error's kind and message.
     Failed { kind: String, message: String },
 }
@@ -131,22 +194,34 @@ pub async fn run_placed(
         ids,
         voice_url,
         hangup: Some(hangup),
+        tenant: None,
+        patience: None,
     };
     follow(plan, stats, &mut rng, &leg).await
 }
 
 async fn follow(plan: &CallPlan, stats: &Stats, rng: &mut Rng, leg: &Leg<'_>) -> CallEnd {
     stats.launched.inc();
+    let tenant = stats.tenant(leg.tenant);
+    tenant.inspect(|t| t.launched.inc());
     let mut settled = Settled::new(stats);
     match attempt(plan, stats, rng, leg, &mut settled).await {
         Ok(Outcome::Completed) => {
             stats.completed.inc();
+            tenant.inspect(|t| t.completed.inc());
             CallEnd::Completed
         }
-        Ok(Outcome::Refused(label)) => CallEnd::Refused(label),
+        Ok(Outcome::Refused(label)) => {
+            tenant.inspect(|t| t.rejected.inc());
+            CallEnd::Refused(label)
+        }
         Ok(Outcome::EndedEarly) => CallEnd::EndedEarly,
+        Ok(Outcome::Abandoned) => CallEnd::Abandoned,
+        Ok(Outcome::Overflowed) => CallEnd::Overflowed,
+        Ok(Outcome::Dropped) => CallEnd::Dropped,
         Err(err) => {
             stats.failed.inc();
+            tenant.inspect(|t| t.failed.inc());
             stats.failure(&err);
             CallEnd::Failed {
                 kind: err.kind(),
@@ -192,6 +267,7 @@ async fn attempt(
         ids,
         voice_url,
         hangup,
+        ..
     } = leg;
     let call_sid = ids.call_sid;
     let mut connect = if plan.stream_only {
@@ -200,7 +276,10 @@ async fn attempt(
             ..Connect::default()
         }
     } else {
-        match webhook::request_voice_at(&plan.target, voice_url, ids).await? {
+        let asked = Instant::now();
+        let answer = webhook::request_voice_at(&plan.target, voice_url, ids).await?;
+        stats.line.webhook_latency.record(micros_since(asked));
+        match answer {
             (Answer::Connect(url), connect) => connect.unwrap_or(Connect {
                 stream_url: url,
                 ..Connect::default()
@@ -209,6 +288,12 @@ async fn attempt(
                 stats.rejected(refusal);
                 return Ok(Outcome::Refused(refusal.label()));
             }
+            (Answer::Wait(hold), _) => match wait_in_line(plan, stats, leg, hold).await? {
+                InLine::Admitted(connect) => connect,
+                InLine::Abandoned => return Ok(Outcome::Abandoned),
+                InLine::Overflowed => return Ok(Outcome::Overflowed),
+                InLine::Dropped => return Ok(Outcome::Dropped),
+            },
         }
     };
     let mut t0: Option<Instant> = None;
@@ -225,6 +310,7 @@ async fn attempt(
             let (mut conn, early) = ws::connect(&plan.target, &request, rng).await?;
             if streaming.is_none() {
                 stats.admitted.inc();
+                stats.tenant(leg.tenant).inspect(|t| t.admitted.inc());
                 stats.streaming.inc();
                 streaming = Some(StreamingGuard(stats));
                 settled.now();
@@ -232,7 +318,7 @@ async fn attempt(
             let start_ids = StartIds {
                 call_sid,
                 stream_sid: &stream_sid,
-                account_sid: &plan.account_sid,
+                account_sid: ids.account_sid,
             };
             let mut call = Call::new(plan, stats, &start_ids, rng.bytes(), early, hangup);
             call.echoes.gap_since = lost_at;
@@ -273,6 +359,86 @@ async fn attempt(
     .await;
     drop(streaming);
     result
+}
+
+/// How a call's time on hold ended.
+enum InLine {
+    /// `<Connect><Stream>`: the call goes on as one admitted at once.
+    Admitted(Connect),
+    Abandoned,
+    Overflowed,
+    /// The line answered a visit with a bare `<Hangup/>`: it had let the caller go.
+    Dropped,
+}
+
+/// Waits on hold as Twilio plays it, then visits `/twilio/wait`, again and again: until the
+/// visit connects the call, sends it to the overflow, or the caller's patience runs out (then
+/// the caller hangs up: the final status callback, and no more visits).
+async fn wait_in_line(
+    plan: &CallPlan,
+    stats: &Stats,
+    leg: &Leg<'_>,
+    mut hold: Hold,
+) -> Result<InLine, SimError> {
+    let joined = Instant::now();
+    for line in stats.lines(leg.tenant) {
+        line.joined.inc();
+        line.waiting.inc();
+    }
+    let _in_line = InLineGuard(stats, leg.tenant);
+    let gives_up = leg.patience.map(|patience| joined + patience);
+    loop {
+        let back = Instant::now() + hold.lasts;
+        if let Some(at) = gives_up.filter(|at| *at <= back) {
+            sleep_until(at).await;
+            stats.lines(leg.tenant).for_each(|l| l.abandoned.inc());
+            // Twilio tells the server at once; a refused callback leaves the caller to the
+            // line's own timeout, and is counted.
+            match webhook::post_status(&plan.target, leg.ids, "completed").await {
+                Ok(code) if (200..300).contains(&code) => {}
+                Ok(code) => stats.error(format!("status_callback_http_{code}")),
+                Err(err) => stats.error(format!("status_callback_{}", err.kind())),
+            }
+            return Ok(InLine::Abandoned);
+        }
+        sleep_until(back).await;
+        stats.lines(leg.tenant).for_each(|l| l.visits.inc());
+        let asked = Instant::now();
+        let visit = webhook::post_wait(&plan.target, &hold.wait_url, leg.ids).await?;
+        stats.line.visit_latency.record(micros_since(asked));
+        match visit {
+            Visit::Hold(next) => hold = next,
+            Visit::Admitted(connect) => {
+                let waited = micros_since(joined);
+                for line in stats.lines(leg.tenant) {
+                    line.admitted.inc();
+                    line.wait.record(waited);
+                }
+                return Ok(InLine::Admitted(connect));
+            }
+            Visit::Overflow => {
+                stats.lines(leg.tenant).for_each(|l| l.overflowed.inc());
+                return Ok(InLine::Overflowed);
+            }
+            Visit::Dropped => {
+                stats.lines(leg.tenant).for_each(|l| l.dropped.inc());
+                return Ok(InLine::Dropped);
+            }
+        }
+    }
+}
+
+fn micros_since(at: Instant) -> u64 {
+    u64::try_from(at.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Counts the call as in line until it leaves it, however it leaves.
+struct InLineGuard<'a>(&'a Stats, Option<usize>);
+
+impl Drop for InLineGuard<'_> {
+    fn drop(&mut self) {
+        self.0.lines(self.1).for_each(|l| l.waiting.dec());
+    }
 }
 
 /// Counts the call as streaming from its first stream to its end, however it ends.
@@ -711,5 +877,30 @@ impl<'a> Echoes<'a> {
         let latency = self.micros(now).saturating_sub(sent_at);
         self.stats.echo_latency.record(u64::from(latency));
         self.stats.frames_echoed.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patience_is_a_number_or_a_range_spread_per_call() {
+        let fixed = Patience::parse("7.5").unwrap();
+        assert_eq!(fixed.pick(&mut Rng::new(1)), Duration::from_millis(7500));
+        let range = Patience::parse("5-60").unwrap();
+        let mut seeds = Rng::new(23);
+        let picks: Vec<f64> = (0..200)
+            .map(|_| range.pick(&mut Rng::new(seeds.next_u64())).as_secs_f64())
+            .collect();
+        assert!(picks.iter().all(|p| (5.0..=60.0).contains(p)), "{picks:?}");
+        let low = picks.iter().filter(|p| **p < 32.5).count();
+        assert!(
+            (70..=130).contains(&low),
+            "about half below the middle: {low}"
+        );
+        assert!(Patience::parse("9-3").is_err());
+        assert!(Patience::parse("0").is_err());
+        assert!(Patience::parse("x-3").is_err());
     }
 }

@@ -17,6 +17,7 @@ pub mod rng;
 pub mod run;
 pub mod stats;
 pub mod target;
+pub mod tenants;
 pub mod timeline;
 pub mod tls;
 pub mod webhook;

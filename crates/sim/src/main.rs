@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Parser;
 use prosaas_calls_sim::agent::{Agent, Behaviour};
-use prosaas_calls_sim::call::CallPlan;
+use prosaas_calls_sim::call::{CallPlan, Patience};
 use prosaas_calls_sim::procfs;
 use prosaas_calls_sim::rest_double::behaviour::{self, Endpoint};
 use prosaas_calls_sim::rest_double::dialer::DialSettings;
@@ -21,6 +21,7 @@ use prosaas_calls_sim::rest_double::{self, RestDouble};
 use prosaas_calls_sim::rng::Rng;
 use prosaas_calls_sim::run::{self, EchoMode, RunConfig};
 use prosaas_calls_sim::target::{Reach, Target};
+use prosaas_calls_sim::tenants;
 use prosaas_calls_sim::timeline;
 
 #[derive(Parser)]
@@ -114,6 +115,20 @@ struct Cli {
     /// server's log.
     #[arg(long, value_name = "FILE")]
     timeline: Option<std::path::PathBuf>,
+    /// Spread the calls over tenants with these weights (`3,1,1,1`: four tenants, the first placing
+    /// half the calls), each its own AccountSid and To number so either TENANT_KEY tells them
+    /// apart; the report then has a row per tenant.
+    #[arg(long, value_name = "WEIGHTS")]
+    tenants: Option<String>,
+    /// A caller put on hold by the waiting room hangs up after this many seconds (SECS, or
+    /// MIN-MAX spread uniformly per call): the final status callback, counted abandoned.
+    /// Default: waits as long as the server keeps them.
+    #[arg(long, value_name = "SECS|MIN-MAX", value_parser = Patience::parse)]
+    patience: Option<Patience>,
+    /// Seed for SIDs, patience and stream keys: the same seed, the same calls (default: from the
+    /// clock).
+    #[arg(long)]
+    seed: Option<u64>,
     /// Largest share of sent frames, in percent, that may go unechoed (echo mode) before the run
     /// fails.
     #[arg(long, default_value_t = 0.1)]
@@ -385,7 +400,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
              raise the hard limit (ulimit -Hn) first"
         );
     }
-    let seed = Rng::seed_from_clock();
+    let seed = cli.seed.unwrap_or_else(Rng::seed_from_clock);
+    let tenants = match &cli.tenants {
+        Some(spec) => tenants::parse(spec).map_err(|why| anyhow::anyhow!("--tenants: {why}"))?,
+        None => Vec::new(),
+    };
     let config = RunConfig {
         plan: CallPlan {
             target,
@@ -395,6 +414,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             dtmf: cli.dtmf,
             mark: cli.mark,
             drain: cli.drain,
+            tenants,
+            patience: cli.patience,
         },
         calls: cli.calls,
         concurrency,

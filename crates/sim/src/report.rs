@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::histogram::Snapshot;
 use super::run::{EchoMode, RunConfig, percent};
-use super::stats::Stats;
+use super::stats::{Line, Stats};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
@@ -36,6 +36,105 @@ pub struct Report {
     /// Streams lost mid-call and what `<Connect action>` made of them
     /// (docs/reference.md#after-stream).
     pub continuity: Continuity,
+    /// Calls put on hold by the waiting room (docs/reference.md#waiting-room), and what came of it.
+    pub waiting: Waiting,
+    /// Per tenant (`--tenants`), in the order given; empty without tenants.
+    pub tenants: Vec<TenantReport>,
+}
+
+/// The waiting room as the callers lived it.
+#[derive(Debug, Serialize)]
+pub struct Waiting {
+    /// Calls answered with the hold.
+    pub joined: u64,
+    /// Of those, admitted (a `<Connect>` from `/twilio/wait`).
+    pub admitted_from_line: u64,
+    /// Hung up on hold, out of patience (`--patience`).
+    pub abandoned: u64,
+    /// Sent from the hold to the overflow.
+    pub overflowed: u64,
+    /// Hung up on by the line (`<Hangup/>` to a visit): the line had let them go, e.g. they came
+    /// back later than it allows.
+    pub dropped: u64,
+    /// Requests to `/twilio/wait`.
+    pub visits: u64,
+    /// How long the calls admitted from the line waited, in milliseconds.
+    pub wait_ms: Option<WaitTimes>,
+    /// One visit's round trip, in milliseconds (the run's, not per tenant).
+    pub visit_ms: Option<WaitTimes>,
+    /// One voice webhook's round trip, in milliseconds: the visit's baseline (the run's).
+    pub webhook_ms: Option<WaitTimes>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct WaitTimes {
+    pub count: u64,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Waiting {
+    fn of(line: &Line) -> Self {
+        let ms = |us: u64| us as f64 / 1000.0;
+        let times = |h: &super::histogram::Histogram| {
+            (h.count() > 0).then(|| WaitTimes {
+                count: h.count(),
+                p50: ms(h.quantile(0.50).unwrap_or_default()),
+                p99: ms(h.quantile(0.99).unwrap_or_default()),
+                max: ms(h.max()),
+            })
+        };
+        Self {
+            visit_ms: times(&line.visit_latency),
+            webhook_ms: times(&line.webhook_latency),
+            joined: line.joined.get(),
+            admitted_from_line: line.admitted.get(),
+            abandoned: line.abandoned.get(),
+            overflowed: line.overflowed.get(),
+            dropped: line.dropped.get(),
+            visits: line.visits.get(),
+            wait_ms: times(&line.wait),
+        }
+    }
+
+    /// `joined … admitted … abandoned … overflowed … visits …` and the waits, for a table.
+    fn summary(&self) -> String {
+        let waits = self.wait_ms.as_ref().map_or("-".to_owned(), |w| {
+            format!(
+                "wait p50 {:.1} s  p99 {:.1} s  max {:.1} s",
+                w.p50 / 1000.0,
+                w.p99 / 1000.0,
+                w.max / 1000.0
+            )
+        });
+        format!(
+            "joined {}  admitted {}  abandoned {}  overflowed {}  dropped {}  visits {}  {waits}",
+            self.joined,
+            self.admitted_from_line,
+            self.abandoned,
+            self.overflowed,
+            self.dropped,
+            self.visits
+        )
+    }
+}
+
+/// One tenant's calls.
+#[derive(Debug, Serialize)]
+pub struct TenantReport {
+    pub tenant: String,
+    pub account_sid: String,
+    pub to: String,
+    pub weight: u32,
+    pub launched: u64,
+    /// Admitted at once or from the line: a stream opened.
+    pub admitted: u64,
+    pub completed: u64,
+    /// Refused by the voice webhook or the stream (the reject mode).
+    pub rejected: u64,
+    pub failed: u64,
+    pub waiting: Waiting,
 }
 
 #[derive(Debug, Serialize)]
@@ -268,6 +367,25 @@ impl Report {
                     max: stats.resume_gap.max(),
                 }),
             },
+            waiting: Waiting::of(&stats.line),
+            tenants: config
+                .plan
+                .tenants
+                .iter()
+                .zip(&stats.tenants)
+                .map(|(tenant, t)| TenantReport {
+                    tenant: tenant.name.clone(),
+                    account_sid: tenant.account_sid.clone(),
+                    to: tenant.to.clone(),
+                    weight: tenant.weight,
+                    launched: t.launched.get(),
+                    admitted: t.admitted.get(),
+                    completed: t.completed.get(),
+                    rejected: t.rejected.get(),
+                    failed: t.failed.get(),
+                    waiting: Waiting::of(&t.line),
+                })
+                .collect(),
         }
     }
 
@@ -299,6 +417,19 @@ impl Report {
                 self.calls.rejected
             ));
         }
+        if self.waiting.dropped > 0 {
+            failures.push(format!(
+                "{} calls on hold were hung up on by the line (a visit answered <Hangup/>)",
+                self.waiting.dropped
+            ));
+        }
+        if self.waiting.overflowed > 0 && !allow_rejected {
+            failures.push(format!(
+                "{} calls were sent from the hold to the overflow (pass --allow-rejected when \
+                 that is expected)",
+                self.waiting.overflowed
+            ));
+        }
         if let Some(lost) = self.frames.lost
             && self.frames.sent > 0
         {
@@ -322,6 +453,24 @@ impl Report {
         let mut row = |name: &str, value: String| {
             let _ = writeln!(out, "{name:<22} {value}");
         };
+        let tenant_rows: Vec<(String, String)> = self
+            .tenants
+            .iter()
+            .map(|t| {
+                (
+                    format!("  {} (x{})", t.tenant, t.weight),
+                    format!(
+                        "launched {}  admitted {}  completed {}  rejected {}  failed {} | {}",
+                        t.launched,
+                        t.admitted,
+                        t.completed,
+                        t.rejected,
+                        t.failed,
+                        t.waiting.summary()
+                    ),
+                )
+            })
+            .collect();
         row(
             "run",
             format!(
@@ -356,6 +505,25 @@ impl Report {
                 .map(|(k, n)| format!("{k} {n}"))
                 .collect();
             row("  rejected by", by.join("  "));
+        }
+        if self.waiting.joined > 0 {
+            row("on hold", self.waiting.summary());
+            let w = &self.waiting;
+            if let (Some(visit), Some(webhook)) = (&w.visit_ms, &w.webhook_ms) {
+                row(
+                    "  round trips",
+                    format!(
+                        "visit p50 {:.2} ms  p99 {:.2} ms | voice webhook p50 {:.2} ms  p99 {:.2} ms",
+                        visit.p50, visit.p99, webhook.p50, webhook.p99
+                    ),
+                );
+            }
+        }
+        if !tenant_rows.is_empty() {
+            row("tenants", format!("{}", tenant_rows.len()));
+            for (name, value) in tenant_rows {
+                row(&name, value);
+            }
         }
         let k = &self.continuity;
         if k.streams_lost > 0 {
@@ -520,6 +688,8 @@ pub struct BurstReport {
     pub webhooks: u64,
     pub admitted: u64,
     pub rejected: u64,
+    /// Answered with the waiting room's hold.
+    pub on_hold: u64,
     pub failed: u64,
     /// From the barrier's release to the last answer.
     pub elapsed_ms: f64,
@@ -535,6 +705,7 @@ impl BurstReport {
             webhooks,
             admitted: stats.admitted.get(),
             rejected: stats.rejected_total(),
+            on_hold: stats.line.joined.get(),
             failed: stats.failed.get(),
             elapsed_ms: elapsed.as_secs_f64() * 1e3,
             latency_us: Latency::of(latency),
@@ -571,9 +742,9 @@ impl BurstReport {
             )
         });
         format!(
-            "burst                  {} webhooks in {:.1} ms: admitted {}  rejected {}  failed {}\n\
+            "burst                  {} webhooks in {:.1} ms: admitted {}  on hold {}  rejected {}  failed {}\n\
              webhook latency        {latency}\n",
-            self.webhooks, self.elapsed_ms, self.admitted, self.rejected, self.failed
+            self.webhooks, self.elapsed_ms, self.admitted, self.on_hold, self.rejected, self.failed
         )
     }
 }
@@ -647,6 +818,8 @@ mod tests {
                 frames_skipped: 0,
                 resume_gap_us: None,
             },
+            waiting: Waiting::of(&Line::default()),
+            tenants: Vec::new(),
         }
     }
 
@@ -669,6 +842,10 @@ mod tests {
         let lossy = report(0, 0, 1000, 990).failures(false, 0.1);
         assert_eq!(lossy.len(), 1, "{lossy:?}");
         assert!(report(0, 0, 1000, 990).failures(false, 1.0).is_empty());
+        let mut overflowed = report(0, 0, 500, 500);
+        overflowed.waiting.overflowed = 3;
+        assert_eq!(overflowed.failures(false, 0.1).len(), 1);
+        assert!(overflowed.failures(true, 0.1).is_empty());
         let mut unfinished = report(0, 0, 500, 500);
         unfinished.outcome = "timed_out";
         assert_eq!(unfinished.failures(false, 0.1).len(), 1);

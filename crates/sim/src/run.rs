@@ -15,6 +15,7 @@ use super::procfs;
 use super::report::{BurstReport, Latency, Report, Window, WindowSide};
 use super::rng::Rng;
 use super::stats::Stats;
+use super::tenants::Rotation;
 use super::timeline::{self, Bucket};
 use super::webhook::{self, Answer, CallIds};
 
@@ -43,15 +44,21 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
-    /// Longest the run may take: the ramp, each wave of calls with generous set-up and drain time,
-    /// and a margin. Past it the run stops and reports what it has.
+    /// Longest the run may take: the ramp, each wave of calls with generous set-up and drain time
+    /// (and its longest patience on hold, or `UNBOUNDED_WAIT` without `--patience`), and a margin.
+    /// Past it the run stops and reports what it has.
     pub fn bound(&self) -> Duration {
         let waves = self.calls.div_ceil(self.concurrency.max(1)) as u32;
+        let wait = self.plan.patience.map_or(UNBOUNDED_WAIT, |p| p.max);
         self.ramp
-            + (self.plan.duration + self.plan.drain + Duration::from_secs(30)) * waves
+            + (self.plan.duration + self.plan.drain + wait + Duration::from_secs(30)) * waves
             + Duration::from_secs(30)
     }
 }
+
+/// What a wave of calls may spend on hold when the callers have no `--patience` (the server's
+/// `WAIT_MAX_SECS` bounds it, which the simulator does not know).
+const UNBOUNDED_WAIT: Duration = Duration::from_secs(120);
 
 pub async fn run(config: RunConfig) -> Report {
     run_with(config, None).await
@@ -60,7 +67,7 @@ pub async fn run(config: RunConfig) -> Report {
 /// [`run`], also sampling the run into `timeline`'s buckets (`--timeline`) while it lasts.
 pub async fn run_with(config: RunConfig, timeline: Option<Arc<Mutex<Vec<Bucket>>>>) -> Report {
     let config = Arc::new(config);
-    let stats = Arc::new(Stats::default());
+    let stats = Arc::new(Stats::with_tenants(config.plan.tenants.len()));
     let started = Instant::now();
     let sampler = timeline.map(|into| tokio::spawn(timeline::record(stats.clone(), started, into)));
     let server_rss_idle = config
@@ -107,6 +114,7 @@ async fn launch(config: Arc<RunConfig>, stats: Arc<Stats>, started: Instant) {
     let permits = Arc::new(Semaphore::new(config.concurrency.max(1) as usize));
     let mut calls = JoinSet::new();
     let mut seeds = Rng::new(config.seed);
+    let mut tenants = Rotation::new(&config.plan.tenants);
     for i in 0..config.calls {
         let offset = config.ramp.mul_f64(i as f64 / config.calls as f64);
         sleep_until(started + offset).await;
@@ -114,8 +122,9 @@ async fn launch(config: Arc<RunConfig>, stats: Arc<Stats>, started: Instant) {
             break;
         };
         let (config, stats, seed) = (config.clone(), stats.clone(), seeds.next_u64());
+        let tenant = tenants.next_tenant();
         calls.spawn(async move {
-            call::run(&config.plan, &stats, seed).await;
+            call::run(&config.plan, &stats, seed, tenant).await;
             drop(permit);
         });
         // Reap finished calls as we go so a long run does not hold every result.
@@ -226,11 +235,12 @@ async fn progress(stats: Arc<Stats>, started: Instant, every: Duration, calls: u
             .quantile(0.99)
             .map_or("-".to_owned(), |us| format!("{:.2} ms", us as f64 / 1000.0));
         eprintln!(
-            "[{:>6.1}s] calls {}/{} streaming {} rejected {} failed {} | frames sent {} echoed {} late {} | echo p99 {p99}",
+            "[{:>6.1}s] calls {}/{} streaming {} waiting {} rejected {} failed {} | frames sent {} echoed {} late {} | echo p99 {p99}",
             started.elapsed().as_secs_f64(),
             stats.launched.get(),
             calls,
             stats.streaming.get(),
+            stats.line.waiting.get(),
             stats.rejected_total(),
             stats.failed.get(),
             stats.frames_sent.get(),
@@ -262,6 +272,8 @@ pub async fn burst(plan: Arc<CallPlan>, webhooks: u64, seed: u64) -> BurstReport
             match answer {
                 Ok(Answer::Connect(_)) => stats.admitted.inc(),
                 Ok(Answer::Rejected(refusal)) => stats.rejected(refusal),
+                // Put on hold: a burst measures the answer, not the wait.
+                Ok(Answer::Wait(_)) => stats.line.joined.inc(),
                 Err(err) => {
                     stats.failed.inc();
                     stats.failure(&err);

@@ -53,7 +53,44 @@ pub struct Stats {
     pub frames_skipped: Counter,
     /// From a stream's loss to the first echo on its continuation, in microseconds.
     pub resume_gap: Histogram,
+    /// The waiting room (docs/reference.md#waiting-room): calls answered with the hold, then
+    /// admitted from the line, hung up while waiting (`--patience`), or sent to the overflow.
+    pub line: Line,
+    /// Per tenant (`--tenants`), by index; empty without tenants.
+    pub tenants: Vec<TenantStats>,
     errors: Mutex<BTreeMap<String, ErrorCount>>,
+}
+
+/// What waiting in line came to.
+#[derive(Default)]
+pub struct Line {
+    pub joined: Counter,
+    pub admitted: Counter,
+    pub abandoned: Counter,
+    pub overflowed: Counter,
+    /// Hung up on by the line (a bare `<Hangup/>` to a visit): it had let the caller go.
+    pub dropped: Counter,
+    /// Calls in line now.
+    pub waiting: Counter,
+    /// Requests to `/twilio/wait`.
+    pub visits: Counter,
+    /// From the hold's first answer to the `<Connect>` that admitted the call, in microseconds.
+    pub wait: Histogram,
+    /// Each visit's round trip (connect to the end of the answer), in microseconds.
+    pub visit_latency: Histogram,
+    /// Each voice webhook's round trip, in microseconds: the visit's baseline.
+    pub webhook_latency: Histogram,
+}
+
+/// One tenant's calls: how each ended, and its line.
+#[derive(Default)]
+pub struct TenantStats {
+    pub launched: Counter,
+    pub admitted: Counter,
+    pub completed: Counter,
+    pub rejected: Counter,
+    pub failed: Counter,
+    pub line: Line,
 }
 
 /// How often one kind of error happened, and the first message of it (if it had one).
@@ -88,6 +125,24 @@ impl Counter {
 }
 
 impl Stats {
+    /// Counters for a run over `tenants` tenants.
+    pub fn with_tenants(tenants: usize) -> Self {
+        Self {
+            tenants: (0..tenants).map(|_| TenantStats::default()).collect(),
+            ..Self::default()
+        }
+    }
+
+    /// Tenant `index`'s counters, when the run has tenants.
+    pub fn tenant(&self, index: Option<usize>) -> Option<&TenantStats> {
+        index.and_then(|i| self.tenants.get(i))
+    }
+
+    /// The run's line and the tenant's, to count an event in both.
+    pub fn lines(&self, tenant: Option<usize>) -> impl Iterator<Item = &Line> {
+        std::iter::once(&self.line).chain(self.tenant(tenant).map(|t| &t.line))
+    }
+
     pub fn rejected(&self, mode: RejectMode) {
         match mode {
             RejectMode::Unavailable => self.rejected_503.inc(),

@@ -169,6 +169,11 @@ impl Target {
         format!("{}/twilio/voice", self.base_url())
     }
 
+    /// The status callback's URL as Twilio was configured with it (what its signature covers).
+    pub fn status_url(&self) -> String {
+        format!("{}/twilio/status", self.base_url())
+    }
+
     /// The stream URL a `<Stream>` would name, for runs that skip the webhook.
     pub fn default_stream_url(&self) -> String {
         let base = self.base_url();

@@ -54,7 +54,28 @@ pub enum Answer {
     Connect(String),
     /// Over the limit: which reject mode said so.
     Rejected(RejectMode),
+    /// The hold of the waiting room (docs/reference.md#waiting-room): the caller waits in line and
+    /// comes back to `/twilio/wait`.
+    Wait(Hold),
 }
+
+/// What a hold TwiML tells Twilio: where to come back, and when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// The `<Redirect>` (else the `<Gather action>`): `/twilio/wait`, as the TwiML wrote it.
+    pub wait_url: String,
+    /// How long Twilio plays the hold before it comes back: the `<Say>` spoken, the `<Pause>` or
+    /// `<Play>`, then the `<Gather>`'s wait for a key.
+    pub lasts: Duration,
+}
+
+/// Words Twilio's `<Say>` speaks per second (the server's estimate of a hold's length uses the same).
+const SPOKEN_WORDS_PER_SEC: f64 = 2.5;
+/// A `<Play>`ed file's length is unknown to the simulator: a hold with music counts this long.
+const PLAY_ASSUMED: Duration = Duration::from_secs(5);
+/// Twilio's defaults: `<Pause length>` 1 s, `<Gather timeout>` 5 s.
+const PAUSE_DEFAULT_SECS: f64 = 1.0;
+const GATHER_TIMEOUT_DEFAULT_SECS: f64 = 5.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RejectMode {
@@ -154,6 +175,75 @@ pub async fn post_action(
         .await
         .map_err(|_| SimError::Timeout("after_stream"))??;
     classify_after_stream(status, &body)
+}
+
+/// What a visit to `/twilio/wait` answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visit {
+    /// `<Connect><Stream>`: admitted from the line.
+    Admitted(Connect),
+    /// Another hold: still in line.
+    Hold(Hold),
+    /// `<Say>` then a hang-up or a redirect elsewhere (or any refusal): sent to the overflow.
+    Overflow,
+    /// `<Hangup/>` alone: the line no longer knows the caller (gone, ended, or back too late).
+    Dropped,
+}
+
+/// Twilio's request of `/twilio/wait` (the hold's `<Redirect>`) for a caller in line: the same
+/// form as the voice webhook, the call answered (`in-progress`).
+pub async fn post_wait(
+    target: &Target,
+    wait_url: &str,
+    call: &CallIds<'_>,
+) -> Result<Visit, SimError> {
+    let params = [
+        ("CallSid", call.call_sid),
+        ("AccountSid", call.account_sid),
+        ("From", call.from),
+        ("To", call.to),
+        ("CallStatus", "in-progress"),
+        ("Direction", call.direction),
+        ("ApiVersion", "2010-04-01"),
+    ];
+    let (status, body) = timeout(WEBHOOK_TIMEOUT, post(target, wait_url, &params))
+        .await
+        .map_err(|_| SimError::Timeout("wait"))??;
+    classify_visit(status, &body)
+}
+
+fn classify_visit(status: u16, body: &str) -> Result<Visit, SimError> {
+    Ok(match classify(status, body)? {
+        Answer::Connect(url) => Visit::Admitted(connect_of(body).unwrap_or(Connect {
+            stream_url: url,
+            ..Connect::default()
+        })),
+        Answer::Wait(hold) => Visit::Hold(hold),
+        Answer::Rejected(_) if body.contains("<Hangup") && !body.contains("<Say") => Visit::Dropped,
+        Answer::Rejected(_) => Visit::Overflow,
+    })
+}
+
+/// The final status callback of a call that ended on Twilio's side (the caller hung up):
+/// `CallStatus` `status` to `/twilio/status`. The status code of the answer.
+pub async fn post_status(
+    target: &Target,
+    call: &CallIds<'_>,
+    status: &str,
+) -> Result<u16, SimError> {
+    let params = [
+        ("CallSid", call.call_sid),
+        ("AccountSid", call.account_sid),
+        ("From", call.from),
+        ("To", call.to),
+        ("CallStatus", status),
+        ("Direction", call.direction),
+        ("ApiVersion", "2010-04-01"),
+    ];
+    let (code, _) = timeout(WEBHOOK_TIMEOUT, post(target, &target.status_url(), &params))
+        .await
+        .map_err(|_| SimError::Timeout("status_callback"))??;
+    Ok(code)
 }
 
 fn classify_after_stream(status: u16, body: &str) -> Result<AfterStream, SimError> {
@@ -281,6 +371,9 @@ fn classify(status: u16, body: &str) -> Result<Answer, SimError> {
     if let Some(url) = stream_url_of(body) {
         return Ok(Answer::Connect(url));
     }
+    if let Some(hold) = hold_of(body) {
+        return Ok(Answer::Wait(hold));
+    }
     if body.contains("<Reject") {
         return Ok(Answer::Rejected(RejectMode::Busy));
     }
@@ -288,6 +381,60 @@ fn classify(status: u16, body: &str) -> Result<Answer, SimError> {
         return Ok(Answer::Rejected(RejectMode::Twiml));
     }
     Err(SimError::BadTwiml)
+}
+
+/// The waiting room's hold: a `<Gather action>`, or a `<Redirect>` to `/twilio/wait` (an overflow
+/// may redirect too, but elsewhere: `REJECT_REDIRECT_URL`).
+pub fn hold_of(twiml: &str) -> Option<Hold> {
+    let redirect = element_text(twiml, "Redirect");
+    let to_wait = |url: &str| {
+        url::Url::parse(url).is_ok_and(|u| u.path().ends_with(twilio::twiml::WAIT_PATH))
+    };
+    let gather = attribute_of(twiml, "<Gather", "action");
+    let wait_url = match (redirect, gather) {
+        (Some(url), _) if to_wait(&url) => url,
+        (_, Some(action)) => action,
+        _ => return None,
+    };
+    let seconds = |element: &str, name: &str, default: f64| {
+        twiml.contains(element).then(|| {
+            attribute_of(twiml, element, name)
+                .and_then(|v| v.parse::<f64>().ok())
+                .filter(|v| v.is_finite() && *v >= 0.0)
+                .unwrap_or(default)
+        })
+    };
+    let spoken = element_text(twiml, "Say").map_or(0.0, |text| {
+        text.split_whitespace().count() as f64 / SPOKEN_WORDS_PER_SEC
+    });
+    let pause = seconds("<Pause", "length", PAUSE_DEFAULT_SECS).unwrap_or(0.0);
+    let play = if twiml.contains("<Play") {
+        PLAY_ASSUMED.as_secs_f64()
+    } else {
+        0.0
+    };
+    let gather = seconds("<Gather", "timeout", GATHER_TIMEOUT_DEFAULT_SECS).unwrap_or(0.0);
+    // A hold that plays nothing would bring the caller straight back: at least a second.
+    let lasts = Duration::from_secs_f64((spoken + pause + play + gather).max(1.0));
+    Some(Hold { wait_url, lasts })
+}
+
+/// The text inside the first `<name>…</name>`, XML entities decoded.
+fn element_text(twiml: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}");
+    let start = twiml.find(&open)?;
+    let after = &twiml[start + open.len()..];
+    // `<Say>` or `<Say voice=…>`, not `<SayMore>`.
+    if !after.starts_with(['>', ' ']) {
+        return None;
+    }
+    let tag_end = after.find('>')?;
+    if after[..tag_end].ends_with('/') {
+        return None;
+    }
+    let body = &after[tag_end + 1..];
+    let end = body.find(&format!("</{name}>"))?;
+    Some(unescape_xml(body[..end].trim()))
 }
 
 /// The `url` attribute of the first `<Stream>`, XML entities decoded.
@@ -457,6 +604,78 @@ mod tests {
             classify(200, "<Response/>"),
             Err(SimError::BadTwiml)
         ));
+    }
+
+    #[test]
+    fn reads_the_waiting_rooms_hold_and_tells_it_from_the_overflow() {
+        let wait = "http://calls.example.com/twilio/wait?a=1&b=2";
+        let silent = twiml::hold(&twiml::Hold {
+            wait_url: wait,
+            say: None,
+            music_url: None,
+            pause_secs: 4,
+        });
+        let hold = hold_of(&silent).unwrap();
+        assert_eq!(hold.wait_url, wait);
+        // 4 s of pause, then the gather's 1 s.
+        assert_eq!(hold.lasts, Duration::from_secs(5));
+        assert_eq!(classify(200, &silent).unwrap(), Answer::Wait(hold));
+        // Said (5 words at 2.5 a second) then 2 s of pause and the gather.
+        let said = twiml::hold(&twiml::Hold {
+            wait_url: wait,
+            say: Some("You are number 3 now."),
+            music_url: None,
+            pause_secs: 2,
+        });
+        assert_eq!(hold_of(&said).unwrap().lasts, Duration::from_secs(5));
+        let music = twiml::hold(&twiml::Hold {
+            wait_url: wait,
+            say: None,
+            music_url: Some("https://cdn.example.com/hold.mp3"),
+            pause_secs: 4,
+        });
+        assert_eq!(
+            hold_of(&music).unwrap().lasts,
+            PLAY_ASSUMED + Duration::from_secs(1)
+        );
+        // The overflow: spoken, then a hang-up or a redirect that is not the line.
+        for overflow in [
+            twiml::fallback("Sorry, all lines are busy.", None),
+            twiml::fallback("Sorry.", Some("https://example.com/voicemail")),
+        ] {
+            assert_eq!(hold_of(&overflow), None, "{overflow}");
+            assert_eq!(
+                classify(200, &overflow).unwrap(),
+                Answer::Rejected(RejectMode::Twiml)
+            );
+        }
+        assert_eq!(
+            classify_visit(200, &said).unwrap(),
+            Visit::Hold(hold_of(&said).unwrap())
+        );
+        assert_eq!(
+            classify_visit(200, &twiml::fallback("Sorry.", None)).unwrap(),
+            Visit::Overflow
+        );
+        assert_eq!(
+            classify_visit(200, &twiml::hangup()).unwrap(),
+            Visit::Dropped
+        );
+        let connect = twiml::connect_stream("ws://h/twilio/stream", &[("CallSid", "CA1")]);
+        assert!(matches!(
+            classify_visit(200, &connect).unwrap(),
+            Visit::Admitted(c) if c.stream_url == "ws://h/twilio/stream"
+        ));
+        // A bare redirect back to the line is a hold too.
+        let bare = format!(r#"<Response><Redirect method="POST">{wait}</Redirect></Response>"#)
+            .replace('&', "&amp;");
+        assert_eq!(
+            hold_of(&bare),
+            Some(Hold {
+                wait_url: wait.to_owned(),
+                lasts: Duration::from_secs(1)
+            })
+        );
     }
 
     #[test]

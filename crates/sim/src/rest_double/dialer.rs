@@ -416,6 +416,8 @@ impl Dialer {
             dtmf: None,
             mark: None,
             drain: self.settings.drain,
+            tenants: Vec::new(),
+            patience: None,
         });
         lock(&self.plans).insert(origin, plan.clone());
         Ok(plan)
@@ -498,6 +500,9 @@ impl Dialer {
                     CallEnd::Completed => "completed".to_owned(),
                     CallEnd::Refused(how) => format!("refused:{how}"),
                     CallEnd::EndedEarly => "ended_early".to_owned(),
+                    CallEnd::Abandoned => "abandoned".to_owned(),
+                    CallEnd::Overflowed => "overflowed".to_owned(),
+                    CallEnd::Dropped => "dropped".to_owned(),
                     CallEnd::Failed { kind, message } => format!("failed:{kind}: {message}"),
                 }
             }
