@@ -698,6 +698,11 @@ fn the_waiting_room_and_whatsapp_are_checked_whole() {
     assert_eq!(settings.poll, Duration::from_secs(4));
     assert_eq!(settings.max_callers, 100);
     assert_eq!(config.waiting_room.overflow_digit, '#');
+    // The default message (20 words) takes 8 s to say: with a 1 s pause and the gather's second
+    // the hold lasts 10 s, past the 4 s poll, and a caller counts as gone only after two such holds.
+    let hold = settings.hold.as_millis();
+    assert!((9_999..=10_001).contains(&hold), "{hold} ms");
+    assert_eq!(settings.gone_after(), settings.hold * 2);
 
     // Bad values, and WHATSAPP_FROM without an account or credentials, name their variables.
     let raw = RawConfig {

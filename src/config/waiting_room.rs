@@ -77,16 +77,22 @@ pub(super) fn parse(c: &mut Checker, raw: &RawConfig, api: &TwilioApiConfig) -> 
         DEFAULT_WAIT_POLL_SECS,
         1,
     );
-    let settings = (max_wait > 0).then(|| WaitSettings {
-        max_wait: Duration::from_secs(max_wait),
-        max_callers,
-        poll: Duration::from_secs(poll),
-    });
     let message = raw
         .wait_message
         .clone()
         .filter(|m| !m.trim().is_empty())
         .unwrap_or_else(|| DEFAULT_WAIT_MESSAGE.to_owned());
+    // The longest hold: the message said with a position (one word whatever its digits).
+    let (_, hold_secs) = twilio::twiml::hold_timing(
+        poll,
+        twilio::twiml::spoken_secs(&message.replace("{position}", "1")),
+    );
+    let settings = (max_wait > 0).then(|| WaitSettings {
+        max_wait: Duration::from_secs(max_wait),
+        max_callers,
+        poll: Duration::from_secs(poll),
+        hold: Duration::from_secs_f64(hold_secs),
+    });
     let hold_music_url = given(&raw.hold_music_url)
         .and_then(|v| c.ok(http_url("HOLD_MUSIC_URL", v)).map(|u| u.to_string()));
     let overflow_digit = match given(&raw.wait_overflow_digit) {

@@ -17,9 +17,6 @@ use super::voice::{self, connect, fallback_twiml, reject, xml};
 use super::{TwilioForm, TwilioRequest, forwarded_origin, stream_url, twilio_call_form};
 use crate::app::App;
 
-/// Words a `<Say>` speaks per second, to keep a hold (message, pause, gather) near one poll.
-const SPOKEN_WORDS_PER_SEC: f64 = 2.5;
-
 pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
     let (form, call_sid) = match twilio_call_form(&app, &request) {
         Ok(parsed) => parsed,
@@ -157,11 +154,9 @@ fn hold(app: &App, headers: &HeaderMap, position: u64, announce: bool) -> Respon
         .map_or(5, |settings| settings.poll.as_secs());
     let message = room.message.replace("{position}", &position.to_string());
     let say = announce.then_some(message.as_str());
-    let spoken = say.map_or(0.0, |text| {
-        text.split_whitespace().count() as f64 / SPOKEN_WORDS_PER_SEC
-    });
-    // The gather waits one second for a key after the hold; what is left of the poll is silence.
-    let pause_secs = (poll as f64 - 1.0 - spoken).round().max(1.0) as u64;
+    // What is left of the poll after the message is silence; a long message makes the hold
+    // longer, and the line sizes its margins from the longest (WaitSettings::hold).
+    let (pause_secs, _) = twiml::hold_timing(poll, say.map_or(0.0, twiml::spoken_secs));
     let url = wait_url(app, headers);
     let body = twiml::hold(&twiml::Hold {
         wait_url: &url,

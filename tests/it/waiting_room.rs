@@ -629,7 +629,9 @@ async fn the_simulator_waits_in_line_and_counts_as_the_replica_does() {
     let redis = redis().await;
     let replica = env(&redis, 2)
         .with("WAIT_MAX_SECS", "7")
-        .with("WAIT_POLL_SECS", "2")
+        // A hold outlasts the poll here (the message, a 1 s pause and the gather's 1 s: 2.8 s):
+        // the line must size "gone" from the hold it sends, not from the poll alone.
+        .with("WAIT_POLL_SECS", "1")
         .with("WAIT_MESSAGE", "Number {position}.")
         .spawn("wait-sim");
     let base = replica.url("");

@@ -106,6 +106,7 @@ async fn run(args: &Args) -> Result<Vec<Row>> {
         max_wait: Duration::from_secs(3600),
         max_callers: 10_000,
         poll: Duration::from_secs(600),
+        hold: Duration::ZERO,
     };
     // The one slot, taken for the whole run: every visit stays in line.
     store

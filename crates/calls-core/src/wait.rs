@@ -29,18 +29,30 @@ pub struct WaitSettings {
     pub max_callers: u64,
     /// `WAIT_POLL_SECS`: a waiting caller visits at least this often.
     pub poll: Duration,
+    /// The longest the hold TwiML keeps a caller between two visits: `poll`, or longer where
+    /// `WAIT_MESSAGE` takes longer to say (docs/reference.md#waiting-room). `Duration::ZERO`:
+    /// `poll`.
+    pub hold: Duration,
 }
 
 impl WaitSettings {
     /// How long after a visit a caller still counts as present: their turn is kept for them this
     /// long (one poll plus a margin, never past [`Self::gone_after`]).
     pub fn turn_kept(&self) -> Duration {
-        (self.poll + (self.poll / 2).max(MIN_TURN_MARGIN)).min(self.gone_after())
+        let period = self.period();
+        (period + (period / 2).max(MIN_TURN_MARGIN)).min(self.gone_after())
     }
 
-    /// How long after a visit a caller who has not come back leaves the line: two polls.
+    /// How long after a visit a caller who has not come back leaves the line: two polls, or two
+    /// of the longest holds where the spoken message makes a hold outlast the poll (else every
+    /// caller would count as gone before their first return).
     pub fn gone_after(&self) -> Duration {
-        self.poll * 2
+        self.period() * 2
+    }
+
+    /// The longest time between two visits of a caller who is still there.
+    fn period(&self) -> Duration {
+        self.poll.max(self.hold)
     }
 
     /// The TTL of the line's keys in Redis, refreshed by every step.
@@ -286,6 +298,7 @@ mod tests {
             max_wait: Duration::from_secs(60),
             max_callers: 10,
             poll: Duration::from_secs(5),
+            hold: Duration::ZERO,
         };
         assert_eq!(settings.turn_kept(), Duration::from_millis(7500));
         assert_eq!(settings.gone_after(), Duration::from_secs(10));
@@ -294,5 +307,13 @@ mod tests {
             ..settings
         };
         assert_eq!(short.turn_kept(), Duration::from_secs(2));
+        // A message that takes 10.4 s to say and hear out: a caller returning after it is still
+        // there, and keeps a turn kept for them.
+        let spoken = WaitSettings {
+            hold: Duration::from_millis(10_400),
+            ..settings
+        };
+        assert_eq!(spoken.gone_after(), Duration::from_millis(20_800));
+        assert_eq!(spoken.turn_kept(), Duration::from_millis(15_600));
     }
 }

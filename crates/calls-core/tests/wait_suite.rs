@@ -26,6 +26,7 @@ fn settings(poll_secs: u64, max_wait_secs: u64, max_callers: u64) -> WaitSetting
         max_wait: Duration::from_secs(max_wait_secs),
         max_callers,
         poll: Duration::from_secs(poll_secs),
+        hold: Duration::ZERO,
     }
 }
 

@@ -151,6 +151,25 @@ pub fn say_then(message: &str, redirect_url: Option<&str>) -> String {
     xml
 }
 
+/// How fast `<Say>` speaks, for sizing a hold: about 150 words a minute.
+pub const SPOKEN_WORDS_PER_SEC: f64 = 2.5;
+/// The hold's `<Gather timeout>`: how long Twilio waits for a key after the hold's audio.
+pub const HOLD_GATHER_TIMEOUT_SECS: u64 = 1;
+
+/// About how long `<Say>` takes to speak `text`, in seconds.
+pub fn spoken_secs(text: &str) -> f64 {
+    text.split_whitespace().count() as f64 / SPOKEN_WORDS_PER_SEC
+}
+
+/// The `<Pause>` that makes a hold last about `poll_secs` after `spoken` seconds of speech (at
+/// least one second), and how long the whole hold then lasts (speech, pause and the gather's
+/// timeout): at least `poll_secs`, longer where the speech alone is longer.
+pub fn hold_timing(poll_secs: u64, spoken: f64) -> (u64, f64) {
+    let gather = HOLD_GATHER_TIMEOUT_SECS as f64;
+    let pause = (poll_secs as f64 - gather - spoken).round().max(1.0) as u64;
+    (pause, spoken + pause as f64 + gather)
+}
+
 /// What keeps a caller in the waiting room's line (docs/reference.md#waiting-room).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hold<'a> {
@@ -173,7 +192,9 @@ pub fn hold(hold: &Hold<'_>) -> String {
             + hold.music_url.map_or(0, str::len),
     );
     xml.push_str(DECLARATION);
-    xml.push_str(r#"<Response><Gather numDigits="1" timeout="1" method="POST" action=""#);
+    xml.push_str(r#"<Response><Gather numDigits="1" timeout=""#);
+    xml.push_str(&HOLD_GATHER_TIMEOUT_SECS.to_string());
+    xml.push_str(r#"" method="POST" action=""#);
     push_escaped(&mut xml, hold.wait_url);
     xml.push_str(r#"">"#);
     if let Some(say) = hold.say {
