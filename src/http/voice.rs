@@ -22,9 +22,6 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
-    // Admission is cluster-wide and the stream URL leads back through nginx, so a draining
-    // replica admits like any other while a live one exists to take the stream
-    // (docs/reference.md#drain).
     // docs/reference.md#outbound: a call the cluster placed finds the slot its dial took.
     let outbound = match crate::outbound::id_of(&request.uri) {
         Some(id) => crate::outbound::answered(&app, &id, &call_sid).await,
@@ -33,10 +30,8 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
     let intake = if outbound.is_some() {
         // Its slot is held: a callee we called is never turned away.
         Intake::Open
-    } else if app.is_draining() && !app.lifecycle().others_live(app.calls()).await {
-        Intake::Closed
     } else {
-        Intake::Open
+        intake(&app).await
     };
     let from = form.get("From");
     let to = form.get("To");
@@ -86,6 +81,17 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
             reject(&app, reason)
         }
         WebhookOutcome::Ended => xml(StatusCode::OK, twiml::hangup()),
+    }
+}
+
+/// Whether this replica takes new calls now. Admission is cluster-wide and the stream URL leads
+/// back through nginx, so a draining replica admits like any other while a live one exists to take
+/// the stream (docs/reference.md#drain).
+pub(super) async fn intake(app: &App) -> Intake {
+    if app.is_draining() && !app.lifecycle().others_live(app.calls()).await {
+        Intake::Closed
+    } else {
+        Intake::Open
     }
 }
 

@@ -22,11 +22,7 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
         Ok(parsed) => parsed,
         Err(refused) => return refused.into_response(),
     };
-    let intake = if app.is_draining() && !app.lifecycle().others_live(app.calls()).await {
-        Intake::Closed
-    } else {
-        Intake::Open
-    };
+    let intake = voice::intake(&app).await;
     let digit = form
         .get("Digits")
         .is_some_and(|d| d.starts_with(app.config().waiting_room.overflow_digit));
@@ -62,13 +58,7 @@ pub(super) async fn voice_webhook(State(app): State<Arc<App>>, request: TwilioRe
     {
         return voice::handle(State(app), request).await;
     }
-    // Admission is cluster-wide and the stream URL leads back through nginx, so a draining
-    // replica answers like any other while a live one exists (docs/reference.md#drain).
-    let intake = if app.is_draining() && !app.lifecycle().others_live(app.calls()).await {
-        Intake::Closed
-    } else {
-        Intake::Open
-    };
+    let intake = voice::intake(&app).await;
     let call = webhook_call(&app, &request.headers, &form);
     visit(
         &app,

@@ -346,6 +346,9 @@ async fn turns_are_kept_and_callers_leave_by_status_silence_digit_timeout_or_a_f
     let replica = env(&redis, 1)
         .with("WAIT_MAX_SECS", "3")
         .with("WAIT_POLL_SECS", "1")
+        // A short message: the hold (2.8 s: the message, a 1 s pause, the gather's second) sets
+        // the line's margins, so a silent caller leaves 5.6 s after their last visit.
+        .with("WAIT_MESSAGE", "Number {position}.")
         .with("WAIT_MAX_CALLERS", "2")
         .spawn("wait-1");
     let base = replica.url("");
@@ -401,7 +404,7 @@ async fn turns_are_kept_and_callers_leave_by_status_silence_digit_timeout_or_a_f
         redis_state(&redis, &h1.sid).await["end_reason"],
         "wait_abandoned"
     );
-    let silent = eventually(Duration::from_secs(6), || async {
+    let silent = eventually(Duration::from_secs(12), || async {
         (redis_state(&redis, &s1.sid).await["end_reason"] == "wait_abandoned").then_some(())
     })
     .await;
