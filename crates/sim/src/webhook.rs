@@ -25,6 +25,20 @@ pub struct CallIds<'a> {
 }
 
 impl<'a> CallIds<'a> {
+    /// The form Twilio posts about this call (webhook, wait, after-stream, status callback), with
+    /// its `CallStatus` at that moment.
+    fn form(&self, status: &'a str) -> [(&'static str, &'a str); 7] {
+        [
+            ("CallSid", self.call_sid),
+            ("AccountSid", self.account_sid),
+            ("From", self.from),
+            ("To", self.to),
+            ("CallStatus", status),
+            ("Direction", self.direction),
+            ("ApiVersion", "2010-04-01"),
+        ]
+    }
+
     /// A simulated inbound call from the simulator's caller to its number.
     pub fn inbound(call_sid: &'a str, account_sid: &'a str) -> Self {
         Self {
@@ -137,15 +151,7 @@ pub async fn request_voice_at(
     url: &str,
     call: &CallIds<'_>,
 ) -> Result<(Answer, Option<Connect>), SimError> {
-    let params = [
-        ("CallSid", call.call_sid),
-        ("AccountSid", call.account_sid),
-        ("From", call.from),
-        ("To", call.to),
-        ("CallStatus", call.status_at_webhook()),
-        ("Direction", call.direction),
-        ("ApiVersion", "2010-04-01"),
-    ];
+    let params = call.form(call.status_at_webhook());
     let (status, body) = timeout(WEBHOOK_TIMEOUT, post(target, url, &params))
         .await
         .map_err(|_| SimError::Timeout("webhook"))??;
@@ -162,15 +168,7 @@ pub async fn post_action(
     action_url: &str,
     call: &CallIds<'_>,
 ) -> Result<AfterStream, SimError> {
-    let params = [
-        ("CallSid", call.call_sid),
-        ("AccountSid", call.account_sid),
-        ("From", call.from),
-        ("To", call.to),
-        ("CallStatus", "in-progress"),
-        ("Direction", call.direction),
-        ("ApiVersion", "2010-04-01"),
-    ];
+    let params = call.form("in-progress");
     let (status, body) = timeout(WEBHOOK_TIMEOUT, post(target, action_url, &params))
         .await
         .map_err(|_| SimError::Timeout("after_stream"))??;
@@ -197,15 +195,7 @@ pub async fn post_wait(
     wait_url: &str,
     call: &CallIds<'_>,
 ) -> Result<Visit, SimError> {
-    let params = [
-        ("CallSid", call.call_sid),
-        ("AccountSid", call.account_sid),
-        ("From", call.from),
-        ("To", call.to),
-        ("CallStatus", "in-progress"),
-        ("Direction", call.direction),
-        ("ApiVersion", "2010-04-01"),
-    ];
+    let params = call.form("in-progress");
     let (status, body) = timeout(WEBHOOK_TIMEOUT, post(target, wait_url, &params))
         .await
         .map_err(|_| SimError::Timeout("wait"))??;
@@ -231,15 +221,7 @@ pub async fn post_status(
     call: &CallIds<'_>,
     status: &str,
 ) -> Result<u16, SimError> {
-    let params = [
-        ("CallSid", call.call_sid),
-        ("AccountSid", call.account_sid),
-        ("From", call.from),
-        ("To", call.to),
-        ("CallStatus", status),
-        ("Direction", call.direction),
-        ("ApiVersion", "2010-04-01"),
-    ];
+    let params = call.form(status);
     let (code, _) = timeout(WEBHOOK_TIMEOUT, post(target, &target.status_url(), &params))
         .await
         .map_err(|_| SimError::Timeout("status_callback"))??;
