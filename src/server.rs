@@ -18,9 +18,11 @@ use crate::lifecycle::STREAMS_END_GRACE;
 use crate::{http, outbound, renewal};
 
 mod connections;
+mod workers;
 
 pub use connections::OVERFLOW_CONNECTIONS;
 use connections::{ConnectionLimit, Counted, OVERFLOW_HEADER_TIMEOUT, Place};
+use workers::Workers;
 
 /// A request whose headers have not all arrived by then is dropped (docs/reference.md#media-stream,
 /// slowloris).
@@ -34,12 +36,13 @@ const REQUESTS_GRACE: Duration = Duration::from_secs(5);
 ///
 /// # Errors
 ///
-/// None today; the signature leaves room for a listener that fails for good.
+/// The I/O threads could not be started.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let workers = Workers::start()?;
     let stop_ticks = CancellationToken::new();
     let ticks = tokio::spawn(renewal::run(
         app.calls().clone(),
@@ -64,13 +67,14 @@ pub async fn serve(
             drain(&app, &stop_http).await;
         })
     };
-    serve_http(listener, &app, stop_http).await;
+    serve_http(listener, &app, &workers, stop_http).await;
     let drained = drain_task.await;
 
     // The ticks renew live calls' leases through the whole drain; they stop with the last stream.
     stop_ticks.cancel();
     let _ = ticks.await;
     let _ = dialer.await;
+    workers.stop().await;
     if let Err(err) = drained
         && err.is_panic()
     {
@@ -81,8 +85,14 @@ pub async fn serve(
 
 /// The accept loop: HTTP/1.1 with upgrades (WebSockets), TCP_NODELAY for 20 ms frames, a
 /// header-read timeout so a client trickling headers (slowloris) is dropped, and at most
-/// `MAX_CONNECTIONS` connections served (past it, a few more answered 503, then the backlog).
-async fn serve_http(listener: TcpListener, app: &Arc<App>, stop: CancellationToken) {
+/// `MAX_CONNECTIONS` connections served (past it, a few more answered 503, then the backlog). Each
+/// accepted socket is served for its whole life on one I/O thread (`workers`).
+async fn serve_http(
+    listener: TcpListener,
+    app: &Arc<App>,
+    workers: &Workers,
+    stop: CancellationToken,
+) {
     let router = http::router(app.clone());
     let overflow_router = http::overflow_router(app.clone());
     let limit = ConnectionLimit::new(app.config().max_connections);
@@ -114,24 +124,36 @@ async fn serve_http(listener: TcpListener, app: &Arc<App>, stop: CancellationTok
             },
         };
         let _ = stream.set_nodelay(true);
+        // Re-registered on its I/O thread's reactor, so its wake-ups never cross threads.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(err) => {
+                warn!(error = %err, "accepted socket could not be handed to an I/O thread");
+                continue;
+            }
+        };
         let permit = limit.settle(permit);
         let (builder, router) = match permit.place() {
-            Place::Served => (&builder, &router),
-            Place::Overflow => (&overflow_builder, &overflow_router),
+            Place::Served => (builder.clone(), &router),
+            Place::Overflow => (overflow_builder.clone(), &overflow_router),
         };
         let service = TowerToHyperService::new(router.clone());
-        let connection = builder
-            .serve_connection(TokioIo::new(Counted::new(stream, permit)), service)
-            .with_upgrades();
         let stop = stop.clone();
-        connections.spawn(async move {
-            tokio::pin!(connection);
-            tokio::select! {
-                _ = connection.as_mut() => return,
-                _ = stop.cancelled() => connection.as_mut().graceful_shutdown(),
-            }
-            let _ = connection.await;
-        });
+        let (thread, placed) = workers.place();
+        connections.spawn_on(
+            async move {
+                let stream = match tokio::net::TcpStream::from_std(stream) {
+                    Ok(stream) => stream,
+                    Err(err) => {
+                        warn!(error = %err, "accepted socket could not be registered");
+                        return;
+                    }
+                };
+                serve_connection(&builder, service, Counted::new(stream, permit, placed), stop)
+                    .await;
+            },
+            thread,
+        );
     }
     drop(listener);
     // In-flight requests get a moment to finish; upgraded sockets are tracked separately.
@@ -145,6 +167,25 @@ async fn serve_http(listener: TcpListener, app: &Arc<App>, stop: CancellationTok
             "requests still open after the grace; dropping them"
         );
     }
+}
+
+/// One connection, on its I/O thread: served until it closes or upgrades, or, once `stop` is
+/// cancelled, until its request in flight is answered.
+async fn serve_connection(
+    builder: &hyper::server::conn::http1::Builder,
+    service: TowerToHyperService<axum::Router>,
+    stream: Counted<tokio::net::TcpStream>,
+    stop: CancellationToken,
+) {
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        _ = connection.as_mut() => return,
+        _ = stop.cancelled() => connection.as_mut().graceful_shutdown(),
+    }
+    let _ = connection.await;
 }
 
 /// The drain (docs/reference.md#drain), under one deadline `DRAIN_TIMEOUT_SECS` from the signal:

@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::workers::Placed;
+
 /// Past `MAX_CONNECTIONS`, this many more connections are accepted only to be answered at once:
 /// `/healthz` 200 (the process is alive: a liveness probe must not restart a replica full of
 /// calls), anything else 503 (`/readyz` included, so a balancer sends elsewhere). Past these too,
@@ -99,18 +101,20 @@ fn overflow(permit: OwnedSemaphorePermit) -> Permit {
     }
 }
 
-/// A socket that holds its place until it is dropped: hyper hands the same I/O to an upgraded
-/// WebSocket, so a call's stream keeps its place for the whole call.
+/// A socket that holds its place, and its I/O thread's count, until it is dropped: hyper hands the
+/// same I/O to an upgraded WebSocket, so a call's stream keeps both for the whole call.
 pub(super) struct Counted<S> {
     inner: S,
     _permit: Permit,
+    _placed: Placed,
 }
 
 impl<S> Counted<S> {
-    pub(super) fn new(inner: S, permit: Permit) -> Self {
+    pub(super) fn new(inner: S, permit: Permit, placed: Placed) -> Self {
         Self {
             inner,
             _permit: permit,
+            _placed: placed,
         }
     }
 }
