@@ -149,8 +149,13 @@ async fn serve_http(
                         return;
                     }
                 };
-                serve_connection(&builder, service, Counted::new(stream, permit, placed), stop)
-                    .await;
+                serve_connection(
+                    &builder,
+                    service,
+                    Counted::new(stream, permit, placed),
+                    stop,
+                )
+                .await;
             },
             thread,
         );

@@ -125,10 +125,18 @@ mod tests {
         let (first, a) = workers.place();
         let first = first.id();
         let (second, b) = workers.place();
-        assert_ne!(first, second.id(), "the second connection goes to the idle thread");
+        assert_ne!(
+            first,
+            second.id(),
+            "the second connection goes to the idle thread"
+        );
         drop(a);
         let (third, _c) = workers.place();
-        assert_eq!(first, third.id(), "the thread whose connection left is the idler one");
+        assert_eq!(
+            first,
+            third.id(),
+            "the thread whose connection left is the idler one"
+        );
         drop(b);
         workers.stop().await;
     }
