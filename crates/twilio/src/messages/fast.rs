@@ -186,12 +186,17 @@ impl<'a> Scanner<'a> {
     }
 }
 
-/// Where the first `"`, `\\` or control character is. Sixteen bytes at a time the question is
-/// only "any in here?", a fold without an early exit that LLVM turns into a few vector compares
-/// (the payload is most of a frame); the word scan below then says where.
+/// Where the first `"`, `\\` or control character is. Most strings are short (keys, `media`,
+/// counters): the word scan finds their end in the first sixteen bytes. Past those the question
+/// is only "any in here?", sixteen bytes at a time, a fold without an early exit that LLVM turns
+/// into a few vector compares (the payload is most of a frame); the word scan then says where.
 pub(crate) fn first_special(bytes: &[u8]) -> Option<usize> {
-    let mut blocks = bytes.chunks_exact(16);
-    let mut at = 0;
+    let (head, rest) = bytes.split_at(bytes.len().min(16));
+    if let Some(i) = first_special_in_words(head) {
+        return Some(i);
+    }
+    let mut blocks = rest.chunks_exact(16);
+    let mut at = head.len();
     for block in &mut blocks {
         if block.iter().fold(false, |any, &b| any | is_special(b)) {
             return first_special_in_words(block).map(|i| at + i);
