@@ -60,6 +60,7 @@ impl<S: TwilioSocket> Frames<'_, S> {
         let mut outbox = Outbox::default();
         // Grows to one frame's size on first use and stays there; a silent call never allocates it.
         let mut out_text = BytesMut::new();
+        let media_head = messages::MediaHead::new(self.stream_sid);
         let mut stop = StopWatch::new(&self.ctx.lifecycle.stop_streams, live);
         // One timer for the whole call, re-armed only when it fires: resetting a timer per frame
         // would cost more than the frame.
@@ -126,7 +127,7 @@ impl<S: TwilioSocket> Frames<'_, S> {
             for message in outbox.iter() {
                 match message {
                     Outbound::Media(payload) => {
-                        messages::media(&mut out_text, self.stream_sid, payload);
+                        messages::media_after(&mut out_text, &media_head, payload);
                     }
                     Outbound::Mark(name) => messages::mark(&mut out_text, self.stream_sid, name),
                 }

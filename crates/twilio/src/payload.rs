@@ -16,12 +16,11 @@ pub fn decoded_len(payload: &[u8]) -> Option<usize> {
         .take_while(|&&b| b == b'=')
         .count();
     let data = &payload[..payload.len() - pads];
-    // One table lookup per character; the fold has no early exit, so the loop stays branch-free.
-    let mut bad = 0u8;
-    for &byte in data {
-        bad |= SEXTET[usize::from(byte)] & INVALID;
-    }
-    if bad != 0 {
+    // A range check per character, folded with no early exit and no table: LLVM vectorises it.
+    if data
+        .iter()
+        .fold(false, |bad, &byte| bad | !in_alphabet(byte))
+    {
         return None;
     }
     // The character before the padding may only carry bits that end up in a decoded byte.
@@ -36,6 +35,17 @@ pub fn decoded_len(payload: &[u8]) -> Option<usize> {
         return None;
     }
     Some(payload.len() / 4 * 3 - pads)
+}
+
+/// Whether `byte` is one of the 64 characters of the standard alphabet; `|`, not `||`, so that
+/// the loop over a payload has no branches.
+#[inline]
+fn in_alphabet(byte: u8) -> bool {
+    (byte.wrapping_sub(b'A') < 26)
+        | (byte.wrapping_sub(b'a') < 26)
+        | (byte.wrapping_sub(b'0') < 10)
+        | (byte == b'+')
+        | (byte == b'/')
 }
 
 const INVALID: u8 = 0x80;
@@ -74,6 +84,20 @@ mod tests {
             let audio: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
             let text = BASE64.encode(&audio);
             assert_eq!(decoded_len(text.as_bytes()), Some(len));
+        }
+    }
+
+    #[test]
+    fn agrees_with_the_decoder_on_any_byte_at_any_position_of_a_frame() {
+        let audio: Vec<u8> = (0..160u32).map(|i| (i * 73 + 5) as u8).collect();
+        let text = BASE64.encode(&audio).into_bytes();
+        assert_eq!(text.len(), 216);
+        for at in 0..text.len() {
+            for byte in 0..=255u8 {
+                let mut bad = text.clone();
+                bad[at] = byte;
+                agrees(&bad);
+            }
         }
     }
 

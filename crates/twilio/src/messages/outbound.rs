@@ -51,6 +51,29 @@ pub fn media(buf: &mut impl TextBuf, stream_sid: &str, payload_b64: &str) {
     buf.push_str("}}");
 }
 
+/// What a call's `media` frames share: `{"event":"media","streamSid":…,"media":{"payload":`, with
+/// the SID escaped once per call instead of scanned on every frame.
+pub struct MediaHead(String);
+
+impl MediaHead {
+    pub fn new(stream_sid: &str) -> Self {
+        let mut head = String::with_capacity(50 + stream_sid.len());
+        head.push_str(r#"{"event":"media","streamSid":"#);
+        push_json_str(&mut head, stream_sid);
+        head.push_str(r#","media":{"payload":"#);
+        Self(head)
+    }
+}
+
+/// Replaces `buf` with the same frame as [`media`] for the call `head` was built for.
+pub fn media_after(buf: &mut impl TextBuf, head: &MediaHead, payload_b64: &str) {
+    buf.clear();
+    buf.reserve(head.0.len() + payload_b64.len() + 4);
+    buf.push_str(&head.0);
+    push_json_str(buf, payload_b64);
+    buf.push_str("}}");
+}
+
 /// Replaces `buf` with `{"event":"mark","streamSid":…,"mark":{"name":…}}`: Twilio echoes the mark
 /// back once the audio sent before it has played.
 pub fn mark(buf: &mut impl TextBuf, stream_sid: &str, name: &str) {
@@ -138,6 +161,18 @@ mod tests {
                 r#"{{"event":"media","streamSid":"{STREAM}","media":{{"payload":"{PAYLOAD}"}}}}"#
             )
         );
+        let mut same = BytesMut::from("left over");
+        media_after(&mut same, &MediaHead::new(STREAM), PAYLOAD);
+        assert_eq!(same, buf.as_bytes());
+        for (sid, payload) in [("MZ\"\u{1}\\", "a\nb\""), ("", ""), ("ü 電話", "\u{1f}")] {
+            media(&mut buf, sid, payload);
+            media_after(&mut same, &MediaHead::new(sid), payload);
+            assert_eq!(same, buf.as_bytes(), "{sid:?} {payload:?}");
+            let value: serde_json::Value = serde_json::from_str(&buf).unwrap();
+            assert_eq!(value["streamSid"], sid);
+            assert_eq!(value["media"]["payload"], payload);
+        }
+        media(&mut buf, STREAM, PAYLOAD);
         let echoed: serde_json::Value = serde_json::from_str(&buf).unwrap();
         assert_eq!(echoed["media"]["payload"], PAYLOAD);
 
