@@ -166,7 +166,15 @@ async fn one_replica_cut_off_from_redis_keeps_its_calls_and_pauses_no_one() {
     for replica in [&a, &b] {
         assert_eq!(counter(replica, RECOVERING).await, 0.0, "{}", replica.id);
     }
-    assert!(counter(&a, "calls_reregistered_total ").await >= 2.0);
+    // The re-registration is counted when the replica reads its answer. A renewal sent into the
+    // cut can still run in Redis after the heal (its EVALSHA was in the kernel's queue) while the
+    // replica has given up on its reply: then the slots are back (checked above) but uncounted.
+    let reregistered = counter(&a, "calls_reregistered_total ").await;
+    assert!(
+        reregistered >= 2.0 || a.log().contains("renewal failed"),
+        "re-registrations counted: {reregistered}\n{}",
+        a.log()
+    );
     audio_flows(&mut cut_off).await;
     eprintln!(
         "one replica cut off from Redis for {CUT:?}: its slots reclaimed {reclaimed_after:?} after \
