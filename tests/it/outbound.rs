@@ -588,6 +588,13 @@ async fn replicas_killed_with_calls_queued_or_mid_request_dial_nobody_twice() {
         );
     }
     record_when(&doomed, &hung, "dialing", Duration::from_secs(3)).await;
+    // "dialing" is written before the request leaves: on a loaded machine the second request can
+    // reach Twilio's double a moment later, so the kill waits for it.
+    let both_sent = eventually(Duration::from_secs(3), || async {
+        (cluster.call_requests().len() == 2).then_some(())
+    })
+    .await;
+    assert!(both_sent.is_some(), "the two dials never reached Twilio");
     // Killed before its next dial (a second later): two requests in flight, three calls queued.
     doomed.kill9();
     assert_eq!(cluster.call_requests().len(), 2);
