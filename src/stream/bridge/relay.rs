@@ -137,6 +137,7 @@ where
         ctx,
         live,
         stream_sid,
+        media_head: messages::MediaHead::new(stream_sid),
         to_agent: VecDeque::new(),
         to_twilio: VecDeque::new(),
         stop_forwarded: false,
@@ -201,6 +202,8 @@ struct Relay<'a> {
     ctx: &'a StreamContext,
     live: &'a LiveCall,
     stream_sid: &'a str,
+    /// The agent's audio frames share it: the SID escaped once per call, not per frame.
+    media_head: messages::MediaHead,
     to_agent: VecDeque<AgentFrame>,
     to_twilio: VecDeque<ForTwilio>,
     /// Whether Twilio's `stop` went to the agent; else one of ours goes when the call ends.
@@ -535,7 +538,7 @@ impl Relay<'_> {
         let is_media = matches!(message, AgentMessage::Media(_));
         match &message {
             AgentMessage::Media(payload) => {
-                messages::media(&mut self.out_text, self.stream_sid, payload);
+                messages::media_after(&mut self.out_text, &self.media_head, payload);
             }
             AgentMessage::Mark(name) => messages::mark(&mut self.out_text, self.stream_sid, name),
             AgentMessage::Clear => {

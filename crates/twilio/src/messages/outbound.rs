@@ -40,15 +40,13 @@ impl TextBuf for BytesMut {
 }
 
 /// Replaces `buf` with `{"event":"media","streamSid":…,"media":{"payload":…}}`: audio for the caller.
-/// Once `buf` has grown to a frame's size, building further frames allocates nothing.
+/// Once `buf` has grown to a frame's size, building further frames allocates nothing. A stream
+/// that sends many frames builds its [`MediaHead`] once and uses [`media_after`].
 pub fn media(buf: &mut impl TextBuf, stream_sid: &str, payload_b64: &str) {
     buf.clear();
     buf.reserve(60 + stream_sid.len() + payload_b64.len());
-    buf.push_str(r#"{"event":"media","streamSid":"#);
-    push_json_str(buf, stream_sid);
-    buf.push_str(r#","media":{"payload":"#);
-    push_json_str(buf, payload_b64);
-    buf.push_str("}}");
+    push_media_head(buf, stream_sid);
+    push_media_tail(buf, payload_b64);
 }
 
 /// What a call's `media` frames share: `{"event":"media","streamSid":…,"media":{"payload":`, with
@@ -58,9 +56,7 @@ pub struct MediaHead(String);
 impl MediaHead {
     pub fn new(stream_sid: &str) -> Self {
         let mut head = String::with_capacity(50 + stream_sid.len());
-        head.push_str(r#"{"event":"media","streamSid":"#);
-        push_json_str(&mut head, stream_sid);
-        head.push_str(r#","media":{"payload":"#);
+        push_media_head(&mut head, stream_sid);
         Self(head)
     }
 }
@@ -70,6 +66,16 @@ pub fn media_after(buf: &mut impl TextBuf, head: &MediaHead, payload_b64: &str) 
     buf.clear();
     buf.reserve(head.0.len() + payload_b64.len() + 4);
     buf.push_str(&head.0);
+    push_media_tail(buf, payload_b64);
+}
+
+fn push_media_head(buf: &mut impl TextBuf, stream_sid: &str) {
+    buf.push_str(r#"{"event":"media","streamSid":"#);
+    push_json_str(buf, stream_sid);
+    buf.push_str(r#","media":{"payload":"#);
+}
+
+fn push_media_tail(buf: &mut impl TextBuf, payload_b64: &str) {
     push_json_str(buf, payload_b64);
     buf.push_str("}}");
 }
