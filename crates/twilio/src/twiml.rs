@@ -298,6 +298,19 @@ fn normalised_base(public_base: &str) -> Result<(bool, String), StreamUrlError> 
 /// into spaces; characters XML 1.0 forbids even as references (other C0 controls, U+FFFE, U+FFFF)
 /// are dropped, since no escaping could make a document containing them well-formed.
 fn push_escaped(out: &mut String, text: &str) {
+    // Nearly everything escaped here (URLs, SIDs, numbers, tokens) needs nothing: one pass over
+    // the bytes, with no branch to vectorise badly, says so before the per-character walk.
+    if !text
+        .bytes()
+        .fold(false, |any, byte| any | may_need_escaping(byte))
+    {
+        out.push_str(text);
+        return;
+    }
+    push_escaped_by_char(out, text);
+}
+
+fn push_escaped_by_char(out: &mut String, text: &str) {
     let mut clean_from = 0;
     for (i, c) in text.char_indices() {
         let replacement = match c {
@@ -317,6 +330,19 @@ fn push_escaped(out: &mut String, text: &str) {
         clean_from = i + c.len_utf8();
     }
     out.push_str(&text[clean_from..]);
+}
+
+/// Whether `byte` may start something [`push_escaped`] changes: one of `&<>"'`, a C0 control,
+/// or 0xEF, the first byte of U+FFFE and U+FFFF (and of other characters, which then pass
+/// through the walk unchanged). `|`, not `||`: no branches.
+fn may_need_escaping(byte: u8) -> bool {
+    (byte == b'&')
+        | (byte == b'<')
+        | (byte == b'>')
+        | (byte == b'"')
+        | (byte == b'\'')
+        | (byte < 0x20)
+        | (byte == 0xEF)
 }
 
 #[cfg(test)]
@@ -659,5 +685,31 @@ mod tests {
             stream_url("https://u:p@h/"),
             Err(StreamUrlError::Credentials)
         );
+    }
+
+    /// The byte pre-check never changes the result: every ASCII byte and the characters around
+    /// the forbidden U+FFFE / U+FFFF, alone and inside plain text, escape as the walk escapes them.
+    #[test]
+    fn the_fast_path_escapes_as_the_walk_does() {
+        let mut chars: Vec<char> = (0u8..0x80).map(char::from).collect();
+        chars.extend([
+            '\u{e9}',
+            '\u{20ac}',
+            '\u{fffd}',
+            '\u{fffe}',
+            '\u{ffff}',
+            '\u{1f600}',
+        ]);
+        for c in chars {
+            for text in [
+                c.to_string(),
+                format!("wss://calls.example.com/{c}/twilio?x={c}"),
+            ] {
+                let (mut fast, mut walked) = (String::new(), String::new());
+                push_escaped(&mut fast, &text);
+                push_escaped_by_char(&mut walked, &text);
+                assert_eq!(fast, walked, "{text:?}");
+            }
+        }
     }
 }
