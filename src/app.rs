@@ -7,6 +7,7 @@ use calls_core::calls::{Calls, CallsConfig};
 use calls_core::store::{CallStore, MemoryStore, RedisStore, StoreConfig, StoreError};
 
 use crate::config::Config;
+use crate::http::PublicUrls;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::whatsapp::WhatsApp;
@@ -22,6 +23,8 @@ pub struct App {
     twilio_client: Option<Result<twilio_api::TwilioClient, String>>,
     /// Wakes this replica's outbound dialer when a call is queued here.
     dialer_wake: Arc<tokio::sync::Notify>,
+    /// The TwiML's URLs, built once from `PUBLIC_URL`.
+    public_urls: Option<PublicUrls>,
 }
 
 impl App {
@@ -51,7 +54,9 @@ impl App {
             .twilio_api
             .client()
             .map(|built| built.map_err(|err| err.to_string()));
+        let public_urls = config.public_url.as_deref().and_then(PublicUrls::new);
         Arc::new(Self {
+            public_urls,
             config,
             calls,
             metrics,
@@ -70,6 +75,11 @@ impl App {
     /// Twilio's REST client as it was built (the error says why not).
     pub fn twilio_client_result(&self) -> Option<Result<twilio_api::TwilioClient, String>> {
         self.twilio_client.clone()
+    }
+
+    /// The TwiML's URLs from `PUBLIC_URL`; `None` without a usable one.
+    pub(crate) fn public_urls(&self) -> Option<&PublicUrls> {
+        self.public_urls.as_ref()
     }
 
     /// Wakes this replica's outbound dialer (docs/reference.md#outbound).

@@ -2,6 +2,7 @@
 //! Twilio route shares (form parsing, `X-Twilio-Signature`). Handlers stay thin; the work is in
 //! `calls_core::calls`.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,8 @@ use crate::metrics::HttpReject;
 use crate::stream::StreamContext;
 
 pub(crate) use overflow::overflow_router;
+pub(crate) use urls::PublicUrls;
+use urls::{after_stream_url, stream_url};
 
 mod after_stream;
 mod calls_api;
@@ -32,6 +35,7 @@ mod overflow;
 mod status;
 mod stream;
 mod turned_away;
+mod urls;
 mod voice;
 mod wait;
 
@@ -118,17 +122,18 @@ fn reject(app: &App, status: StatusCode, reason: HttpReject, path: &str) -> Reje
     Rejected { status, reason }
 }
 
-/// A Twilio webhook's form parameters, in the order they came.
-pub(crate) struct TwilioForm {
-    params: Vec<(String, String)>,
+/// A Twilio webhook's form parameters, in the order they came, borrowed from the request: only a
+/// name or value with a `+` or a `%` in it is decoded into a string of its own.
+pub(crate) struct TwilioForm<'a> {
+    params: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-impl TwilioForm {
+impl TwilioForm<'_> {
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
             .filter(|v| !v.is_empty())
     }
 
@@ -167,7 +172,7 @@ impl axum::extract::FromRequest<Arc<App>> for TwilioRequest {
     type Rejection = Response;
 
     async fn from_request(
-        request: axum::extract::Request,
+        mut request: axum::extract::Request,
         app: &Arc<App>,
     ) -> Result<Self, Response> {
         let uri = request
@@ -175,7 +180,8 @@ impl axum::extract::FromRequest<Arc<App>> for TwilioRequest {
             .get::<axum::extract::OriginalUri>()
             .map_or_else(|| request.uri().clone(), |original| original.0.clone());
         let method = request.method().clone();
-        let headers = request.headers().clone();
+        // Taken, not cloned: reading the body needs only the body and its limit (an extension).
+        let headers = std::mem::take(request.headers_mut());
         // The body limit (`DefaultBodyLimit`) applies here, as it did to a `Bytes` extractor; the
         // deadline keeps a body trickled a byte at a time from holding a connection (and a task)
         // for as long as the sender likes, as the header timeout does for headers.
@@ -204,10 +210,10 @@ impl axum::extract::FromRequest<Arc<App>> for TwilioRequest {
 
 /// Parses a Twilio webhook (voice, status, …) and its `CallSid`, checking the signature when
 /// `TWILIO_AUTH_TOKEN` is set.
-pub(crate) fn twilio_call_form(
+pub(crate) fn twilio_call_form<'a>(
     app: &App,
-    request: &TwilioRequest,
-) -> Result<(TwilioForm, CallSid), Rejected> {
+    request: &'a TwilioRequest,
+) -> Result<(TwilioForm<'a>, CallSid), Rejected> {
     let form = twilio_form(app, request)?;
     let call_sid = form.call_sid(app, &request.uri)?;
     Ok((form, call_sid))
@@ -215,11 +221,11 @@ pub(crate) fn twilio_call_form(
 
 /// [`twilio_call_form`] for a request Twilio sent to `signed_url` (a URL our own TwiML gave it,
 /// query included), which its signature covers.
-pub(crate) fn twilio_call_form_signed_over(
+pub(crate) fn twilio_call_form_signed_over<'a>(
     app: &App,
-    request: &TwilioRequest,
+    request: &'a TwilioRequest,
     signed_url: &str,
-) -> Result<(TwilioForm, CallSid), Rejected> {
+) -> Result<(TwilioForm<'a>, CallSid), Rejected> {
     let form = twilio_form_signed_over(app, request, signed_url)?;
     let call_sid = form.call_sid(app, &request.uri)?;
     Ok((form, call_sid))
@@ -228,15 +234,18 @@ pub(crate) fn twilio_call_form_signed_over(
 /// Parses a Twilio request's parameters and checks its signature. Twilio signs the full URL it
 /// requested (query included) followed, for a POST, by the sorted form parameters; for a
 /// webhook that is `PUBLIC_URL` and the path, as the number's settings spell it.
-pub(crate) fn twilio_form(app: &App, request: &TwilioRequest) -> Result<TwilioForm, Rejected> {
+pub(crate) fn twilio_form<'a>(
+    app: &App,
+    request: &'a TwilioRequest,
+) -> Result<TwilioForm<'a>, Rejected> {
     twilio_form_signed_over(app, request, &public_url_of(app, &request.uri))
 }
 
-fn twilio_form_signed_over(
+fn twilio_form_signed_over<'a>(
     app: &App,
-    request: &TwilioRequest,
+    request: &'a TwilioRequest,
     signed_url: &str,
-) -> Result<TwilioForm, Rejected> {
+) -> Result<TwilioForm<'a>, Rejected> {
     let TwilioRequest {
         method,
         headers,
@@ -245,9 +254,7 @@ fn twilio_form_signed_over(
     } = request;
     if method == Method::GET {
         let query = uri.query().unwrap_or("");
-        let params: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect();
+        let params: Vec<_> = form_urlencoded::parse(query.as_bytes()).collect();
         check_signature(app, headers, uri, signed_url, &[])?;
         return Ok(TwilioForm { params });
     }
@@ -266,7 +273,7 @@ fn twilio_form_signed_over(
             uri.path(),
         ));
     }
-    let params: Vec<(String, String)> = form_urlencoded::parse(body).into_owned().collect();
+    let params: Vec<_> = form_urlencoded::parse(body).collect();
     check_signature(app, headers, uri, signed_url, &params)?;
     Ok(TwilioForm { params })
 }
@@ -286,7 +293,7 @@ pub(crate) fn check_signature(
     headers: &HeaderMap,
     uri: &Uri,
     url: &str,
-    params: &[(String, String)],
+    params: &[(Cow<'_, str>, Cow<'_, str>)],
 ) -> Result<(), Rejected> {
     let Some(token) = app.config().auth_token() else {
         return Ok(());
@@ -319,49 +326,7 @@ pub(crate) fn check_signature(
     })
 }
 
-/// The `wss://…/twilio/stream` URL for the TwiML: from `PUBLIC_URL`, else from the forwarded headers
-/// nginx sets (or `Host`), which is safe only because signatures are off without `PUBLIC_URL`.
-pub(crate) fn stream_url(app: &App, headers: &HeaderMap) -> String {
-    if let Some(base) = app.config().public_url.as_deref()
-        && let Ok(url) = twiml::stream_url(base)
-    {
-        return url;
-    }
-    let (https, host) = forwarded_origin(headers);
-    let scheme = if https { "wss" } else { "ws" };
-    format!("{scheme}://{host}{}", twiml::STREAM_PATH)
-}
-
 /// The action URL's query parameter naming the stream the request follows (0: the first, N: the
 /// continuation `resumed=N`): only the request for the call's current stream spends a
 /// continuation (docs/reference.md#after-stream).
 pub(super) const STREAM_NUMBER: &str = "stream";
-
-/// The `<Connect action>` URL (`https://…/twilio/after-stream`), built like [`stream_url`].
-pub(crate) fn after_stream_url(app: &App, headers: &HeaderMap) -> String {
-    if let Some(base) = app.config().public_url.as_deref()
-        && let Ok(url) = twiml::after_stream_url(base)
-    {
-        return url;
-    }
-    let (https, host) = forwarded_origin(headers);
-    let scheme = if https { "https" } else { "http" };
-    format!("{scheme}://{host}{}", twiml::AFTER_STREAM_PATH)
-}
-
-/// Whether the request came in over https, and its host, as nginx forwards them (else `Host`).
-pub(crate) fn forwarded_origin(headers: &HeaderMap) -> (bool, &str) {
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-    };
-    let proto = header("x-forwarded-proto").unwrap_or("http");
-    let host = header("x-forwarded-host")
-        .or_else(|| header("host"))
-        .unwrap_or("localhost");
-    (proto.eq_ignore_ascii_case("https"), host)
-}

@@ -9,7 +9,7 @@ use crate::whatsapp::TurnedAway;
 
 /// The WhatsApp message for a caller turned away, where `WHATSAPP_FROM` is set: sent in its own
 /// task, so the TwiML answer never waits for it.
-pub(super) fn hand_off(app: &App, call_sid: &CallSid, form: &TwilioForm) {
+pub(super) fn hand_off(app: &App, call_sid: &CallSid, form: &TwilioForm<'_>) {
     let Some(whatsapp) = app.whatsapp() else {
         return;
     };

@@ -13,8 +13,9 @@ use calls_core::wait::OverflowReason;
 use twilio::twiml;
 
 use super::turned_away::hand_off;
+use super::urls::{stream_url, wait_url};
 use super::voice::{self, connect, fallback_twiml, reject, xml};
-use super::{TwilioForm, TwilioRequest, forwarded_origin, stream_url, twilio_call_form};
+use super::{TwilioForm, TwilioRequest, twilio_call_form};
 use crate::app::App;
 
 pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) -> Response {
@@ -82,7 +83,7 @@ pub(super) enum Via {
 }
 
 /// What the webhook tells the core about the call.
-pub(super) fn webhook_call(app: &App, headers: &HeaderMap, form: &TwilioForm) -> WebhookCall {
+pub(super) fn webhook_call(app: &App, headers: &HeaderMap, form: &TwilioForm<'_>) -> WebhookCall {
     WebhookCall {
         account_sid: form.get("AccountSid").map(str::to_owned),
         from: form.get("From").map(str::to_owned),
@@ -97,7 +98,7 @@ pub(super) async fn visit(
     app: &App,
     headers: &HeaderMap,
     call_sid: &CallSid,
-    form: &TwilioForm,
+    form: &TwilioForm<'_>,
     call: WebhookCall,
     intake: Intake,
     digit: bool,
@@ -155,16 +156,4 @@ fn hold(app: &App, headers: &HeaderMap, position: u64, announce: bool) -> Respon
         pause_secs,
     });
     xml(StatusCode::OK, body)
-}
-
-/// `/twilio/wait`'s URL for the TwiML, built like the stream URL.
-fn wait_url(app: &App, headers: &HeaderMap) -> String {
-    if let Some(base) = app.config().public_url.as_deref()
-        && let Ok(url) = twiml::wait_url(base)
-    {
-        return url;
-    }
-    let (https, host) = forwarded_origin(headers);
-    let scheme = if https { "https" } else { "http" };
-    format!("{scheme}://{host}{}", twiml::WAIT_PATH)
 }
