@@ -1,5 +1,8 @@
 //! The base64 audio payload of a `media` message, checked and measured without decoding it, for
 //! media handlers that never look at the audio (echo forwards the text, silent drops it).
+//! A checked payload is a [`Base64`]: an outbound frame copies it without scanning it for escapes.
+
+use std::ops::Range;
 
 /// The number of audio bytes `payload` decodes to under standard base64 with canonical padding,
 /// or `None` where `base64`'s `STANDARD` engine would refuse it (length not a multiple of four,
@@ -35,6 +38,52 @@ pub fn decoded_len(payload: &[u8]) -> Option<usize> {
         return None;
     }
     Some(payload.len() / 4 * 3 - pads)
+}
+
+/// Text of the base64 alphabet only (`A`-`Z`, `a`-`z`, `0`-`9`, `+`, `/`, `=`), none of which a
+/// JSON string escapes: [`crate::messages::media_after_base64`] copies it as it is, where
+/// [`crate::messages::media_after`] scans a `&str` for escapes first. Made only from a payload
+/// [`decoded_len`] accepts, or as a slice of a [`Payloads`] buffer, which holds nothing else; any
+/// slice of such text is such text too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Base64<'a>(&'a str);
+
+impl<'a> Base64<'a> {
+    /// `payload` and the number of audio bytes it decodes to, if [`decoded_len`] accepts it: the
+    /// one scan of the payload serves both the count and the outbound frame.
+    #[inline]
+    pub fn new(payload: &'a str) -> Option<(Self, usize)> {
+        decoded_len(payload.as_bytes()).map(|len| (Self(payload), len))
+    }
+
+    pub fn as_str(self) -> &'a str {
+        self.0
+    }
+}
+
+/// Base64 payloads kept back to back in one buffer that is reused frame after frame (a handler's
+/// outbox): each comes back as a [`Base64`] without being checked again.
+#[derive(Debug, Default)]
+pub struct Payloads(String);
+
+impl Payloads {
+    /// Appends `payload`; the range it occupies is what [`Payloads::get`] takes.
+    pub fn push(&mut self, payload: Base64<'_>) -> Range<usize> {
+        let start = self.0.len();
+        self.0.push_str(payload.0);
+        start..self.0.len()
+    }
+
+    /// The text in `range`, `None` past the end. Every byte is ASCII, so every range within the
+    /// buffer is a string, and of the alphabet only.
+    pub fn get(&self, range: Range<usize>) -> Option<Base64<'_>> {
+        self.0.get(range).map(Base64)
+    }
+
+    /// Forgets the payloads, keeping the memory.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// Whether `byte` is one of the 64 characters of the standard alphabet; `|`, not `||`, so that
@@ -76,6 +125,29 @@ mod tests {
             "{:?}",
             String::from_utf8_lossy(text)
         );
+    }
+
+    #[test]
+    fn base64_is_made_only_of_what_decoded_len_accepts_and_slices_of_it() {
+        assert_eq!(
+            Base64::new("AAAA/w==").map(|(b, n)| (b.as_str(), n)),
+            Some(("AAAA/w==", 4))
+        );
+        for bad in ["a", "AA\"A", "AA\\A", "AA\nA", "AAA=A==="] {
+            assert_eq!(Base64::new(bad), None, "{bad:?}");
+        }
+        let mut kept = Payloads::default();
+        let first = kept.push(Base64::new("//8A").unwrap().0);
+        let second = kept.push(Base64::new("fn5+fg==").unwrap().0);
+        assert_eq!(kept.get(first.clone()).map(Base64::as_str), Some("//8A"));
+        assert_eq!(
+            kept.get(second.clone()).map(Base64::as_str),
+            Some("fn5+fg==")
+        );
+        assert_eq!(kept.get(2..6).map(Base64::as_str), Some("8Afn"));
+        assert_eq!(kept.get(0..13), None);
+        kept.clear();
+        assert_eq!(kept.get(first), None);
     }
 
     #[test]
