@@ -18,20 +18,18 @@ pub fn parse(text: &str) -> Option<Media<'_>> {
     let mut stream_sid = None;
     let mut media = None;
     loop {
-        let key = s.string()?;
-        s.expect(b':')?;
-        match key {
-            "event" => {
-                if is_media || s.string()? != "media" {
+        match s.key()? {
+            Key::Event => {
+                if is_media || !s.media_event()? {
                     return None;
                 }
                 is_media = true;
             }
-            "sequenceNumber" => once(&mut sequence_number, s.counter()?)?,
-            "streamSid" => once(&mut stream_sid, Cow::Borrowed(s.string()?))?,
-            "media" => once(&mut media, s.media()?)?,
+            Key::SequenceNumber => once(&mut sequence_number, s.counter()?)?,
+            Key::StreamSid => once(&mut stream_sid, Cow::Borrowed(s.string()?))?,
+            Key::Media => once(&mut media, s.media()?)?,
             // Known fields of other events: their types are the full parser's business.
-            "protocol" | "version" | "start" | "mark" | "dtmf" | "stop" => return None,
+            Key::Other("protocol" | "version" | "start" | "mark" | "dtmf" | "stop") => return None,
             _ => s.scalar()?,
         }
         match s.token()? {
@@ -72,6 +70,36 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
     Some(())
 }
 
+/// A field name: one of those a `media` message has, or another.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Key<'a> {
+    Event,
+    SequenceNumber,
+    StreamSid,
+    Media,
+    Track,
+    Chunk,
+    Timestamp,
+    Payload,
+    Other(&'a str),
+}
+
+impl<'a> Key<'a> {
+    fn of(name: &'a str) -> Self {
+        match name {
+            "event" => Key::Event,
+            "sequenceNumber" => Key::SequenceNumber,
+            "streamSid" => Key::StreamSid,
+            "media" => Key::Media,
+            "track" => Key::Track,
+            "chunk" => Key::Chunk,
+            "timestamp" => Key::Timestamp,
+            "payload" => Key::Payload,
+            other => Key::Other(other),
+        }
+    }
+}
+
 struct Scanner<'a> {
     text: &'a str,
     at: usize,
@@ -110,9 +138,58 @@ impl<'a> Scanner<'a> {
         self.at == self.text.len()
     }
 
+    /// Whether the unread text starts with `literal`; if so it is consumed.
+    fn literal(&mut self, literal: &[u8]) -> bool {
+        let found = self.bytes()[self.at..].starts_with(literal);
+        if found {
+            self.at += literal.len();
+        }
+        found
+    }
+
+    /// A field name and its colon. The names of a `media` message are compared as `name":`
+    /// straight after the quote, a few word compares instead of a scan for the string's end and a
+    /// match on the text; any other name or spelling (`"name" :`) is read as a string.
+    fn key(&mut self) -> Option<Key<'a>> {
+        self.expect(b'"')?;
+        // The first byte (and the second where two names share one) picks the one candidate.
+        let rest = &self.bytes()[self.at..];
+        let (literal, key): (&[u8], _) = match rest.first() {
+            Some(b'e') => (b"event\":", Key::Event),
+            Some(b'm') => (b"media\":", Key::Media),
+            Some(b'c') => (b"chunk\":", Key::Chunk),
+            Some(b'p') => (b"payload\":", Key::Payload),
+            Some(b's') if rest.get(1) == Some(&b'e') => (b"sequenceNumber\":", Key::SequenceNumber),
+            Some(b's') => (b"streamSid\":", Key::StreamSid),
+            Some(b't') if rest.get(1) == Some(&b'r') => (b"track\":", Key::Track),
+            Some(b't') => (b"timestamp\":", Key::Timestamp),
+            _ => (b"", Key::Other("")),
+        };
+        if !literal.is_empty() && self.literal(literal) {
+            return Some(key);
+        }
+        let name = self.string_rest()?;
+        self.expect(b':')?;
+        Some(Key::of(name))
+    }
+
+    /// The value of `event`: whether it is `"media"`, compared as a literal when spelled plainly.
+    fn media_event(&mut self) -> Option<bool> {
+        self.skip_ws();
+        if self.literal(b"\"media\"") {
+            return Some(true);
+        }
+        Some(self.string()? == "media")
+    }
+
     /// A string with no escapes and no control characters, borrowed from the text.
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
+        self.string_rest()
+    }
+
+    /// [`Scanner::string`] after its opening quote.
+    fn string_rest(&mut self) -> Option<&'a str> {
         let start = self.at;
         let len = first_special(&self.bytes()[start..])?;
         // A backslash or a control character sends the whole message to the full parser.
@@ -146,10 +223,42 @@ impl<'a> Scanner<'a> {
     /// a decimal string that is not a u64 becomes `Some(None)`.
     fn counter(&mut self) -> Option<Option<u64>> {
         match self.peek()? {
-            b'"' => Some(decimal(self.string()?)),
+            b'"' => {
+                // Twilio's counters are short quoted digit strings: read as the digits go by,
+                // with no scan for the string's end first. Anything else is read as a string.
+                if let Some(value) = self.quoted_digits() {
+                    return Some(Some(value));
+                }
+                Some(decimal(self.string()?))
+            }
             b'0'..=b'9' => Some(Some(self.integer()?)),
             _ => None,
         }
+    }
+
+    /// `"digits"` (1 to 19 ASCII digits, so they fit in a u64) and its value, consumed; `None`,
+    /// with nothing consumed, for any other string. `decimal` reads the same digits alike.
+    fn quoted_digits(&mut self) -> Option<u64> {
+        let bytes = self.bytes();
+        let mut at = self.at + 1;
+        let mut value = 0u64;
+        while let Some(&byte) = bytes.get(at) {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                break;
+            }
+            // A twentieth digit may not fit: `decimal` decides.
+            if at - (self.at + 1) == 19 {
+                return None;
+            }
+            value = value * 10 + u64::from(digit);
+            at += 1;
+        }
+        if at == self.at + 1 || bytes.get(at) != Some(&b'"') {
+            return None;
+        }
+        self.at = at + 1;
+        Some(value)
     }
 
     /// Skips the value of a field nobody reads, if it is a string or an unsigned integer.
@@ -166,13 +275,11 @@ impl<'a> Scanner<'a> {
         let mut inner = Inner::default();
         let mut track = None;
         loop {
-            let key = self.string()?;
-            self.expect(b':')?;
-            match key {
-                "track" => once(&mut track, track_of(self.string()?))?,
-                "chunk" => once(&mut inner.chunk, self.counter()?)?,
-                "timestamp" => once(&mut inner.timestamp, self.counter()?)?,
-                "payload" => once(&mut inner.payload, self.string()?)?,
+            match self.key()? {
+                Key::Track => once(&mut track, self.track()?)?,
+                Key::Chunk => once(&mut inner.chunk, self.counter()?)?,
+                Key::Timestamp => once(&mut inner.timestamp, self.counter()?)?,
+                Key::Payload => once(&mut inner.payload, self.string()?)?,
                 _ => self.scalar()?,
             }
             match self.token()? {
@@ -183,6 +290,15 @@ impl<'a> Scanner<'a> {
         }
         inner.track = track;
         Some(inner)
+    }
+
+    /// The value of `track`; Twilio's own `"inbound"` compared as a literal.
+    fn track(&mut self) -> Option<Track> {
+        self.skip_ws();
+        if self.literal(b"\"inbound\"") {
+            return Some(Track::Inbound);
+        }
+        Some(track_of(self.string()?))
     }
 }
 
@@ -463,6 +579,79 @@ mod tests {
             }
             assert_eq!(first_special(&vec![0xc3; len]), None);
             assert_eq!(first_special(&vec![b' '; len]), None);
+        }
+    }
+
+    /// The names and values compared as literals: every near miss (a prefix, a longer name, a
+    /// changed byte, whitespace around the colon) is read as the full parser reads it.
+    #[test]
+    fn literal_names_and_values_agree_on_near_misses() {
+        let frame = twilio_frame();
+        let mut variants = Vec::new();
+        for literal in [
+            "\"event\":",
+            "\"sequenceNumber\":",
+            "\"media\":",
+            "\"track\":",
+            "\"chunk\":",
+            "\"timestamp\":",
+            "\"payload\":",
+            "\"streamSid\":",
+            "\"media\"",
+            "\"inbound\"",
+            "\"4\"",
+            "\"2\"",
+            "\"5\"",
+        ] {
+            let at = frame.find(literal).unwrap();
+            let (before, after) = (&frame[..at], &frame[at + literal.len()..]);
+            let inner = &literal[1..literal.rfind('"').unwrap()];
+            let tail = &literal[literal.rfind('"').unwrap() + 1..];
+            let mut spellings = vec![
+                format!("\"{inner}\" {tail}"),
+                format!(" \"{inner}\"{tail}"),
+                format!("\"{inner}x\"{tail}"),
+                format!("\"{inner}\\u0041\"{tail}"),
+                format!("\"\"{tail}"),
+            ];
+            for cut in 0..inner.len() {
+                spellings.push(format!("\"{}\"{tail}", &inner[..cut]));
+                spellings.push(format!("\"{}\"{tail}", &inner[cut..]));
+                let mut changed = inner.as_bytes().to_vec();
+                for byte in [b'A', b'0', b'_', b'"', b'\\'] {
+                    changed[cut] = byte;
+                    spellings.push(format!("\"{}\"{tail}", String::from_utf8_lossy(&changed)));
+                }
+            }
+            variants.extend(spellings.iter().map(|s| format!("{before}{s}{after}")));
+        }
+        // Quoted counters of every length around the u64 limit, each digit and a leading zero.
+        for digits in 1..=21 {
+            for lead in ["1", "9", "0"] {
+                let counter = format!("\"{lead}{}\"", "9".repeat(digits - 1));
+                variants.push(frame.replacen("\"4\"", &counter, 1));
+                variants.push(frame.replacen("\"5\"", &counter, 1));
+            }
+        }
+        let accepted = variants.iter().filter(|text| agrees(text)).count();
+        assert!(
+            accepted > variants.len() / 4,
+            "{accepted} of {}",
+            variants.len()
+        );
+    }
+
+    /// Every ASCII byte at every position of Twilio's frame: the literal comparisons and the
+    /// digit reader see every kind of wrong byte where they look.
+    #[test]
+    fn every_ascii_byte_at_every_position_agrees() {
+        let frame = twilio_frame();
+        for at in 0..frame.len() {
+            for byte in 0..0x80u8 {
+                let mut text = frame.clone().into_bytes();
+                text[at] = byte;
+                agrees(std::str::from_utf8(&text).unwrap());
+            }
         }
     }
 
