@@ -89,7 +89,9 @@ impl<S: TwilioSocket> Frames<'_, S> {
             };
             match messages::parse(&text) {
                 Ok(Inbound::Media(media)) => {
-                    let Some((payload, bytes)) = Base64::new(&media.payload) else {
+                    // Checked already when the parser found the payload's end (a plain frame).
+                    let checked = media.base64.or_else(|| Base64::new(&media.payload));
+                    let Some((payload, bytes)) = checked else {
                         self.ctx.metrics.dropped(MediaDrop::BadBase64);
                         continue;
                     };

@@ -26,6 +26,36 @@ pub fn decoded_len(payload: &[u8]) -> Option<usize> {
     {
         return None;
     }
+    padded_len(data, pads)
+}
+
+/// How many bytes from the start of `bytes` are of the 64-character alphabet (no `=`). Sixteen
+/// at a time, each block a fold with no early exit (vectorised as in [`decoded_len`]); the block
+/// that holds the first other byte is then read byte by byte. The fast parser finds a payload's
+/// closing quote with it: a run of the alphabet holds no quote, backslash or control character.
+pub(crate) fn alphabet_run(bytes: &[u8]) -> usize {
+    let mut at = 0;
+    for block in bytes.chunks_exact(16) {
+        if block
+            .iter()
+            .fold(false, |bad, &byte| bad | !in_alphabet(byte))
+        {
+            break;
+        }
+        at += 16;
+    }
+    at + bytes[at..]
+        .iter()
+        .take_while(|&&byte| in_alphabet(byte))
+        .count()
+}
+
+/// [`decoded_len`] of `data` (all of the alphabet) followed by `pads` `=` (at most two).
+pub(crate) fn padded_len(data: &[u8], pads: usize) -> Option<usize> {
+    let len = data.len() + pads;
+    if !len.is_multiple_of(4) || pads > 2 {
+        return None;
+    }
     // The character before the padding may only carry bits that end up in a decoded byte.
     let spare_bits = match pads {
         1 => 0b11,
@@ -37,7 +67,7 @@ pub fn decoded_len(payload: &[u8]) -> Option<usize> {
     {
         return None;
     }
-    Some(payload.len() / 4 * 3 - pads)
+    Some(len / 4 * 3 - pads)
 }
 
 /// Text of the base64 alphabet only (`A`-`Z`, `a`-`z`, `0`-`9`, `+`, `/`, `=`), none of which a
@@ -54,6 +84,17 @@ impl<'a> Base64<'a> {
     #[inline]
     pub fn new(payload: &'a str) -> Option<(Self, usize)> {
         decoded_len(payload.as_bytes()).map(|len| (Self(payload), len))
+    }
+
+    /// `data` (of the alphabet only, as [`alphabet_run`] found it) and `pads` `=` after it in
+    /// `text`, checked as [`Base64::new`] checks it without reading `data` again.
+    pub(crate) fn of_run(text: &'a str, data_len: usize, pads: usize) -> Option<(Self, usize)> {
+        let data = &text.as_bytes()[..data_len];
+        debug_assert!(data.iter().all(|&byte| in_alphabet(byte)));
+        debug_assert!(
+            text.len() == data_len + pads && text.bytes().skip(data_len).all(|b| b == b'=')
+        );
+        padded_len(data, pads).map(|len| (Self(text), len))
     }
 
     pub fn as_str(self) -> &'a str {
@@ -148,6 +189,23 @@ mod tests {
         assert_eq!(kept.get(0..13), None);
         kept.clear();
         assert_eq!(kept.get(first), None);
+    }
+
+    /// The run the fast parser reads a payload with ends at the first byte outside the alphabet,
+    /// wherever it is.
+    #[test]
+    fn alphabet_run_stops_at_the_first_other_byte() {
+        for len in 0..70 {
+            let text: Vec<u8> = (0..len).map(|i| b"Az09+/"[i % 6]).collect();
+            assert_eq!(alphabet_run(&text), len);
+            for at in 0..len {
+                for other in [b'=', b'"', b'\\', 0, b'-', 0xff] {
+                    let mut bad = text.clone();
+                    bad[at] = other;
+                    assert_eq!(alphabet_run(&bad), at, "{len} {at} {other}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use super::inbound::{Media, Track};
+use crate::payload::{self, Base64};
 
 /// Reads `text` as a `media` message if it is plain: one object of string or unsigned-integer
 /// values plus the nested `media` object, no escapes, no literals, no duplicate known field.
@@ -42,13 +43,15 @@ pub fn parse(text: &str) -> Option<Media<'_>> {
         return None;
     }
     let media = media?;
+    let (payload, base64) = media.payload?;
     Some(Media {
+        base64,
         sequence_number: sequence_number.flatten(),
         stream_sid,
         track: media.track,
         chunk: media.chunk.flatten(),
         timestamp: media.timestamp.flatten(),
-        payload: Cow::Borrowed(media.payload?),
+        payload: Cow::Borrowed(payload),
     })
 }
 
@@ -57,7 +60,7 @@ struct Inner<'a> {
     track: Option<Track>,
     chunk: Option<Option<u64>>,
     timestamp: Option<Option<u64>>,
-    payload: Option<&'a str>,
+    payload: Option<(&'a str, Option<(Base64<'a>, usize)>)>,
 }
 
 /// Sets a field seen for the first time; a second sighting is a duplicate, which the full
@@ -279,7 +282,7 @@ impl<'a> Scanner<'a> {
                 Key::Track => once(&mut track, self.track()?)?,
                 Key::Chunk => once(&mut inner.chunk, self.counter()?)?,
                 Key::Timestamp => once(&mut inner.timestamp, self.counter()?)?,
-                Key::Payload => once(&mut inner.payload, self.string()?)?,
+                Key::Payload => once(&mut inner.payload, self.payload()?)?,
                 _ => self.scalar()?,
             }
             match self.token()? {
@@ -290,6 +293,29 @@ impl<'a> Scanner<'a> {
         }
         inner.track = track;
         Some(inner)
+    }
+
+    /// The value of `payload`, checked as base64 in the pass that finds its end: a run of the
+    /// alphabet, up to two `=`, then the closing quote. Any other string (not base64, or with an
+    /// escape) is read by [`Scanner::string`] and checked by [`Base64::new`], as serde's is.
+    fn payload(&mut self) -> Option<(&'a str, Option<(Base64<'a>, usize)>)> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let rest = &self.bytes()[start..];
+        let data = payload::alphabet_run(rest);
+        let pads = rest[data..]
+            .iter()
+            .take(2)
+            .take_while(|&&b| b == b'=')
+            .count();
+        if rest.get(data + pads) == Some(&b'"') {
+            self.at = start + data + pads + 1;
+            // ASCII on both sides: character boundaries.
+            let text = &self.text[start..start + data + pads];
+            return Some((text, Base64::of_run(text, data, pads)));
+        }
+        let text = self.string_rest()?;
+        Some((text, Base64::new(text)))
     }
 
     /// The value of `track`; Twilio's own `"inbound"` compared as a literal.
@@ -651,6 +677,32 @@ mod tests {
                 let mut text = frame.clone().into_bytes();
                 text[at] = byte;
                 agrees(std::str::from_utf8(&text).unwrap());
+            }
+        }
+    }
+
+    /// A frame's full 216-character payload with every ASCII byte at every position: the
+    /// alphabet run and its padding end wherever the payload stops being base64.
+    #[test]
+    fn every_ascii_byte_in_a_full_payload_agrees() {
+        use base64::Engine;
+        let audio: Vec<u8> = (0..160u32).map(|i| (i * 73 + 5) as u8).collect();
+        let full = base64::engine::general_purpose::STANDARD.encode(&audio);
+        let frame = twilio_frame().replacen(PAYLOAD, &full, 1);
+        let start = frame.find(&full).unwrap();
+        assert!(parse(&frame).unwrap().base64.is_some());
+        for at in start..start + full.len() + 1 {
+            for byte in 0..0x80u8 {
+                let mut text = frame.clone().into_bytes();
+                text[at] = byte;
+                agrees(std::str::from_utf8(&text).unwrap());
+            }
+        }
+        // Padding of every length in place of the payload's tail.
+        for cut in 0..8 {
+            for pads in 0..4 {
+                let payload = format!("{}{}", &full[..full.len() - cut], "=".repeat(pads));
+                agrees(&frame.replacen(&full, &payload, 1));
             }
         }
     }
