@@ -236,9 +236,18 @@ impl<'a> Scanner<'a> {
     /// [`Scanner::string`] after its opening quote.
     fn string_rest(&mut self) -> Option<&'a str> {
         let start = self.at;
-        let len = first_special(&self.bytes()[start..])?;
+        let rest = &self.bytes()[start..];
+        // What reaches here on Twilio's frames is the SID, letters and digits: the base64
+        // alphabet's run (sixteen at a time) ends at its quote, and holds no quote, backslash or
+        // control character before it. Any other string is scanned again by `first_special`.
+        let run = payload::alphabet_run(rest);
+        let len = if rest.get(run) == Some(&b'"') {
+            run
+        } else {
+            first_special(rest)?
+        };
         // A backslash or a control character sends the whole message to the full parser.
-        if self.bytes()[start + len] != b'"' {
+        if rest[len] != b'"' {
             return None;
         }
         self.at = start + len + 1;
