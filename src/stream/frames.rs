@@ -11,7 +11,7 @@ use futures_util::StreamExt;
 use tokio::time::{Instant, sleep};
 use tracing::warn;
 use twilio::messages::{self, Inbound};
-use twilio::payload;
+use twilio::payload::Base64;
 
 use super::StreamContext;
 use super::ending::{Ending, close, ended_from_outside};
@@ -89,13 +89,15 @@ impl<S: TwilioSocket> Frames<'_, S> {
             };
             match messages::parse(&text) {
                 Ok(Inbound::Media(media)) => {
-                    let Some(bytes) = payload::decoded_len(media.payload.as_bytes()) else {
+                    // Checked already when the parser found the payload's end (a plain frame).
+                    let checked = media.base64.or_else(|| Base64::new(&media.payload));
+                    let Some((payload, bytes)) = checked else {
                         self.ctx.metrics.dropped(MediaDrop::BadBase64);
                         continue;
                     };
                     live.count_in(bytes);
                     self.frames_in += 1;
-                    handler.on_media(&media.payload, &mut outbox);
+                    handler.on_media(payload, &mut outbox);
                 }
                 Ok(Inbound::Mark(mark)) => {
                     live.update(|s| s.marks.push(mark.name.to_string()));
@@ -127,7 +129,7 @@ impl<S: TwilioSocket> Frames<'_, S> {
             for message in outbox.iter() {
                 match message {
                     Outbound::Media(payload) => {
-                        messages::media_after(&mut out_text, &media_head, payload);
+                        messages::media_after_base64(&mut out_text, &media_head, payload);
                     }
                     Outbound::Mark(name) => messages::mark(&mut out_text, self.stream_sid, name),
                 }

@@ -11,6 +11,20 @@ use twilio::payload;
 
 /// The contract between the three entry points, for any text at all: none panics; whatever the
 /// fast path reads, serde reads alike; and the public `parse` answers exactly as serde does.
+/// `media` with its `base64` checked against its payload and then cleared, for comparing with a
+/// `MediaFrame::expected`, which cannot know whether the payload was escaped.
+fn parsed_as_expected(media: Media<'_>) -> Media<'_> {
+    let checked = match &media.payload {
+        std::borrow::Cow::Borrowed(text) => payload::Base64::new(text),
+        std::borrow::Cow::Owned(_) => None,
+    };
+    assert_eq!(media.base64, checked, "{media:?}");
+    Media {
+        base64: None,
+        ..media
+    }
+}
+
 fn check_agreement(text: &str) {
     let serde = inbound::parse(text);
     if let Some(fast) = fast::parse(text) {
@@ -161,6 +175,8 @@ impl MediaFrame {
             chunk: self.chunk.as_ref().and_then(Counter::value),
             timestamp: self.timestamp.as_ref().and_then(Counter::value),
             payload: self.payload.clone().into(),
+            // Compared apart: it depends on the payload's spelling (see `parsed_as_expected`).
+            base64: None,
         }
     }
 
@@ -500,11 +516,11 @@ proptest! {
         let text = frame.render();
         let expected = frame.expected();
         match inbound::parse(&text) {
-            Ok(Inbound::Media(media)) => prop_assert_eq!(media, expected.clone(), "{}", text),
+            Ok(Inbound::Media(media)) => prop_assert_eq!(parsed_as_expected(media), expected.clone(), "{}", text),
             other => prop_assert!(false, "serde read {:?} from {}", other, text),
         }
         if let Some(fast) = fast::parse(&text) {
-            prop_assert_eq!(fast, expected, "{}", text);
+            prop_assert_eq!(parsed_as_expected(fast), expected, "{}", text);
         }
         check_agreement(&text);
     }

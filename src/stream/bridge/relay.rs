@@ -25,7 +25,7 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use twilio::messages::{self, Inbound};
-use twilio::payload;
+use twilio::payload::Base64;
 
 use super::agent_message::{self, AgentMessage};
 use super::dial::DialError;
@@ -474,7 +474,8 @@ impl Relay<'_> {
         let mut stop = false;
         match messages::parse(&text) {
             Ok(Inbound::Media(media)) => {
-                if let Some(bytes) = payload::decoded_len(media.payload.as_bytes()) {
+                let checked = media.base64.or_else(|| Base64::new(&media.payload));
+                if let Some((_, bytes)) = checked {
                     self.live.count_in(bytes);
                     self.frames_in += 1;
                 }

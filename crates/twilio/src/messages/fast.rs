@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use super::inbound::{Media, Track};
+use crate::payload::{self, Base64};
 
 /// Reads `text` as a `media` message if it is plain: one object of string or unsigned-integer
 /// values plus the nested `media` object, no escapes, no literals, no duplicate known field.
@@ -18,20 +19,18 @@ pub fn parse(text: &str) -> Option<Media<'_>> {
     let mut stream_sid = None;
     let mut media = None;
     loop {
-        let key = s.string()?;
-        s.expect(b':')?;
-        match key {
-            "event" => {
-                if is_media || s.string()? != "media" {
+        match s.key()? {
+            Key::Event => {
+                if is_media || !s.media_event()? {
                     return None;
                 }
                 is_media = true;
             }
-            "sequenceNumber" => once(&mut sequence_number, s.counter()?)?,
-            "streamSid" => once(&mut stream_sid, Cow::Borrowed(s.string()?))?,
-            "media" => once(&mut media, s.media()?)?,
+            Key::SequenceNumber => once(&mut sequence_number, s.counter()?)?,
+            Key::StreamSid => once(&mut stream_sid, Cow::Borrowed(s.string()?))?,
+            Key::Media => once(&mut media, s.media()?)?,
             // Known fields of other events: their types are the full parser's business.
-            "protocol" | "version" | "start" | "mark" | "dtmf" | "stop" => return None,
+            Key::Other("protocol" | "version" | "start" | "mark" | "dtmf" | "stop") => return None,
             _ => s.scalar()?,
         }
         match s.token()? {
@@ -44,13 +43,15 @@ pub fn parse(text: &str) -> Option<Media<'_>> {
         return None;
     }
     let media = media?;
+    let (payload, base64) = media.payload?;
     Some(Media {
+        base64,
         sequence_number: sequence_number.flatten(),
         stream_sid,
         track: media.track,
         chunk: media.chunk.flatten(),
         timestamp: media.timestamp.flatten(),
-        payload: Cow::Borrowed(media.payload?),
+        payload: Cow::Borrowed(payload),
     })
 }
 
@@ -59,7 +60,7 @@ struct Inner<'a> {
     track: Option<Track>,
     chunk: Option<Option<u64>>,
     timestamp: Option<Option<u64>>,
-    payload: Option<&'a str>,
+    payload: Option<(&'a str, Option<(Base64<'a>, usize)>)>,
 }
 
 /// Sets a field seen for the first time; a second sighting is a duplicate, which the full
@@ -71,6 +72,69 @@ fn once<T>(slot: &mut Option<T>, value: T) -> Option<()> {
     *slot = Some(value);
     Some(())
 }
+
+/// A field name: one of those a `media` message has, or another.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Key<'a> {
+    Event,
+    SequenceNumber,
+    StreamSid,
+    Media,
+    Track,
+    Chunk,
+    Timestamp,
+    Payload,
+    Other(&'a str),
+}
+
+impl<'a> Key<'a> {
+    fn of(name: &'a str) -> Self {
+        match name {
+            "event" => Key::Event,
+            "sequenceNumber" => Key::SequenceNumber,
+            "streamSid" => Key::StreamSid,
+            "media" => Key::Media,
+            "track" => Key::Track,
+            "chunk" => Key::Chunk,
+            "timestamp" => Key::Timestamp,
+            "payload" => Key::Payload,
+            other => Key::Other(other),
+        }
+    }
+}
+
+/// A literal of up to sixteen bytes, compared with the next sixteen bytes of the text as one
+/// masked 128-bit word: a few instructions, where `starts_with` calls `bcmp`.
+struct Literal {
+    text: &'static [u8],
+    word: u128,
+    mask: u128,
+}
+
+impl Literal {
+    const fn new(text: &'static [u8]) -> Self {
+        assert!(text.len() <= 16);
+        let (mut word, mut mask) = (0u128, 0u128);
+        let mut i = 0;
+        while i < text.len() {
+            word |= (text[i] as u128) << (8 * i);
+            mask |= 0xff << (8 * i);
+            i += 1;
+        }
+        Self { text, word, mask }
+    }
+}
+
+const EVENT_KEY: Literal = Literal::new(b"event\":");
+const MEDIA_KEY: Literal = Literal::new(b"media\":");
+const CHUNK_KEY: Literal = Literal::new(b"chunk\":");
+const PAYLOAD_KEY: Literal = Literal::new(b"payload\":");
+const SEQUENCE_NUMBER_KEY: Literal = Literal::new(b"sequenceNumber\":");
+const STREAM_SID_KEY: Literal = Literal::new(b"streamSid\":");
+const TRACK_KEY: Literal = Literal::new(b"track\":");
+const TIMESTAMP_KEY: Literal = Literal::new(b"timestamp\":");
+const MEDIA_VALUE: Literal = Literal::new(b"\"media\"");
+const INBOUND_VALUE: Literal = Literal::new(b"\"inbound\"");
 
 struct Scanner<'a> {
     text: &'a str,
@@ -110,13 +174,80 @@ impl<'a> Scanner<'a> {
         self.at == self.text.len()
     }
 
+    /// Whether the unread text starts with `literal`; if so it is consumed.
+    fn literal(&mut self, literal: &Literal) -> bool {
+        let rest = &self.bytes()[self.at..];
+        let found = match rest.first_chunk::<16>() {
+            Some(&next) => u128::from_le_bytes(next) & literal.mask == literal.word,
+            // Fewer than sixteen bytes left: near the end of the text, byte by byte.
+            None => rest.starts_with(literal.text),
+        };
+        if found {
+            self.at += literal.text.len();
+        }
+        found
+    }
+
+    /// A field name and its colon. The names of a `media` message are compared as `name":`
+    /// straight after the quote, a few word compares instead of a scan for the string's end and a
+    /// match on the text; any other name or spelling (`"name" :`) is read as a string.
+    fn key(&mut self) -> Option<Key<'a>> {
+        self.expect(b'"')?;
+        // The first byte (and the second where two names share one) picks the one candidate.
+        let rest = &self.bytes()[self.at..];
+        let candidate = match rest.first() {
+            Some(b'e') => Some((&EVENT_KEY, Key::Event)),
+            Some(b'm') => Some((&MEDIA_KEY, Key::Media)),
+            Some(b'c') => Some((&CHUNK_KEY, Key::Chunk)),
+            Some(b'p') => Some((&PAYLOAD_KEY, Key::Payload)),
+            Some(b's') if rest.get(1) == Some(&b'e') => {
+                Some((&SEQUENCE_NUMBER_KEY, Key::SequenceNumber))
+            }
+            Some(b's') => Some((&STREAM_SID_KEY, Key::StreamSid)),
+            Some(b't') if rest.get(1) == Some(&b'r') => Some((&TRACK_KEY, Key::Track)),
+            Some(b't') => Some((&TIMESTAMP_KEY, Key::Timestamp)),
+            _ => None,
+        };
+        if let Some((literal, key)) = candidate
+            && self.literal(literal)
+        {
+            return Some(key);
+        }
+        let name = self.string_rest()?;
+        self.expect(b':')?;
+        Some(Key::of(name))
+    }
+
+    /// The value of `event`: whether it is `"media"`, compared as a literal when spelled plainly.
+    fn media_event(&mut self) -> Option<bool> {
+        self.skip_ws();
+        if self.literal(&MEDIA_VALUE) {
+            return Some(true);
+        }
+        Some(self.string()? == "media")
+    }
+
     /// A string with no escapes and no control characters, borrowed from the text.
     fn string(&mut self) -> Option<&'a str> {
         self.expect(b'"')?;
+        self.string_rest()
+    }
+
+    /// [`Scanner::string`] after its opening quote.
+    fn string_rest(&mut self) -> Option<&'a str> {
         let start = self.at;
-        let len = first_special(&self.bytes()[start..])?;
+        let rest = &self.bytes()[start..];
+        // What reaches here on Twilio's frames is the SID, letters and digits: the base64
+        // alphabet's run (sixteen at a time) ends at its quote, and holds no quote, backslash or
+        // control character before it. Any other string is scanned again by `first_special`.
+        let run = payload::alphabet_run(rest);
+        let len = if rest.get(run) == Some(&b'"') {
+            run
+        } else {
+            first_special(rest)?
+        };
         // A backslash or a control character sends the whole message to the full parser.
-        if self.bytes()[start + len] != b'"' {
+        if rest[len] != b'"' {
             return None;
         }
         self.at = start + len + 1;
@@ -146,10 +277,42 @@ impl<'a> Scanner<'a> {
     /// a decimal string that is not a u64 becomes `Some(None)`.
     fn counter(&mut self) -> Option<Option<u64>> {
         match self.peek()? {
-            b'"' => Some(decimal(self.string()?)),
+            b'"' => {
+                // Twilio's counters are short quoted digit strings: read as the digits go by,
+                // with no scan for the string's end first. Anything else is read as a string.
+                if let Some(value) = self.quoted_digits() {
+                    return Some(Some(value));
+                }
+                Some(decimal(self.string()?))
+            }
             b'0'..=b'9' => Some(Some(self.integer()?)),
             _ => None,
         }
+    }
+
+    /// `"digits"` (1 to 19 ASCII digits, so they fit in a u64) and its value, consumed; `None`,
+    /// with nothing consumed, for any other string. `decimal` reads the same digits alike.
+    fn quoted_digits(&mut self) -> Option<u64> {
+        let bytes = self.bytes();
+        let mut at = self.at + 1;
+        let mut value = 0u64;
+        while let Some(&byte) = bytes.get(at) {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                break;
+            }
+            // A twentieth digit may not fit: `decimal` decides.
+            if at - (self.at + 1) == 19 {
+                return None;
+            }
+            value = value * 10 + u64::from(digit);
+            at += 1;
+        }
+        if at == self.at + 1 || bytes.get(at) != Some(&b'"') {
+            return None;
+        }
+        self.at = at + 1;
+        Some(value)
     }
 
     /// Skips the value of a field nobody reads, if it is a string or an unsigned integer.
@@ -166,13 +329,11 @@ impl<'a> Scanner<'a> {
         let mut inner = Inner::default();
         let mut track = None;
         loop {
-            let key = self.string()?;
-            self.expect(b':')?;
-            match key {
-                "track" => once(&mut track, track_of(self.string()?))?,
-                "chunk" => once(&mut inner.chunk, self.counter()?)?,
-                "timestamp" => once(&mut inner.timestamp, self.counter()?)?,
-                "payload" => once(&mut inner.payload, self.string()?)?,
+            match self.key()? {
+                Key::Track => once(&mut track, self.track()?)?,
+                Key::Chunk => once(&mut inner.chunk, self.counter()?)?,
+                Key::Timestamp => once(&mut inner.timestamp, self.counter()?)?,
+                Key::Payload => once(&mut inner.payload, self.payload()?)?,
                 _ => self.scalar()?,
             }
             match self.token()? {
@@ -183,6 +344,38 @@ impl<'a> Scanner<'a> {
         }
         inner.track = track;
         Some(inner)
+    }
+
+    /// The value of `payload`, checked as base64 in the pass that finds its end: a run of the
+    /// alphabet, up to two `=`, then the closing quote. Any other string (not base64, or with an
+    /// escape) is read by [`Scanner::string`] and checked by [`Base64::new`], as serde's is.
+    fn payload(&mut self) -> Option<(&'a str, Option<(Base64<'a>, usize)>)> {
+        self.expect(b'"')?;
+        let start = self.at;
+        let rest = &self.bytes()[start..];
+        let data = payload::alphabet_run(rest);
+        let pads = rest[data..]
+            .iter()
+            .take(2)
+            .take_while(|&&b| b == b'=')
+            .count();
+        if rest.get(data + pads) == Some(&b'"') {
+            self.at = start + data + pads + 1;
+            // ASCII on both sides: character boundaries.
+            let text = &self.text[start..start + data + pads];
+            return Some((text, Base64::of_run(text, data, pads)));
+        }
+        let text = self.string_rest()?;
+        Some((text, Base64::new(text)))
+    }
+
+    /// The value of `track`; Twilio's own `"inbound"` compared as a literal.
+    fn track(&mut self) -> Option<Track> {
+        self.skip_ws();
+        if self.literal(&INBOUND_VALUE) {
+            return Some(Track::Inbound);
+        }
+        Some(track_of(self.string()?))
     }
 }
 
@@ -463,6 +656,105 @@ mod tests {
             }
             assert_eq!(first_special(&vec![0xc3; len]), None);
             assert_eq!(first_special(&vec![b' '; len]), None);
+        }
+    }
+
+    /// The names and values compared as literals: every near miss (a prefix, a longer name, a
+    /// changed byte, whitespace around the colon) is read as the full parser reads it.
+    #[test]
+    fn literal_names_and_values_agree_on_near_misses() {
+        let frame = twilio_frame();
+        let mut variants = Vec::new();
+        for literal in [
+            "\"event\":",
+            "\"sequenceNumber\":",
+            "\"media\":",
+            "\"track\":",
+            "\"chunk\":",
+            "\"timestamp\":",
+            "\"payload\":",
+            "\"streamSid\":",
+            "\"media\"",
+            "\"inbound\"",
+            "\"4\"",
+            "\"2\"",
+            "\"5\"",
+        ] {
+            let at = frame.find(literal).unwrap();
+            let (before, after) = (&frame[..at], &frame[at + literal.len()..]);
+            let inner = &literal[1..literal.rfind('"').unwrap()];
+            let tail = &literal[literal.rfind('"').unwrap() + 1..];
+            let mut spellings = vec![
+                format!("\"{inner}\" {tail}"),
+                format!(" \"{inner}\"{tail}"),
+                format!("\"{inner}x\"{tail}"),
+                format!("\"{inner}\\u0041\"{tail}"),
+                format!("\"\"{tail}"),
+            ];
+            for cut in 0..inner.len() {
+                spellings.push(format!("\"{}\"{tail}", &inner[..cut]));
+                spellings.push(format!("\"{}\"{tail}", &inner[cut..]));
+                let mut changed = inner.as_bytes().to_vec();
+                for byte in [b'A', b'0', b'_', b'"', b'\\'] {
+                    changed[cut] = byte;
+                    spellings.push(format!("\"{}\"{tail}", String::from_utf8_lossy(&changed)));
+                }
+            }
+            variants.extend(spellings.iter().map(|s| format!("{before}{s}{after}")));
+        }
+        // Quoted counters of every length around the u64 limit, each digit and a leading zero.
+        for digits in 1..=21 {
+            for lead in ["1", "9", "0"] {
+                let counter = format!("\"{lead}{}\"", "9".repeat(digits - 1));
+                variants.push(frame.replacen("\"4\"", &counter, 1));
+                variants.push(frame.replacen("\"5\"", &counter, 1));
+            }
+        }
+        let accepted = variants.iter().filter(|text| agrees(text)).count();
+        assert!(
+            accepted > variants.len() / 4,
+            "{accepted} of {}",
+            variants.len()
+        );
+    }
+
+    /// Every ASCII byte at every position of Twilio's frame: the literal comparisons and the
+    /// digit reader see every kind of wrong byte where they look.
+    #[test]
+    fn every_ascii_byte_at_every_position_agrees() {
+        let frame = twilio_frame();
+        for at in 0..frame.len() {
+            for byte in 0..0x80u8 {
+                let mut text = frame.clone().into_bytes();
+                text[at] = byte;
+                agrees(std::str::from_utf8(&text).unwrap());
+            }
+        }
+    }
+
+    /// A frame's full 216-character payload with every ASCII byte at every position: the
+    /// alphabet run and its padding end wherever the payload stops being base64.
+    #[test]
+    fn every_ascii_byte_in_a_full_payload_agrees() {
+        use base64::Engine;
+        let audio: Vec<u8> = (0..160u32).map(|i| (i * 73 + 5) as u8).collect();
+        let full = base64::engine::general_purpose::STANDARD.encode(&audio);
+        let frame = twilio_frame().replacen(PAYLOAD, &full, 1);
+        let start = frame.find(&full).unwrap();
+        assert!(parse(&frame).unwrap().base64.is_some());
+        for at in start..start + full.len() + 1 {
+            for byte in 0..0x80u8 {
+                let mut text = frame.clone().into_bytes();
+                text[at] = byte;
+                agrees(std::str::from_utf8(&text).unwrap());
+            }
+        }
+        // Padding of every length in place of the payload's tail.
+        for cut in 0..8 {
+            for pads in 0..4 {
+                let payload = format!("{}{}", &full[..full.len() - cut], "=".repeat(pads));
+                agrees(&frame.replacen(&full, &payload, 1));
+            }
         }
     }
 

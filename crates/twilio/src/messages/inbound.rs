@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use thiserror::Error;
 
+use crate::payload::Base64;
+
 pub const MAX_REPORTED_EVENT_LEN: usize = 64;
 
 /// One message from Twilio. Strings borrow from the frame text unless JSON escapes forced a copy.
@@ -77,6 +79,11 @@ pub struct Media<'a> {
     /// Milliseconds since the stream started.
     pub timestamp: Option<u64>,
     pub payload: Cow<'a, str>,
+    /// `payload` as base64 and the audio bytes it decodes to ([`Base64::new`]), when it is valid
+    /// base64 borrowed from the frame; `None` for anything else, an escaped payload included
+    /// (copied, so not borrowable here: check `payload` itself). A plain frame's payload is
+    /// checked in the pass that finds its end, so the stream does not read it again.
+    pub base64: Option<(Base64<'a>, usize)>,
 }
 
 /// Twilio finished playing the audio sent before the `mark` of this name (or it was cleared).
@@ -168,7 +175,12 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, ParseError> {
     match &*event {
         "media" => {
             let media = media.ok_or(missing("media", "media"))?;
+            let base64 = match media.payload {
+                Cow::Borrowed(text) => Base64::new(text),
+                Cow::Owned(_) => None,
+            };
             Ok(Inbound::Media(Media {
+                base64,
                 sequence_number,
                 stream_sid,
                 track: media.track,
@@ -552,6 +564,7 @@ mod tests {
                 chunk: Some(1),
                 timestamp: Some(5),
                 payload: PAYLOAD.into(),
+                base64: Base64::new(PAYLOAD),
             }
         );
         // The hot path borrows every string from the frame.
@@ -608,6 +621,7 @@ mod tests {
                 chunk: None,
                 timestamp: None,
                 payload: "".into(),
+                base64: Base64::new(""),
             }
         );
     }

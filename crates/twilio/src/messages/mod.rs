@@ -14,7 +14,7 @@ pub use inbound::{
     Connected, Dtmf, Inbound, MAX_REPORTED_EVENT_LEN, Mark, Media, MediaFormat, ParseError, Start,
     Stop, Track,
 };
-pub use outbound::{MediaHead, TextBuf, clear, mark, media, media_after};
+pub use outbound::{MediaHead, TextBuf, clear, mark, media, media_after, media_after_base64};
 
 /// Parses one text frame. Fields this crate does not use are skipped unread. A `media` frame as
 /// Twilio sends it is parsed without allocating; only a string with JSON escapes (copied to
