@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use calls_core::calls::{Calls, CallsConfig};
 use calls_core::store::{CallStore, MemoryStore, RedisStore, StoreConfig, StoreError};
+use twilio::twiml::PublicUrls;
 
 use crate::config::Config;
-use crate::http::PublicUrls;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::whatsapp::WhatsApp;
@@ -54,7 +54,11 @@ impl App {
             .twilio_api
             .client()
             .map(|built| built.map_err(|err| err.to_string()));
-        let public_urls = config.public_url.as_deref().and_then(PublicUrls::new);
+        // An unusable PUBLIC_URL leaves each request to build its URLs from its own headers.
+        let public_urls = config
+            .public_url
+            .as_deref()
+            .and_then(|base| PublicUrls::new(base).ok());
         Arc::new(Self {
             public_urls,
             config,
@@ -78,7 +82,7 @@ impl App {
     }
 
     /// The TwiML's URLs from `PUBLIC_URL`; `None` without a usable one.
-    pub(crate) fn public_urls(&self) -> Option<&PublicUrls> {
+    pub fn public_urls(&self) -> Option<&PublicUrls> {
         self.public_urls.as_ref()
     }
 

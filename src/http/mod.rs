@@ -24,7 +24,6 @@ use crate::metrics::HttpReject;
 use crate::stream::StreamContext;
 
 pub(crate) use overflow::overflow_router;
-pub(crate) use urls::PublicUrls;
 use urls::{after_stream_url, stream_url};
 
 mod after_stream;

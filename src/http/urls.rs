@@ -6,26 +6,6 @@ use twilio::twiml;
 
 use crate::app::App;
 
-/// The three URLs for a valid `PUBLIC_URL`. Built per webhook they cost two URL parses and
-/// three `format!`s each time, for the same answer.
-pub(crate) struct PublicUrls {
-    stream: String,
-    after_stream: String,
-    wait: String,
-}
-
-impl PublicUrls {
-    /// `None` where `PUBLIC_URL` does not make a usable base: requests then build their URLs from
-    /// their own headers, as without `PUBLIC_URL`.
-    pub(crate) fn new(public_base: &str) -> Option<Self> {
-        Some(Self {
-            stream: twiml::stream_url(public_base).ok()?,
-            after_stream: twiml::after_stream_url(public_base).ok()?,
-            wait: twiml::wait_url(public_base).ok()?,
-        })
-    }
-}
-
 /// The `wss://…/twilio/stream` URL for the TwiML: from `PUBLIC_URL`, else from the forwarded
 /// headers, which is safe only because signatures are off without `PUBLIC_URL`.
 pub(crate) fn stream_url(app: &App, headers: &HeaderMap) -> String {

@@ -220,6 +220,31 @@ pub fn hold(hold: &Hold<'_>) -> String {
     xml
 }
 
+/// The three URLs our TwiML names for a service reachable at `public_base`, built once: a
+/// webhook that built them would parse the base twice and format three strings every time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrls {
+    /// [`stream_url`].
+    pub stream: String,
+    /// [`after_stream_url`].
+    pub after_stream: String,
+    /// [`wait_url`].
+    pub wait: String,
+}
+
+impl PublicUrls {
+    /// # Errors
+    ///
+    /// `public_base` is not a usable base (see [`stream_url`]).
+    pub fn new(public_base: &str) -> Result<Self, StreamUrlError> {
+        Ok(Self {
+            stream: stream_url(public_base)?,
+            after_stream: after_stream_url(public_base)?,
+            wait: wait_url(public_base)?,
+        })
+    }
+}
+
 /// `/twilio/wait`'s URL for a service reachable at `public_base`, built like
 /// [`after_stream_url`]: Twilio signs its requests over it as the TwiML gave it.
 pub fn wait_url(public_base: &str) -> Result<String, StreamUrlError> {
