@@ -11,7 +11,6 @@ use futures_util::StreamExt;
 use tokio::time::{Instant, sleep};
 use tracing::warn;
 use twilio::messages::{self, Inbound};
-use twilio::payload::Base64;
 
 use super::StreamContext;
 use super::ending::{Ending, close, ended_from_outside};
@@ -89,9 +88,8 @@ impl<S: TwilioSocket> Frames<'_, S> {
             };
             match messages::parse(&text) {
                 Ok(Inbound::Media(media)) => {
-                    // Checked already when the parser found the payload's end (a plain frame).
-                    let checked = media.base64.or_else(|| Base64::new(&media.payload));
-                    let Some((payload, bytes)) = checked else {
+                    // A plain frame's payload was checked when the parser found its end.
+                    let Some((payload, bytes)) = media.checked_base64() else {
                         self.ctx.metrics.dropped(MediaDrop::BadBase64);
                         continue;
                     };

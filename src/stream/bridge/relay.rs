@@ -25,7 +25,6 @@ use tungstenite::protocol::CloseFrame;
 use tungstenite::protocol::frame::coding::CloseCode;
 
 use twilio::messages::{self, Inbound};
-use twilio::payload::Base64;
 
 use super::agent_message::{self, AgentMessage};
 use super::dial::DialError;
@@ -474,8 +473,7 @@ impl Relay<'_> {
         let mut stop = false;
         match messages::parse(&text) {
             Ok(Inbound::Media(media)) => {
-                let checked = media.base64.or_else(|| Base64::new(&media.payload));
-                if let Some((_, bytes)) = checked {
+                if let Some((_, bytes)) = media.checked_base64() {
                     self.live.count_in(bytes);
                     self.frames_in += 1;
                 }

@@ -81,9 +81,17 @@ pub struct Media<'a> {
     pub payload: Cow<'a, str>,
     /// `payload` as base64 and the audio bytes it decodes to ([`Base64::new`]), when it is valid
     /// base64 borrowed from the frame; `None` for anything else, an escaped payload included
-    /// (copied, so not borrowable here: check `payload` itself). A plain frame's payload is
+    /// (copied, so not borrowable here: [`Media::checked_base64`] checks it). A plain frame's payload is
     /// checked in the pass that finds its end, so the stream does not read it again.
     pub base64: Option<(Base64<'a>, usize)>,
+}
+
+impl Media<'_> {
+    /// The payload as checked base64 and the audio bytes it decodes to: the parse's own check
+    /// where it made one, else checked now (an escaped payload); `None` if it is not base64.
+    pub fn checked_base64(&self) -> Option<(Base64<'_>, usize)> {
+        self.base64.or_else(|| Base64::new(&self.payload))
+    }
 }
 
 /// Twilio finished playing the audio sent before the `mark` of this name (or it was cleared).
