@@ -9,7 +9,9 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 mod outbound;
+mod slots;
 
+use self::slots::Slots;
 use super::line::{InLine, Line};
 use super::{
     Admission, AdmitPolicy, Backend, CallStore, ClusterStats, LapsedReservation, Refusal,
@@ -24,8 +26,8 @@ use crate::wait::{
 
 #[derive(Default)]
 struct Inner {
-    /// call SID -> lease deadline.
-    slots: HashMap<String, Instant>,
+    /// call SID -> lease deadline, also ordered by deadline for the reclaim.
+    slots: Slots,
     started: u64,
     rejected_max_concurrent: u64,
     rejected_tenant_limit: u64,
@@ -46,17 +48,11 @@ struct Inner {
 }
 
 impl Inner {
-    /// Drops lapsed slots, ending their states.
+    /// Drops lapsed slots, ending their states. Runs on every admission, so it finds them by
+    /// deadline (O(log n + lapsed)) rather than by walking every live call.
     fn reclaim(&mut self, now: Instant) -> Vec<String> {
-        let mut expired: Vec<String> = self
-            .slots
-            .iter()
-            .filter(|(_, deadline)| **deadline <= now)
-            .map(|(sid, _)| sid.clone())
-            .collect();
-        expired.sort();
+        let expired = self.slots.expired(now);
         for sid in &expired {
-            self.slots.remove(sid);
             if let Some((state, until)) = self.states.get(sid)
                 && *until > now
                 && state.status == CallStatus::Reserved
@@ -132,9 +128,8 @@ impl Inner {
             .states
             .get(call_sid)
             .is_some_and(|(state, _)| state.status != CallStatus::Waiting);
-        if let Some(held) = self.slots.get_mut(call_sid) {
-            // The new lease replaces the old one (a stream activating its reservation).
-            *held = deadline;
+        // The new lease replaces the old one (a stream activating its reservation).
+        if self.slots.renew(call_sid, |_| deadline) {
             let active = self.active();
             return Admission::Admitted { new: false, active };
         }
@@ -157,7 +152,7 @@ impl Inner {
             self.slot_tenant
                 .insert(call_sid.to_owned(), tenant.to_owned());
         }
-        self.slots.insert(call_sid.to_owned(), deadline);
+        self.slots.set(call_sid, deadline);
         if !counted {
             self.started += 1;
         }
@@ -250,7 +245,7 @@ impl Inner {
         let sid = visit.call_sid.as_str();
         let tenant = visit.tenant.unwrap_or("");
         let deadline = now + visit.reservation;
-        if self.slots.contains_key(sid) {
+        if self.slots.contains(sid) {
             // A retried webhook, or a visit after the admission: the slot it holds, never a
             // second one.
             self.line.remove(sid);
@@ -407,7 +402,8 @@ impl MemoryStore {
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // No operation panics while holding the guard, but a poisoned map is still consistent:
-        // every mutation is a single insert or remove.
+        // every mutation is a single insert or remove (the slots' two indexes: a pair with nothing
+        // that can panic between them).
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -431,13 +427,13 @@ impl CallStore for MemoryStore {
         let mut inner = self.lock();
         inner.reclaim(now);
         if initial_state.is_some()
-            && !inner.slots.contains_key(call_sid.as_str())
+            && !inner.slots.contains(call_sid.as_str())
             && inner.has_ended(call_sid.as_str(), now)
         {
             return Ok(Admission::Refused(Refusal::Ended));
         }
         let tenant = initial_state.and_then(|state| state.tenant.as_deref());
-        let held = inner.slots.contains_key(call_sid.as_str());
+        let held = inner.slots.contains(call_sid.as_str());
         let admission = inner.admit(call_sid.as_str(), policy, now + lease, &self.config, tenant);
         if let (Admission::Admitted { .. }, false, Some(state)) = (&admission, held, initial_state)
         {
@@ -468,7 +464,7 @@ impl CallStore for MemoryStore {
             .states
             .get(sid)
             .is_some_and(|(state, until)| *until > now && state.stream_token);
-        if !claim.bound && token_issued && (resumed.is_some() || inner.slots.contains_key(sid)) {
+        if !claim.bound && token_issued && (resumed.is_some() || inner.slots.contains(sid)) {
             return Ok(StreamAdmission::Unbound);
         }
         // docs/reference.md#after-stream: a `resumed` stream takes the call over only with the
@@ -496,7 +492,7 @@ impl CallStore for MemoryStore {
         let (new_slot, active) = if took_over {
             // A live call is never dropped by the limiter: its slot comes back whatever the count,
             // in the tenant it was admitted for (its state's), else this stream's.
-            inner.slots.insert(sid.to_owned(), now + lease);
+            inner.slots.set(sid, now + lease);
             let admitted_for = inner
                 .states
                 .get(sid)
@@ -578,10 +574,12 @@ impl CallStore for MemoryStore {
                 inner.states.insert(call_sid.to_string(), (granted, until));
                 // A slot still held waits for the continuation at least RESERVATION_SECS
                 // (docs/reference.md#hand-over), as in grant.lua.
-                if let Some(held) = inner.slots.get_mut(call_sid.as_str())
-                    && *held > now
+                if let Some(held) = inner.slots.deadline(call_sid.as_str())
+                    && held > now
                 {
-                    *held = (*held).max(now + self.config.reservation);
+                    inner
+                        .slots
+                        .set(call_sid.as_str(), held.max(now + self.config.reservation));
                 }
                 Ok(ResumeGrant::Granted { resumed })
             }
@@ -615,11 +613,8 @@ impl CallStore for MemoryStore {
             .insert(sid.to_owned(), (state, now + self.config.state_ttl));
         // A hand-over keeps a slot that has not lapsed for its continuation
         // (docs/reference.md#hand-over), as in stream_end.lua.
-        if hands_over(final_state)
-            && let Some(held) = inner.slots.get_mut(sid)
-            && *held > now
-        {
-            *held = now + self.config.reservation;
+        if hands_over(final_state) && inner.slots.deadline(sid).is_some_and(|held| held > now) {
+            inner.slots.set(sid, now + self.config.reservation);
             return Ok(StreamEnd::Held);
         }
         let freed = inner.free(sid);
@@ -650,12 +645,9 @@ impl CallStore for MemoryStore {
                 report.ended.push(sid.to_owned());
                 continue;
             }
-            match inner.slots.get_mut(sid) {
-                Some(held) => *held = (*held).max(deadline),
-                None => {
-                    inner.slots.insert(sid.to_owned(), deadline);
-                    report.readded.push(sid.to_owned());
-                }
+            if !inner.slots.renew(sid, |held| held.max(deadline)) {
+                inner.slots.set(sid, deadline);
+                report.readded.push(sid.to_owned());
             }
             // A slot keeps the tenant it was admitted under; a re-added one takes the call's.
             if let Some(tenant) = call.tenant()

@@ -71,7 +71,7 @@ impl Inner {
             Some(_) => {}
         }
         if let Some(deadline) = self.slots.remove(id) {
-            self.slots.insert(call_sid.to_owned(), deadline);
+            self.slots.set(call_sid, deadline);
             if let Some(tenant) = self.slot_tenant.remove(id) {
                 self.slot_tenant.insert(call_sid.to_owned(), tenant);
             }
@@ -219,7 +219,7 @@ impl OutboundStore for MemoryStore {
             return Ok(outcome(DialStep::TenantFull));
         }
         let deadline = now + head.dial_deadline(policy.dial_margin);
-        inner.slots.insert(head.id.clone(), deadline);
+        inner.slots.set(&head.id, deadline);
         if let Some(tenant) = &head.tenant {
             inner.slot_tenant.insert(head.id.clone(), tenant.clone());
         }
