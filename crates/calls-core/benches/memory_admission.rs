@@ -4,6 +4,8 @@
 //! Every admission first reclaims lapsed leases, so its cost follows how that reclaim finds them:
 //! a walk of every live slot grows with `live`, an index by deadline does not. Nothing lapses
 //! here (the lease outlives the run), which is the common case a walk pays for in full.
+//! `--tenant`: every call, held or admitted, is one tenant's under a default tenant cap, so each
+//! admission also checks that tenant's live count (docs/reference.md#tenants).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -20,6 +22,8 @@ use clap::Parser;
 /// Long enough that no slot lapses during a run.
 const LEASE: Duration = Duration::from_secs(3_600);
 const REPLICA: &str = "bench-replica";
+/// The one tenant of `--tenant`.
+const TENANT: &str = "bench-tenant";
 
 #[derive(Parser)]
 #[command(about = "In-process admit + release with many live calls held")]
@@ -37,6 +41,9 @@ struct Args {
     /// One short round per live count: a smoke test of the bench itself.
     #[arg(long)]
     quick: bool,
+    /// Every call is one tenant's, under a default tenant cap no call reaches.
+    #[arg(long)]
+    tenant: bool,
     /// `cargo bench` passes `--bench` to every `harness = false` target.
     #[arg(long, hide = true)]
     bench: bool,
@@ -59,13 +66,16 @@ fn sid(n: u64) -> Result<CallSid> {
 
 /// Holds `live` slots through one renewal (every call re-added): one reclaim for all of them, so
 /// filling does not itself cost what is measured once per call.
-async fn hold(store: &MemoryStore, live: u64) -> Result<()> {
+async fn hold(store: &MemoryStore, live: u64, tenant: bool) -> Result<()> {
     let calls = (0..live)
         .map(|n| {
+            let call_sid = sid(n)?;
+            // The tenant a re-added slot takes is its state's.
+            let state = tenant.then(|| state_of(&call_sid, true));
             Ok(Renewal {
-                call_sid: sid(n)?,
+                call_sid,
                 lock_token: format!("{REPLICA}:{n}"),
-                state: None,
+                state,
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -92,14 +102,28 @@ async fn hold(store: &MemoryStore, live: u64) -> Result<()> {
     Ok(())
 }
 
+fn state_of(call: &CallSid, tenant: bool) -> CallState {
+    let mut state = CallState::reserved(call.as_str(), REPLICA);
+    if tenant {
+        state.tenant = Some(TENANT.to_owned());
+    }
+    state
+}
+
 /// One round: `admissions` fresh calls admitted with their reserved state and released, each
 /// before the next, so the live count stays at `live` (+1 during a call). Returns the round's
 /// wall time.
-async fn round(store: &MemoryStore, live: u64, first: u64, admissions: u64) -> Result<Duration> {
+async fn round(
+    store: &MemoryStore,
+    live: u64,
+    first: u64,
+    admissions: u64,
+    tenant: bool,
+) -> Result<Duration> {
     let calls = (first..first + admissions)
         .map(|n| {
             let call = sid(n)?;
-            let state = CallState::reserved(call.as_str(), REPLICA);
+            let state = state_of(&call, tenant);
             Ok((call, state))
         })
         .collect::<Result<Vec<_>>>()?;
@@ -123,14 +147,15 @@ async fn measure(args: &Args, live: u64) -> Result<Vec<Duration>> {
     let store = MemoryStore::new(StoreConfig {
         limit: u64::MAX,
         recovery_holdoff: Duration::ZERO,
+        default_tenant_limit: args.tenant.then_some(u64::MAX),
         ..StoreConfig::default()
     });
-    hold(&store, live).await?;
+    hold(&store, live, args.tenant).await?;
     let (rounds, admissions) = args.plan();
     let mut times = Vec::with_capacity(rounds);
     for r in 0..rounds as u64 {
         let first = live + r * admissions;
-        times.push(round(&store, live, first, admissions).await? / admissions as u32);
+        times.push(round(&store, live, first, admissions, args.tenant).await? / admissions as u32);
     }
     times.sort_unstable();
     Ok(times)
@@ -165,8 +190,13 @@ fn run(args: &Args) -> Result<()> {
     println!("Command: `{}`", command_line());
     let (rounds, admissions) = args.plan();
     println!(
-        "{rounds} round(s) of {admissions} admit + release pairs per live count, one thread; \
+        "{rounds} round(s) of {admissions} admit + release pairs per live count, one thread{}; \
          1-minute load average before: {}\n",
+        if args.tenant {
+            ", every call one tenant's"
+        } else {
+            ""
+        },
         load_average()
     );
     println!(

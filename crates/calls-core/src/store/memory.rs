@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use tokio::time::Instant;
 
 mod outbound;
+mod slot_tenants;
 mod slots;
 
 use self::slots::Slots;
@@ -32,7 +33,7 @@ struct Inner {
     rejected_max_concurrent: u64,
     rejected_tenant_limit: u64,
     /// call SID -> tenant, for every slot of a call with a tenant (as `calls:slot_tenant`).
-    slot_tenant: HashMap<String, String>,
+    slot_tenant: slot_tenants::SlotTenants,
     /// call SID -> (owner token, expiry).
     locks: HashMap<String, (String, Instant)>,
     /// call SID -> (state, expiry).
@@ -109,7 +110,7 @@ impl Inner {
 
     /// Live slots of `tenant`, reservations included.
     fn tenant_active(&self, tenant: &str) -> u64 {
-        self.slot_tenant.values().filter(|t| *t == tenant).count() as u64
+        self.slot_tenant.active(tenant)
     }
 
     /// The admission rule of `admit_slot` in the Lua prelude, after a reclaim: the global cap
@@ -651,7 +652,7 @@ impl CallStore for MemoryStore {
             }
             // A slot keeps the tenant it was admitted under; a re-added one takes the call's.
             if let Some(tenant) = call.tenant()
-                && !inner.slot_tenant.contains_key(sid)
+                && !inner.slot_tenant.contains(sid)
             {
                 inner.slot_tenant.insert(sid.to_owned(), tenant.to_owned());
             }
@@ -770,7 +771,7 @@ impl CallStore for MemoryStore {
         }
         let inner = self.lock();
         let usage = tenants_usage(
-            inner.slot_tenant.values().map(String::as_str),
+            inner.slot_tenant.tenants(),
             &BTreeMap::new(),
             self.config.default_tenant_limit,
         );
