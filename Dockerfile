@@ -23,6 +23,7 @@ RUN for dir in . crates/twilio crates/twilio-api crates/calls-core crates/sim cr
     && echo 'fn main() {}' > crates/sim/src/main.rs \
     && mkdir -p crates/calls-core/benches tests/it \
     && echo 'fn main() {}' > crates/calls-core/benches/admission.rs \
+    && echo 'fn main() {}' > crates/calls-core/benches/memory_admission.rs \
     && echo 'fn main() {}' > crates/calls-core/benches/renewal.rs \
     && echo 'fn main() {}' > crates/calls-core/benches/waiting_room.rs \
     && touch tests/it/main.rs \
