@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
+# As run: the binaries were copies under /work/prof/bins (main-0a53b13 = the release build of
+# 0a53b13, string = the same with outbound-string.patch); the loop ran 1-4, then 5-8 in the
+# order below.
+out="$(cd "$(dirname "$0")" && pwd)/bench"
 cd "$(dirname "$0")/../.."
-out="$(dirname "$0")/bench"
 for r in 5 6 7 8; do
   for b in string main-0a53b13; do
     bin=/work/prof/bins/$b; [ -d $bin ] && bin=$bin/prosaas-calls
