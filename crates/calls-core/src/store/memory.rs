@@ -12,6 +12,7 @@ mod outbound;
 mod slot_tenants;
 mod slots;
 
+use self::slot_tenants::SlotTenants;
 use self::slots::Slots;
 use super::line::{InLine, Line};
 use super::{
@@ -33,7 +34,7 @@ struct Inner {
     rejected_max_concurrent: u64,
     rejected_tenant_limit: u64,
     /// call SID -> tenant, for every slot of a call with a tenant (as `calls:slot_tenant`).
-    slot_tenant: slot_tenants::SlotTenants,
+    slot_tenant: SlotTenants,
     /// call SID -> (owner token, expiry).
     locks: HashMap<String, (String, Instant)>,
     /// call SID -> (state, expiry).

@@ -14,7 +14,13 @@ pub(super) struct SlotTenants {
 impl SlotTenants {
     /// Gives the call's slot `tenant`, replacing any it had.
     pub(super) fn insert(&mut self, sid: String, tenant: String) {
-        *self.counts.entry(tenant.clone()).or_default() += 1;
+        // A tenant already counted is found by reference: no copy of its name per admission.
+        match self.counts.get_mut(&tenant) {
+            Some(count) => *count += 1,
+            None => {
+                self.counts.insert(tenant.clone(), 1);
+            }
+        }
         if let Some(old) = self.by_sid.insert(sid, tenant) {
             self.uncount(&old);
         }
