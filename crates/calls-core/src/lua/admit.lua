@@ -23,6 +23,8 @@ local now = now_ms()
 local opens, epoch, lost = check_epoch(KEYS[5], slots, now, ARGV[4], ARGV[5] == '1',
   tonumber(ARGV[2]), false)
 local expired = reclaim(slots, now)
+-- Nothing but this loop's admissions changes the slots from here: the count is read once.
+local batch = {n = redis.call('ZCARD', slots), started = 0, rejected = 0}
 local results = {}
 for i = 0, (#ARGV - HEADER) / PER - 1 do
   local a = HEADER + i * PER
@@ -39,13 +41,13 @@ for i = 0, (#ARGV - HEADER) / PER - 1 do
     stored = redis.call('GET', state_key)
   end
   if held == nil then
-    code, active = -4, redis.call('ZCARD', slots)
+    code, active = -4, batch.n
   elseif state_json ~= '' and held == false and ended_for_good(stored) then
-    code, active = -3, sync_count(slots, count_key)
+    code, active = -3, batch.n
   else
     code, active = admit_slot(slots, count_key, KEYS[3], KEYS[4], sid, limit,
       now + tonumber(ARGV[a + 2]), ARGV[a + 3], now, opens, ARGV[a + 5], default_limit, held,
-      admitted_before(stored))
+      admitted_before(stored), batch)
     if (code == 1 or code == 5) and state_json ~= '' then
       redis.call('SET', state_key, state_json, 'EX', ttl)
     end
@@ -53,4 +55,5 @@ for i = 0, (#ARGV - HEADER) / PER - 1 do
   results[#results + 1] = code
   results[#results + 1] = active
 end
+finish_batch(batch, count_key, KEYS[3], KEYS[4])
 return {expired, epoch, lost, results, now}

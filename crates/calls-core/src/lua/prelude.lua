@@ -137,6 +137,14 @@ local function admitted_before(blob)
   return blob ~= nil and blob ~= false and not string.find(blob, '"status":"waiting"', 1, true)
 end
 
+-- The live count inside admit_slot: the batch's, or read (and mirrored) from the slots.
+local function batch_count(batch, slots, count_key)
+  if batch then
+    return batch.n
+  end
+  return sync_count(slots, count_key)
+end
+
 -- Takes a slot for `sid` with the given lease deadline, or refreshes the one it holds. Returns a code
 -- (1 new slot, 2 already held, 0 at limit, -1 recovering, -2 no slot held with policy 'existing',
 -- 4 under the global cap but at its tenant's, 5 a new slot for a call `counted` before: not
@@ -144,8 +152,11 @@ end
 -- `tenant_default` ('' = none) are checked in this same step: the global cap first, then the tenant's.
 -- `held` is the slot's ZSCORE when the caller already read it in this script (false: none), nil
 -- otherwise: each command a script runs costs Redis, and the webhook's admission is the hot path.
+-- `batch` (admit.lua's many admissions; nil elsewhere) is {n = the live count, started = 0,
+-- rejected = 0}: the count is kept there instead of read with ZCARD, and the count key and the two
+-- counters are left for the batch to write once at its end (finish_batch), not per admission.
 local function admit_slot(slots, count_key, started_key, rejected_key, sid, limit, deadline, policy,
-                          now, opens, tenant, tenant_default, held, counted)
+                          now, opens, tenant, tenant_default, held, counted, batch)
   if held == nil then
     held = redis.call('ZSCORE', slots, sid)
   end
@@ -158,25 +169,31 @@ local function admit_slot(slots, count_key, started_key, rejected_key, sid, limi
     if held_by then
       tenant_slot_set(sid, held_by, deadline)
     end
-    return 2, sync_count(slots, count_key)
+    return 2, batch_count(batch, slots, count_key)
   end
   if policy == 'existing' then
-    return -2, sync_count(slots, count_key)
+    return -2, batch_count(batch, slots, count_key)
   end
   if now < opens then
-    return -1, sync_count(slots, count_key)
+    return -1, batch_count(batch, slots, count_key)
   end
-  local n = redis.call('ZCARD', slots)
+  local n = batch and batch.n or redis.call('ZCARD', slots)
   if n >= limit then
-    redis.call('INCR', rejected_key)
-    redis.call('SET', count_key, n)
+    if batch then
+      batch.rejected = batch.rejected + 1
+    else
+      redis.call('INCR', rejected_key)
+      redis.call('SET', count_key, n)
+    end
     return 0, n
   end
   if tenant ~= '' then
     local cap = tenant_limit(tenant, tenant_default)
     if cap and redis.call('ZCARD', tenant_slots_key(tenant)) >= cap then
       redis.call('INCR', REJECTED_TENANT_LIMIT_KEY)
-      redis.call('SET', count_key, n)
+      if not batch then
+        redis.call('SET', count_key, n)
+      end
       return 4, n
     end
   end
@@ -184,12 +201,32 @@ local function admit_slot(slots, count_key, started_key, rejected_key, sid, limi
   if tenant ~= '' then
     tenant_slot_set(sid, tenant, deadline)
   end
-  redis.call('SET', count_key, n + 1)
+  if batch then
+    batch.n = n + 1
+  else
+    redis.call('SET', count_key, n + 1)
+  end
   if counted then
     return 5, n + 1
   end
-  redis.call('INCR', started_key)
+  if batch then
+    batch.started = batch.started + 1
+  else
+    redis.call('INCR', started_key)
+  end
   return 1, n + 1
+end
+
+-- Writes what a batch of admit_slot calls kept: the counters once each, and the count key, which
+-- then mirrors ZCARD as after every other script.
+local function finish_batch(batch, count_key, started_key, rejected_key)
+  if batch.started > 0 then
+    redis.call('INCRBY', started_key, batch.started)
+  end
+  if batch.rejected > 0 then
+    redis.call('INCRBY', rejected_key, batch.rejected)
+  end
+  redis.call('SET', count_key, batch.n)
 end
 
 -- docs/reference.md#after-stream: a continuation granted by the after-stream answer must survive
