@@ -8,7 +8,7 @@ cells = lambda line: [c.strip() for c in line.strip().strip("|").split("|")]
 num = lambda c: float(c.rstrip("×"))
 
 echo = {}
-for f in sorted(glob.glob(f"{d}/echo1000-pin-*.md"), key=lambda f: (f.split("-")[-2], int(f.split("-")[-1][:-3]))):
+for f in sorted(glob.glob(f"{d}/echo1000-*.md"), key=lambda f: (f.split("-")[-2], int(f.split("-")[-1][:-3]))):
     kind = f.split("-")[-2]
     for line in open(f):
         c = cells(line)
@@ -22,7 +22,7 @@ print()
 for kind, rows in sorted(echo.items()):
     ok = [r for r in rows if "saturated" not in r["verdict"]]
     q = lambda k: sorted(r[k] for r in ok)
-    print(f"echo 1,000 pinned, {kind}: {len(rows)} runs, {len(ok)} not saturated; "
+    print(f"echo 1,000, {kind}: {len(rows)} runs, {len(ok)} not saturated; "
           f"p99 ratio within 1.2x in {sum(r['p99'] <= 1.2 for r in ok)}, median {statistics.median(q('p99')):.2f}, range {min(q('p99')):.2f}-{max(q('p99')):.2f}; "
           f"p99.9 within 1.5x in {sum(r['p999'] <= 1.5 for r in ok)}, median {statistics.median(q('p999')):.2f}, range {min(q('p999')):.2f}-{max(q('p999')):.2f}; "
           f"CPU ratio median {statistics.median(q('cpu')):.2f}, range {min(q('cpu')):.2f}-{max(q('cpu')):.2f}")
