@@ -55,5 +55,8 @@ for i = 0, (#ARGV - HEADER) / PER - 1 do
   results[#results + 1] = code
   results[#results + 1] = active
 end
+-- A batch that fails halfway (a write refused: Redis out of memory) never gets here: its webhooks
+-- get the reject mode (a store error), none is counted as started, the slots it took lapse with
+-- their reservation, and the next script rewrites the count key from ZCARD.
 finish_batch(batch, count_key, KEYS[3], KEYS[4])
 return {expired, epoch, lost, results, now}
