@@ -590,38 +590,9 @@ impl ReplicaEnv {
 }
 
 /// A base port whose 13 ports scripts/cluster uses (BASE..BASE+12) were all free a moment ago,
-/// drawn, as scripts/lib/ports.sh draws them, from below the kernel's ephemeral range. A run
-/// inside it (a port 0 bind's) could be handed out meanwhile as the local port of any parallel
-/// test's outgoing connection, seconds before the cluster's last replica binds it ("calls-3 did
-/// not come up").
+/// below the kernel's ephemeral range (testkit's ports module says why).
 pub fn free_base() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    const RUN: u16 = 13;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let (low, ceiling) = if ephemeral_low > 11_000 {
-        (10_000, ephemeral_low)
-    } else {
-        (20_000, 40_000)
-    };
-    // A seed of its own per call (RandomState's keys are random), so parallel tests draw apart.
-    let mut seed = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish();
-    for _ in 0..200 {
-        seed = seed
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        let span = u64::from(ceiling - low - RUN);
-        let base = low + u16::try_from((seed >> 33) % span).expect("span fits a port");
-        if (0..RUN).all(|offset| std::net::TcpListener::bind(("127.0.0.1", base + offset)).is_ok())
-        {
-            return base;
-        }
-    }
-    panic!("no run of {RUN} free loopback ports found below the ephemeral range");
+    testkit::free_port_run(13).expect("13 free loopback ports")
 }
 
 impl Replica {

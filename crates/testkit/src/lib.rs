@@ -20,13 +20,16 @@
 
 pub mod netns;
 pub mod nginx;
+mod ports;
 pub mod prometheus;
 pub mod sentinel;
 pub mod tls;
 pub mod twilio_api;
 
+pub use ports::{free_port, free_port_run};
+
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -348,11 +351,6 @@ pub(crate) fn wait_healthz(
         io::ErrorKind::TimedOut,
         format!("{what} not healthy in time: {}", log()),
     ))
-}
-
-/// A loopback port that was free a moment ago.
-pub fn free_port() -> io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 fn new_dir() -> io::Result<tempfile::TempDir> {
