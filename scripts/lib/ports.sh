@@ -8,7 +8,8 @@
 # Why below the range: a port picked at random (or by binding port 0, which draws from the same
 # range) can be the local port of one of the simulator's connections by the time a server binds
 # it, and the bind fails ("did not start"). The kernel never gives an outgoing connection a port
-# below ip_local_port_range.
+# below ip_local_port_range. The tests' harness draws its ports by the same rule
+# (crates/testkit/src/ports.rs): a change to one belongs in the other.
 
 # The range free_port draws from, as "BASE CEILING": 10000 up to the lowest ephemeral port, or
 # 20000 to 40000 when the ephemeral range starts too low to leave room below it.
