@@ -29,6 +29,7 @@ use urls::{after_stream_url, stream_url};
 mod after_stream;
 mod calls_api;
 mod fallback;
+mod form;
 mod ops;
 mod overflow;
 mod status;
@@ -225,7 +226,7 @@ pub(crate) fn twilio_call_form_signed_over<'a>(
     request: &'a TwilioRequest,
     signed_url: &str,
 ) -> Result<(TwilioForm<'a>, CallSid), Rejected> {
-    let form = twilio_form_signed_over(app, request, signed_url)?;
+    let form = twilio_form_signed_over(app, request, Some(signed_url))?;
     let call_sid = form.call_sid(app, &request.uri)?;
     Ok((form, call_sid))
 }
@@ -237,13 +238,15 @@ pub(crate) fn twilio_form<'a>(
     app: &App,
     request: &'a TwilioRequest,
 ) -> Result<TwilioForm<'a>, Rejected> {
-    twilio_form_signed_over(app, request, &public_url_of(app, &request.uri))
+    twilio_form_signed_over(app, request, None)
 }
 
+/// `signed_url` `None`: the request's own URL under `PUBLIC_URL` ([`public_url_of`]), built only
+/// when there is a signature to check.
 fn twilio_form_signed_over<'a>(
     app: &App,
     request: &'a TwilioRequest,
-    signed_url: &str,
+    signed_url: Option<&str>,
 ) -> Result<TwilioForm<'a>, Rejected> {
     let TwilioRequest {
         method,
@@ -253,8 +256,8 @@ fn twilio_form_signed_over<'a>(
     } = request;
     if method == Method::GET {
         let query = uri.query().unwrap_or("");
-        let params: Vec<_> = form_urlencoded::parse(query.as_bytes()).collect();
-        check_signature(app, headers, uri, signed_url, &[])?;
+        let params = form::parse(query.as_bytes());
+        check_form_signature(app, request, signed_url, &[])?;
         return Ok(TwilioForm { params });
     }
     let content_type = headers
@@ -272,9 +275,26 @@ fn twilio_form_signed_over<'a>(
             uri.path(),
         ));
     }
-    let params: Vec<_> = form_urlencoded::parse(body).collect();
-    check_signature(app, headers, uri, signed_url, &params)?;
+    let params = form::parse(body);
+    check_form_signature(app, request, signed_url, &params)?;
     Ok(TwilioForm { params })
+}
+
+/// [`check_signature`] over `signed_url`, or the request's own URL under `PUBLIC_URL`.
+fn check_form_signature(
+    app: &App,
+    request: &TwilioRequest,
+    signed_url: Option<&str>,
+    params: &[(Cow<'_, str>, Cow<'_, str>)],
+) -> Result<(), Rejected> {
+    if app.config().auth_token().is_none() {
+        return Ok(());
+    }
+    let url = signed_url.map_or_else(
+        || Cow::Owned(public_url_of(app, &request.uri)),
+        Cow::Borrowed,
+    );
+    check_signature(app, &request.headers, &request.uri, &url, params)
 }
 
 /// The URL Twilio signed: `PUBLIC_URL` plus the path and query it requested.
