@@ -7,6 +7,7 @@
 //! - [`cli`]: the operator's command line (`status`, `calls`, `tenants`) over a cluster view.
 //! - [`app`]: one replica's parts, built once (config, the core's `Calls`, metrics, lifecycle).
 //! - [`lifecycle`]: draining flag, stream tracker and the drain-deadline token.
+//! - [`log_clock`]: the log lines' timestamps.
 //! - [`http`]: the routes of the contract, thin handlers over `calls-core`.
 //! - [`stream`]: one Media Streams WebSocket after the upgrade (`start`, then frame handlers or
 //!   the voice-agent bridge), over an explicit `StreamContext`.
@@ -23,6 +24,7 @@ pub mod cli;
 pub mod config;
 mod http;
 mod lifecycle;
+pub mod log_clock;
 mod metrics;
 mod outbound;
 mod renewal;

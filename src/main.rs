@@ -226,6 +226,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_timer(prosaas_calls::log_clock::LogClock)
         .with_ansi(std::io::stdout().is_terminal());
     match format {
         LogFormat::Text => builder.init(),
