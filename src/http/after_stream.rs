@@ -31,7 +31,7 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
     // normalised PUBLIC_URL (lower-case host, no default port), not PUBLIC_URL as written.
     let signed_url = match request.uri.query() {
         Some(query) => format!("{}?{query}", after_stream_url(&app, &request.headers)),
-        None => after_stream_url(&app, &request.headers),
+        None => after_stream_url(&app, &request.headers).into_owned(),
     };
     let (form, call_sid) = match twilio_call_form_signed_over(&app, &request, &signed_url) {
         Ok(parsed) => parsed,

@@ -1,6 +1,8 @@
 //! The URLs our TwiML hands Twilio (stream, `<Connect action>`, waiting room): from `PUBLIC_URL`,
 //! built once at start-up, else per request from the forwarded headers nginx sets (or `Host`).
 
+use std::borrow::Cow;
+
 use axum::http::{HeaderMap, HeaderName, header};
 use twilio::twiml;
 
@@ -8,26 +10,30 @@ use crate::app::App;
 
 /// The `wss://…/twilio/stream` URL for the TwiML: from `PUBLIC_URL`, else from the forwarded
 /// headers, which is safe only because signatures are off without `PUBLIC_URL`.
-pub(crate) fn stream_url(app: &App, headers: &HeaderMap) -> String {
+pub(crate) fn stream_url<'a>(app: &'a App, headers: &HeaderMap) -> Cow<'a, str> {
     match app.public_urls() {
-        Some(urls) => urls.stream.clone(),
-        None => from_headers(headers, ("wss", "ws"), twiml::STREAM_PATH),
+        Some(urls) => Cow::Borrowed(&urls.stream),
+        None => Cow::Owned(from_headers(headers, ("wss", "ws"), twiml::STREAM_PATH)),
     }
 }
 
 /// The `<Connect action>` URL (`https://…/twilio/after-stream`), built like [`stream_url`].
-pub(crate) fn after_stream_url(app: &App, headers: &HeaderMap) -> String {
+pub(crate) fn after_stream_url<'a>(app: &'a App, headers: &HeaderMap) -> Cow<'a, str> {
     match app.public_urls() {
-        Some(urls) => urls.after_stream.clone(),
-        None => from_headers(headers, ("https", "http"), twiml::AFTER_STREAM_PATH),
+        Some(urls) => Cow::Borrowed(&urls.after_stream),
+        None => Cow::Owned(from_headers(
+            headers,
+            ("https", "http"),
+            twiml::AFTER_STREAM_PATH,
+        )),
     }
 }
 
 /// `/twilio/wait`'s URL for the TwiML, built like [`stream_url`].
-pub(crate) fn wait_url(app: &App, headers: &HeaderMap) -> String {
+pub(crate) fn wait_url<'a>(app: &'a App, headers: &HeaderMap) -> Cow<'a, str> {
     match app.public_urls() {
-        Some(urls) => urls.wait.clone(),
-        None => from_headers(headers, ("https", "http"), twiml::WAIT_PATH),
+        Some(urls) => Cow::Borrowed(&urls.wait),
+        None => Cow::Owned(from_headers(headers, ("https", "http"), twiml::WAIT_PATH)),
     }
 }
 

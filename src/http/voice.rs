@@ -35,12 +35,11 @@ pub(super) async fn handle(State(app): State<Arc<App>>, request: TwilioRequest) 
     };
     let from = form.get("From");
     let to = form.get("To");
-    let url = stream_url(&app, &request.headers);
     let call = WebhookCall {
         account_sid: form.get("AccountSid").map(str::to_owned),
         from: from.map(str::to_owned),
         to: to.map(str::to_owned),
-        stream_url: Some(url.clone()),
+        stream_url: Some(stream_url(&app, &request.headers).into_owned()),
     };
     let origin = match &outbound {
         Some(record) => Origin::Outbound {

@@ -88,7 +88,7 @@ pub(super) fn webhook_call(app: &App, headers: &HeaderMap, form: &TwilioForm<'_>
         account_sid: form.get("AccountSid").map(str::to_owned),
         from: form.get("From").map(str::to_owned),
         to: form.get("To").map(str::to_owned),
-        stream_url: Some(stream_url(app, headers)),
+        stream_url: Some(stream_url(app, headers).into_owned()),
     }
 }
 
