@@ -17,9 +17,11 @@ use crate::app::App;
 use crate::lifecycle::STREAMS_END_GRACE;
 use crate::{http, outbound, renewal};
 
+mod accept;
 mod connections;
 mod workers;
 
+use accept::Acceptor;
 pub use connections::OVERFLOW_CONNECTIONS;
 use connections::{ConnectionLimit, Counted, OVERFLOW_HEADER_TIMEOUT, Place};
 use workers::Workers;
@@ -95,6 +97,13 @@ async fn serve_http(
 ) {
     let router = http::router(app.clone());
     let overflow_router = http::overflow_router(app.clone());
+    let listener = match Acceptor::new(listener) {
+        Ok(listener) => listener,
+        Err(err) => {
+            warn!(error = %err, "the listening socket could not be registered; serving nothing");
+            return;
+        }
+    };
     let limit = ConnectionLimit::new(app.config().max_connections);
     let connections = TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -114,7 +123,7 @@ async fn serve_http(
         let stream = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(stream) => stream,
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     warn!(error = %err, "accept failed");
@@ -124,14 +133,6 @@ async fn serve_http(
             },
         };
         let _ = stream.set_nodelay(true);
-        // Re-registered on its I/O thread's reactor, so its wake-ups never cross threads.
-        let stream = match stream.into_std() {
-            Ok(stream) => stream,
-            Err(err) => {
-                warn!(error = %err, "accepted socket could not be handed to an I/O thread");
-                continue;
-            }
-        };
         let permit = limit.settle(permit);
         let (builder, router) = match permit.place() {
             Place::Served => (builder.clone(), &router),
@@ -142,6 +143,7 @@ async fn serve_http(
         let (thread, placed) = workers.place();
         connections.spawn_on(
             async move {
+                // Registered on its I/O thread's reactor, so its wake-ups never cross threads.
                 let stream = match tokio::net::TcpStream::from_std(stream) {
                     Ok(stream) => stream,
                     Err(err) => {
