@@ -16,7 +16,7 @@ use tracing::warn;
 use axum::Extension;
 use calls_core::call_sid::CallSid;
 use twilio::stream_token::StreamKey;
-use twilio::{signature, twiml};
+use twilio::{form, signature, twiml};
 
 use crate::app::App;
 use crate::config::redact_userinfo;
@@ -29,7 +29,6 @@ use urls::{after_stream_url, stream_url};
 mod after_stream;
 mod calls_api;
 mod fallback;
-mod form;
 mod ops;
 mod overflow;
 mod status;

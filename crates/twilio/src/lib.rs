@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //!
+//! - [`form`]: the form Twilio's requests carry, parsed as `form_urlencoded` does, for less work.
 //! - [`signature`]: `X-Twilio-Signature`, computed and checked.
 //! - [`stream_token`]: the per-call `token` parameter that binds a stream to its call.
 //! - [`call_status`]: a call's status as the REST API and status callbacks spell it.
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod call_status;
+pub mod form;
 pub mod messages;
 pub mod payload;
 pub mod signature;
