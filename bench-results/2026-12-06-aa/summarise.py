@@ -29,7 +29,7 @@ for kind, rows in sorted(echo.items()):
 
 bursts = {}
 for f in sorted(glob.glob(f"{d}/burst*-*.md")):
-    m = re.match(r".*/burst(-pin)?-(aa|ab)-\d+\.md$", f)
+    m = re.match(r".*/burst(-pin)?-([\w.]+)-\d+\.md$", f)
     group = m.group(2) + (" pinned" if m.group(1) else " unpinned")
     section = open(f).read().split("## Webhook burst")[1].split("Ablations")[0]
     for line in section.splitlines():
