@@ -1,5 +1,6 @@
 //! The HTTP server's own limits against a real replica process over real sockets: a request body
-//! trickled past its deadline is cut, and a replica holds at most `MAX_CONNECTIONS` connections.
+//! trickled past its deadline is cut, a replica holds at most `MAX_CONNECTIONS` connections, and
+//! one out of file descriptors backs off and serves again once they free.
 
 use std::time::{Duration, Instant};
 
@@ -190,4 +191,48 @@ async fn a_replica_serves_at_most_max_connections_and_still_answers_healthz_past
         Some(2.0),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn a_replica_out_of_file_descriptors_backs_off_says_so_and_serves_once_they_free() {
+    let replica = testkit::ReplicaProcess::spawn(
+        binary(),
+        "nofile",
+        &[("MAX_CONCURRENT_CALLS", "5".to_owned())],
+    )
+    .expect("replica starts");
+    let pid = replica.pid().expect("running");
+    // The start-up health check's connection has closed by now.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A few descriptors more than it holds now: a few idle sockets take them all.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .expect("its descriptors")
+        .count();
+    let limit = open + 4;
+    let limited = std::process::Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--nofile={limit}:{limit}"))
+        .status()
+        .expect("prlimit runs");
+    assert!(limited.success(), "prlimit --nofile on the replica");
+
+    // Past them, connections wait in the backlog while accept fails: the replica says so and
+    // stays up.
+    let mut held = Vec::new();
+    for _ in 0..12 {
+        held.push(TcpStream::connect(replica.addr()).await.unwrap());
+    }
+    let logged = eventually(Duration::from_secs(5), || async {
+        replica.log().contains("accept failed").then_some(())
+    })
+    .await;
+    assert!(logged.is_some(), "{}", replica.log());
+
+    // Once the idle sockets close, the descriptors free and the replica serves again.
+    drop(held);
+    let (status, twiml) = voice_at(&replica.url("/twilio/voice"), &sid(1)).await;
+    assert_eq!(status, 200, "{twiml}");
+    assert!(twiml.contains("<Stream"), "{twiml}");
+    let (status, _) = get_text(&replica.url("/healthz")).await;
+    assert_eq!(status, 200);
 }
