@@ -3,7 +3,7 @@
 //!
 //! Why not `tokio::net::TcpListener::accept`: it registers every accepted socket on the accepting
 //! thread's reactor, which `into_std` then unregisters before the I/O thread registers it again:
-//! two `epoll_ctl` calls per connection for nothing, a tenth of a webhook's system calls
+//! two `epoll_ctl` calls per connection for nothing, an eighth of a webhook's system calls
 //! (docs/benchmarks.md, sixth round).
 
 use std::io;
@@ -41,7 +41,7 @@ impl Acceptor {
                 .map_err(io::Error::from)
             }) {
                 Ok(accepted) => return accepted.map(TcpStream::from),
-                // Another accept took it first: wait for the next readiness.
+                // Nothing to accept after all (a stale readiness): wait for the next one.
                 Err(_would_block) => {}
             }
         }
