@@ -115,6 +115,7 @@ async fn serve_http(
     overflow_builder
         .keep_alive(false)
         .header_read_timeout(OVERFLOW_HEADER_TIMEOUT);
+    let mut failures = accept::Failures::default();
     loop {
         let permit = tokio::select! {
             _ = stop.cancelled() => break,
@@ -123,10 +124,13 @@ async fn serve_http(
         let stream = tokio::select! {
             _ = stop.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok(stream) => stream,
+                Ok(stream) => {
+                    failures.accepted();
+                    stream
+                }
                 Err(err) => {
                     // Out of file descriptors and the like: back off instead of spinning.
-                    warn!(error = %err, "accept failed");
+                    failures.failed(&err);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

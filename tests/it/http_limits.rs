@@ -235,4 +235,21 @@ async fn a_replica_out_of_file_descriptors_backs_off_says_so_and_serves_once_the
     assert!(twiml.contains("<Stream"), "{twiml}");
     let (status, _) = get_text(&replica.url("/healthz")).await;
     assert_eq!(status, 200);
+    // One line when the failures began, not one per retry or per turn of failing and succeeding;
+    // one when accepts have gone a while (10 s) without failing.
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    let (status, _) = get_text(&replica.url("/healthz")).await;
+    assert_eq!(status, 200);
+    let log = replica.log();
+    assert_eq!(
+        log.lines()
+            .filter(|line| line.contains("accept failed"))
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        log.lines().any(|line| line.contains("accepting again")),
+        "{log}"
+    );
 }
