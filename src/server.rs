@@ -38,12 +38,13 @@ const REQUESTS_GRACE: Duration = Duration::from_secs(5);
 ///
 /// # Errors
 ///
-/// The I/O threads could not be started.
+/// The listening socket could not be taken over, or the I/O threads could not be started.
 pub async fn serve(
     app: Arc<App>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let listener = Acceptor::new(listener)?;
     let workers = Workers::start()?;
     let stop_ticks = CancellationToken::new();
     let ticks = tokio::spawn(renewal::run(
@@ -90,20 +91,13 @@ pub async fn serve(
 /// `MAX_CONNECTIONS` connections served (past it, a few more answered 503, then the backlog). Each
 /// accepted socket is served for its whole life on one I/O thread (`workers`).
 async fn serve_http(
-    listener: TcpListener,
+    listener: Acceptor,
     app: &Arc<App>,
     workers: &Workers,
     stop: CancellationToken,
 ) {
     let router = http::router(app.clone());
     let overflow_router = http::overflow_router(app.clone());
-    let listener = match Acceptor::new(listener) {
-        Ok(listener) => listener,
-        Err(err) => {
-            warn!(error = %err, "the listening socket could not be registered; serving nothing");
-            return;
-        }
-    };
     let limit = ConnectionLimit::new(app.config().max_connections);
     let connections = TaskTracker::new();
     let mut builder = hyper::server::conn::http1::Builder::new();
