@@ -4,10 +4,12 @@
 //!
 //! - [`inbound`]: every event as a typed message, read by serde (any JSON spelling, every error).
 //! - [`fast`]: a plain `media` frame read in one pass; it declines what it cannot decide alike.
+//!   Twilio's own spelling of one is matched first as a template (`layout`).
 //! - [`outbound`]: `media`, `mark` and `clear` frames written into a reused buffer.
 
 pub mod fast;
 pub mod inbound;
+mod layout;
 mod outbound;
 
 pub use inbound::{

@@ -1,0 +1,253 @@
+//! A `media` message spelled exactly as Twilio writes it, matched as a template: the fixed text
+//! between the values compared a word at a time, the values read where they must be.
+//! Any other spelling, however valid, is declined here and read by the one-pass scanner (`fast`).
+
+use std::borrow::Cow;
+
+use super::inbound::{Media, Track};
+use crate::payload::{self, Base64};
+
+/// Twilio's frame, its values left out: `{"event":"media","sequenceNumber":"4","media":{"track":
+/// "inbound","chunk":"2","timestamp":"5","payload":"…"},"streamSid":"MZ…"}` with no whitespace.
+const HEAD: Text<3> = Text::new(b"{\"event\":\"media\",\"sequenceNumber\":\"");
+const TO_CHUNK: Text<3> = Text::new(b"\",\"media\":{\"track\":\"inbound\",\"chunk\":\"");
+const TO_TIMESTAMP: Text<1> = Text::new(b"\",\"timestamp\":\"");
+const TO_PAYLOAD: Text<1> = Text::new(b"\",\"payload\":\"");
+const TO_STREAM_SID: Text<1> = Text::new(b"\"},\"streamSid\":\"");
+
+/// `text` as a `media` message if it is spelled exactly as Twilio spells one (above): counters of
+/// 1 to 19 digits, a payload and a stream SID of the base64 alphabet. `None` declines, it does
+/// not refuse: every input this reads, the full parser reads as the same `Media`.
+#[inline]
+pub(crate) fn media(text: &str) -> Option<Media<'_>> {
+    let mut m = Matcher {
+        bytes: text.as_bytes(),
+        at: 0,
+    };
+    m.text(&HEAD)?;
+    let sequence_number = m.digits()?;
+    m.text(&TO_CHUNK)?;
+    let chunk = m.digits()?;
+    m.text(&TO_TIMESTAMP)?;
+    let timestamp = m.digits()?;
+    m.text(&TO_PAYLOAD)?;
+    let start = m.at;
+    let data = payload::alphabet_run(&m.bytes[start..]);
+    let pads = m.bytes[start + data..]
+        .iter()
+        .take(2)
+        .take_while(|&&b| b == b'=')
+        .count();
+    m.at = start + data + pads;
+    let payload_end = m.at;
+    m.text(&TO_STREAM_SID)?;
+    let sid_start = m.at;
+    m.at += payload::alphabet_run(&m.bytes[sid_start..]);
+    let sid_end = m.at;
+    // The SID's closing quote, the object's end, and nothing after it.
+    if &m.bytes[sid_end..] != b"\"}" {
+        return None;
+    }
+    // Every boundary sits next to an ASCII byte, so each slice is a string.
+    let payload = &text[start..payload_end];
+    Some(Media {
+        base64: Base64::of_run(payload, data, pads),
+        sequence_number: Some(sequence_number),
+        stream_sid: Some(Cow::Borrowed(&text[sid_start..sid_end])),
+        track: Some(Track::Inbound),
+        chunk: Some(chunk),
+        timestamp: Some(timestamp),
+        payload: Cow::Borrowed(payload),
+    })
+}
+
+/// Up to `N` × 16 bytes of fixed text, as masked 128-bit words: comparing one costs a load, an
+/// AND and a compare, where `starts_with` calls `bcmp`.
+struct Text<const N: usize> {
+    text: &'static [u8],
+    words: [(u128, u128); N],
+}
+
+impl<const N: usize> Text<N> {
+    const fn new(text: &'static [u8]) -> Self {
+        assert!(text.len() <= N * 16 && text.len() > (N - 1) * 16);
+        let mut words = [(0u128, 0u128); N];
+        let mut i = 0;
+        while i < text.len() {
+            let (word, mask) = &mut words[i / 16];
+            *word |= (text[i] as u128) << (8 * (i % 16));
+            *mask |= 0xff << (8 * (i % 16));
+            i += 1;
+        }
+        Self { text, words }
+    }
+}
+
+struct Matcher<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Matcher<'_> {
+    /// Consumes `text` if the unread bytes start with it.
+    #[inline]
+    fn text<const N: usize>(&mut self, text: &Text<N>) -> Option<()> {
+        let rest = &self.bytes[self.at..];
+        let mut words = rest.chunks_exact(16);
+        for &(word, mask) in &text.words {
+            match words.next() {
+                Some(next) => {
+                    let next = u128::from_le_bytes(next.try_into().ok()?);
+                    if next & mask != word {
+                        return None;
+                    }
+                }
+                // Fewer than sixteen bytes left: the end of the frame, byte by byte.
+                None => {
+                    if !rest.starts_with(text.text) {
+                        return None;
+                    }
+                    break;
+                }
+            }
+        }
+        self.at += text.text.len();
+        Some(())
+    }
+
+    /// 1 to 19 ASCII digits (always a u64) and their value; the byte after them is the next
+    /// text's to match. A twentieth digit declines: the full parser decides whether it fits.
+    #[inline]
+    fn digits(&mut self) -> Option<u64> {
+        let start = self.at;
+        let mut value = 0u64;
+        while let Some(&byte) = self.bytes.get(self.at) {
+            let digit = byte.wrapping_sub(b'0');
+            if digit > 9 {
+                break;
+            }
+            value = value * 10 + u64::from(digit);
+            self.at += 1;
+        }
+        (1..=19).contains(&(self.at - start)).then_some(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::messages::inbound::{self, Inbound};
+
+    fn twilio_frame(payload: &str) -> String {
+        format!(
+            r#"{{"event":"media","sequenceNumber":"4","media":{{"track":"inbound","chunk":"2","timestamp":"5","payload":"{payload}"}},"streamSid":"MZ18ad3ab5a668481ce02b83e7395059f0"}}"#
+        )
+    }
+
+    fn full_payload() -> String {
+        use base64::Engine;
+        let audio: Vec<u8> = (0..160u32).map(|i| (i * 73 + 5) as u8).collect();
+        base64::engine::general_purpose::STANDARD.encode(&audio)
+    }
+
+    /// Whatever the template reads must be what the full parser reads; returns whether it read it.
+    fn agrees(text: &[u8]) -> bool {
+        let Ok(text) = std::str::from_utf8(text) else {
+            return false;
+        };
+        match media(text) {
+            None => false,
+            Some(read) => {
+                assert_eq!(
+                    inbound::parse(text).ok(),
+                    Some(Inbound::Media(read)),
+                    "{text}"
+                );
+                true
+            }
+        }
+    }
+
+    #[test]
+    fn twilios_frames_match_the_template() {
+        for payload in [
+            full_payload().as_str(),
+            "/v7+fn5+fn5+/v7+",
+            "",
+            "AA==",
+            "AAA=",
+        ] {
+            assert!(agrees(twilio_frame(payload).as_bytes()), "{payload}");
+        }
+        let frame = twilio_frame(&full_payload());
+        let read = media(&frame).unwrap();
+        assert_eq!(read.base64.map(|(_, len)| len), Some(160));
+        assert_eq!(read.sequence_number, Some(4));
+        assert_eq!(
+            read.stream_sid.as_deref(),
+            Some("MZ18ad3ab5a668481ce02b83e7395059f0")
+        );
+        // The simulator's frames are Twilio's spelling too.
+        assert!(agrees(
+            br#"{"event":"media","sequenceNumber":"18446744073","media":{"track":"inbound","chunk":"9999999999999999999","timestamp":"0","payload":"AA=="},"streamSid":"MZ1"}"#
+        ));
+    }
+
+    /// Every byte value at every position, and every truncation: a changed byte either leaves
+    /// the frame Twilio's spelling or the template declines; it never reads something else.
+    #[test]
+    fn every_byte_at_every_position_agrees_or_declines() {
+        for payload in [full_payload(), "AA==".to_owned()] {
+            let frame = twilio_frame(&payload).into_bytes();
+            let mut read = 0;
+            for at in 0..frame.len() {
+                for byte in 0..=0xffu8 {
+                    let mut text = frame.clone();
+                    text[at] = byte;
+                    read += usize::from(agrees(&text));
+                }
+                assert!(!agrees(&frame[..at]), "a truncation at {at} was read");
+            }
+            // Digits, payload and SID characters change values; the rest must decline.
+            assert!(read > frame.len() * 10, "only {read} variants were read");
+        }
+    }
+
+    #[test]
+    fn counters_of_every_length_agree_or_decline() {
+        let frame = twilio_frame("AA==");
+        for digits in 0..=22 {
+            for lead in ["1", "9", "0"] {
+                let counter = format!("{lead}{}", "9".repeat(digits));
+                for field in ["\"4\"", "\"2\"", "\"5\""] {
+                    let text = frame.replacen(field, &format!("\"{counter}\""), 1);
+                    assert_eq!(agrees(text.as_bytes()), counter.len() <= 19, "{text}");
+                }
+            }
+        }
+        for field in ["\"4\"", "\"2\"", "\"5\""] {
+            assert!(!agrees(frame.replacen(field, "\"\"", 1).as_bytes()));
+            assert!(!agrees(frame.replacen(field, "4", 1).as_bytes()));
+        }
+    }
+
+    #[test]
+    fn other_spellings_decline() {
+        let frame = twilio_frame("AA==");
+        for (from, to) in [
+            ("\"inbound\"", "\"outbound\""),
+            ("{\"event\"", "{ \"event\""),
+            ("\"},", "\" },"),
+            ("\"MZ18", "\"MZ-18"),
+            ("\"MZ18", "\"MZ\\u0031"),
+            ("\"AA==\"", "\"AA\\u003d=\""),
+            ("\"AA==\"", "\"AA===\""),
+        ] {
+            let text = frame.replacen(from, to, 1);
+            assert_ne!(text, frame);
+            assert!(!agrees(text.as_bytes()), "{text}");
+        }
+        assert!(!agrees(format!("{frame} ").as_bytes()));
+        assert!(!agrees(format!("{frame}}}").as_bytes()));
+    }
+}
