@@ -126,10 +126,13 @@ impl Matcher<'_> {
             if digit > 9 {
                 break;
             }
+            if self.at - start == 19 {
+                return None;
+            }
             value = value * 10 + u64::from(digit);
             self.at += 1;
         }
-        (1..=19).contains(&(self.at - start)).then_some(value)
+        (self.at > start).then_some(value)
     }
 }
 
