@@ -52,6 +52,18 @@ pub(crate) fn alphabet_run(bytes: &[u8]) -> usize {
         .count()
 }
 
+/// The base64 text `bytes` starts with, as [`Base64::of_run`] takes it: the alphabet's run and how
+/// many `=` follow it (at most two are counted; a third is the caller's to refuse).
+pub(crate) fn padded_run(bytes: &[u8]) -> (usize, usize) {
+    let data = alphabet_run(bytes);
+    let pads = bytes[data..]
+        .iter()
+        .take(2)
+        .take_while(|&&b| b == b'=')
+        .count();
+    (data, pads)
+}
+
 /// [`decoded_len`] of `data` (all of the alphabet) followed by `pads` `=` (at most two).
 pub(crate) fn padded_len(data: &[u8], pads: usize) -> Option<usize> {
     let len = data.len() + pads;

@@ -108,25 +108,51 @@ impl<'a> Key<'a> {
     }
 }
 
-/// A literal of up to sixteen bytes, compared with the next sixteen bytes of the text as one
-/// masked 128-bit word: a few instructions, where `starts_with` calls `bcmp`.
-struct Literal {
+/// Fixed text of up to `N` × 16 bytes (one word by default), compared with the text that follows
+/// as masked 128-bit words: a load, an AND and a compare each, where `starts_with` calls `bcmp`.
+/// The scanner's names and values use one word; the template (`layout`) Twilio's longer runs.
+pub(super) struct Literal<const N: usize = 1> {
     text: &'static [u8],
-    word: u128,
-    mask: u128,
+    words: [(u128, u128); N],
 }
 
-impl Literal {
-    const fn new(text: &'static [u8]) -> Self {
-        assert!(text.len() <= 16);
-        let (mut word, mut mask) = (0u128, 0u128);
+impl<const N: usize> Literal<N> {
+    pub(super) const fn new(text: &'static [u8]) -> Self {
+        assert!(text.len() <= N * 16 && text.len() > (N - 1) * 16);
+        let mut words = [(0u128, 0u128); N];
         let mut i = 0;
         while i < text.len() {
-            word |= (text[i] as u128) << (8 * i);
-            mask |= 0xff << (8 * i);
+            let (word, mask) = &mut words[i / 16];
+            *word |= (text[i] as u128) << (8 * (i % 16));
+            *mask |= 0xff << (8 * (i % 16));
             i += 1;
         }
-        Self { text, word, mask }
+        Self { text, words }
+    }
+
+    pub(super) const fn len(&self) -> usize {
+        self.text.len()
+    }
+
+    /// Whether `bytes` starts with this text.
+    #[inline]
+    pub(super) fn is_prefix_of(&self, bytes: &[u8]) -> bool {
+        let mut next = bytes.chunks_exact(16);
+        for &(word, mask) in &self.words {
+            match next.next() {
+                Some(chunk) => {
+                    let Ok(chunk) = <[u8; 16]>::try_from(chunk) else {
+                        return false;
+                    };
+                    if u128::from_le_bytes(chunk) & mask != word {
+                        return false;
+                    }
+                }
+                // Fewer than sixteen bytes left: near the end of the text, byte by byte.
+                None => return bytes.starts_with(self.text),
+            }
+        }
+        true
     }
 }
 
@@ -181,14 +207,9 @@ impl<'a> Scanner<'a> {
 
     /// Whether the unread text starts with `literal`; if so it is consumed.
     fn literal(&mut self, literal: &Literal) -> bool {
-        let rest = &self.bytes()[self.at..];
-        let found = match rest.first_chunk::<16>() {
-            Some(&next) => u128::from_le_bytes(next) & literal.mask == literal.word,
-            // Fewer than sixteen bytes left: near the end of the text, byte by byte.
-            None => rest.starts_with(literal.text),
-        };
+        let found = literal.is_prefix_of(&self.bytes()[self.at..]);
         if found {
-            self.at += literal.text.len();
+            self.at += literal.len();
         }
         found
     }
@@ -298,25 +319,12 @@ impl<'a> Scanner<'a> {
     /// `"digits"` (1 to 19 ASCII digits, so they fit in a u64) and its value, consumed; `None`,
     /// with nothing consumed, for any other string. `decimal` reads the same digits alike.
     fn quoted_digits(&mut self) -> Option<u64> {
-        let bytes = self.bytes();
-        let mut at = self.at + 1;
-        let mut value = 0u64;
-        while let Some(&byte) = bytes.get(at) {
-            let digit = byte.wrapping_sub(b'0');
-            if digit > 9 {
-                break;
-            }
-            // A twentieth digit may not fit: `decimal` decides.
-            if at - (self.at + 1) == 19 {
-                return None;
-            }
-            value = value * 10 + u64::from(digit);
-            at += 1;
-        }
-        if at == self.at + 1 || bytes.get(at) != Some(&b'"') {
+        let digits = self.bytes().get(self.at + 1..)?;
+        let (value, len) = leading_digits(digits)?;
+        if digits.get(len) != Some(&b'"') {
             return None;
         }
-        self.at = at + 1;
+        self.at += len + 2;
         Some(value)
     }
 
@@ -358,12 +366,7 @@ impl<'a> Scanner<'a> {
         self.expect(b'"')?;
         let start = self.at;
         let rest = &self.bytes()[start..];
-        let data = payload::alphabet_run(rest);
-        let pads = rest[data..]
-            .iter()
-            .take(2)
-            .take_while(|&&b| b == b'=')
-            .count();
+        let (data, pads) = payload::padded_run(rest);
         if rest.get(data + pads) == Some(&b'"') {
             self.at = start + data + pads + 1;
             // ASCII on both sides: character boundaries.
@@ -434,6 +437,23 @@ fn first_special_in_words(bytes: &[u8]) -> Option<usize> {
         .iter()
         .position(|&b| is_special(b))
         .map(|i| at + i)
+}
+
+/// The 1 to 19 ASCII digits `bytes` starts with (always a u64): their value and how many. `None`
+/// for no digit, or for a twentieth: whether that still fits is `decimal`'s to decide.
+pub(super) fn leading_digits(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (len, &byte) in bytes.iter().enumerate() {
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            return (len > 0).then_some((value, len));
+        }
+        if len == 19 {
+            return None;
+        }
+        value = value * 10 + u64::from(digit);
+    }
+    (!bytes.is_empty()).then_some((value, bytes.len()))
 }
 
 /// `text.parse::<u64>().ok()`, without the sign and radix handling for the short, plain digit

@@ -4,16 +4,17 @@
 
 use std::borrow::Cow;
 
+use super::fast::{Literal, leading_digits};
 use super::inbound::{Media, Track};
 use crate::payload::{self, Base64};
 
 /// Twilio's frame, its values left out: `{"event":"media","sequenceNumber":"4","media":{"track":
 /// "inbound","chunk":"2","timestamp":"5","payload":"…"},"streamSid":"MZ…"}` with no whitespace.
-const HEAD: Text<3> = Text::new(b"{\"event\":\"media\",\"sequenceNumber\":\"");
-const TO_CHUNK: Text<3> = Text::new(b"\",\"media\":{\"track\":\"inbound\",\"chunk\":\"");
-const TO_TIMESTAMP: Text<1> = Text::new(b"\",\"timestamp\":\"");
-const TO_PAYLOAD: Text<1> = Text::new(b"\",\"payload\":\"");
-const TO_STREAM_SID: Text<1> = Text::new(b"\"},\"streamSid\":\"");
+const HEAD: Literal<3> = Literal::new(b"{\"event\":\"media\",\"sequenceNumber\":\"");
+const TO_CHUNK: Literal<3> = Literal::new(b"\",\"media\":{\"track\":\"inbound\",\"chunk\":\"");
+const TO_TIMESTAMP: Literal = Literal::new(b"\",\"timestamp\":\"");
+const TO_PAYLOAD: Literal = Literal::new(b"\",\"payload\":\"");
+const TO_STREAM_SID: Literal = Literal::new(b"\"},\"streamSid\":\"");
 
 /// `text` as a `media` message if it is spelled exactly as Twilio spells one (above): counters of
 /// 1 to 19 digits, a payload and a stream SID of the base64 alphabet. `None` declines, it does
@@ -32,12 +33,7 @@ pub(crate) fn media(text: &str) -> Option<Media<'_>> {
     let timestamp = m.digits()?;
     m.text(&TO_PAYLOAD)?;
     let start = m.at;
-    let data = payload::alphabet_run(&m.bytes[start..]);
-    let pads = m.bytes[start + data..]
-        .iter()
-        .take(2)
-        .take_while(|&&b| b == b'=')
-        .count();
+    let (data, pads) = payload::padded_run(&m.bytes[start..]);
     m.at = start + data + pads;
     let payload_end = m.at;
     m.text(&TO_STREAM_SID)?;
@@ -61,28 +57,6 @@ pub(crate) fn media(text: &str) -> Option<Media<'_>> {
     })
 }
 
-/// Up to `N` × 16 bytes of fixed text, as masked 128-bit words: comparing one costs a load, an
-/// AND and a compare, where `starts_with` calls `bcmp`.
-struct Text<const N: usize> {
-    text: &'static [u8],
-    words: [(u128, u128); N],
-}
-
-impl<const N: usize> Text<N> {
-    const fn new(text: &'static [u8]) -> Self {
-        assert!(text.len() <= N * 16 && text.len() > (N - 1) * 16);
-        let mut words = [(0u128, 0u128); N];
-        let mut i = 0;
-        while i < text.len() {
-            let (word, mask) = &mut words[i / 16];
-            *word |= (text[i] as u128) << (8 * (i % 16));
-            *mask |= 0xff << (8 * (i % 16));
-            i += 1;
-        }
-        Self { text, words }
-    }
-}
-
 struct Matcher<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -91,48 +65,18 @@ struct Matcher<'a> {
 impl Matcher<'_> {
     /// Consumes `text` if the unread bytes start with it.
     #[inline]
-    fn text<const N: usize>(&mut self, text: &Text<N>) -> Option<()> {
-        let rest = &self.bytes[self.at..];
-        let mut words = rest.chunks_exact(16);
-        for &(word, mask) in &text.words {
-            match words.next() {
-                Some(next) => {
-                    let next = u128::from_le_bytes(next.try_into().ok()?);
-                    if next & mask != word {
-                        return None;
-                    }
-                }
-                // Fewer than sixteen bytes left: the end of the frame, byte by byte.
-                None => {
-                    if !rest.starts_with(text.text) {
-                        return None;
-                    }
-                    break;
-                }
-            }
-        }
-        self.at += text.text.len();
-        Some(())
+    fn text<const N: usize>(&mut self, text: &Literal<N>) -> Option<()> {
+        text.is_prefix_of(&self.bytes[self.at..])
+            .then(|| self.at += text.len())
     }
 
-    /// 1 to 19 ASCII digits (always a u64) and their value; the byte after them is the next
-    /// text's to match. A twentieth digit declines: the full parser decides whether it fits.
+    /// 1 to 19 ASCII digits and their value; the byte after them is the next text's to match. A
+    /// twentieth digit declines: the full parser decides whether it fits.
     #[inline]
     fn digits(&mut self) -> Option<u64> {
-        let start = self.at;
-        let mut value = 0u64;
-        while let Some(&byte) = self.bytes.get(self.at) {
-            let digit = byte.wrapping_sub(b'0');
-            if digit > 9 {
-                break;
-            }
-            if self.at - start == 19 {
-                return None;
-            }
-            value = value * 10 + u64::from(digit);
-            self.at += 1;
-        }
-        (self.at > start).then_some(value)
+        let (value, len) = leading_digits(&self.bytes[self.at..])?;
+        self.at += len;
+        Some(value)
     }
 }
 
