@@ -12,11 +12,6 @@ use crate::payload::{self, Base64};
 /// numbers, another event, a malformed byte. The full parser then gives the answer, so an input
 /// this accepts is exactly one that parser reads as the same `Media`.
 pub fn parse(text: &str) -> Option<Media<'_>> {
-    super::layout::media(text).or_else(|| scan(text))
-}
-
-/// [`parse`] for any plain spelling: the keys in any order, whitespace, other fields.
-fn scan(text: &str) -> Option<Media<'_>> {
     let mut s = Scanner { text, at: 0 };
     s.expect(b'{')?;
     let mut is_media = false;
