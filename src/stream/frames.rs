@@ -59,7 +59,8 @@ impl<S: TwilioSocket> Frames<'_, S> {
         let mut outbox = Outbox::default();
         // Grows to one frame's size on first use and stays there; a silent call never allocates it.
         let mut out_text = BytesMut::new();
-        let media_head = messages::MediaHead::new(self.stream_sid);
+        // Built on the first frame out: a silent call never sends one.
+        let mut media_head: Option<messages::MediaHead> = None;
         let mut stop = StopWatch::new(&self.ctx.lifecycle.stop_streams, live);
         // One timer for the whole call, re-armed only when it fires: resetting a timer per frame
         // would cost more than the frame.
@@ -127,7 +128,9 @@ impl<S: TwilioSocket> Frames<'_, S> {
             for message in outbox.iter() {
                 match message {
                     Outbound::Media(payload) => {
-                        messages::media_after_base64(&mut out_text, &media_head, payload);
+                        let head = media_head
+                            .get_or_insert_with(|| messages::MediaHead::new(self.stream_sid));
+                        messages::media_after_base64(&mut out_text, head, payload);
                     }
                     Outbound::Mark(name) => messages::mark(&mut out_text, self.stream_sid, name),
                 }
