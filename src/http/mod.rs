@@ -263,9 +263,10 @@ fn twilio_form_signed_over<'a>(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    const FORM: &str = "application/x-www-form-urlencoded";
     if !content_type
-        .to_ascii_lowercase()
-        .starts_with("application/x-www-form-urlencoded")
+        .get(..FORM.len())
+        .is_some_and(|given| given.eq_ignore_ascii_case(FORM))
     {
         return Err(reject(
             app,

@@ -137,7 +137,10 @@ pub(super) fn connect_with(
 pub(super) fn xml(status: StatusCode, body: String) -> Response {
     (
         status,
-        [(header::CONTENT_TYPE, "text/xml; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/xml; charset=utf-8"),
+        )],
         body,
     )
         .into_response()

@@ -253,6 +253,15 @@ async fn bad_webhooks_get_4xx_and_change_nothing() {
         .await
         .unwrap();
     assert_eq!(json.status().as_u16(), 415);
+    // Shorter than the form type: refused, not a panic on the prefix.
+    let short = client()
+        .post(&url)
+        .header("content-type", "text")
+        .body("CallSid=CA1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(short.status().as_u16(), 415);
     let huge = client()
         .post(&url)
         .header("content-type", "application/x-www-form-urlencoded")
@@ -263,6 +272,22 @@ async fn bad_webhooks_get_4xx_and_change_nothing() {
     assert_eq!(huge.status().as_u16(), 413);
     assert_eq!(redis_cli(&redis, &["GET", "calls:stats:started"]).await, "");
     assert_eq!(redis_cli(&redis, &["KEYS", "calls:state:*"]).await, "");
+    // A media type's name is case-insensitive (RFC 9110 §8.3.1), and parameters may follow it.
+    let shouting = client()
+        .post(&url)
+        .header(
+            "content-type",
+            "Application/X-WWW-Form-URLEncoded; charset=UTF-8",
+        )
+        .body(format!("CallSid={}&From=%2B15005550006", sid(1)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shouting.status().as_u16(), 200);
+    assert_eq!(
+        redis_cli(&redis, &["GET", "calls:stats:started"]).await,
+        "1"
+    );
     replica.stop().await;
 }
 

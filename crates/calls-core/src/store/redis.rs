@@ -577,17 +577,19 @@ impl AdmitScript for StoreCore {
         let given_up = sent + self.config.op_timeout;
         let margin = ANSWER_MARGIN.min(self.config.op_timeout / 4);
         for request in batch {
-            let deadline = self
-                .clock
-                .redis_ms(request.answer_by.min(given_up) - margin)
-                .map(|ms| ms.to_string())
-                .unwrap_or_default();
             cmd.arg(request.call_sid.as_str())
                 .arg(request.lease_ms)
                 .arg(request.policy)
                 .arg(&request.state_json)
-                .arg(&request.tenant)
-                .arg(deadline);
+                .arg(&request.tenant);
+            // Written as a number straight into the command; '' (no deadline) keeps its place.
+            match self
+                .clock
+                .redis_ms(request.answer_by.min(given_up) - margin)
+            {
+                Some(ms) => cmd.arg(ms),
+                None => cmd.arg(""),
+            };
         }
         type Reply = (Vec<String>, String, i64, Vec<i64>, i64);
         let reply: Reply = self
