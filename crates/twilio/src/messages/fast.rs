@@ -480,7 +480,6 @@ fn track_of(name: &str) -> Track {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::messages::inbound::{self, Inbound};
 
     const PAYLOAD: &str = "/v7+fn5+fn5+/v7+";
 
@@ -492,17 +491,7 @@ mod tests {
 
     /// Whatever the fast path decides must be what the full parser says.
     fn agrees(text: &str) -> bool {
-        match parse(text) {
-            None => false,
-            Some(fast) => {
-                assert_eq!(
-                    inbound::parse(text).ok(),
-                    Some(Inbound::Media(fast)),
-                    "{text}"
-                );
-                true
-            }
-        }
+        crate::messages::agrees_with_serde(text, parse(text))
     }
 
     #[test]

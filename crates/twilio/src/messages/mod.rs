@@ -32,3 +32,20 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, ParseError> {
     }
     inbound::parse(text)
 }
+
+/// Checks a shortcut parser (`fast`, `layout`) against serde: whatever it read from `text` must be
+/// what the full parser reads; returns whether it read anything.
+#[cfg(test)]
+fn agrees_with_serde(text: &str, read: Option<Media<'_>>) -> bool {
+    match read {
+        None => false,
+        Some(read) => {
+            assert_eq!(
+                inbound::parse(text).ok(),
+                Some(Inbound::Media(read)),
+                "{text}"
+            );
+            true
+        }
+    }
+}
